@@ -1,0 +1,231 @@
+//! Application assembly, shared by `main` and the tests: open the store,
+//! build the first snapshot, bind the listener (port 0 in tests), and run
+//! the server with its background tasks until told to stop.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Notify};
+
+use crate::config::Settings;
+use crate::error::Result;
+use crate::geo::Geo;
+use crate::poll::{RoundSummary, fetch::Fetcher};
+use crate::routing::snapshot::{self, ResolvedLocation};
+use crate::routing::{Counters, Snapshot};
+use crate::store::{self, Pool};
+
+/// Process-wide counters that belong to no stream.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub unknown_stream: std::sync::atomic::AtomicU64,
+    pub poll_rounds: std::sync::atomic::AtomicU64,
+}
+
+pub struct Inner {
+    pub settings: Settings,
+    pub db: Pool,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub counters: Counters,
+    pub metrics: Metrics,
+    pub fetcher: Fetcher,
+    pub geo: Geo,
+    /// GeoIP locations of servers without configured coordinates.
+    pub resolved: std::sync::Mutex<HashMap<i64, ResolvedLocation>>,
+    poll_lock: Mutex<()>,
+    refresh_lock: Mutex<()>,
+    refresh_wanted: Notify,
+}
+
+/// Cheap to clone; handlers get it through axum's `State`.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub async fn new(settings: Settings) -> anyhow::Result<AppState> {
+        // reqwest is built without a default crypto provider so that only
+        // one (ring) is compiled; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let db = store::connect(&settings.database).await?;
+        let geo = Geo::open(settings.geoip.as_deref())?;
+        let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;
+        let state = AppState(Arc::new(Inner {
+            settings,
+            db,
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            counters: Counters::default(),
+            metrics: Metrics::default(),
+            fetcher,
+            geo,
+            resolved: Default::default(),
+            poll_lock: Mutex::new(()),
+            refresh_lock: Mutex::new(()),
+            refresh_wanted: Notify::new(),
+        }));
+        state.refresh().await?;
+        Ok(state)
+    }
+
+    /// Rebuilds the routing snapshot from the store and swaps it in. Admin
+    /// handlers await this so the next request already sees their change.
+    pub async fn refresh(&self) -> Result<()> {
+        let _one_at_a_time = self.refresh_lock.lock().await;
+        let resolved = self.resolved.lock().expect("poisoned").clone();
+        let grace_ms = self.settings.reservation_grace.as_millis() as i64;
+        let snap = snapshot::load(&self.db, &self.counters, &resolved, grace_ms).await?;
+        self.snapshot.store(Arc::new(snap));
+        Ok(())
+    }
+
+    /// Asks the background refresher for a rebuild without waiting.
+    pub fn request_refresh(&self) {
+        self.refresh_wanted.notify_one();
+    }
+
+    /// Runs one poll round now (rounds never overlap) and refreshes.
+    pub async fn poll_now(&self) -> Result<RoundSummary> {
+        let _one_round_at_a_time = self.poll_lock.lock().await;
+        let this = self.clone();
+        let summary =
+            crate::poll::run_round(&self.db, &self.fetcher, &self.settings.poll, &move || {
+                this.request_refresh()
+            })
+            .await?;
+        self.metrics
+            .poll_rounds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snap = self.snapshot.load();
+        for s in summary.servers.iter().filter(|s| !s.ok) {
+            if let Some(e) = snap.servers.iter().find(|e| e.name == s.name) {
+                e.counters
+                    .poll_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.refresh().await?;
+        Ok(summary)
+    }
+
+    pub fn now_s(&self) -> u64 {
+        (store::now_ms() / 1000) as u64
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let state = AppState::new(settings).await?;
+        Ok(Application { listener, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state;
+        let router = crate::web::router(state.clone());
+        let background = tokio::spawn(background_tasks(state.clone()));
+        tracing::info!(addr = %self.listener.local_addr()?, "serving");
+        axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await?;
+        background.abort();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn background_tasks(state: AppState) {
+    tokio::join!(
+        scheduler(state.clone()),
+        refresher(state.clone()),
+        watch_other_writers(state)
+    );
+}
+
+async fn scheduler(state: AppState) {
+    let every = state.settings.poll_interval;
+    if every.is_zero() {
+        tracing::info!("built-in poll scheduler disabled (--poll-interval 0)");
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.poll_now().await {
+            tracing::error!(error = %e, "poll round failed");
+        }
+    }
+}
+
+async fn refresher(state: AppState) {
+    loop {
+        state.refresh_wanted.notified().await;
+        if let Err(e) = state.refresh().await {
+            tracing::error!(error = %e, "routing refresh failed");
+        }
+    }
+}
+
+/// Notices commits by other processes (import, cron poll, user commands)
+/// through SQLite's data_version and refreshes within a second.
+async fn watch_other_writers(state: AppState) {
+    let mut conn = match store::watcher_connection(&state.settings.database).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch the database for outside changes");
+            return;
+        }
+    };
+    let mut last = store::data_version(&mut conn).await.ok();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match store::data_version(&mut conn).await {
+            Ok(v) if Some(v) != last => {
+                last = Some(v);
+                if let Err(e) = state.refresh().await {
+                    tracing::error!(error = %e, "routing refresh failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "data_version check failed"),
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Runtime settings, assembled from command-line flags and their
+//! `ICECAST_BALANCER_*` environment variables by `cli`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::poll::PollSettings;
+
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub database: PathBuf,
+    pub geoip: Option<PathBuf>,
+    /// Zero disables the built-in scheduler (poll from cron instead).
+    pub poll_interval: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+    pub poll_token: Option<String>,
+    pub poll: PollSettings,
+    /// How long a redirected listener may take to connect before a poll
+    /// is expected to count it.
+    pub reservation_grace: Duration,
+    /// Password for the `admin` user created on first start.
+    pub admin_password: Option<String>,
+}
+
+impl Settings {
+    /// Defaults as documented in the README, for a database at `database`.
+    pub fn new(database: PathBuf) -> Settings {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            database,
+            geoip: None,
+            poll_interval: Duration::from_secs(15),
+            trusted_proxies: Vec::new(),
+            poll_token: None,
+            poll: PollSettings::default(),
+            reservation_grace: Duration::from_secs(5),
+            admin_password: None,
+        }
+    }
+
+    /// How long an unreleased reservation counts: long enough to span a
+    /// missed poll, short enough that reservations never pile up when
+    /// polling stops. Bounded by the ring size.
+    pub fn reservation_ttl_s(&self) -> u64 {
+        let interval = match self.poll_interval.as_secs() {
+            0 => 30,
+            n => n,
+        };
+        (2 * interval + self.reservation_grace.as_secs())
+            .clamp(30, crate::routing::reservations::SLOTS)
+    }
+
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// Secrets stay out of logs and panics.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("geoip", &self.geoip)
+            .field("poll_interval", &self.poll_interval)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
+            .field("poll", &self.poll)
+            .field("reservation_grace", &self.reservation_grace)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
+}
+
+/// Parses `10.0.0.0/8` or a bare address (a single host).
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR range such as 10.0.0.0/8"))
+}

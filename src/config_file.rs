@@ -1,0 +1,375 @@
+//! The declarative config file behind `import` and `export`.
+//!
+//! Import is all or nothing: every entry is parsed and cross-checked before
+//! the first write, the writes run in one transaction, and any error names
+//! the entry and field and leaves the database untouched. Entries create or
+//! update by name and describe the whole object (an omitted optional field
+//! returns to its default); servers and streams absent from the file are
+//! left alone. A stream's `mounts` list, when present, is its complete set.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use sqlx::SqliteConnection;
+
+use crate::domain::{MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec};
+use crate::error::{Error, Result};
+use crate::store::{self, Pool};
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub servers: Vec<ServerInput>,
+    #[serde(default)]
+    pub streams: Vec<StreamInput>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct ImportReport {
+    pub servers_created: Vec<String>,
+    pub servers_updated: Vec<String>,
+    pub streams_created: Vec<String>,
+    pub streams_updated: Vec<String>,
+    pub mounts_added: Vec<String>,
+    pub mounts_removed: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl ImportReport {
+    pub fn changed(&self) -> bool {
+        !(self.servers_created.is_empty()
+            && self.servers_updated.is_empty()
+            && self.streams_created.is_empty()
+            && self.streams_updated.is_empty()
+            && self.mounts_added.is_empty()
+            && self.mounts_removed.is_empty())
+    }
+}
+
+impl std::fmt::Display for ImportReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.changed() {
+            return writeln!(
+                f,
+                "nothing changed ({} entries already as in the file)",
+                self.unchanged
+            );
+        }
+        for (what, list) in [
+            ("server created", &self.servers_created),
+            ("server updated", &self.servers_updated),
+            ("stream created", &self.streams_created),
+            ("stream updated", &self.streams_updated),
+            ("mount added", &self.mounts_added),
+            ("mount removed", &self.mounts_removed),
+        ] {
+            for name in list {
+                writeln!(f, "{what}: {name}")?;
+            }
+        }
+        writeln!(f, "{} entries unchanged", self.unchanged)
+    }
+}
+
+pub fn parse(text: &str) -> Result<ConfigFile> {
+    toml::from_str(text).map_err(|e| Error::BadRequest(format!("config file: {e}")))
+}
+
+struct ParsedStream {
+    spec: StreamSpec,
+    mounts: Option<Vec<(String, MountPath)>>,
+    label: String,
+}
+
+fn entry_label(kind: &str, i: usize, name: &str) -> String {
+    if name.trim().is_empty() {
+        format!("{kind}[{i}]")
+    } else {
+        format!("{kind}[{i}] {:?}", name.trim())
+    }
+}
+
+/// Parses every entry; the error lists every problem, each with its entry.
+fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
+    let mut problems = Vec::new();
+    let mut servers = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, s) in file.servers.iter().enumerate() {
+        let label = entry_label("servers", i, &s.name);
+        match s.parse() {
+            Ok(spec) => {
+                if !seen.insert(spec.name.to_string()) {
+                    problems.push(format!("{label}: name: appears twice in the file"));
+                }
+                servers.push(spec);
+            }
+            Err(e) => problems.extend(e.0.iter().map(|(f, m)| format!("{label}: {f}: {m}"))),
+        }
+    }
+    let mut streams = Vec::new();
+    let mut seen = HashSet::new();
+    let mut mount_owner: HashMap<(String, MountPath), String> = HashMap::new();
+    for (i, s) in file.streams.iter().enumerate() {
+        let label = entry_label("streams", i, &s.name);
+        let spec = match s.parse() {
+            Ok(spec) => spec,
+            Err(e) => {
+                problems.extend(e.0.iter().map(|(f, m)| format!("{label}: {f}: {m}")));
+                continue;
+            }
+        };
+        if !seen.insert(spec.name.to_string()) {
+            problems.push(format!("{label}: name: appears twice in the file"));
+        }
+        let mounts = s.mounts.as_ref().map(|list| {
+            let mut out = Vec::new();
+            for (j, m) in list.iter().enumerate() {
+                let mlabel = format!("{label} mounts[{j}]");
+                match MountInput::parse(m) {
+                    Ok(p) => {
+                        let key = (p.server.to_string(), p.mount.clone());
+                        if let Some(other) = mount_owner.insert(key, spec.name.to_string()) {
+                            problems.push(format!(
+                                "{mlabel}: mount: {} on {} is also listed under stream {other:?}",
+                                p.mount, p.server
+                            ));
+                        }
+                        out.push((p.server.to_string(), p.mount));
+                    }
+                    Err(e) => {
+                        problems.extend(e.0.iter().map(|(f, m)| format!("{mlabel}: {f}: {m}")))
+                    }
+                }
+            }
+            out
+        });
+        streams.push(ParsedStream {
+            spec,
+            mounts,
+            label,
+        });
+    }
+    if problems.is_empty() {
+        Ok((servers, streams))
+    } else {
+        Err(Error::BadRequest(format!(
+            "config file rejected, nothing was changed:\n  {}",
+            problems.join("\n  ")
+        )))
+    }
+}
+
+/// Applies the file in one transaction.
+pub async fn apply(db: &Pool, file: &ConfigFile) -> Result<ImportReport> {
+    let (servers, streams) = validate(file)?;
+    let mut tx = db.begin().await?;
+    let report = apply_in(&mut tx, &servers, &streams).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+async fn apply_in(
+    conn: &mut SqliteConnection,
+    servers: &[ServerSpec],
+    streams: &[ParsedStream],
+) -> Result<ImportReport> {
+    let mut report = ImportReport::default();
+    for spec in servers {
+        match store::servers::find_by_name(conn, spec.name.as_str()).await? {
+            Some(row) if row.spec().ok().as_ref() == Some(spec) => report.unchanged += 1,
+            Some(row) => {
+                store::servers::update(conn, row.id, spec).await?;
+                report.servers_updated.push(spec.name.to_string());
+            }
+            None => {
+                store::servers::insert(conn, spec).await?;
+                report.servers_created.push(spec.name.to_string());
+            }
+        }
+    }
+    let mut stream_ids = Vec::new();
+    for p in streams {
+        let id = match store::streams::find_by_name(conn, p.spec.name.as_str()).await? {
+            Some(row) if row.spec().ok().as_ref() == Some(&p.spec) => {
+                report.unchanged += 1;
+                row.id
+            }
+            Some(row) => {
+                store::streams::update(conn, row.id, &p.spec).await?;
+                report.streams_updated.push(p.spec.name.to_string());
+                row.id
+            }
+            None => {
+                let id = store::streams::insert(conn, &p.spec).await?;
+                report.streams_created.push(p.spec.name.to_string());
+                id
+            }
+        };
+        stream_ids.push(id);
+    }
+    // Removals first, so a mount can move between two streams of the file.
+    let mut wanted_by_stream = Vec::new();
+    for (p, &stream_id) in streams.iter().zip(&stream_ids) {
+        let Some(mounts) = &p.mounts else {
+            wanted_by_stream.push(None);
+            continue;
+        };
+        let mut wanted = BTreeMap::new();
+        for (server, mount) in mounts {
+            let Some(row) = store::servers::find_by_name(conn, server).await? else {
+                return Err(Error::BadRequest(format!(
+                    "config file rejected, nothing was changed:\n  {}: server: no server named {server:?} \
+                     (neither in the file nor in the database)",
+                    p.label
+                )));
+            };
+            wanted.insert((row.id, mount.as_str().to_string()), server.clone());
+        }
+        for existing in store::mounts::for_stream(conn, stream_id).await? {
+            if !wanted.contains_key(&(existing.server_id, existing.mount.clone())) {
+                store::mounts::delete(conn, existing.id).await?;
+                report.mounts_removed.push(format!(
+                    "{} {} on {}",
+                    p.spec.name, existing.mount, existing.server_name
+                ));
+            }
+        }
+        wanted_by_stream.push(Some(wanted));
+    }
+    for ((p, &stream_id), wanted) in streams.iter().zip(&stream_ids).zip(wanted_by_stream) {
+        let Some(wanted) = wanted else { continue };
+        let existing: HashSet<(i64, String)> = store::mounts::for_stream(conn, stream_id)
+            .await?
+            .into_iter()
+            .map(|m| (m.server_id, m.mount))
+            .collect();
+        for ((server_id, mount), server_name) in wanted {
+            if existing.contains(&(server_id, mount.clone())) {
+                continue;
+            }
+            let path = MountPath::parse(&mount).expect("parsed during validation");
+            match store::mounts::insert(conn, stream_id, server_id, &path).await {
+                Ok(_) => report
+                    .mounts_added
+                    .push(format!("{} {mount} on {server_name}", p.spec.name)),
+                Err(Error::Conflict { .. }) => {
+                    return Err(Error::BadRequest(format!(
+                        "config file rejected, nothing was changed:\n  {}: mount: {mount} on \
+                         {server_name} already belongs to another stream",
+                        p.label
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The whole configuration in import format, sorted by name.
+pub async fn export(db: &Pool) -> Result<ConfigFile> {
+    let mut conn = db.acquire().await?;
+    let servers = store::servers::list(&mut conn)
+        .await?
+        .iter()
+        .map(|r| r.spec().map(|s| ServerInput::from(&s)))
+        .collect::<Result<Vec<_>>>()?;
+    let mounts = store::mounts::list(&mut conn).await?;
+    let mut streams = Vec::new();
+    for row in store::streams::list(&mut conn).await? {
+        let spec = row.spec()?;
+        let list: Vec<MountInput> = mounts
+            .iter()
+            .filter(|m| m.stream_id == row.id)
+            .map(|m| MountInput {
+                server: m.server_name.clone(),
+                mount: m.mount.clone(),
+            })
+            .collect();
+        streams.push(StreamInput {
+            name: spec.name.to_string(),
+            description: (!spec.description.is_empty()).then(|| spec.description.clone()),
+            fallback_url: spec.fallback_url.as_ref().map(ToString::to_string),
+            allowed_countries: spec
+                .allowed_countries
+                .as_ref()
+                .map(|l| l.iter().map(ToString::to_string).collect()),
+            allow_unknown: Some(spec.allow_unknown),
+            mounts: Some(list),
+        });
+    }
+    Ok(ConfigFile { servers, streams })
+}
+
+pub fn to_toml(file: &ConfigFile) -> Result<String> {
+    toml::to_string(file).map_err(|e| Error::Other(anyhow::anyhow!("cannot write TOML: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e =
+            parse("[[servers]]\nname = \"a\"\nurl = \"http://a\"\ncolour = \"red\"\n").unwrap_err();
+        assert!(e.to_string().contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_entry_is_named() {
+        let file = parse(
+            r#"
+[[servers]]
+name = "ok"
+url = "http://ok.example.com"
+[[servers]]
+name = "bad"
+url = "gopher://x"
+latitude = 100.0
+longitude = 1.0
+[[servers]]
+name = "ok"
+url = "http://dup.example.com"
+[[streams]]
+name = "live"
+[[streams.mounts]]
+server = "ok"
+mount = "no-slash"
+"#,
+        )
+        .unwrap();
+        let msg = validate(&file).err().unwrap().to_string();
+        assert!(msg.contains("servers[1] \"bad\": url:"), "{msg}");
+        assert!(msg.contains("servers[1] \"bad\": latitude:"), "{msg}");
+        assert!(
+            msg.contains("servers[2] \"ok\": name: appears twice"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("streams[0] \"live\" mounts[0]: mount:"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_mount_in_two_streams_is_refused() {
+        let file = parse(
+            r#"
+[[servers]]
+name = "a"
+url = "http://a.example.com"
+[[streams]]
+name = "one"
+mounts = [{ server = "a", mount = "/x" }]
+[[streams]]
+name = "two"
+mounts = [{ server = "a", mount = "/x" }]
+"#,
+        )
+        .unwrap();
+        let msg = validate(&file).err().unwrap().to_string();
+        assert!(msg.contains("also listed under stream \"one\""), "{msg}");
+    }
+}

@@ -1,0 +1,381 @@
+//! The configuration model: servers (Icecast relays), streams, and mounts (a
+//! stream on a server).
+//!
+//! Every value that arrives from outside (admin form, import file) is parsed
+//! once into a newtype here; the rest of the program only ever sees parsed
+//! values, so a bad URL or country code cannot reach the store or the
+//! redirect path. Parsing collects *all* field errors at once so a form can
+//! show each message beside its field.
+
+mod values;
+
+pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};
+
+use serde::{Deserialize, Serialize};
+
+/// Field name → message, in the order the fields were checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldErrors(pub Vec<(&'static str, String)>);
+
+impl FieldErrors {
+    pub fn push(&mut self, field: &'static str, message: impl Into<String>) {
+        self.0.push((field, message.into()));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
+    }
+    /// Keeps the parsed value, or records the error under `field`.
+    fn take<T>(&mut self, field: &'static str, r: Result<T, String>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(field, e);
+                None
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// A server as written in the config file or submitted by the admin form,
+/// before parsing. Field names are the config file's keys.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerInput {
+    pub name: String,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_listeners: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A parsed server definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    pub name: Slug,
+    pub url: HttpUrl,
+    pub https_url: Option<HttpUrl>,
+    pub poll_url: Option<HttpUrl>,
+    pub country: Option<CountryCode>,
+    pub latitude: Option<Latitude>,
+    pub longitude: Option<Longitude>,
+    pub max_listeners: Option<u32>,
+    pub weight: Weight,
+    pub enabled: bool,
+}
+
+fn blank_to_none(s: &Option<String>) -> Option<&str> {
+    s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_opt<T>(
+    errors: &mut FieldErrors,
+    field: &'static str,
+    raw: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    raw.and_then(|r| errors.take(field, parse(r)))
+}
+
+impl ServerInput {
+    pub fn parse(&self) -> Result<ServerSpec, FieldErrors> {
+        let mut e = FieldErrors::default();
+        let name = e.take("name", Slug::parse(&self.name));
+        let url = e.take("url", HttpUrl::parse(&self.url));
+        let https_url = parse_opt(&mut e, "https_url", blank_to_none(&self.https_url), |s| {
+            HttpUrl::parse(s)
+        });
+        let poll_url = parse_opt(&mut e, "poll_url", blank_to_none(&self.poll_url), |s| {
+            HttpUrl::parse(s)
+        });
+        let country = parse_opt(
+            &mut e,
+            "country",
+            blank_to_none(&self.country),
+            CountryCode::parse,
+        );
+        let latitude = self
+            .latitude
+            .and_then(|v| e.take("latitude", Latitude::new(v)));
+        let longitude = self
+            .longitude
+            .and_then(|v| e.take("longitude", Longitude::new(v)));
+        if self.latitude.is_some() != self.longitude.is_some() {
+            let missing = if self.latitude.is_some() {
+                "longitude"
+            } else {
+                "latitude"
+            };
+            e.push(
+                missing,
+                "latitude and longitude go together: give both or neither",
+            );
+        }
+        let max_listeners = self.max_listeners.and_then(|v| {
+            e.take(
+                "max_listeners",
+                u32::try_from(v)
+                    .map_err(|_| format!("must be a whole number from 0 to {}", u32::MAX)),
+            )
+        });
+        let weight = match self.weight {
+            None => Some(Weight::default()),
+            Some(w) => e.take("weight", Weight::new(w)),
+        };
+        if !e.is_empty() {
+            return Err(e);
+        }
+        Ok(ServerSpec {
+            name: name.expect("checked"),
+            url: url.expect("checked"),
+            https_url,
+            poll_url,
+            country,
+            latitude,
+            longitude,
+            max_listeners,
+            weight: weight.expect("checked"),
+            enabled: self.enabled.unwrap_or(true),
+        })
+    }
+}
+
+impl From<&ServerSpec> for ServerInput {
+    fn from(s: &ServerSpec) -> Self {
+        ServerInput {
+            name: s.name.to_string(),
+            url: s.url.to_string(),
+            https_url: s.https_url.as_ref().map(ToString::to_string),
+            poll_url: s.poll_url.as_ref().map(ToString::to_string),
+            country: s.country.map(|c| c.to_string()),
+            latitude: s.latitude.map(Latitude::get),
+            longitude: s.longitude.map(Longitude::get),
+            max_listeners: s.max_listeners.map(i64::from),
+            weight: Some(i64::from(s.weight.get())),
+            enabled: Some(s.enabled),
+        }
+    }
+}
+
+/// A stream as written in the config file, mounts included.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamInput {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_countries: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unknown: Option<bool>,
+    /// `None` (key absent) leaves a stream's mounts as they are; a list
+    /// (even empty) is the complete set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<Vec<MountInput>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    pub name: Slug,
+    pub description: String,
+    pub fallback_url: Option<HttpUrl>,
+    /// `None`: listeners from anywhere. Sorted and deduplicated.
+    pub allowed_countries: Option<Vec<CountryCode>>,
+    pub allow_unknown: bool,
+}
+
+pub const MAX_DESCRIPTION: usize = 1000;
+
+impl StreamInput {
+    pub fn parse(&self) -> Result<StreamSpec, FieldErrors> {
+        let mut e = FieldErrors::default();
+        let name = e.take("name", Slug::parse(&self.name));
+        let description = self.description.as_deref().unwrap_or("").trim().to_string();
+        if description.chars().count() > MAX_DESCRIPTION {
+            e.push(
+                "description",
+                format!("at most {MAX_DESCRIPTION} characters"),
+            );
+        }
+        let fallback_url = parse_opt(
+            &mut e,
+            "fallback_url",
+            blank_to_none(&self.fallback_url),
+            HttpUrl::parse,
+        );
+        let allowed_countries = match &self.allowed_countries {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::new();
+                for c in list.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
+                    match CountryCode::parse(c) {
+                        Ok(c) => out.push(c),
+                        Err(m) => e.push("allowed_countries", format!("{c:?}: {m}")),
+                    }
+                }
+                out.sort();
+                out.dedup();
+                // An empty list from a blank form field means "no restriction";
+                // refusing everyone is what disabling a stream's mounts is for.
+                (!out.is_empty()).then_some(out)
+            }
+        };
+        if !e.is_empty() {
+            return Err(e);
+        }
+        Ok(StreamSpec {
+            name: name.expect("checked"),
+            description,
+            fallback_url,
+            allowed_countries,
+            allow_unknown: self.allow_unknown.unwrap_or(true),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MountInput {
+    pub server: String,
+    pub mount: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountSpec {
+    pub server: Slug,
+    pub mount: MountPath,
+}
+
+impl MountInput {
+    pub fn parse(&self) -> Result<MountSpec, FieldErrors> {
+        let mut e = FieldErrors::default();
+        let server = e.take("server", Slug::parse(&self.server));
+        let mount = e.take("mount", MountPath::parse(&self.mount));
+        if !e.is_empty() {
+            return Err(e);
+        }
+        Ok(MountSpec {
+            server: server.expect("checked"),
+            mount: mount.expect("checked"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server() -> ServerInput {
+        ServerInput {
+            name: "fra-1".into(),
+            url: "http://relay1.example.com:8000".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn minimal_server_gets_defaults() {
+        let s = server().parse().unwrap();
+        assert_eq!(s.weight.get(), 100);
+        assert!(s.enabled);
+        assert_eq!(s.url.as_str(), "http://relay1.example.com:8000");
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let input = ServerInput {
+            name: "no spaces".into(),
+            url: "ftp://x".into(),
+            https_url: Some("nohost".into()),
+            country: Some("Germany".into()),
+            latitude: Some(91.0),
+            longitude: Some(0.0),
+            max_listeners: Some(-1),
+            weight: Some(0),
+            ..Default::default()
+        };
+        let e = input.parse().unwrap_err();
+        for f in [
+            "name",
+            "url",
+            "https_url",
+            "country",
+            "latitude",
+            "max_listeners",
+            "weight",
+        ] {
+            assert!(e.get(f).is_some(), "no error for {f}: {e}");
+        }
+    }
+
+    #[test]
+    fn half_coordinates_are_refused() {
+        let mut s = server();
+        s.latitude = Some(50.0);
+        assert!(s.parse().unwrap_err().get("longitude").is_some());
+    }
+
+    #[test]
+    fn blank_optional_fields_are_absent() {
+        let mut s = server();
+        s.https_url = Some("  ".into());
+        s.country = Some(String::new());
+        let p = s.parse().unwrap();
+        assert!(p.https_url.is_none() && p.country.is_none());
+    }
+
+    #[test]
+    fn stream_countries_are_normalised() {
+        let s = StreamInput {
+            name: "live".into(),
+            allowed_countries: Some(vec!["de".into(), "AT".into(), "DE".into()]),
+            ..Default::default()
+        }
+        .parse()
+        .unwrap();
+        let codes: Vec<String> = s
+            .allowed_countries
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(codes, ["AT", "DE"]);
+    }
+
+    #[test]
+    fn round_trip_through_input() {
+        let mut s = server();
+        s.latitude = Some(50.11);
+        s.longitude = Some(8.68);
+        s.country = Some("de".into());
+        let spec = s.parse().unwrap();
+        assert_eq!(ServerInput::from(&spec).parse().unwrap(), spec);
+    }
+}

@@ -1,0 +1,18 @@
+//! icecast-balancer: sends each listener (302) to the nearest Icecast relay
+//! that has a free slot. See README.md for the operator's view and
+//! DESIGN.md for the architecture.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod config_file;
+pub mod domain;
+pub mod error;
+pub mod geo;
+pub mod poll;
+pub mod routing;
+pub mod store;
+pub mod web;
+
+pub use app::{AppState, Application};
+pub use config::Settings;

@@ -1,0 +1,116 @@
+use std::io::Read;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use icecast_balancer::cli::{Cli, Command};
+use icecast_balancer::{AppState, Application, config_file};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = cli.opts.settings();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+        }
+        Command::Poll => {
+            let state = AppState::new(settings).await?;
+            let summary = state.poll_now().await?;
+            for s in &summary.servers {
+                match &s.error {
+                    None => println!(
+                        "{:<20} {:<7} {:>5} ms  {} mounts, {} listeners ({})",
+                        s.name,
+                        s.state.as_str(),
+                        s.latency_ms,
+                        s.mounts,
+                        s.listeners,
+                        s.source.unwrap_or("-")
+                    ),
+                    Some(e) => println!(
+                        "{:<20} {:<7} {:>5} ms  error: {e}",
+                        s.name,
+                        s.state.as_str(),
+                        s.latency_ms
+                    ),
+                }
+            }
+            println!(
+                "polled {} servers in {} ms, {} failed",
+                summary.servers.len(),
+                summary.duration_ms,
+                summary.failed()
+            );
+        }
+        Command::Import { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let parsed = config_file::parse(&text)?;
+            let db = icecast_balancer::store::connect(&settings.database).await?;
+            let report = config_file::apply(&db, &parsed).await?;
+            print!("{report}");
+        }
+        Command::Export => {
+            let db = icecast_balancer::store::connect(&settings.database).await?;
+            print!(
+                "{}",
+                config_file::to_toml(&config_file::export(&db).await?)?
+            );
+        }
+        Command::User(_) => anyhow::bail!("user management is not available yet"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,9 @@
+//! From store to redirect: the snapshot the redirect path reads, the pure
+//! selection function, and the lock-free slot reservations.
+
+pub mod reservations;
+pub mod select;
+pub mod snapshot;
+
+pub use select::ClientGeo;
+pub use snapshot::{Counters, Snapshot};

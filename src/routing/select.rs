@@ -1,0 +1,581 @@
+//! Choosing a relay: a pure function of (snapshot, client location, clock,
+//! reservations), so every rule here is unit-tested without I/O.
+//!
+//! 1. A mount is a candidate when its server is enabled and up, the last
+//!    poll listed it, and it has a free slot after reservations.
+//! 2. Candidates are grouped into distance rings around the client: the
+//!    nearest candidate opens ring 0, and every candidate within
+//!    `max(1.25 × d, d + 300 km)` of that distance `d` is in the same ring;
+//!    the next candidate beyond opens ring 1, and so on. Without client
+//!    coordinates but with a country, same-country relays form ring 0.
+//!    Without any location there is one ring (load-only choice).
+//! 3. Within the first ring, the most free capacity × weight wins; equal
+//!    scores prefer the client's country, then chance decides.
+//! 4. The winner's slot is reserved; if a concurrent request took the last
+//!    slot first, the next in order is tried.
+
+use rand::Rng;
+
+use crate::domain::CountryCode;
+
+use super::snapshot::{Coords, MountEntry, ServerEntry, Snapshot, StreamEntry};
+
+/// Free capacity an unlimited mount on an uncapped server is treated as
+/// having, so among unlimited relays the least loaded wins.
+pub const UNLIMITED_CAPACITY: u64 = 1_000_000;
+/// Relays within this factor of the nearest distance count as equally near…
+pub const BAND_FACTOR: f64 = 1.25;
+/// …or within this many kilometres of it, whichever is wider.
+pub const BAND_KM: f64 = 300.0;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClientGeo {
+    pub country: Option<CountryCode>,
+    pub coords: Option<Coords>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excluded {
+    ServerDisabled,
+    ServerDown,
+    NotLive,
+    Full,
+}
+
+impl Excluded {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Excluded::ServerDisabled => "server disabled (draining)",
+            Excluded::ServerDown => "server down or not yet polled",
+            Excluded::NotLive => "mount not listed by the last poll",
+            Excluded::Full => "no free slot",
+        }
+    }
+}
+
+/// What selection saw of one mount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessed {
+    pub mount: usize,
+    /// Free slots after reservations; `None` means unlimited.
+    pub free: Option<u64>,
+    pub reserved: u64,
+    pub excluded: Option<Excluded>,
+    pub distance_km: Option<f64>,
+    pub same_country: bool,
+    pub ring: u32,
+    pub score: u64,
+}
+
+pub fn distance_km(a: Coords, b: Coords) -> f64 {
+    const R: f64 = 6371.0088;
+    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dlat = la2 - la1;
+    let dlon = (b.lon - a.lon).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * R * h.sqrt().min(1.0).asin()
+}
+
+fn band_limit(d: f64) -> f64 {
+    (d * BAND_FACTOR).max(d + BAND_KM)
+}
+
+/// Free slots of `m` on `s` after reservations (`None` = unlimited).
+pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (Option<u64>, u64) {
+    let reserved = m.counters.ring.count(now_s, ttl_s);
+    let mount_free = m
+        .max
+        .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved));
+    let server_free = s.max_listeners.map(|max| {
+        u64::from(max).saturating_sub(s.listeners + s.counters.ring.count(now_s, ttl_s))
+    });
+    let free = match (mount_free, server_free) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (free, reserved)
+}
+
+fn assess(snap: &Snapshot, idx: usize, client: &ClientGeo, now_s: u64, ttl_s: u64) -> Assessed {
+    let m = &snap.mounts[idx];
+    let s = &snap.servers[m.server];
+    let (free, reserved) = free_slots(m, s, now_s, ttl_s);
+    let excluded = if !s.enabled {
+        Some(Excluded::ServerDisabled)
+    } else if !s.health.is_up() {
+        Some(Excluded::ServerDown)
+    } else if !m.live {
+        Some(Excluded::NotLive)
+    } else if free == Some(0) {
+        Some(Excluded::Full)
+    } else {
+        None
+    };
+    let same_country = matches!((client.country, s.country), (Some(a), Some(b)) if a == b);
+    let distance_km = match (client.coords, s.coords) {
+        (Some(c), Some(sc)) => Some(distance_km(c, sc)),
+        // A relay placed only by country counts as local to its country.
+        (Some(_), None) if same_country => Some(0.0),
+        _ => None,
+    };
+    let capacity = free
+        .unwrap_or_else(|| UNLIMITED_CAPACITY.saturating_sub(u64::from(m.listeners) + reserved));
+    Assessed {
+        mount: idx,
+        free,
+        reserved,
+        excluded,
+        distance_km,
+        same_country,
+        ring: 0,
+        score: capacity.saturating_mul(u64::from(s.weight)),
+    }
+}
+
+/// Every mount of the stream, candidates first in the order they would be
+/// chosen, then the excluded ones.
+pub fn rank(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    client: &ClientGeo,
+    now_s: u64,
+    ttl_s: u64,
+    rng: &mut impl Rng,
+) -> Vec<Assessed> {
+    let mut all: Vec<(Assessed, u32)> = stream
+        .mounts
+        .iter()
+        .map(|&i| (assess(snap, i, client, now_s, ttl_s), rng.random()))
+        .collect();
+
+    if client.coords.is_some() {
+        let mut order: Vec<usize> = (0..all.len())
+            .filter(|&i| all[i].0.excluded.is_none() && all[i].0.distance_km.is_some())
+            .collect();
+        order.sort_by(|&a, &b| {
+            let (da, db) = (all[a].0.distance_km, all[b].0.distance_km);
+            da.unwrap_or(f64::MAX).total_cmp(&db.unwrap_or(f64::MAX))
+        });
+        let mut ring = 0;
+        let mut limit = None;
+        for i in order {
+            let d = all[i].0.distance_km.expect("filtered");
+            match limit {
+                None => limit = Some(band_limit(d)),
+                Some(l) if d > l => {
+                    ring += 1;
+                    limit = Some(band_limit(d));
+                }
+                Some(_) => {}
+            }
+            all[i].0.ring = ring;
+        }
+        // Relays of unknown location come after every located one.
+        for (a, _) in all.iter_mut() {
+            if a.distance_km.is_none() {
+                a.ring = ring + 1;
+            }
+        }
+    } else if client.country.is_some() {
+        for (a, _) in all.iter_mut() {
+            a.ring = u32::from(!a.same_country);
+        }
+    }
+
+    all.sort_by(|(a, ra), (b, rb)| {
+        a.excluded
+            .is_some()
+            .cmp(&b.excluded.is_some())
+            .then(a.ring.cmp(&b.ring))
+            .then(b.score.cmp(&a.score))
+            .then(b.same_country.cmp(&a.same_country))
+            .then(ra.cmp(rb))
+    });
+    all.into_iter().map(|(a, _)| a).collect()
+}
+
+/// Reserves a slot on the mount and its server unless that would exceed a
+/// limit; checking after the increment makes concurrent reservations safe.
+pub fn try_reserve(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> bool {
+    let m = &snap.mounts[mount];
+    let s = &snap.servers[m.server];
+    m.counters.ring.add(now_s);
+    s.counters.ring.add(now_s);
+    let mount_ok = m.max.is_none_or(|max| {
+        u64::from(m.listeners) + m.counters.ring.count(now_s, ttl_s) <= u64::from(max)
+    });
+    let server_ok = s
+        .max_listeners
+        .is_none_or(|max| s.listeners + s.counters.ring.count(now_s, ttl_s) <= u64::from(max));
+    if mount_ok && server_ok {
+        true
+    } else {
+        m.counters.ring.remove(now_s);
+        s.counters.ring.remove(now_s);
+        false
+    }
+}
+
+/// Picks and reserves the best mount; `None` when nothing has a free slot.
+pub fn choose(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    client: &ClientGeo,
+    now_s: u64,
+    ttl_s: u64,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    rank(snap, stream, client, now_s, ttl_s, rng)
+        .into_iter()
+        .take_while(|a| a.excluded.is_none())
+        .map(|a| a.mount)
+        .find(|&m| try_reserve(snap, m, now_s, ttl_s))
+}
+
+/// Whether the stream's geo-restriction lets this client in.
+pub fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
+    match (&stream.allowed_countries, client.country) {
+        (None, _) => true,
+        (Some(list), Some(c)) => list.contains(&c),
+        (Some(_), None) => stream.allow_unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::poll::health::{Health, State};
+    use crate::routing::snapshot::{LocationSource, MountCounters, ServerCounters, StreamCounters};
+
+    const NOW: u64 = 1_000_000;
+    const TTL: u64 = 60;
+
+    struct Relay {
+        name: &'static str,
+        listeners: u32,
+        max: Option<u32>,
+        server_max: Option<u32>,
+        weight: u32,
+        up: bool,
+        enabled: bool,
+        live: bool,
+        country: Option<&'static str>,
+        coords: Option<(f64, f64)>,
+    }
+
+    fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
+        Relay {
+            name,
+            listeners,
+            max,
+            server_max: None,
+            weight: 100,
+            up: true,
+            enabled: true,
+            live: true,
+            country: None,
+            coords: None,
+        }
+    }
+
+    fn snapshot(relays: Vec<Relay>) -> Snapshot {
+        let mut servers = Vec::new();
+        let mut mounts = Vec::new();
+        for (i, r) in relays.iter().enumerate() {
+            servers.push(ServerEntry {
+                id: i as i64,
+                name: r.name.into(),
+                url: format!("http://{}", r.name),
+                https_url: None,
+                country: r.country.map(|c| CountryCode::parse(c).unwrap()),
+                country_source: LocationSource::Configured,
+                coords: r.coords.map(|(lat, lon)| Coords { lat, lon }),
+                coords_source: LocationSource::Configured,
+                max_listeners: r.server_max,
+                weight: r.weight,
+                enabled: r.enabled,
+                health: Health {
+                    state: if r.up { State::Up } else { State::Down },
+                    failures: 0,
+                    successes: 1,
+                },
+                listeners: u64::from(r.listeners),
+                last_poll_at: None,
+                last_success_at: None,
+                last_error: None,
+                latency_ms: None,
+                counters: Arc::new(ServerCounters::default()),
+            });
+            mounts.push(MountEntry {
+                id: i as i64,
+                server: i,
+                stream: 0,
+                path: "/live.mp3".into(),
+                live: r.live,
+                listeners: r.listeners,
+                max: r.max,
+                counters: Arc::new(MountCounters::default()),
+            });
+        }
+        let stream = StreamEntry {
+            id: 0,
+            name: "live".into(),
+            description: String::new(),
+            fallback_url: None,
+            allowed_countries: None,
+            allow_unknown: true,
+            mounts: (0..mounts.len()).collect(),
+            counters: Arc::new(StreamCounters::default()),
+        };
+        Snapshot::from_parts(servers, vec![stream], mounts)
+    }
+
+    fn pick<'a>(snap: &'a Snapshot, client: &ClientGeo, seed: u64) -> Option<&'a str> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        choose(snap, &snap.streams[0], client, NOW, TTL, &mut rng)
+            .map(|m| snap.servers[snap.mounts[m].server].name.as_str())
+    }
+
+    fn at(lat: f64, lon: f64) -> ClientGeo {
+        ClientGeo {
+            country: None,
+            coords: Some(Coords { lat, lon }),
+        }
+    }
+
+    #[test]
+    fn most_free_slots_wins() {
+        let s = snapshot(vec![relay("a", 90, Some(100)), relay("b", 10, Some(100))]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("b"));
+    }
+
+    #[test]
+    fn weight_scales_free_capacity() {
+        let mut a = relay("a", 50, Some(100));
+        a.weight = 300;
+        let s = snapshot(vec![a, relay("b", 0, Some(100))]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("a"));
+    }
+
+    #[test]
+    fn excluded_mounts_are_never_chosen() {
+        let mut down = relay("down", 0, Some(100));
+        down.up = false;
+        let mut off = relay("off", 0, Some(100));
+        off.enabled = false;
+        let mut gone = relay("gone", 0, Some(100));
+        gone.live = false;
+        let s = snapshot(vec![down, off, gone, relay("full", 100, Some(100))]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), None);
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &ClientGeo::default(),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(1),
+        );
+        let reasons: Vec<_> = ranked.iter().map(|a| a.excluded.unwrap()).collect();
+        assert!(reasons.contains(&Excluded::ServerDown));
+        assert!(reasons.contains(&Excluded::ServerDisabled));
+        assert!(reasons.contains(&Excluded::NotLive));
+        assert!(reasons.contains(&Excluded::Full));
+    }
+
+    #[test]
+    fn reservations_spread_a_burst_and_never_overfill() {
+        // 3 + 5 free slots: a burst of 20 gets exactly 8 redirects, each
+        // relay filled exactly to its max.
+        let s = snapshot(vec![relay("a", 7, Some(10)), relay("b", 5, Some(10))]);
+        let mut counts = std::collections::HashMap::new();
+        let mut refused = 0;
+        for seed in 0..20 {
+            match pick(&s, &ClientGeo::default(), seed) {
+                Some(n) => *counts.entry(n).or_insert(0) += 1,
+                None => refused += 1,
+            }
+        }
+        assert_eq!(counts.get("a"), Some(&3));
+        assert_eq!(counts.get("b"), Some(&5));
+        assert_eq!(refused, 12);
+    }
+
+    #[test]
+    fn server_wide_cap_applies_to_unlimited_mounts() {
+        let mut a = relay("a", 8, None);
+        a.server_max = Some(10);
+        let s = snapshot(vec![a]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("a"));
+        assert_eq!(pick(&s, &ClientGeo::default(), 2), Some("a"));
+        assert_eq!(pick(&s, &ClientGeo::default(), 3), None);
+    }
+
+    #[test]
+    fn unlimited_everywhere_sends_to_the_least_loaded() {
+        let s = snapshot(vec![relay("a", 40, None), relay("b", 30, None)]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("b"));
+    }
+
+    #[test]
+    fn ties_are_broken_at_random() {
+        let s = snapshot(vec![relay("a", 0, None), relay("b", 0, None)]);
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..40 {
+            let ranked = rank(
+                &s,
+                &s.streams[0],
+                &ClientGeo::default(),
+                NOW,
+                TTL,
+                &mut StdRng::seed_from_u64(seed),
+            );
+            seen.insert(ranked[0].mount);
+        }
+        assert_eq!(seen.len(), 2);
+    }
+
+    fn located(name: &'static str, country: &'static str, lat: f64, lon: f64) -> Relay {
+        let mut r = relay(name, 0, Some(100));
+        r.country = Some(country);
+        r.coords = Some((lat, lon));
+        r
+    }
+
+    #[test]
+    fn nearest_ring_wins_over_more_free_slots() {
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 90;
+        let nyc = located("nyc", "US", 40.71, -74.0);
+        let s = snapshot(vec![fra, nyc]);
+        // A listener in Berlin goes to Frankfurt despite it being busier.
+        assert_eq!(pick(&s, &at(52.52, 13.40), 1), Some("fra"));
+        assert_eq!(pick(&s, &at(42.36, -71.06), 1), Some("nyc"));
+    }
+
+    #[test]
+    fn relays_within_the_band_share_by_capacity() {
+        // Berlin client: Frankfurt ~424 km, Amsterdam ~577 km; within
+        // 424 + 300 km, so the emptier Amsterdam wins.
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 50;
+        let ams = located("ams", "NL", 52.37, 4.90);
+        let s = snapshot(vec![fra, ams]);
+        assert_eq!(pick(&s, &at(52.52, 13.40), 1), Some("ams"));
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &at(52.52, 13.40),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert!(ranked.iter().all(|a| a.ring == 0));
+    }
+
+    #[test]
+    fn spills_over_to_the_next_ring_when_near_is_full() {
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 99;
+        let nyc = located("nyc", "US", 40.71, -74.0);
+        let s = snapshot(vec![fra, nyc]);
+        let berlin = at(52.52, 13.40);
+        assert_eq!(pick(&s, &berlin, 1), Some("fra"));
+        assert_eq!(pick(&s, &berlin, 2), Some("nyc"), "fra is full now");
+    }
+
+    #[test]
+    fn same_country_wins_ties() {
+        let vie = located("vie", "AT", 48.21, 16.37);
+        let bts = located("bts", "SK", 48.15, 17.11);
+        let s = snapshot(vec![vie, bts]);
+        let client = ClientGeo {
+            country: Some(CountryCode::parse("SK").unwrap()),
+            coords: Some(Coords {
+                lat: 48.18,
+                lon: 16.7,
+            }),
+        };
+        for seed in 0..10 {
+            let ranked = rank(
+                &s,
+                &s.streams[0],
+                &client,
+                NOW,
+                TTL,
+                &mut StdRng::seed_from_u64(seed),
+            );
+            assert_eq!(s.servers[ranked[0].mount].name, "bts");
+        }
+    }
+
+    #[test]
+    fn country_only_client_prefers_its_country() {
+        let mut de = relay("de", 50, Some(100));
+        de.country = Some("DE");
+        let mut us = relay("us", 0, Some(100));
+        us.country = Some("US");
+        let s = snapshot(vec![de, us]);
+        let client = ClientGeo {
+            country: Some(CountryCode::parse("DE").unwrap()),
+            coords: None,
+        };
+        assert_eq!(pick(&s, &client, 1), Some("de"));
+    }
+
+    #[test]
+    fn unlocated_relays_come_last_for_located_clients() {
+        let far = located("syd", "AU", -33.87, 151.21);
+        let nowhere = relay("nowhere", 0, Some(1000));
+        let s = snapshot(vec![far, nowhere]);
+        assert_eq!(pick(&s, &at(52.52, 13.40), 1), Some("syd"));
+    }
+
+    #[test]
+    fn distances() {
+        let berlin = Coords {
+            lat: 52.52,
+            lon: 13.40,
+        };
+        let paris = Coords {
+            lat: 48.86,
+            lon: 2.35,
+        };
+        let d = distance_km(berlin, paris);
+        assert!((870.0..890.0).contains(&d), "{d}");
+        assert_eq!(distance_km(berlin, berlin), 0.0);
+    }
+
+    #[test]
+    fn geo_restriction() {
+        let s = snapshot(vec![relay("a", 0, None)]);
+        let mut st = StreamEntry {
+            allowed_countries: Some(vec![CountryCode::parse("DE").unwrap()]),
+            allow_unknown: true,
+            mounts: vec![],
+            counters: Arc::new(StreamCounters::default()),
+            id: 1,
+            name: "x".into(),
+            description: String::new(),
+            fallback_url: None,
+        };
+        let de = ClientGeo {
+            country: Some(CountryCode::parse("DE").unwrap()),
+            coords: None,
+        };
+        let fr = ClientGeo {
+            country: Some(CountryCode::parse("FR").unwrap()),
+            coords: None,
+        };
+        assert!(allowed(&st, &de));
+        assert!(!allowed(&st, &fr));
+        assert!(allowed(&st, &ClientGeo::default()));
+        st.allow_unknown = false;
+        assert!(!allowed(&st, &ClientGeo::default()));
+        assert!(allowed(&s.streams[0], &fr));
+    }
+}

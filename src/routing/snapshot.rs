@@ -1,0 +1,302 @@
+//! The routing snapshot: everything the redirect path needs, read from the
+//! store once and then shared immutably. It is rebuilt and swapped after
+//! every admin write, every poll result and every change another process
+//! commits, so the redirect handler never waits on SQLite.
+//!
+//! Counters (reservations, redirect counts) must outlive a rebuild, so they
+//! live in a [`Counters`] registry keyed by database id and the snapshot
+//! holds `Arc`s to them.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use crate::domain::CountryCode;
+use crate::error::Result;
+use crate::poll::health::Health;
+use crate::store;
+
+use super::reservations::ReservationRing;
+
+#[derive(Debug, Default)]
+pub struct MountCounters {
+    pub ring: ReservationRing,
+    pub redirects: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub ring: ReservationRing,
+    pub redirects: AtomicU64,
+    pub poll_errors: AtomicU64,
+}
+
+/// Redirect outcomes of one stream, for /metrics.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    pub redirected: AtomicU64,
+    pub fallback: AtomicU64,
+    pub full: AtomicU64,
+    pub forbidden: AtomicU64,
+    pub playlist: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    mounts: Mutex<HashMap<i64, Arc<MountCounters>>>,
+    servers: Mutex<HashMap<i64, Arc<ServerCounters>>>,
+    streams: Mutex<HashMap<i64, Arc<StreamCounters>>>,
+}
+
+fn entry<T: Default>(map: &Mutex<HashMap<i64, Arc<T>>>, id: i64) -> Arc<T> {
+    map.lock()
+        .expect("counter registry poisoned")
+        .entry(id)
+        .or_default()
+        .clone()
+}
+
+impl Counters {
+    pub fn mount(&self, id: i64) -> Arc<MountCounters> {
+        entry(&self.mounts, id)
+    }
+    pub fn server(&self, id: i64) -> Arc<ServerCounters> {
+        entry(&self.servers, id)
+    }
+    pub fn stream(&self, id: i64) -> Arc<StreamCounters> {
+        entry(&self.streams, id)
+    }
+}
+
+/// Where a server's coordinates came from, for the admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationSource {
+    Configured,
+    GeoIp,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coords {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+/// A server's location as GeoIP resolved it from its host name.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResolvedLocation {
+    pub country: Option<CountryCode>,
+    pub coords: Option<Coords>,
+}
+
+#[derive(Debug)]
+pub struct ServerEntry {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub https_url: Option<String>,
+    pub country: Option<CountryCode>,
+    pub country_source: LocationSource,
+    pub coords: Option<Coords>,
+    pub coords_source: LocationSource,
+    pub max_listeners: Option<u32>,
+    pub weight: u32,
+    pub enabled: bool,
+    pub health: Health,
+    /// Listeners over all mounts the relay listed, configured or not.
+    pub listeners: u64,
+    pub last_poll_at: Option<i64>,
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub counters: Arc<ServerCounters>,
+}
+
+#[derive(Debug)]
+pub struct MountEntry {
+    pub id: i64,
+    pub server: usize,
+    pub stream: usize,
+    pub path: String,
+    /// Listed by the relay's last successful poll.
+    pub live: bool,
+    pub listeners: u32,
+    pub max: Option<u32>,
+    pub counters: Arc<MountCounters>,
+}
+
+#[derive(Debug)]
+pub struct StreamEntry {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub fallback_url: Option<String>,
+    pub allowed_countries: Option<Vec<CountryCode>>,
+    pub allow_unknown: bool,
+    pub mounts: Vec<usize>,
+    pub counters: Arc<StreamCounters>,
+}
+
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub built_at_ms: i64,
+    pub servers: Vec<ServerEntry>,
+    pub streams: Vec<StreamEntry>,
+    pub mounts: Vec<MountEntry>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Snapshot {
+    pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
+        self.by_name.get(name).map(|&i| &self.streams[i])
+    }
+    pub fn stream_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Assembles a snapshot from plain parts; used by `load` and by tests
+    /// that build routing situations without a database.
+    pub fn from_parts(
+        servers: Vec<ServerEntry>,
+        streams: Vec<StreamEntry>,
+        mounts: Vec<MountEntry>,
+    ) -> Snapshot {
+        let by_name = streams
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        Snapshot {
+            built_at_ms: store::now_ms(),
+            servers,
+            streams,
+            mounts,
+            by_name,
+        }
+    }
+}
+
+/// Reads the store into a new snapshot. `resolved` holds GeoIP locations of
+/// servers that have none configured; `grace_ms` is the connect grace used
+/// to release reservations a poll has since counted.
+pub async fn load(
+    db: &store::Pool,
+    counters: &Counters,
+    resolved: &HashMap<i64, ResolvedLocation>,
+    grace_ms: i64,
+) -> Result<Snapshot> {
+    // One read transaction, so the snapshot is consistent even while a poll
+    // or an import commits.
+    let mut tx = db.begin().await?;
+    let server_rows = store::servers::list(&mut tx).await?;
+    let stream_rows = store::streams::list(&mut tx).await?;
+    let mount_rows = store::mounts::list(&mut tx).await?;
+    let health: HashMap<i64, store::status::HealthRow> = store::status::health_all(&mut tx)
+        .await?
+        .into_iter()
+        .map(|h| (h.server_id, h))
+        .collect();
+    let usage = store::status::mount_status_all(&mut tx).await?;
+    tx.commit().await?;
+
+    let mut usage_by_mount: HashMap<(i64, &str), &store::status::MountStatusRow> = HashMap::new();
+    let mut server_listeners: HashMap<i64, u64> = HashMap::new();
+    for u in &usage {
+        usage_by_mount.insert((u.server_id, u.mount.as_str()), u);
+        *server_listeners.entry(u.server_id).or_default() += u.listeners.max(0) as u64;
+    }
+
+    let mut servers = Vec::with_capacity(server_rows.len());
+    let mut server_index = HashMap::new();
+    for row in &server_rows {
+        let h = health.get(&row.id);
+        let counters = counters.server(row.id);
+        if let Some(at) = h.and_then(|h| h.last_success_at) {
+            counters.ring.release_counted(at, grace_ms);
+        }
+        let geo = resolved.get(&row.id).copied().unwrap_or_default();
+        let configured_country = row
+            .country
+            .as_deref()
+            .and_then(|c| CountryCode::parse(c).ok());
+        let (country, country_source) = match (configured_country, geo.country) {
+            (Some(c), _) => (Some(c), LocationSource::Configured),
+            (None, Some(c)) => (Some(c), LocationSource::GeoIp),
+            (None, None) => (None, LocationSource::Unknown),
+        };
+        let (coords, coords_source) = match (row.latitude, row.longitude, geo.coords) {
+            (Some(lat), Some(lon), _) => (Some(Coords { lat, lon }), LocationSource::Configured),
+            (_, _, Some(c)) => (Some(c), LocationSource::GeoIp),
+            _ => (None, LocationSource::Unknown),
+        };
+        server_index.insert(row.id, servers.len());
+        servers.push(ServerEntry {
+            id: row.id,
+            name: row.name.clone(),
+            url: row.url.clone(),
+            https_url: row.https_url.clone(),
+            country,
+            country_source,
+            coords,
+            coords_source,
+            max_listeners: row.max_listeners.and_then(|v| u32::try_from(v).ok()),
+            weight: u32::try_from(row.weight).unwrap_or(100).max(1),
+            enabled: row.enabled,
+            health: h.map(|h| h.health()).unwrap_or_default(),
+            listeners: server_listeners.get(&row.id).copied().unwrap_or(0),
+            last_poll_at: h.and_then(|h| h.last_poll_at),
+            last_success_at: h.and_then(|h| h.last_success_at),
+            last_error: h.and_then(|h| h.last_error.clone()),
+            latency_ms: h.and_then(|h| h.latency_ms),
+            counters,
+        });
+    }
+
+    let mut streams: Vec<StreamEntry> = stream_rows
+        .iter()
+        .map(|row| StreamEntry {
+            id: row.id,
+            name: row.name.clone(),
+            description: row.description.clone(),
+            fallback_url: row.fallback_url.clone(),
+            allowed_countries: row.allowed_countries(),
+            allow_unknown: row.allow_unknown,
+            mounts: Vec::new(),
+            counters: counters.stream(row.id),
+        })
+        .collect();
+    let stream_index: HashMap<i64, usize> =
+        streams.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
+
+    let mut mounts = Vec::with_capacity(mount_rows.len());
+    for row in &mount_rows {
+        let (Some(&server), Some(&stream)) = (
+            server_index.get(&row.server_id),
+            stream_index.get(&row.stream_id),
+        ) else {
+            continue;
+        };
+        let u = usage_by_mount.get(&(row.server_id, row.mount.as_str()));
+        let counters = counters.mount(row.id);
+        if let Some(at) = servers[server].last_success_at {
+            counters.ring.release_counted(at, grace_ms);
+        }
+        streams[stream].mounts.push(mounts.len());
+        mounts.push(MountEntry {
+            id: row.id,
+            server,
+            stream,
+            path: row.mount.clone(),
+            live: u.is_some(),
+            listeners: u
+                .map(|u| u.listeners.clamp(0, u32::MAX as i64) as u32)
+                .unwrap_or(0),
+            max: u
+                .and_then(|u| u.max_listeners)
+                .map(|m| m.clamp(0, u32::MAX as i64) as u32),
+            counters,
+        });
+    }
+
+    Ok(Snapshot::from_parts(servers, streams, mounts))
+}

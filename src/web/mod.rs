@@ -1,0 +1,39 @@
+//! HTTP: each module owns its routes; this assembles them with the
+//! cross-cutting layers (static files, tracing, body limit).
+
+pub mod api;
+pub mod balancer;
+pub mod client_ip;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+
+/// The stylesheet is compiled in: the admin works offline and from any
+/// working directory.
+const STYLE: &str = include_str!("../../static/style.css");
+
+async fn style() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLE,
+    )
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(balancer::router())
+        .merge(api::router())
+        .route("/static/style.css", get(style))
+        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
