@@ -1,0 +1,129 @@
+//! The real application, in-process on a free port, with its own database.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use icecast_balancer::poll::RoundSummary;
+use icecast_balancer::{AppState, Application, Settings, config_file};
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    /// Does not follow redirects, so tests can look at them.
+    pub client: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    /// Built-in scheduler off (tests poll explicitly), short poll timeout.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+        install_crypto();
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::new(dir.path().join("test.db"));
+        settings.listen = "127.0.0.1:0".into();
+        settings.poll_interval = Duration::ZERO;
+        settings.poll.timeout = Duration::from_secs(2);
+        settings.admin_password = Some("correct horse battery staple".into());
+        configure(&mut settings);
+        let app = Application::build(settings).await.expect("app builds");
+        let addr = app.local_addr();
+        let state = app.state();
+        let (tx, rx) = oneshot::channel();
+        let server = tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            addr,
+            state,
+            client: client(),
+            dir,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Applies a config file the way `icecast-balancer import` does, then
+    /// refreshes routing as a running server would.
+    pub async fn import(&self, toml: &str) {
+        let file = config_file::parse(toml).unwrap();
+        config_file::apply(&self.state.db, &file).await.unwrap();
+        self.state.refresh().await.unwrap();
+    }
+
+    pub async fn poll(&self) -> RoundSummary {
+        self.state.poll_now().await.unwrap()
+    }
+
+    pub async fn api_status(&self) -> serde_json::Value {
+        let body = self.get("/api/status").await.text().await.unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub trait ResponseExt {
+    /// The `Location` of a 302, or a panic naming what came instead.
+    fn redirect_target(&self) -> String;
+}
+
+impl ResponseExt for reqwest::Response {
+    fn redirect_target(&self) -> String {
+        assert_eq!(
+            self.status(),
+            reqwest::StatusCode::FOUND,
+            "expected a 302 from {}",
+            self.url()
+        );
+        self.headers()
+            .get("location")
+            .expect("302 without Location")
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+}

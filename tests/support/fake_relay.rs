@@ -1,0 +1,162 @@
+//! A tiny stand-in for an Icecast relay that serves load.xsl (or
+//! status-json.xsl) from state the test controls, and can misbehave on
+//! demand: hang, answer huge, answer garbage, fail.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// load.xsl with the current mounts.
+    LoadXsl,
+    /// load.xsl is 404; status-json.xsl carries the mounts.
+    StatusJsonOnly,
+    /// Answer this status with an empty body.
+    Status(u16),
+    /// Never answer.
+    Hang,
+    /// Answer a body of this many bytes.
+    Huge(usize),
+    /// Answer this body verbatim.
+    Body(String),
+}
+
+#[derive(Debug)]
+struct Inner {
+    mounts: Vec<(String, u32, Option<u32>)>,
+    mode: Mode,
+    hits: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeRelay {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeRelay {
+    /// `mounts`: (path, listeners, max or None for unlimited).
+    pub async fn start(mounts: &[(&str, u32, Option<u32>)]) -> FakeRelay {
+        let inner = Arc::new(Mutex::new(Inner {
+            mounts: mounts
+                .iter()
+                .map(|(m, l, x)| (m.to_string(), *l, *x))
+                .collect(),
+            mode: Mode::LoadXsl,
+            hits: 0,
+        }));
+        let app = Router::new()
+            .route("/load.xsl", get(load_xsl))
+            .route("/status-json.xsl", get(status_json))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        FakeRelay {
+            url,
+            inner,
+            task: Arc::new(task),
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.lock().unwrap().mode = mode;
+    }
+
+    pub fn set_listeners(&self, mount: &str, listeners: u32) {
+        let mut i = self.inner.lock().unwrap();
+        for m in i.mounts.iter_mut().filter(|m| m.0 == mount) {
+            m.1 = listeners;
+        }
+    }
+
+    pub fn set_mounts(&self, mounts: &[(&str, u32, Option<u32>)]) {
+        self.inner.lock().unwrap().mounts = mounts
+            .iter()
+            .map(|(m, l, x)| (m.to_string(), *l, *x))
+            .collect();
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.inner.lock().unwrap().hits
+    }
+
+    /// Stops answering: connections are refused from now on.
+    pub fn kill(&self) {
+        self.task.abort();
+    }
+}
+
+fn xml(mounts: &[(String, u32, Option<u32>)]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<load>");
+    for (m, l, max) in mounts {
+        match max {
+            Some(x) => s.push_str(&format!(
+                "<mount name=\"{m}\" listeners=\"{l}\" max=\"{x}\">{}</mount>",
+                x.saturating_sub(*l)
+            )),
+            None => s.push_str(&format!(
+                "<mount name=\"{m}\" listeners=\"{l}\" max=\"unlimited\">unlimited</mount>"
+            )),
+        }
+    }
+    s.push_str("</load>\n");
+    s
+}
+
+async fn misbehave(mode: &Mode) -> Option<Response> {
+    match mode {
+        Mode::Status(code) => Some(StatusCode::from_u16(*code).unwrap().into_response()),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            None
+        }
+        Mode::Huge(n) => Some(("x".repeat(*n)).into_response()),
+        Mode::Body(b) => Some(b.clone().into_response()),
+        _ => None,
+    }
+}
+
+async fn load_xsl(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    let (mode, mounts) = {
+        let mut i = inner.lock().unwrap();
+        i.hits += 1;
+        (i.mode.clone(), i.mounts.clone())
+    };
+    if let Some(r) = misbehave(&mode).await {
+        return r;
+    }
+    match mode {
+        Mode::StatusJsonOnly => StatusCode::NOT_FOUND.into_response(),
+        _ => ([("content-type", "text/xml")], xml(&mounts)).into_response(),
+    }
+}
+
+async fn status_json(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    let mounts = inner.lock().unwrap().mounts.clone();
+    let sources: Vec<serde_json::Value> = mounts
+        .iter()
+        .map(|(m, l, _)| {
+            serde_json::json!({"listenurl": format!("http://localhost:8000{m}"), "listeners": l})
+        })
+        .collect();
+    let source = match sources.len() {
+        0 => serde_json::Value::Null,
+        1 => sources[0].clone(),
+        _ => serde_json::Value::Array(sources),
+    };
+    let mut stats = serde_json::json!({"admin": "icemaster@localhost", "host": "localhost"});
+    if !source.is_null() {
+        stats["source"] = source;
+    }
+    axum::Json(serde_json::json!({ "icestats": stats })).into_response()
+}
