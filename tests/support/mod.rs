@@ -1,0 +1,6 @@
+//! Shared test helpers: the app in-process on port 0 (`app`) and fake
+//! relays (`fake_relay`).
+#![allow(dead_code)]
+
+pub mod app;
+pub mod fake_relay;
