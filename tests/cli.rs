@@ -1,0 +1,310 @@
+//! The command line as an operator (or cron) uses it: the real binary.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::fake_relay::FakeRelay;
+
+const BIN: &str = env!("CARGO_BIN_EXE_icecast-balancer");
+
+fn run(db: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--database")
+        .arg(db)
+        .args(args)
+        .env_remove("ICECAST_BALANCER_POLL_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+const CONFIG: &str = r#"
+[[servers]]
+name = "fra-1"
+url = "http://relay1.example.com:8000"
+https_url = "https://relay1.example.com"
+poll_url = "http://10.0.0.5:8000"
+country = "DE"
+latitude = 50.11
+longitude = 8.68
+max_listeners = 500
+weight = 150
+
+[[servers]]
+name = "nyc-1"
+url = "http://relay2.example.com:8000"
+enabled = false
+
+[[streams]]
+name = "live"
+description = "Main programme"
+fallback_url = "https://example.com/full.html"
+allowed_countries = ["DE", "AT", "CH"]
+allow_unknown = false
+
+[[streams.mounts]]
+server = "fra-1"
+mount = "/live.mp3"
+
+[[streams.mounts]]
+server = "nyc-1"
+mount = "/live.mp3"
+
+[[streams]]
+name = "talk"
+"#;
+
+#[test]
+fn import_then_export_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let file = dir.path().join("config.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let out = run(&db, &["import", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(report.contains("server created: fra-1"), "{report}");
+    assert!(
+        report.contains("mount added: live /live.mp3 on nyc-1"),
+        "{report}"
+    );
+
+    let exported = run(&db, &["export"], None);
+    assert!(exported.status.success());
+    let exported = text(&exported.stdout);
+    for needle in [
+        "name = \"fra-1\"",
+        "poll_url = \"http://10.0.0.5:8000\"",
+        "allowed_countries = [",
+        "allow_unknown = false",
+        "enabled = false",
+        "weight = 150",
+    ] {
+        assert!(exported.contains(needle), "missing {needle} in\n{exported}");
+    }
+
+    // export | import changes nothing.
+    let again = run(&db, &["import", "-"], Some(&exported));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).contains("nothing changed"),
+        "{}",
+        text(&again.stdout)
+    );
+    assert_eq!(text(&run(&db, &["export"], None).stdout), exported);
+}
+
+#[test]
+fn bad_import_changes_nothing_and_names_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    assert!(run(&db, &["import", "-"], Some(CONFIG)).status.success());
+    let before = text(&run(&db, &["export"], None).stdout);
+
+    // A valid change followed by a bad entry: neither may land.
+    let bad = r#"
+[[servers]]
+name = "fra-1"
+url = "http://changed.example.com"
+[[servers]]
+name = "ams-1"
+url = "http://relay3.example.com"
+country = "Netherlands"
+"#;
+    let out = run(&db, &["import", "-"], Some(bad));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("servers[1] \"ams-1\": country:"), "{err}");
+    assert!(err.contains("nothing was changed"), "{err}");
+    assert_eq!(text(&run(&db, &["export"], None).stdout), before);
+
+    // Unknown keys are refused, with the key named.
+    let out = run(
+        &db,
+        &["import", "-"],
+        Some("[[servers]]\nname = \"x\"\nurl = \"http://x\"\nmaxlisteners = 5\n"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("maxlisteners"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A mount on a server that exists nowhere.
+    let out = run(
+        &db,
+        &["import", "-"],
+        Some("[[streams]]\nname = \"live\"\nmounts = [{ server = \"ghost\", mount = \"/x\" }]\n"),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no server named \"ghost\""),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Not TOML at all.
+    let out = run(&db, &["import", "-"], Some("this is = = not toml"));
+    assert!(!out.status.success());
+    assert_eq!(text(&run(&db, &["export"], None).stdout), before);
+
+    // A file that does not exist.
+    let out = run(&db, &["import", "/nonexistent/file.toml"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read /nonexistent/file.toml"));
+}
+
+#[test]
+fn bad_flag_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args(["--poll-interval", "soon"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--poll-interval"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["--trusted-proxies", "10.0.0.0/33"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("CIDR"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unwritable_database_is_a_clear_error() {
+    let out = Command::new(BIN)
+        .args([
+            "--database",
+            "/nonexistent-dir/x.db",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot open database /nonexistent-dir/x.db"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn taken_port_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["--listen", &addr, "--database"])
+        .arg(dir.path().join("b.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!("cannot listen on {addr}")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn serve_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "0",
+            "--database",
+        ])
+        .arg(dir.path().join("b.db"))
+        .env("ICECAST_BALANCER_ADMIN_PASSWORD", "not-logged-anywhere-42")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = String::new();
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    assert!(log.contains("serving"), "{log}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    for line in lines.map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(status.success(), "exit {status:?}\n{log}");
+    assert!(log.contains("stopped"), "{log}");
+    assert!(
+        !log.contains("not-logged-anywhere-42"),
+        "a password reached the log:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn poll_command_prints_a_summary() {
+    let relay = FakeRelay::start(&[("/live.mp3", 7, Some(100))]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let config = format!(
+        "[[servers]]\nname = \"good\"\nurl = \"{}\"\n[[servers]]\nname = \"dead\"\nurl = \"http://127.0.0.1:9\"\n",
+        relay.url
+    );
+    let db2 = db.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        assert!(run(&db2, &["import", "-"], Some(&config)).status.success());
+        run(&db2, &["poll", "--poll-timeout", "2"], None)
+    })
+    .await
+    .unwrap();
+    // One relay being down is a result, not a failure to run.
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("good") && stdout.contains("1 mounts, 7 listeners"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dead") && stdout.contains("error:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("polled 2 servers"), "{stdout}");
+}
