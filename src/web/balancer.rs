@@ -58,11 +58,7 @@ async fn stream_named_poll(state: State<AppState>, req: Request) -> Response {
 
 /// Takes the whole request rather than `HeaderMap`/`Uri` extractors, which
 /// would clone them on every redirect.
-async fn stream(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
+async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
