@@ -1,6 +1,7 @@
 //! Shared test helpers: the app in-process on port 0 (`app`) and fake
-//! relays (`fake_relay`).
+//! relays (`fake_relay`), a real Icecast 2.4.4 (`icecast`).
 #![allow(dead_code)]
 
 pub mod app;
 pub mod fake_relay;
+pub mod icecast;
