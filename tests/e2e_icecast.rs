@@ -210,3 +210,40 @@ async fn a_source_that_stops_takes_its_mount_out() {
         assert_eq!(r.redirect_target(), format!("{}/live.mp3", b.url()));
     }
 }
+
+#[tokio::test]
+async fn load_xsl_reports_listeners_limits_and_unlimited() {
+    let Some(relay) = Icecast::start(&[("/live.mp3", Some(5)), ("/free.mp3", None)]).await else {
+        return;
+    };
+    let _a = relay.push_source("/live.mp3").await;
+    let _b = relay.push_source("/free.mp3").await;
+    let mut listener = support::app::client()
+        .get(format!("{}/live.mp3", relay.url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(!listener.chunk().await.unwrap().unwrap().is_empty());
+    let xml = relay.load_xsl().await;
+    assert!(
+        xml.contains(r#"<mount name="/live.mp3" listeners="1" max="5">4</mount>"#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<mount name="/free.mp3" listeners="0" max="unlimited">unlimited</mount>"#),
+        "{xml}"
+    );
+    // And the balancer's parser reads it as such.
+    let parsed = icecast_balancer::poll::parse::parse_load_xsl(xml.as_bytes()).unwrap();
+    assert_eq!(parsed.len(), 2);
+    assert!(
+        parsed
+            .iter()
+            .any(|m| m.mount.as_str() == "/free.mp3" && m.max.is_none())
+    );
+    assert!(
+        parsed
+            .iter()
+            .any(|m| m.mount.as_str() == "/live.mp3" && m.listeners == 1 && m.max == Some(5))
+    );
+}
