@@ -2,6 +2,7 @@
 //! relays (`fake_relay`), a real Icecast 2.4.4 (`icecast`).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod app;
 pub mod fake_relay;
 pub mod icecast;
