@@ -1,6 +1,7 @@
 //! Shared test helpers: the app in-process on port 0 (`app`) and fake
-//! relays (`fake_relay`).
+//! relays (`fake_relay`) and GeoIP test databases (`geoip`).
 #![allow(dead_code)]
 
 pub mod app;
 pub mod fake_relay;
+pub mod geoip;
