@@ -24,8 +24,8 @@ use std::time::SystemTime;
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use maxminddb::{LookupResult, Mmap, PathElement, Reader};
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
 use crate::domain::CountryCode;
 use crate::routing::ClientGeo;
@@ -380,8 +380,7 @@ fn country(code: Option<&str>) -> Option<CountryCode> {
     let c = code?;
     // "ZZ" is the conventional "unknown"; checking the shape first keeps
     // the parser's error message (an allocation) off the redirect path.
-    if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) || c.eq_ignore_ascii_case("ZZ")
-    {
+    if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_alphabetic()) || c.eq_ignore_ascii_case("ZZ") {
         return None;
     }
     CountryCode::parse(c).ok()
@@ -542,7 +541,10 @@ mod tests {
 
         gen_db::replace(&path, b"garbage, half a download");
         assert_eq!(geo.reload_if_changed(), Reload::Failed);
-        assert!(near(geo.lookup(ip(gen_db::BERLIN_V4)), &TOKYO), "old data kept");
+        assert!(
+            near(geo.lookup(ip(gen_db::BERLIN_V4)), &TOKYO),
+            "old data kept"
+        );
         // Reported once, not at every check.
         assert_eq!(geo.reload_if_changed(), Reload::Unchanged);
 
@@ -572,8 +574,14 @@ mod tests {
         assert_eq!(country(Some("ZZ")), None);
         assert_eq!(country(Some("A1")), None);
         assert_eq!(country(Some("de")).unwrap().as_str(), "DE");
-        assert_eq!(coords(Some(Number(Some(0.0))), Some(Number(Some(0.0)))), None);
-        assert_eq!(coords(Some(Number(Some(91.0))), Some(Number(Some(0.5)))), None);
+        assert_eq!(
+            coords(Some(Number(Some(0.0))), Some(Number(Some(0.0)))),
+            None
+        );
+        assert_eq!(
+            coords(Some(Number(Some(91.0))), Some(Number(Some(0.5)))),
+            None
+        );
         assert_eq!(coords(Some(Number(None)), Some(Number(Some(1.0)))), None);
         assert!(coords(Some(Number(Some(-33.9))), Some(Number(Some(151.2)))).is_some());
     }

@@ -76,7 +76,8 @@ pub fn distance_km(a: Coords, b: Coords) -> f64 {
     2.0 * R * h.sqrt().min(1.0).asin()
 }
 
-fn band_limit(d: f64) -> f64 {
+/// Where the ring opened by a relay `d` km away ends.
+pub fn band_limit(d: f64) -> f64 {
     (d * BAND_FACTOR).max(d + BAND_KM)
 }
 
@@ -249,91 +250,8 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::poll::health::{Health, State};
-    use crate::routing::snapshot::{LocationSource, MountCounters, ServerCounters, StreamCounters};
-
-    const NOW: u64 = 1_000_000;
-    const TTL: u64 = 60;
-
-    struct Relay {
-        name: &'static str,
-        listeners: u32,
-        max: Option<u32>,
-        server_max: Option<u32>,
-        weight: u32,
-        up: bool,
-        enabled: bool,
-        live: bool,
-        country: Option<&'static str>,
-        coords: Option<(f64, f64)>,
-    }
-
-    fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
-        Relay {
-            name,
-            listeners,
-            max,
-            server_max: None,
-            weight: 100,
-            up: true,
-            enabled: true,
-            live: true,
-            country: None,
-            coords: None,
-        }
-    }
-
-    fn snapshot(relays: Vec<Relay>) -> Snapshot {
-        let mut servers = Vec::new();
-        let mut mounts = Vec::new();
-        for (i, r) in relays.iter().enumerate() {
-            servers.push(ServerEntry {
-                id: i as i64,
-                name: r.name.into(),
-                url: format!("http://{}", r.name),
-                https_url: None,
-                country: r.country.map(|c| CountryCode::parse(c).unwrap()),
-                country_source: LocationSource::Configured,
-                coords: r.coords.map(|(lat, lon)| Coords { lat, lon }),
-                coords_source: LocationSource::Configured,
-                max_listeners: r.server_max,
-                weight: r.weight,
-                enabled: r.enabled,
-                health: Health {
-                    state: if r.up { State::Up } else { State::Down },
-                    failures: 0,
-                    successes: 1,
-                },
-                listeners: u64::from(r.listeners),
-                last_poll_at: None,
-                last_success_at: None,
-                last_error: None,
-                latency_ms: None,
-                counters: Arc::new(ServerCounters::default()),
-            });
-            mounts.push(MountEntry {
-                id: i as i64,
-                server: i,
-                stream: 0,
-                path: "/live.mp3".into(),
-                live: r.live,
-                listeners: r.listeners,
-                max: r.max,
-                counters: Arc::new(MountCounters::default()),
-            });
-        }
-        let stream = StreamEntry {
-            id: 0,
-            name: "live".into(),
-            description: String::new(),
-            fallback_url: None,
-            allowed_countries: None,
-            allow_unknown: true,
-            mounts: (0..mounts.len()).collect(),
-            counters: Arc::new(StreamCounters::default()),
-        };
-        Snapshot::from_parts(servers, vec![stream], mounts)
-    }
+    use crate::routing::snapshot::StreamCounters;
+    use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
 
     fn pick<'a>(snap: &'a Snapshot, client: &ClientGeo, seed: u64) -> Option<&'a str> {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -439,13 +357,6 @@ mod tests {
         assert_eq!(seen.len(), 2);
     }
 
-    fn located(name: &'static str, country: &'static str, lat: f64, lon: f64) -> Relay {
-        let mut r = relay(name, 0, Some(100));
-        r.country = Some(country);
-        r.coords = Some((lat, lon));
-        r
-    }
-
     #[test]
     fn nearest_ring_wins_over_more_free_slots() {
         let mut fra = located("fra", "DE", 50.11, 8.68);
@@ -475,6 +386,83 @@ mod tests {
             &mut StdRng::seed_from_u64(1),
         );
         assert!(ranked.iter().all(|a| a.ring == 0));
+    }
+
+    #[test]
+    fn a_relay_beyond_the_band_is_in_the_next_ring_however_empty() {
+        // Berlin client: Frankfurt ~424 km opens ring 0, which ends at
+        // max(1.25 × 424, 424 + 300) = 724 km; Paris (~878 km) is beyond.
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 95;
+        let par = located("par", "FR", 48.86, 2.35);
+        let s = snapshot(vec![fra, par]);
+        let berlin = at(52.52, 13.40);
+        assert_eq!(pick(&s, &berlin, 1), Some("fra"));
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &berlin,
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(1),
+        );
+        let ring_of = |name: &str| {
+            ranked
+                .iter()
+                .find(|a| s.servers[s.mounts[a.mount].server].name == name)
+                .unwrap()
+                .ring
+        };
+        assert_eq!((ring_of("fra"), ring_of("par")), (0, 1));
+        assert_eq!(band_limit(424.0), 724.0);
+        assert_eq!(band_limit(2000.0), 2500.0);
+    }
+
+    #[test]
+    fn weight_decides_within_a_ring_but_not_across_rings() {
+        // Frankfurt and Amsterdam share Berlin's ring; Amsterdam's weight
+        // wins there. New York's larger weight cannot pull Berlin over.
+        let fra = located("fra", "DE", 50.11, 8.68);
+        let mut ams = located("ams", "NL", 52.37, 4.90);
+        ams.weight = 300;
+        let mut nyc = located("nyc", "US", 40.71, -74.0);
+        nyc.weight = 10_000;
+        let s = snapshot(vec![fra, ams, nyc]);
+        for seed in 0..5 {
+            assert_eq!(pick(&s, &at(52.52, 13.40), seed), Some("ams"));
+        }
+    }
+
+    #[test]
+    fn rings_keep_counting_outwards() {
+        // Berlin client: Frankfurt (ring 0), New York (ring 1), Sydney (ring 2).
+        let s = snapshot(vec![
+            located("syd", "AU", -33.87, 151.21),
+            located("nyc", "US", 40.71, -74.0),
+            located("fra", "DE", 50.11, 8.68),
+        ]);
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &at(52.52, 13.40),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(3),
+        );
+        let order: Vec<(&str, u32)> = ranked
+            .iter()
+            .map(|a| (s.servers[s.mounts[a.mount].server].name.as_str(), a.ring))
+            .collect();
+        assert_eq!(order, vec![("fra", 0), ("nyc", 1), ("syd", 2)]);
+    }
+
+    #[test]
+    fn unknown_client_is_load_only_whatever_the_distances() {
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 50;
+        let syd = located("syd", "AU", -33.87, 151.21);
+        let s = snapshot(vec![fra, syd]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("syd"));
     }
 
     #[test]

@@ -76,6 +76,16 @@ pub enum LocationSource {
     Unknown,
 }
 
+impl LocationSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationSource::Configured => "configured",
+            LocationSource::GeoIp => "geoip",
+            LocationSource::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Coords {
     pub lat: f64,

@@ -114,11 +114,17 @@ pub fn record(schema: Schema, p: &Place) -> Value {
             ("city", Value::map([("names", en(p.name))])),
             (
                 "continent",
-                Value::map([("code", Value::from(p.continent)), ("names", en(p.continent))]),
+                Value::map([
+                    ("code", Value::from(p.continent)),
+                    ("names", en(p.continent)),
+                ]),
             ),
             (
                 "country",
-                Value::map([("iso_code", Value::from(p.country)), ("names", en(p.country))]),
+                Value::map([
+                    ("iso_code", Value::from(p.country)),
+                    ("names", en(p.country)),
+                ]),
             ),
             (
                 "location",
@@ -152,8 +158,11 @@ pub fn build(schema: Schema, networks: &[(&str, Place)]) -> Vec<u8> {
         _ => "ip-location-db-city",
     });
     for (net, p) in networks {
-        w.insert_value(net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(), record(schema, p))
-            .unwrap();
+        w.insert_value(
+            net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(),
+            record(schema, p),
+        )
+        .unwrap();
     }
     w.to_bytes().unwrap()
 }
@@ -194,7 +203,10 @@ pub fn country_only() -> Vec<u8> {
     for (net, p) in NETWORKS {
         w.insert_value(
             net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(),
-            Value::map([("country", Value::map([("iso_code", Value::from(p.country))]))]),
+            Value::map([(
+                "country",
+                Value::map([("iso_code", Value::from(p.country))]),
+            )]),
         )
         .unwrap();
     }
