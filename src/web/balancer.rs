@@ -145,7 +145,7 @@ fn restricted_message(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo
         .join(", ");
     match geo.country {
         Some(c) => format!(
-            "Stream {:?} is not available in your country ({c}); it is licensed for: {allowed}.\n",
+            "Stream {:?} is not available in your country ({c}); it is available in {allowed}.\n",
             stream.name
         ),
         None => format!(
