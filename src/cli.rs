@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the web server and the built-in poll scheduler (the default).
     Serve,
-    /// Poll every enabled server once, print a summary, and exit.
+    /// Poll every server once (disabled ones too, to watch them drain), print a summary, and exit.
     Poll,
     /// Apply a TOML config file: create or update by name, all or nothing.
     Import { file: PathBuf },

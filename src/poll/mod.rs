@@ -42,6 +42,7 @@ impl Default for PollSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerSummary {
     pub name: String,
+    pub enabled: bool,
     pub ok: bool,
     pub state: health::State,
     pub latency_ms: i64,
@@ -64,7 +65,7 @@ impl RoundSummary {
     }
 }
 
-/// One round over all enabled servers. `on_written` runs after each
+/// One round over all servers. `on_written` runs after each
 /// server's result is committed (the server uses it to refresh routing).
 pub async fn run_round(
     db: &Pool,
@@ -75,11 +76,9 @@ pub async fn run_round(
     let round_start = Instant::now();
     let started_at = store::now_ms();
     let mut conn = db.acquire().await?;
-    let servers: Vec<_> = store::servers::list(&mut conn)
-        .await?
-        .into_iter()
-        .filter(|s| s.enabled)
-        .collect();
+    // Disabled (draining) servers are polled too: they get no listeners,
+    // but the admin shows their remaining listeners leaving.
+    let servers = store::servers::list(&mut conn).await?;
     let health: std::collections::HashMap<i64, Health> = store::status::health_all(&mut conn)
         .await?
         .into_iter()
@@ -117,6 +116,7 @@ pub async fn run_round(
         let latency_ms = elapsed.as_millis() as i64;
         let summary = ServerSummary {
             name: server.name.clone(),
+            enabled: server.enabled,
             ok: result.is_ok(),
             state: next.state,
             latency_ms,
@@ -128,8 +128,14 @@ pub async fn run_round(
                 .unwrap_or(0),
             error: result.as_ref().err().cloned(),
         };
-        if let Some(e) = &summary.error {
-            tracing::warn!(server = %server.name, state = next.state.as_str(), error = %e, "poll failed");
+        match &summary.error {
+            Some(e) if server.enabled => {
+                tracing::warn!(server = %server.name, state = next.state.as_str(), error = %e, "poll failed")
+            }
+            Some(e) => {
+                tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
+            }
+            None => {}
         }
         if prev.state != next.state {
             tracing::info!(server = %server.name, from = prev.state.as_str(), to = next.state.as_str(), "server health changed");

@@ -22,14 +22,15 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(|| async { "ok\n" }))
 }
 
-/// `{"<server>": listeners, …}` of reachable servers, fewest first — the
-/// shape the FastAPI balancer answered, kept for its users' scripts.
+/// `{"<server>": listeners, …}` of reachable servers (draining ones
+/// included: they still carry listeners), fewest first — the shape the
+/// FastAPI balancer answered, kept for its users' scripts.
 async fn status(State(state): State<AppState>) -> Response {
     let snap = state.snapshot.load();
     let mut up: Vec<(&str, u64)> = snap
         .servers
         .iter()
-        .filter(|s| s.enabled && s.health.is_up())
+        .filter(|s| s.health.is_up())
         .map(|s| (s.name.as_str(), s.listeners))
         .collect();
     up.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use subtle::ConstantTimeEq;
@@ -52,24 +52,20 @@ fn split_format(name: &str) -> (&str, Format) {
     }
 }
 
-async fn stream_named_poll(
-    state: State<AppState>,
-    peer: ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    stream(state, peer, method, Path("poll".to_string()), uri, headers).await
+async fn stream_named_poll(state: State<AppState>, req: Request) -> Response {
+    stream(state, Path("poll".to_string()), req).await
 }
 
-async fn stream(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    Path(name): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+/// Takes the whole request rather than `HeaderMap`/`Uri` extractors, which
+/// would clone them on every redirect.
+async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no peer address\n".into(),
+        );
+    };
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let (name, format) = split_format(&name);
     let snap = state.snapshot.load();
     let Some(stream) = snap.stream(name) else {
@@ -79,7 +75,7 @@ async fn stream(
             format!("No stream named {name:?} here.\n"),
         );
     };
-    let client = client_info(peer.ip(), &headers, &state.settings.trusted_proxies);
+    let client = client_info(peer.ip(), headers, &state.settings.trusted_proxies);
     let geo = state.geo.lookup(client.ip);
     if !select::allowed(stream, &geo) {
         stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);

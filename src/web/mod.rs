@@ -31,10 +31,12 @@ async fn style() -> impl IntoResponse {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(balancer::router())
         .merge(api::router())
         .route("/static/style.css", get(style))
-        .layer(RequestBodyLimitLayer::new(1024 * 1024))
+        // Request spans cost a measurable share of a redirect's time, so
+        // the listener routes (added after this layer) log for themselves.
         .layer(TraceLayer::new_for_http())
+        .merge(balancer::router())
+        .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }
