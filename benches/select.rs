@@ -233,6 +233,10 @@ fn main() {
     measure("choose, polled 10 s ago", &clients, |c| {
         black_box(select::choose(&snap, stream, c, now_s, ttl, &mut pick_rng));
     });
+    let unknown = vec![ClientGeo::default(); clients.len()];
+    measure("choose, unknown client", &unknown, |c| {
+        black_box(select::choose(&snap, stream, c, now_s, ttl, &mut pick_rng));
+    });
     measure("lookup + choose, polled", &ips, |&ip| {
         let c = geo.lookup(black_box(ip));
         black_box(select::choose(&snap, stream, &c, now_s, ttl, &mut pick_rng));
