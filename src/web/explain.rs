@@ -156,6 +156,10 @@ pub fn explain(
                 select::BAND_FACTOR,
                 select::BAND_KM
             ),
+            None if candidates.is_empty() => format!(
+                "By distance from {:.2}, {:.2}, but no relay is a candidate now.",
+                c.lat, c.lon
+            ),
             None => "By distance, but no relay with a free slot has a known location: \
                      the most free capacity × weight wins."
                 .to_string(),
