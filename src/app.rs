@@ -208,6 +208,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let state = AppState::new(settings).await?;
+        crate::users::ensure_admin(&state.db, state.settings.admin_password.as_deref()).await?;
         Ok(Application { listener, state })
     }
 

@@ -12,6 +12,7 @@ pub mod geo;
 pub mod poll;
 pub mod routing;
 pub mod store;
+pub mod users;
 pub mod web;
 
 pub use app::{AppState, Application};

@@ -90,7 +90,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 config_file::to_toml(&config_file::export(&db).await?)?
             );
         }
-        Command::User(_) => anyhow::bail!("user management is not available yet"),
+        Command::User(cmd) => {
+            let db = icecast_balancer::store::connect(&settings.database).await?;
+            return icecast_balancer::users::run_cli(&db, cmd).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -4,10 +4,13 @@
 //! Functions that write take `&mut SqliteConnection` so callers can group
 //! several writes into one transaction (import does; a form save is one).
 
+pub mod audit;
 pub mod mounts;
 pub mod servers;
+pub mod sessions;
 pub mod status;
 pub mod streams;
+pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;

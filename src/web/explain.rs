@@ -4,7 +4,8 @@
 //! saw of every mount: chosen, ranked lower (and why), or excluded (and why).
 //!
 //! The builder is a pure function so the wording is unit-tested; the
-//! handler only parses input and renders. Mounted behind the admin login.
+//! handler only parses input and renders. Mounted behind the admin login
+//! (`admin::router(state, explain::router())`).
 
 use std::net::IpAddr;
 
@@ -17,6 +18,7 @@ use axum::routing::get;
 use rand::Rng;
 use serde::Deserialize;
 
+use super::admin::Ctx;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::geo::Located;
@@ -297,8 +299,13 @@ fn lower_reason(
         };
     }
     if a.score < best.score {
+        let near = if client.coords.is_some() || client.country.is_some() {
+            "as near, but "
+        } else {
+            ""
+        };
         return format!(
-            "as near, but less free capacity × weight than {best_name} ({} < {})",
+            "{near}less free capacity × weight than {best_name} ({} < {})",
             a.score, best.score
         );
     }
@@ -311,6 +318,7 @@ fn lower_reason(
 #[derive(Template, WebTemplate)]
 #[template(path = "admin/explain.html")]
 pub struct ExplainPage {
+    pub ctx: Ctx,
     pub streams: Vec<String>,
     pub stream: String,
     pub ip: String,
@@ -334,6 +342,7 @@ fn parse_ip(raw: &str) -> Result<IpAddr> {
 
 pub async fn page(
     State(state): State<AppState>,
+    ctx: Ctx,
     Query(q): Query<ExplainQuery>,
 ) -> Result<impl IntoResponse> {
     let snap = state.snapshot.load();
@@ -359,6 +368,7 @@ pub async fn page(
         ))
     };
     Ok(ExplainPage {
+        ctx,
         streams: snap.streams.iter().map(|s| s.name.clone()).collect(),
         stream,
         ip,
@@ -537,7 +547,13 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
             stream: Some(stream.into()),
             ip: Some(ip.into()),
         };
-        let page = page(State(state.clone()), Query(q)).await?;
+        let ctx = Ctx {
+            user: "admin".into(),
+            csrf: "token".into(),
+            flash: None,
+            flash_error: false,
+        };
+        let page = page(State(state.clone()), ctx, Query(q)).await?;
         let body = page.into_response().into_body();
         let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
         Ok(String::from_utf8(bytes.to_vec()).unwrap())

@@ -1,9 +1,11 @@
 //! HTTP: each module owns its routes; this assembles them with the
 //! cross-cutting layers (static files, tracing, body limit).
 
+pub mod admin;
 pub mod api;
 pub mod balancer;
 pub mod client_ip;
+pub mod csrf;
 pub mod explain;
 
 use axum::Router;
@@ -31,6 +33,7 @@ async fn style() -> impl IntoResponse {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(admin::router(state.clone(), Router::new()))
         .merge(api::router())
         .route("/static/style.css", get(style))
         // Request spans cost a measurable share of a redirect's time, so

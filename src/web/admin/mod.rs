@@ -1,0 +1,335 @@
+//! The web admin. Every page needs a login; every state change is a POST
+//! that must come from our own origin and carry the session's CSRF token.
+//!
+//! One middleware guards the whole `/admin` tree: it refuses cross-site
+//! writes, resolves the session cookie into an [`AdminUser`] (or redirects
+//! to the login page and back), and carries one-shot flash messages.
+
+pub mod audit;
+pub mod auth;
+pub mod dashboard;
+pub mod servers;
+pub mod streams;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use super::client_ip::client_info;
+use super::csrf;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::store;
+
+pub const SESSION_COOKIE: &str = "icb_session";
+const FLASH_COOKIE: &str = "icb_flash";
+/// Sessions end after this long without a request.
+pub const IDLE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
+
+/// The logged-in user of this request.
+#[derive(Debug, Clone)]
+pub struct AdminUser {
+    pub id: i64,
+    pub name: String,
+    pub csrf_token: String,
+}
+
+impl AdminUser {
+    /// Compares a form's `csrf_token` with the session's.
+    pub fn check_csrf(&self, given: &str) -> Result<()> {
+        if csrf::tokens_match(given, &self.csrf_token) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(
+                "This form has expired or came from another site (CSRF token mismatch). \
+                 Reload the page and try again."
+                    .into(),
+            ))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
+        parts
+            .extensions
+            .get::<AdminUser>()
+            .cloned()
+            .ok_or_else(|| Error::Unauthorized("login required".into()))
+    }
+}
+
+/// What every admin page shows around its content.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub user: String,
+    pub csrf: String,
+    pub flash: Option<String>,
+    pub flash_error: bool,
+}
+
+/// A one-shot message carried to the next page in a cookie.
+#[derive(Debug, Clone, Default)]
+pub struct Flash(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = Error;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self> {
+        let user = AdminUser::from_request_parts(parts, state).await?;
+        let flash = parts
+            .extensions
+            .get::<Flash>()
+            .cloned()
+            .unwrap_or_default()
+            .0;
+        let flash_error = flash.as_deref().is_some_and(|f| f.starts_with('!'));
+        Ok(Ctx {
+            user: user.name,
+            csrf: user.csrf_token,
+            flash: flash.map(|f| f.trim_start_matches('!').to_string()),
+            flash_error,
+        })
+    }
+}
+
+fn hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<String> {
+    if s.len() % 2 != 0 || s.len() > 2000 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// `Set-Cookie` for an admin cookie: HttpOnly, SameSite=Strict, Path=/,
+/// Secure when the request came over HTTPS. `None` deletes it.
+pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
+    let mut c = match value {
+        Some(v) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Strict"),
+        None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    };
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are hex")
+}
+
+/// Redirects with a flash message for the next page; a message starting
+/// with `!` is shown as an error.
+pub fn redirect_with_flash(to: &str, message: &str) -> Response {
+    let mut r = Redirect::to(to).into_response();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(FLASH_COOKIE, Some(&hex(message)), false),
+    );
+    r
+}
+
+pub fn is_https(state: &AppState, req: &Request) -> bool {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| {
+            client_info(peer.ip(), req.headers(), &state.settings.trusted_proxies).https
+        })
+        .unwrap_or(false)
+}
+
+/// Only local absolute paths, so `next` cannot send anyone off-site.
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/admin") && !n.starts_with("//") && !n.contains('\\') => {
+            n.to_string()
+        }
+        _ => "/admin/".to_string(),
+    }
+}
+
+async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let https = is_https(&state, &req);
+    if !matches!(*req.method(), Method::GET | Method::HEAD)
+        && let Err(why) = csrf::same_origin(req.headers(), https)
+    {
+        return (StatusCode::FORBIDDEN, format!("Refused: {why}.\n")).into_response();
+    }
+    let path = req.uri().path().to_string();
+    let public = path == "/admin/login";
+    let user = match cookie(req.headers(), SESSION_COOKIE) {
+        Some(token) => {
+            let found = async {
+                let mut conn = state.db.acquire().await?;
+                store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await
+            }
+            .await;
+            match found {
+                Ok(s) => s.map(|s| AdminUser {
+                    id: s.user_id,
+                    name: s.user_name,
+                    csrf_token: s.csrf_token,
+                }),
+                Err(e) => return e.into_response(),
+            }
+        }
+        None => None,
+    };
+    match user {
+        Some(u) => {
+            req.extensions_mut().insert(u);
+        }
+        None if public => {}
+        None if matches!(*req.method(), Method::GET | Method::HEAD) => {
+            let target = match req.uri().path_and_query() {
+                Some(pq) => pq.as_str().to_string(),
+                None => path.clone(),
+            };
+            let next: String = target
+                .bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect();
+            return Redirect::to(&format!("/admin/login?next={next}")).into_response();
+        }
+        None => {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "Your session has ended; log in again.\n",
+            )
+                .into_response();
+        }
+    }
+    let flash = cookie(req.headers(), FLASH_COOKIE).and_then(|v| unhex(&v));
+    let had_flash = flash.is_some();
+    req.extensions_mut().insert(Flash(flash));
+    let mut resp = next.run(req).await;
+    // Admin pages are per-user: never cache them anywhere.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if had_flash && !resp.headers().contains_key(header::SET_COOKIE) {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(FLASH_COOKIE, None, https));
+    }
+    resp
+}
+
+/// The admin routes; `extra` are further pages (e.g. explain) that get the
+/// same login and CSRF protection.
+pub fn router(state: AppState, extra: Router<AppState>) -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(|| async { Redirect::permanent("/admin/") }))
+        .merge(auth::router())
+        .merge(dashboard::router())
+        .merge(servers::router())
+        .merge(streams::router())
+        .merge(audit::router())
+        .merge(extra)
+        .layer(middleware::from_fn_with_state(state, guard))
+}
+
+/// Records an audit entry for an admin action.
+pub async fn record(
+    conn: &mut sqlx::SqliteConnection,
+    user: &AdminUser,
+    action: &str,
+    kind: &str,
+    name: &str,
+    before: Option<String>,
+    after: Option<String>,
+) -> Result<()> {
+    store::audit::record(
+        conn,
+        store::audit::Entry {
+            actor: &user.name,
+            action,
+            object_kind: kind,
+            object_name: name,
+            before,
+            after,
+        },
+    )
+    .await
+}
+
+/// Formats unix milliseconds as UTC for the admin.
+pub fn when(ms: i64) -> String {
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// "12 s ago", for health tables.
+pub fn ago(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "never".into() };
+    let s = (store::now_ms() - ms).max(0) / 1000;
+    match s {
+        0..=119 => format!("{s} s ago"),
+        120..=7199 => format!("{} min ago", s / 60),
+        _ => format!("{} h ago", s / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flash_round_trip() {
+        assert_eq!(
+            unhex(&hex("Server “fra-1” saved")).unwrap(),
+            "Server “fra-1” saved"
+        );
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex("abc"), None);
+    }
+
+    #[test]
+    fn next_stays_local() {
+        assert_eq!(safe_next(Some("/admin/servers")), "/admin/servers");
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil",
+            "/elsewhere",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/admin/");
+        }
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, "a=1; icb_session=abc; b=2".parse().unwrap());
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+}

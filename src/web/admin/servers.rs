@@ -1,0 +1,650 @@
+//! Servers: list, create, edit (with drain status and the mounts the relay
+//! reports), delete with confirmation, and mount discovery.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::{AdminUser, Ctx, ago, record, redirect_with_flash};
+use crate::app::AppState;
+use crate::domain::{FieldErrors, MountPath, ServerInput};
+use crate::error::{Error, Result};
+use crate::routing::snapshot::LocationSource;
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/servers", get(list))
+        .route("/admin/servers/new", get(new_form).post(create))
+        .route("/admin/servers/{id}/edit", get(edit_form).post(update))
+        .route(
+            "/admin/servers/{id}/delete",
+            get(confirm_delete).post(delete),
+        )
+        .route(
+            "/admin/servers/{id}/discover",
+            get(discover).post(add_discovered),
+        )
+}
+
+/// What the form submits: all text, so bad numbers can be reported on
+/// their field instead of failing the whole request.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServerForm {
+    pub name: String,
+    pub url: String,
+    pub https_url: String,
+    pub poll_url: String,
+    pub country: String,
+    pub latitude: String,
+    pub longitude: String,
+    pub max_listeners: String,
+    pub weight: String,
+    pub enabled: Option<String>,
+    pub csrf_token: String,
+}
+
+fn number<T: std::str::FromStr>(
+    e: &mut FieldErrors,
+    field: &'static str,
+    raw: &str,
+    what: &str,
+) -> Option<T> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    match raw.parse() {
+        Ok(v) => Some(v),
+        Err(_) => {
+            e.push(field, format!("must be {what}"));
+            None
+        }
+    }
+}
+
+fn opt(s: &str) -> Option<String> {
+    Some(s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+impl ServerForm {
+    fn parse(&self) -> std::result::Result<crate::domain::ServerSpec, FieldErrors> {
+        let mut e = FieldErrors::default();
+        let input = ServerInput {
+            name: self.name.clone(),
+            url: self.url.clone(),
+            https_url: opt(&self.https_url),
+            poll_url: opt(&self.poll_url),
+            country: opt(&self.country),
+            latitude: number(&mut e, "latitude", &self.latitude, "a number such as 50.11"),
+            longitude: number(
+                &mut e,
+                "longitude",
+                &self.longitude,
+                "a number such as 8.68",
+            ),
+            max_listeners: number(
+                &mut e,
+                "max_listeners",
+                &self.max_listeners,
+                "a whole number",
+            ),
+            weight: number(&mut e, "weight", &self.weight, "a whole number"),
+            enabled: Some(self.enabled.is_some()),
+        };
+        match input.parse() {
+            Ok(spec) if e.is_empty() => Ok(spec),
+            Ok(_) => Err(e),
+            Err(more) => {
+                // Number errors come first; don't report a field twice.
+                for (f, m) in more.0 {
+                    if e.get(f).is_none() {
+                        e.push(f, m);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn from_row(r: &store::servers::ServerRow) -> ServerForm {
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        ServerForm {
+            name: r.name.clone(),
+            url: r.url.clone(),
+            https_url: s(&r.https_url),
+            poll_url: s(&r.poll_url),
+            country: s(&r.country),
+            latitude: r.latitude.map(|v| v.to_string()).unwrap_or_default(),
+            longitude: r.longitude.map(|v| v.to_string()).unwrap_or_default(),
+            max_listeners: r.max_listeners.map(|v| v.to_string()).unwrap_or_default(),
+            weight: r.weight.to_string(),
+            enabled: r.enabled.then(|| "on".into()),
+            csrf_token: String::new(),
+        }
+    }
+}
+
+/// TOML of a server as the audit log shows it.
+pub fn describe(r: &store::servers::ServerRow) -> Option<String> {
+    r.spec()
+        .ok()
+        .and_then(|s| toml::to_string(&ServerInput::from(&s)).ok())
+}
+
+pub struct ServerLine {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub enabled: bool,
+    pub state: &'static str,
+    pub listeners: u64,
+    pub last_poll: String,
+    pub latency: String,
+    pub error: String,
+    pub location: String,
+}
+
+fn source(s: LocationSource) -> &'static str {
+    match s {
+        LocationSource::Configured => "configured",
+        LocationSource::GeoIp => "GeoIP",
+        LocationSource::Unknown => "unknown",
+    }
+}
+
+pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
+    let snap = state.snapshot.load();
+    snap.servers
+        .iter()
+        .map(|s| ServerLine {
+            id: s.id,
+            name: s.name.clone(),
+            url: s.url.clone(),
+            enabled: s.enabled,
+            state: s.health.state.as_str(),
+            listeners: s.listeners,
+            last_poll: ago(s.last_poll_at),
+            latency: s.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default(),
+            error: s.last_error.clone().unwrap_or_default(),
+            location: match (s.country, s.coords) {
+                (c, Some(xy)) => format!(
+                    "{}{:.2}, {:.2} ({})",
+                    c.map(|c| format!("{c} · ")).unwrap_or_default(),
+                    xy.lat,
+                    xy.lon,
+                    source(s.coords_source)
+                ),
+                (Some(c), None) => format!("{c} ({})", source(s.country_source)),
+                (None, None) => "unknown".into(),
+            },
+        })
+        .collect()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/servers.html")]
+struct ListPage {
+    ctx: Ctx,
+    servers: Vec<ServerLine>,
+}
+
+async fn list(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
+    ListPage {
+        ctx,
+        servers: server_lines(&state),
+    }
+}
+
+pub struct MountLine {
+    pub mount: String,
+    pub stream: String,
+    pub listeners: String,
+    pub max: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/server_form.html")]
+struct FormPage {
+    ctx: Ctx,
+    id: Option<i64>,
+    form: ServerForm,
+    errors: FieldErrors,
+    mounts: Vec<MountLine>,
+    draining: bool,
+    status_line: String,
+}
+
+fn render(status: StatusCode, page: FormPage) -> Response {
+    (status, page).into_response()
+}
+
+async fn new_form(ctx: Ctx) -> Response {
+    render(
+        StatusCode::OK,
+        FormPage {
+            ctx,
+            id: None,
+            form: ServerForm {
+                weight: "100".into(),
+                enabled: Some("on".into()),
+                ..Default::default()
+            },
+            errors: FieldErrors::default(),
+            mounts: vec![],
+            draining: false,
+            status_line: String::new(),
+        },
+    )
+}
+
+fn conflict_to_field(e: Error) -> std::result::Result<FieldErrors, Error> {
+    match e {
+        Error::Conflict { field, value } => {
+            let mut f = FieldErrors::default();
+            f.push(field, format!("{value:?} is already taken"));
+            Ok(f)
+        }
+        other => Err(other),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: AdminUser,
+    ctx: Ctx,
+    Form(form): Form<ServerForm>,
+) -> Result<Response> {
+    user.check_csrf(&form.csrf_token)?;
+    let invalid = |errors: FieldErrors, form: ServerForm| {
+        render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            FormPage {
+                ctx: ctx.clone(),
+                id: None,
+                form,
+                errors,
+                mounts: vec![],
+                draining: false,
+                status_line: String::new(),
+            },
+        )
+    };
+    let spec = match form.parse() {
+        Ok(s) => s,
+        Err(errors) => return Ok(invalid(errors, form)),
+    };
+    let mut tx = state.db.begin().await?;
+    let id = match store::servers::insert(&mut tx, &spec).await {
+        Ok(id) => id,
+        Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
+    };
+    let row = store::servers::get(&mut tx, id).await?;
+    record(
+        &mut tx,
+        &user,
+        "create",
+        "server",
+        &spec.name.to_string(),
+        None,
+        describe(&row),
+    )
+    .await?;
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/servers/{id}/edit"),
+        &format!(
+            "Server {} created. Install xsl/load.xsl on it; it is used after its first good poll.",
+            spec.name
+        ),
+    ))
+}
+
+async fn page_for(
+    state: &AppState,
+    ctx: Ctx,
+    id: i64,
+    form: Option<ServerForm>,
+    errors: FieldErrors,
+) -> Result<FormPage> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::servers::get(&mut conn, id).await?;
+    let configured = store::mounts::for_server(&mut conn, id).await?;
+    let reported = store::status::mount_status_of(&mut conn, id).await?;
+    let health = store::status::health_of(&mut conn, id).await?;
+    let mut mounts: Vec<MountLine> = reported
+        .iter()
+        .map(|m| MountLine {
+            mount: m.mount.clone(),
+            stream: configured
+                .iter()
+                .find(|c| c.mount == m.mount)
+                .map(|c| c.stream_name.clone())
+                .unwrap_or_else(|| "(not configured)".into()),
+            listeners: m.listeners.to_string(),
+            max: m
+                .max_listeners
+                .map_or("unlimited".into(), |v| v.to_string()),
+        })
+        .collect();
+    for c in configured
+        .iter()
+        .filter(|c| !reported.iter().any(|m| m.mount == c.mount))
+    {
+        mounts.push(MountLine {
+            mount: c.mount.clone(),
+            stream: c.stream_name.clone(),
+            listeners: "not live".into(),
+            max: String::new(),
+        });
+    }
+    let listeners: i64 = reported.iter().map(|m| m.listeners).sum();
+    let status_line = match &health {
+        Some(h) => format!(
+            "{} · last poll {} · {} listeners{}",
+            h.state,
+            ago(h.last_poll_at),
+            listeners,
+            h.last_error
+                .as_ref()
+                .map(|e| format!(" · last error: {e}"))
+                .unwrap_or_default()
+        ),
+        None => "not polled yet".into(),
+    };
+    Ok(FormPage {
+        ctx,
+        id: Some(id),
+        draining: !row.enabled,
+        form: form.unwrap_or_else(|| ServerForm::from_row(&row)),
+        errors,
+        mounts,
+        status_line,
+    })
+}
+
+async fn edit_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+) -> Result<Response> {
+    Ok(render(
+        StatusCode::OK,
+        page_for(&state, ctx, id, None, FieldErrors::default()).await?,
+    ))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: AdminUser,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+    Form(form): Form<ServerForm>,
+) -> Result<Response> {
+    user.check_csrf(&form.csrf_token)?;
+    let spec = match form.parse() {
+        Ok(s) => s,
+        Err(errors) => {
+            let page = page_for(&state, ctx, id, Some(form), errors).await?;
+            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    let before = store::servers::get(&mut tx, id).await?;
+    if let Err(e) = store::servers::update(&mut tx, id, &spec).await {
+        drop(tx);
+        let errors = conflict_to_field(e)?;
+        let page = page_for(&state, ctx, id, Some(form), errors).await?;
+        return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
+    }
+    let after = store::servers::get(&mut tx, id).await?;
+    record(
+        &mut tx,
+        &user,
+        "update",
+        "server",
+        &spec.name.to_string(),
+        describe(&before),
+        describe(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    state.refresh().await?;
+    let msg = if before.enabled && !after.enabled {
+        format!(
+            "Server {} disabled: no new listeners are sent to it; the ones connected stay until they leave.",
+            spec.name
+        )
+    } else {
+        format!("Server {} saved.", spec.name)
+    };
+    Ok(redirect_with_flash(
+        &format!("/admin/servers/{id}/edit"),
+        &msg,
+    ))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/confirm_delete.html")]
+pub struct ConfirmPage {
+    pub ctx: Ctx,
+    pub kind: &'static str,
+    pub name: String,
+    pub action: String,
+    pub cancel: String,
+    pub goes_with: Vec<String>,
+}
+
+async fn confirm_delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::servers::get(&mut conn, id).await?;
+    let mounts = store::mounts::for_server(&mut conn, id).await?;
+    Ok(ConfirmPage {
+        ctx,
+        kind: "server",
+        name: row.name,
+        action: format!("/admin/servers/{id}/delete"),
+        cancel: format!("/admin/servers/{id}/edit"),
+        goes_with: mounts
+            .iter()
+            .map(|m| format!("mount {} of stream {}", m.mount, m.stream_name))
+            .collect(),
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CsrfForm {
+    pub csrf_token: String,
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    user: AdminUser,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response> {
+    user.check_csrf(&f.csrf_token)?;
+    let mut tx = state.db.begin().await?;
+    let row = store::servers::get(&mut tx, id).await?;
+    let mounts = store::mounts::for_server(&mut tx, id).await?;
+    store::servers::delete(&mut tx, id).await?;
+    record(
+        &mut tx,
+        &user,
+        "delete",
+        "server",
+        &row.name,
+        describe(&row),
+        None,
+    )
+    .await?;
+    for m in &mounts {
+        record(
+            &mut tx,
+            &user,
+            "delete",
+            "mount",
+            &format!("{} {} on {}", m.stream_name, m.mount, m.server_name),
+            None,
+            None,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        "/admin/servers",
+        &format!(
+            "Server {} deleted with its {} mounts.",
+            row.name,
+            mounts.len()
+        ),
+    ))
+}
+
+pub struct Found {
+    pub mount: String,
+    pub listeners: u32,
+    pub max: String,
+    pub configured: Option<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/discover.html")]
+struct DiscoverPage {
+    ctx: Ctx,
+    id: i64,
+    server: String,
+    source: String,
+    error: Option<String>,
+    found: Vec<Found>,
+    streams: Vec<String>,
+}
+
+async fn discover(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::servers::get(&mut conn, id).await?;
+    let configured = store::mounts::for_server(&mut conn, id).await?;
+    let streams = store::streams::list(&mut conn).await?;
+    drop(conn);
+    let (source, found, error) = match state.fetcher.usage(row.poll_base()).await {
+        Ok((source, mounts)) => (
+            source.to_string(),
+            mounts
+                .into_iter()
+                .map(|m| Found {
+                    configured: configured
+                        .iter()
+                        .find(|c| c.mount == m.mount.as_str())
+                        .map(|c| c.stream_name.clone()),
+                    mount: m.mount.to_string(),
+                    listeners: m.listeners,
+                    max: m.max.map_or("unlimited".into(), |v| v.to_string()),
+                })
+                .collect(),
+            None,
+        ),
+        Err(e) => (String::new(), vec![], Some(e)),
+    };
+    Ok(DiscoverPage {
+        ctx,
+        id,
+        server: row.name,
+        source,
+        error,
+        found,
+        streams: streams.into_iter().map(|s| s.name).collect(),
+    })
+}
+
+/// Adds the checked mounts to the chosen stream. The form has one `mount`
+/// field per checked box, so it is read as a list of pairs.
+async fn add_discovered(
+    State(state): State<AppState>,
+    user: AdminUser,
+    Path(id): Path<i64>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> Result<Response> {
+    let field = |k: &str| {
+        pairs
+            .iter()
+            .find(|(f, _)| f == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    user.check_csrf(field("csrf_token"))?;
+    let back = format!("/admin/servers/{id}/discover");
+    let mounts: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "mount")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if mounts.is_empty() {
+        return Ok(redirect_with_flash(
+            &back,
+            "!Tick at least one mount to add.",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let server = store::servers::get(&mut tx, id).await?;
+    let Some(stream) = store::streams::find_by_name(&mut tx, field("stream")).await? else {
+        return Ok(redirect_with_flash(
+            &back,
+            "!Choose the stream to add the mounts to.",
+        ));
+    };
+    for m in &mounts {
+        let path =
+            MountPath::parse(m).map_err(|e| Error::BadRequest(format!("mount {m:?}: {e}")))?;
+        match store::mounts::insert(&mut tx, stream.id, id, &path).await {
+            Ok(_) => {}
+            Err(Error::Conflict { .. }) => {
+                return Ok(redirect_with_flash(
+                    &back,
+                    &format!(
+                        "!{m} on {} already belongs to a stream; nothing was added.",
+                        server.name
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        record(
+            &mut tx,
+            &user,
+            "create",
+            "mount",
+            &format!("{} {m} on {}", stream.name, server.name),
+            None,
+            None,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/streams/{}/edit", stream.id),
+        &format!(
+            "Added {} mounts of {} to stream {}.",
+            mounts.len(),
+            server.name,
+            stream.name
+        ),
+    ))
+}

@@ -1,0 +1,544 @@
+//! Streams and, on each stream's page, its mounts (server + mount path).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::servers::{ConfirmPage, CsrfForm};
+use super::{AdminUser, Ctx, record, redirect_with_flash};
+use crate::app::AppState;
+use crate::domain::{FieldErrors, MountInput, StreamInput};
+use crate::error::{Error, Result};
+use crate::routing::select::free_slots;
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/streams", get(list))
+        .route("/admin/streams/new", get(new_form).post(create))
+        .route("/admin/streams/{id}/edit", get(edit_form).post(update))
+        .route(
+            "/admin/streams/{id}/delete",
+            get(confirm_delete).post(delete),
+        )
+        .route("/admin/streams/{id}/mounts", post(add_mount))
+        .route("/admin/mounts/{id}/delete", post(delete_mount))
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct StreamForm {
+    pub name: String,
+    pub description: String,
+    pub fallback_url: String,
+    /// Comma- or space-separated ISO codes; empty = no restriction.
+    pub allowed_countries: String,
+    pub allow_unknown: Option<String>,
+    pub csrf_token: String,
+}
+
+impl StreamForm {
+    fn input(&self) -> StreamInput {
+        let countries: Vec<String> = self
+            .allowed_countries
+            .split([',', ' ', ';'])
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(String::from)
+            .collect();
+        StreamInput {
+            name: self.name.clone(),
+            description: Some(self.description.clone()),
+            fallback_url: Some(self.fallback_url.clone()),
+            allowed_countries: (!countries.is_empty()).then_some(countries),
+            allow_unknown: Some(self.allow_unknown.is_some()),
+            mounts: None,
+        }
+    }
+
+    fn from_row(r: &store::streams::StreamRow) -> StreamForm {
+        StreamForm {
+            name: r.name.clone(),
+            description: r.description.clone(),
+            fallback_url: r.fallback_url.clone().unwrap_or_default(),
+            allowed_countries: r
+                .allowed_countries
+                .clone()
+                .unwrap_or_default()
+                .replace(',', ", "),
+            allow_unknown: r.allow_unknown.then(|| "on".into()),
+            csrf_token: String::new(),
+        }
+    }
+}
+
+pub fn describe(r: &store::streams::StreamRow) -> Option<String> {
+    let s = r.spec().ok()?;
+    let input = StreamInput {
+        name: s.name.to_string(),
+        description: Some(s.description.clone()),
+        fallback_url: s.fallback_url.as_ref().map(ToString::to_string),
+        allowed_countries: s
+            .allowed_countries
+            .as_ref()
+            .map(|l| l.iter().map(ToString::to_string).collect()),
+        allow_unknown: Some(s.allow_unknown),
+        mounts: None,
+    };
+    toml::to_string(&input).ok()
+}
+
+pub struct StreamLine {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    pub mounts: usize,
+    pub listeners: u64,
+    pub free: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/streams.html")]
+struct ListPage {
+    ctx: Ctx,
+    streams: Vec<StreamLine>,
+}
+
+async fn list(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
+    let snap = state.snapshot.load();
+    let rows = crate::web::balancer::stream_rows(&state, &snap);
+    let streams = snap
+        .streams
+        .iter()
+        .zip(rows)
+        .map(|(s, r)| StreamLine {
+            id: s.id,
+            name: s.name.clone(),
+            description: s.description.clone(),
+            mounts: s.mounts.len(),
+            listeners: r.listeners,
+            free: r.free,
+        })
+        .collect();
+    ListPage { ctx, streams }
+}
+
+pub struct MountLine {
+    pub id: i64,
+    pub server: String,
+    pub mount: String,
+    pub live: bool,
+    pub listeners: u32,
+    pub max: String,
+    pub free: String,
+    pub reserved: u64,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/stream_form.html")]
+struct FormPage {
+    ctx: Ctx,
+    id: Option<i64>,
+    form: StreamForm,
+    errors: FieldErrors,
+    mounts: Vec<MountLine>,
+    servers: Vec<String>,
+    mount_form: MountForm,
+    mount_errors: FieldErrors,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MountForm {
+    pub server: String,
+    pub mount: String,
+    pub csrf_token: String,
+}
+
+async fn new_form(ctx: Ctx) -> Response {
+    FormPage {
+        ctx,
+        id: None,
+        form: StreamForm {
+            allow_unknown: Some("on".into()),
+            ..Default::default()
+        },
+        errors: FieldErrors::default(),
+        mounts: vec![],
+        servers: vec![],
+        mount_form: MountForm::default(),
+        mount_errors: FieldErrors::default(),
+    }
+    .into_response()
+}
+
+fn conflict_to_field(e: Error) -> std::result::Result<FieldErrors, Error> {
+    match e {
+        Error::Conflict { field, value } => {
+            let mut f = FieldErrors::default();
+            f.push(field, format!("{value:?} is already taken"));
+            Ok(f)
+        }
+        other => Err(other),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: AdminUser,
+    ctx: Ctx,
+    Form(form): Form<StreamForm>,
+) -> Result<Response> {
+    user.check_csrf(&form.csrf_token)?;
+    let invalid = |errors: FieldErrors, form: StreamForm| {
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            FormPage {
+                ctx: ctx.clone(),
+                id: None,
+                form,
+                errors,
+                mounts: vec![],
+                servers: vec![],
+                mount_form: MountForm::default(),
+                mount_errors: FieldErrors::default(),
+            },
+        )
+            .into_response()
+    };
+    let spec = match form.input().parse() {
+        Ok(s) => s,
+        Err(e) => return Ok(invalid(e, form)),
+    };
+    let mut tx = state.db.begin().await?;
+    let id = match store::streams::insert(&mut tx, &spec).await {
+        Ok(id) => id,
+        Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
+    };
+    let row = store::streams::get(&mut tx, id).await?;
+    record(
+        &mut tx,
+        &user,
+        "create",
+        "stream",
+        spec.name.as_str(),
+        None,
+        describe(&row),
+    )
+    .await?;
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/streams/{id}/edit"),
+        &format!("Stream {} created. Add its mounts below.", spec.name),
+    ))
+}
+
+async fn page_for(
+    state: &AppState,
+    ctx: Ctx,
+    id: i64,
+    form: Option<StreamForm>,
+    errors: FieldErrors,
+    mount_form: MountForm,
+    mount_errors: FieldErrors,
+) -> Result<FormPage> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::streams::get(&mut conn, id).await?;
+    let rows = store::mounts::for_stream(&mut conn, id).await?;
+    let servers = store::servers::list(&mut conn).await?;
+    drop(conn);
+    let snap = state.snapshot.load();
+    let now_s = state.now_s();
+    let ttl = state.settings.reservation_ttl_s();
+    let mounts = rows
+        .iter()
+        .map(|r| {
+            let entry = snap.mounts.iter().find(|m| m.id == r.id);
+            let (free, reserved) = entry
+                .map(|m| free_slots(m, &snap.servers[m.server], now_s, ttl))
+                .unwrap_or((Some(0), 0));
+            MountLine {
+                id: r.id,
+                server: r.server_name.clone(),
+                mount: r.mount.clone(),
+                live: entry.is_some_and(|m| m.live),
+                listeners: entry.map_or(0, |m| m.listeners),
+                max: entry
+                    .and_then(|m| m.max)
+                    .map_or("unlimited".into(), |v| v.to_string()),
+                free: free.map_or("unlimited".into(), |v| v.to_string()),
+                reserved,
+            }
+        })
+        .collect();
+    Ok(FormPage {
+        ctx,
+        id: Some(id),
+        form: form.unwrap_or_else(|| StreamForm::from_row(&row)),
+        errors,
+        mounts,
+        servers: servers.into_iter().map(|s| s.name).collect(),
+        mount_form,
+        mount_errors,
+    })
+}
+
+async fn edit_form(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+) -> Result<Response> {
+    Ok(page_for(
+        &state,
+        ctx,
+        id,
+        None,
+        FieldErrors::default(),
+        MountForm::default(),
+        FieldErrors::default(),
+    )
+    .await?
+    .into_response())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    user: AdminUser,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+    Form(form): Form<StreamForm>,
+) -> Result<Response> {
+    user.check_csrf(&form.csrf_token)?;
+    let spec = match form.input().parse() {
+        Ok(s) => s,
+        Err(errors) => {
+            let page = page_for(
+                &state,
+                ctx,
+                id,
+                Some(form),
+                errors,
+                MountForm::default(),
+                FieldErrors::default(),
+            )
+            .await?;
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    let before = store::streams::get(&mut tx, id).await?;
+    if let Err(e) = store::streams::update(&mut tx, id, &spec).await {
+        drop(tx);
+        let errors = conflict_to_field(e)?;
+        let page = page_for(
+            &state,
+            ctx,
+            id,
+            Some(form),
+            errors,
+            MountForm::default(),
+            FieldErrors::default(),
+        )
+        .await?;
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
+    }
+    let after = store::streams::get(&mut tx, id).await?;
+    record(
+        &mut tx,
+        &user,
+        "update",
+        "stream",
+        spec.name.as_str(),
+        describe(&before),
+        describe(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/streams/{id}/edit"),
+        &format!("Stream {} saved.", spec.name),
+    ))
+}
+
+async fn confirm_delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    let mut conn = state.db.acquire().await?;
+    let row = store::streams::get(&mut conn, id).await?;
+    let mounts = store::mounts::for_stream(&mut conn, id).await?;
+    Ok(ConfirmPage {
+        ctx,
+        kind: "stream",
+        name: row.name,
+        action: format!("/admin/streams/{id}/delete"),
+        cancel: format!("/admin/streams/{id}/edit"),
+        goes_with: mounts
+            .iter()
+            .map(|m| format!("mount {} on {}", m.mount, m.server_name))
+            .collect(),
+    })
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    user: AdminUser,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response> {
+    user.check_csrf(&f.csrf_token)?;
+    let mut tx = state.db.begin().await?;
+    let row = store::streams::get(&mut tx, id).await?;
+    let mounts = store::mounts::for_stream(&mut tx, id).await?;
+    store::streams::delete(&mut tx, id).await?;
+    record(
+        &mut tx,
+        &user,
+        "delete",
+        "stream",
+        &row.name,
+        describe(&row),
+        None,
+    )
+    .await?;
+    for m in &mounts {
+        record(
+            &mut tx,
+            &user,
+            "delete",
+            "mount",
+            &format!("{} {} on {}", row.name, m.mount, m.server_name),
+            None,
+            None,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        "/admin/streams",
+        &format!(
+            "Stream {} deleted with its {} mounts.",
+            row.name,
+            mounts.len()
+        ),
+    ))
+}
+
+async fn add_mount(
+    State(state): State<AppState>,
+    user: AdminUser,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+    Form(form): Form<MountForm>,
+) -> Result<Response> {
+    user.check_csrf(&form.csrf_token)?;
+    let input = MountInput {
+        server: form.server.clone(),
+        mount: form.mount.clone(),
+    };
+    let again = |errors: FieldErrors| async {
+        let page = page_for(
+            &state,
+            ctx.clone(),
+            id,
+            None,
+            FieldErrors::default(),
+            form.clone(),
+            errors,
+        )
+        .await?;
+        Ok::<_, Error>((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+    };
+    let spec = match input.parse() {
+        Ok(s) => s,
+        Err(e) => return again(e).await,
+    };
+    let mut tx = state.db.begin().await?;
+    let stream = store::streams::get(&mut tx, id).await?;
+    let Some(server) = store::servers::find_by_name(&mut tx, spec.server.as_str()).await? else {
+        let mut e = FieldErrors::default();
+        e.push(
+            "server",
+            format!("no server named {:?}", spec.server.as_str()),
+        );
+        drop(tx);
+        return again(e).await;
+    };
+    if let Err(e) = store::mounts::insert(&mut tx, id, server.id, &spec.mount).await {
+        drop(tx);
+        let mut errors = FieldErrors::default();
+        match e {
+            Error::Conflict { .. } => errors.push(
+                "mount",
+                format!(
+                    "{} on {} already belongs to a stream",
+                    spec.mount, server.name
+                ),
+            ),
+            other => return Err(other),
+        }
+        return again(errors).await;
+    }
+    let name = format!("{} {} on {}", stream.name, spec.mount, server.name);
+    record(
+        &mut tx,
+        &user,
+        "create",
+        "mount",
+        &name,
+        None,
+        Some(format!(
+            "server = {:?}\nmount = {:?}\n",
+            server.name,
+            spec.mount.as_str()
+        )),
+    )
+    .await?;
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/streams/{id}/edit"),
+        &format!("Mount {} on {} added.", spec.mount, server.name),
+    ))
+}
+
+async fn delete_mount(
+    State(state): State<AppState>,
+    user: AdminUser,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Result<Response> {
+    user.check_csrf(&f.csrf_token)?;
+    let mut tx = state.db.begin().await?;
+    let m = store::mounts::get(&mut tx, id).await?;
+    store::mounts::delete(&mut tx, id).await?;
+    let name = format!("{} {} on {}", m.stream_name, m.mount, m.server_name);
+    record(
+        &mut tx,
+        &user,
+        "delete",
+        "mount",
+        &name,
+        Some(format!(
+            "server = {:?}\nmount = {:?}\n",
+            m.server_name, m.mount
+        )),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    state.refresh().await?;
+    Ok(redirect_with_flash(
+        &format!("/admin/streams/{}/edit", m.stream_id),
+        &format!("Mount {} on {} removed.", m.mount, m.server_name),
+    ))
+}
