@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -15,9 +15,9 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::config::Settings;
 use crate::error::Result;
-use crate::geo::Geo;
+use crate::geo::{Geo, Reload};
 use crate::poll::{RoundSummary, fetch::Fetcher};
-use crate::routing::snapshot::{self, ResolvedLocation};
+use crate::routing::snapshot::{self, LocationSource, ResolvedLocation};
 use crate::routing::{Counters, Snapshot};
 use crate::store::{self, Pool};
 
@@ -95,15 +95,18 @@ impl AppState {
         self.refresh_wanted.notify_one();
     }
 
-    /// Runs one poll round now (rounds never overlap) and refreshes.
+    /// Runs one poll round now (rounds never overlap) and refreshes. The
+    /// GeoIP locations of relays are refreshed alongside, so a relay that
+    /// moved (new DNS, new database) is placed anew at every poll.
     pub async fn poll_now(&self) -> Result<RoundSummary> {
         let _one_round_at_a_time = self.poll_lock.lock().await;
         let this = self.clone();
-        let summary =
-            crate::poll::run_round(&self.db, &self.fetcher, &self.settings.poll, &move || {
-                this.request_refresh()
-            })
-            .await?;
+        let on_written = move || this.request_refresh();
+        let (summary, ()) = tokio::join!(
+            crate::poll::run_round(&self.db, &self.fetcher, &self.settings.poll, &on_written),
+            self.resolve_server_locations()
+        );
+        let summary = summary?;
         self.metrics
             .poll_rounds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -117,6 +120,76 @@ impl AppState {
         }
         self.refresh().await?;
         Ok(summary)
+    }
+
+    /// Looks up in GeoIP the host of every enabled server that lacks a
+    /// configured location or country (the snapshot falls back to this).
+    /// An IP literal needs no DNS; a name that does not resolve now keeps
+    /// what it resolved to before. Never on the redirect path.
+    pub async fn resolve_server_locations(&self) {
+        if !self.geo.is_configured() {
+            return;
+        }
+        let snap = self.snapshot.load_full();
+        let wanted = snap.servers.iter().filter(|s| {
+            s.enabled
+                && (s.coords_source != LocationSource::Configured
+                    || s.country_source != LocationSource::Configured)
+        });
+        let limit = self.settings.poll.timeout;
+        let mut lookups = tokio::task::JoinSet::new();
+        for s in wanted {
+            let (id, url) = (s.id, s.url.clone());
+            lookups.spawn(async move {
+                let addr = tokio::time::timeout(limit, host_address(&url))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no DNS answer within {limit:?}")));
+                (id, url, addr)
+            });
+        }
+        let before = self.resolved.lock().expect("poisoned").clone();
+        let mut resolved = HashMap::new();
+        while let Some(joined) = lookups.join_next().await {
+            let Ok((id, url, addr)) = joined else {
+                continue;
+            };
+            match addr {
+                Ok(ip) => {
+                    let g = self.geo.lookup(ip);
+                    resolved.insert(
+                        id,
+                        ResolvedLocation {
+                            country: g.country,
+                            coords: g.coords,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "cannot resolve a relay's host for GeoIP");
+                    if let Some(old) = before.get(&id) {
+                        resolved.insert(id, *old);
+                    }
+                }
+            }
+        }
+        *self.resolved.lock().expect("poisoned") = resolved;
+    }
+
+    /// Reopens the GeoIP file now (SIGHUP); on success relays are placed
+    /// anew. A broken file keeps the old data (and is logged).
+    pub async fn reload_geoip(&self) -> Reload {
+        let r = self.geo.reload();
+        if r == Reload::Reloaded {
+            self.relocate().await;
+        }
+        r
+    }
+
+    async fn relocate(&self) {
+        self.resolve_server_locations().await;
+        if let Err(e) = self.refresh().await {
+            tracing::error!(error = %e, "routing refresh failed");
+        }
     }
 
     pub fn now_s(&self) -> u64 {
@@ -176,8 +249,53 @@ async fn background_tasks(state: AppState) {
     tokio::join!(
         scheduler(state.clone()),
         refresher(state.clone()),
+        watch_geoip(state.clone()),
         watch_other_writers(state)
     );
+}
+
+/// How often the GeoIP file is checked for a replacement: a `stat`, cheap.
+const GEOIP_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Without the built-in scheduler (cron polls in another process) relays
+/// are placed this often instead of at every poll.
+const RELOCATE_EVERY: Duration = Duration::from_secs(300);
+
+/// Reloads the GeoIP database when its file changes and places relays at
+/// start, after a reload, and in cron mode now and then.
+async fn watch_geoip(state: AppState) {
+    if !state.geo.is_configured() {
+        return;
+    }
+    state.relocate().await;
+    let mut placed = Instant::now();
+    let mut tick = tokio::time::interval(GEOIP_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let reloaded = state.geo.reload_if_changed() == Reload::Reloaded;
+        let cron_mode = state.settings.poll_interval.is_zero();
+        if reloaded || (cron_mode && placed.elapsed() >= RELOCATE_EVERY) {
+            state.relocate().await;
+            placed = Instant::now();
+        }
+    }
+}
+
+/// The address a server URL's host stands for (the first DNS answer).
+async fn host_address(url: &str) -> std::result::Result<IpAddr, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = parsed.host_str().ok_or("the URL has no host")?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|e| e.to_string())?
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| format!("{bare} has no address"))
 }
 
 async fn scheduler(state: AppState) {

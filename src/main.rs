@@ -36,6 +36,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(settings).await?;
+            #[cfg(unix)]
+            tokio::spawn(reload_geoip_on_sighup(app.state()));
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Poll => {
@@ -94,6 +96,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kill -HUP` reopens the GeoIP database, as daemons reopen their files.
+#[cfg(unix)]
+async fn reload_geoip_on_sighup(state: AppState) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; GeoIP reloads on file change only");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        if state.geo.is_configured() {
+            tracing::info!("SIGHUP: reloading the GeoIP database");
+            state.reload_geoip().await;
+        } else {
+            tracing::info!("SIGHUP: no GeoIP database configured, nothing to reload");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -4,6 +4,8 @@
 pub mod reservations;
 pub mod select;
 pub mod snapshot;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use select::ClientGeo;
 pub use snapshot::{Counters, Snapshot};

@@ -67,16 +67,37 @@ pub struct Assessed {
     pub score: u64,
 }
 
+/// Great-circle distance in km.
 pub fn distance_km(a: Coords, b: Coords) -> f64 {
-    const R: f64 = 6371.0088;
-    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
-    let dlat = la2 - la1;
-    let dlon = (b.lon - a.lon).to_radians();
-    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
-    2.0 * R * h.sqrt().min(1.0).asin()
+    Point::new(a).distance_km(Point::new(b))
 }
 
-fn band_limit(d: f64) -> f64 {
+/// A location as a unit vector. The snapshot keeps one per relay, so the
+/// distance from a client to each of many relays costs a square root and
+/// an arcsine rather than a full haversine (the trigonometry was most of
+/// the selection time with 100 relays).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point([f64; 3]);
+
+impl Point {
+    pub fn new(c: Coords) -> Point {
+        let (lat, lon) = (c.lat.to_radians(), c.lon.to_radians());
+        Point([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()])
+    }
+
+    /// Through the chord: the same great-circle distance as the haversine
+    /// formula, whose `h` is the squared half chord.
+    pub fn distance_km(self, o: Point) -> f64 {
+        const R: f64 = 6371.0088;
+        let [x, y, z] = self.0;
+        let [a, b, c] = o.0;
+        let chord = ((x - a).powi(2) + (y - b).powi(2) + (z - c).powi(2)).sqrt();
+        2.0 * R * (chord / 2.0).min(1.0).asin()
+    }
+}
+
+/// Where the ring opened by a relay `d` km away ends.
+pub fn band_limit(d: f64) -> f64 {
     (d * BAND_FACTOR).max(d + BAND_KM)
 }
 
@@ -96,7 +117,14 @@ pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (O
     (free, reserved)
 }
 
-fn assess(snap: &Snapshot, idx: usize, client: &ClientGeo, now_s: u64, ttl_s: u64) -> Assessed {
+fn assess(
+    snap: &Snapshot,
+    idx: usize,
+    client: &ClientGeo,
+    client_point: Option<Point>,
+    now_s: u64,
+    ttl_s: u64,
+) -> Assessed {
     let m = &snap.mounts[idx];
     let s = &snap.servers[m.server];
     let (free, reserved) = free_slots(m, s, now_s, ttl_s);
@@ -112,8 +140,8 @@ fn assess(snap: &Snapshot, idx: usize, client: &ClientGeo, now_s: u64, ttl_s: u6
         None
     };
     let same_country = matches!((client.country, s.country), (Some(a), Some(b)) if a == b);
-    let distance_km = match (client.coords, s.coords) {
-        (Some(c), Some(sc)) => Some(distance_km(c, sc)),
+    let distance_km = match (client_point, snap.server_point(m.server)) {
+        (Some(c), Some(sp)) => Some(c.distance_km(sp)),
         // A relay placed only by country counts as local to its country.
         (Some(_), None) if same_country => Some(0.0),
         _ => None,
@@ -142,17 +170,18 @@ pub fn rank(
     ttl_s: u64,
     rng: &mut impl Rng,
 ) -> Vec<Assessed> {
+    let point = client.coords.map(Point::new);
     let mut all: Vec<(Assessed, u32)> = stream
         .mounts
         .iter()
-        .map(|&i| (assess(snap, i, client, now_s, ttl_s), rng.random()))
+        .map(|&i| (assess(snap, i, client, point, now_s, ttl_s), rng.random()))
         .collect();
 
     if client.coords.is_some() {
         let mut order: Vec<usize> = (0..all.len())
             .filter(|&i| all[i].0.excluded.is_none() && all[i].0.distance_km.is_some())
             .collect();
-        order.sort_by(|&a, &b| {
+        order.sort_unstable_by(|&a, &b| {
             let (da, db) = (all[a].0.distance_km, all[b].0.distance_km);
             da.unwrap_or(f64::MAX).total_cmp(&db.unwrap_or(f64::MAX))
         });
@@ -182,16 +211,25 @@ pub fn rank(
         }
     }
 
-    all.sort_by(|(a, ra), (b, rb)| {
-        a.excluded
-            .is_some()
-            .cmp(&b.excluded.is_some())
-            .then(a.ring.cmp(&b.ring))
-            .then(b.score.cmp(&a.score))
-            .then(b.same_country.cmp(&a.same_country))
-            .then(ra.cmp(rb))
-    });
-    all.into_iter().map(|(a, _)| a).collect()
+    // One integer per mount holds the whole order, so the sort compares
+    // integers rather than walking five fields (sorting was the largest
+    // part of selection with 100 relays).
+    let mut keyed: Vec<(u128, Assessed)> = all
+        .into_iter()
+        .map(|(a, tiebreak)| (order_key(&a, tiebreak), a))
+        .collect();
+    keyed.sort_unstable_by_key(|(k, _)| *k);
+    keyed.into_iter().map(|(_, a)| a).collect()
+}
+
+/// Candidates before excluded mounts, then nearer rings, more free
+/// capacity × weight, the client's country, and chance; as one number.
+fn order_key(a: &Assessed, tiebreak: u32) -> u128 {
+    (u128::from(a.excluded.is_some()) << 127)
+        | (u128::from(a.ring.min((1 << 31) - 1)) << 96)
+        | (u128::from(u64::MAX - a.score) << 32)
+        | (u128::from(!a.same_country) << 31)
+        | u128::from(tiebreak >> 1)
 }
 
 /// Reserves a slot on the mount and its server unless that would exceed a
@@ -249,91 +287,8 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::poll::health::{Health, State};
-    use crate::routing::snapshot::{LocationSource, MountCounters, ServerCounters, StreamCounters};
-
-    const NOW: u64 = 1_000_000;
-    const TTL: u64 = 60;
-
-    struct Relay {
-        name: &'static str,
-        listeners: u32,
-        max: Option<u32>,
-        server_max: Option<u32>,
-        weight: u32,
-        up: bool,
-        enabled: bool,
-        live: bool,
-        country: Option<&'static str>,
-        coords: Option<(f64, f64)>,
-    }
-
-    fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
-        Relay {
-            name,
-            listeners,
-            max,
-            server_max: None,
-            weight: 100,
-            up: true,
-            enabled: true,
-            live: true,
-            country: None,
-            coords: None,
-        }
-    }
-
-    fn snapshot(relays: Vec<Relay>) -> Snapshot {
-        let mut servers = Vec::new();
-        let mut mounts = Vec::new();
-        for (i, r) in relays.iter().enumerate() {
-            servers.push(ServerEntry {
-                id: i as i64,
-                name: r.name.into(),
-                url: format!("http://{}", r.name),
-                https_url: None,
-                country: r.country.map(|c| CountryCode::parse(c).unwrap()),
-                country_source: LocationSource::Configured,
-                coords: r.coords.map(|(lat, lon)| Coords { lat, lon }),
-                coords_source: LocationSource::Configured,
-                max_listeners: r.server_max,
-                weight: r.weight,
-                enabled: r.enabled,
-                health: Health {
-                    state: if r.up { State::Up } else { State::Down },
-                    failures: 0,
-                    successes: 1,
-                },
-                listeners: u64::from(r.listeners),
-                last_poll_at: None,
-                last_success_at: None,
-                last_error: None,
-                latency_ms: None,
-                counters: Arc::new(ServerCounters::default()),
-            });
-            mounts.push(MountEntry {
-                id: i as i64,
-                server: i,
-                stream: 0,
-                path: "/live.mp3".into(),
-                live: r.live,
-                listeners: r.listeners,
-                max: r.max,
-                counters: Arc::new(MountCounters::default()),
-            });
-        }
-        let stream = StreamEntry {
-            id: 0,
-            name: "live".into(),
-            description: String::new(),
-            fallback_url: None,
-            allowed_countries: None,
-            allow_unknown: true,
-            mounts: (0..mounts.len()).collect(),
-            counters: Arc::new(StreamCounters::default()),
-        };
-        Snapshot::from_parts(servers, vec![stream], mounts)
-    }
+    use crate::routing::snapshot::StreamCounters;
+    use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
 
     fn pick<'a>(snap: &'a Snapshot, client: &ClientGeo, seed: u64) -> Option<&'a str> {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -439,13 +394,6 @@ mod tests {
         assert_eq!(seen.len(), 2);
     }
 
-    fn located(name: &'static str, country: &'static str, lat: f64, lon: f64) -> Relay {
-        let mut r = relay(name, 0, Some(100));
-        r.country = Some(country);
-        r.coords = Some((lat, lon));
-        r
-    }
-
     #[test]
     fn nearest_ring_wins_over_more_free_slots() {
         let mut fra = located("fra", "DE", 50.11, 8.68);
@@ -475,6 +423,83 @@ mod tests {
             &mut StdRng::seed_from_u64(1),
         );
         assert!(ranked.iter().all(|a| a.ring == 0));
+    }
+
+    #[test]
+    fn a_relay_beyond_the_band_is_in_the_next_ring_however_empty() {
+        // Berlin client: Frankfurt ~424 km opens ring 0, which ends at
+        // max(1.25 × 424, 424 + 300) = 724 km; Paris (~878 km) is beyond.
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 95;
+        let par = located("par", "FR", 48.86, 2.35);
+        let s = snapshot(vec![fra, par]);
+        let berlin = at(52.52, 13.40);
+        assert_eq!(pick(&s, &berlin, 1), Some("fra"));
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &berlin,
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(1),
+        );
+        let ring_of = |name: &str| {
+            ranked
+                .iter()
+                .find(|a| s.servers[s.mounts[a.mount].server].name == name)
+                .unwrap()
+                .ring
+        };
+        assert_eq!((ring_of("fra"), ring_of("par")), (0, 1));
+        assert_eq!(band_limit(424.0), 724.0);
+        assert_eq!(band_limit(2000.0), 2500.0);
+    }
+
+    #[test]
+    fn weight_decides_within_a_ring_but_not_across_rings() {
+        // Frankfurt and Amsterdam share Berlin's ring; Amsterdam's weight
+        // wins there. New York's larger weight cannot pull Berlin over.
+        let fra = located("fra", "DE", 50.11, 8.68);
+        let mut ams = located("ams", "NL", 52.37, 4.90);
+        ams.weight = 300;
+        let mut nyc = located("nyc", "US", 40.71, -74.0);
+        nyc.weight = 10_000;
+        let s = snapshot(vec![fra, ams, nyc]);
+        for seed in 0..5 {
+            assert_eq!(pick(&s, &at(52.52, 13.40), seed), Some("ams"));
+        }
+    }
+
+    #[test]
+    fn rings_keep_counting_outwards() {
+        // Berlin client: Frankfurt (ring 0), New York (ring 1), Sydney (ring 2).
+        let s = snapshot(vec![
+            located("syd", "AU", -33.87, 151.21),
+            located("nyc", "US", 40.71, -74.0),
+            located("fra", "DE", 50.11, 8.68),
+        ]);
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &at(52.52, 13.40),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(3),
+        );
+        let order: Vec<(&str, u32)> = ranked
+            .iter()
+            .map(|a| (s.servers[s.mounts[a.mount].server].name.as_str(), a.ring))
+            .collect();
+        assert_eq!(order, vec![("fra", 0), ("nyc", 1), ("syd", 2)]);
+    }
+
+    #[test]
+    fn unknown_client_is_load_only_whatever_the_distances() {
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 50;
+        let syd = located("syd", "AU", -33.87, 151.21);
+        let s = snapshot(vec![fra, syd]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("syd"));
     }
 
     #[test]
@@ -548,6 +573,88 @@ mod tests {
         let d = distance_km(berlin, paris);
         assert!((870.0..890.0).contains(&d), "{d}");
         assert_eq!(distance_km(berlin, berlin), 0.0);
+    }
+
+    #[test]
+    fn chord_distance_matches_the_haversine_formula() {
+        fn haversine(a: Coords, b: Coords) -> f64 {
+            let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+            let dlat = la2 - la1;
+            let dlon = (b.lon - a.lon).to_radians();
+            let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
+            2.0 * 6371.0088 * h.sqrt().min(1.0).asin()
+        }
+        let places = [
+            (52.52, 13.40),
+            (-33.87, 151.21),
+            (40.71, -74.0),
+            (0.0, 179.9),
+            (0.0, -179.9),
+            (89.9, 0.0),
+            (-52.52, -166.6),
+        ];
+        for &(a1, o1) in &places {
+            for &(a2, o2) in &places {
+                let (a, b) = (Coords { lat: a1, lon: o1 }, Coords { lat: a2, lon: o2 });
+                let (fast, slow) = (distance_km(a, b), haversine(a, b));
+                // Within a metre: near antipodes both formulas lose digits in asin.
+                assert!((fast - slow).abs() < 1e-3, "{a:?} {b:?}: {fast} vs {slow}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_server_location_is_not_served_from_the_cache() {
+        let mut s = snapshot(vec![located("fra", "DE", 50.11, 8.68)]);
+        s.servers[0].coords = Some(Coords {
+            lat: -33.87,
+            lon: 151.21,
+        });
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &at(-33.87, 151.21),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert!(ranked[0].distance_km.unwrap() < 1.0);
+    }
+
+    #[test]
+    fn the_order_key_sorts_like_the_rules_say() {
+        use std::cmp::Ordering;
+        let rules = |(a, ra): &(Assessed, u32), (b, rb): &(Assessed, u32)| -> Ordering {
+            a.excluded
+                .is_some()
+                .cmp(&b.excluded.is_some())
+                .then(a.ring.cmp(&b.ring))
+                .then(b.score.cmp(&a.score))
+                .then(b.same_country.cmp(&a.same_country))
+                .then((ra >> 1).cmp(&(rb >> 1)))
+        };
+        let mut rng = StdRng::seed_from_u64(42);
+        let items: Vec<(Assessed, u32)> = (0..500)
+            .map(|i| {
+                let a = Assessed {
+                    mount: i,
+                    free: None,
+                    reserved: 0,
+                    excluded: rng.random_bool(0.2).then_some(Excluded::Full),
+                    distance_km: None,
+                    same_country: rng.random(),
+                    ring: rng.random_range(0..4),
+                    score: [0, 1, 5000, u64::MAX][rng.random_range(0..4)],
+                };
+                (a, rng.random_range(0..8))
+            })
+            .collect();
+        for x in &items {
+            for y in &items {
+                let by_key = order_key(&x.0, x.1).cmp(&order_key(&y.0, y.1));
+                assert_eq!(by_key, rules(x, y), "{x:?} {y:?}");
+            }
+        }
     }
 
     #[test]

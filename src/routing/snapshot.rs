@@ -17,6 +17,7 @@ use crate::poll::health::Health;
 use crate::store;
 
 use super::reservations::ReservationRing;
+use super::select::Point;
 
 #[derive(Debug, Default)]
 pub struct MountCounters {
@@ -74,6 +75,16 @@ pub enum LocationSource {
     Configured,
     GeoIp,
     Unknown,
+}
+
+impl LocationSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationSource::Configured => "configured",
+            LocationSource::GeoIp => "geoip",
+            LocationSource::Unknown => "unknown",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,6 +155,9 @@ pub struct Snapshot {
     pub streams: Vec<StreamEntry>,
     pub mounts: Vec<MountEntry>,
     by_name: HashMap<String, usize>,
+    /// Each server's coordinates as a unit vector, with the coordinates
+    /// they were made from (the fields are public and may change).
+    points: Vec<Option<(Coords, Point)>>,
 }
 
 impl Snapshot {
@@ -152,6 +166,15 @@ impl Snapshot {
     }
     pub fn stream_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
+    }
+
+    /// Server `i`'s location for distance computations.
+    pub fn server_point(&self, i: usize) -> Option<Point> {
+        let coords = self.servers[i].coords?;
+        match self.points.get(i) {
+            Some(Some((c, p))) if *c == coords => Some(*p),
+            _ => Some(Point::new(coords)),
+        }
     }
 
     /// Assembles a snapshot from plain parts; used by `load` and by tests
@@ -166,8 +189,13 @@ impl Snapshot {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let points = servers
+            .iter()
+            .map(|s| s.coords.map(|c| (c, Point::new(c))))
+            .collect();
         Snapshot {
             built_at_ms: store::now_ms(),
+            points,
             servers,
             streams,
             mounts,

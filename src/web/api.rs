@@ -67,10 +67,20 @@ struct ApiServer<'a> {
     country: Option<String>,
     latitude: Option<f64>,
     longitude: Option<f64>,
+    /// Where `country` and `latitude`/`longitude` came from.
+    location_source: LocationSources,
     last_poll_at: Option<i64>,
     last_success_at: Option<i64>,
     latency_ms: Option<i64>,
     last_error: Option<&'a str>,
+}
+
+/// `"configured"` (admin/config file), `"geoip"` (looked up from the
+/// server's host address) or `"unknown"`.
+#[derive(Serialize)]
+struct LocationSources {
+    country: &'static str,
+    coordinates: &'static str,
 }
 
 #[derive(Serialize)]
@@ -123,6 +133,10 @@ async fn api_status(State(state): State<AppState>) -> Response {
             country: s.country.map(|c| c.to_string()),
             latitude: s.coords.map(|c| c.lat),
             longitude: s.coords.map(|c| c.lon),
+            location_source: LocationSources {
+                country: s.country_source.as_str(),
+                coordinates: s.coords_source.as_str(),
+            },
             last_poll_at: s.last_poll_at,
             last_success_at: s.last_success_at,
             latency_ms: s.latency_ms,

@@ -18,9 +18,9 @@ use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
 use crate::app::AppState;
-use crate::routing::Snapshot;
 use crate::routing::select::{self, free_slots};
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
+use crate::routing::{ClientGeo, Snapshot};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -81,11 +81,7 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
         stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);
         return plain(
             StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-            format!(
-                "Stream {:?} is not available in your country{}.\n",
-                stream.name,
-                geo.country.map(|c| format!(" ({c})")).unwrap_or_default()
-            ),
+            restricted_message(stream, &geo, &client),
         );
     }
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
@@ -130,6 +126,29 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
             let urls: Vec<String> = chosen.iter().map(|&m| url_of(m)).collect();
             playlist(format, stream, &urls)
         }
+    }
+}
+
+/// Says why, and where the stream can be heard, so a listener (or their
+/// support) can tell a licence restriction from a fault.
+fn restricted_message(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo) -> String {
+    let allowed = stream
+        .allowed_countries
+        .iter()
+        .flatten()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match geo.country {
+        Some(c) => format!(
+            "Stream {:?} is not available in your country ({c}); it is available in {allowed}.\n",
+            stream.name
+        ),
+        None => format!(
+            "Stream {:?} is only available in {allowed}, and the country of your address ({}) \
+             is unknown.\n",
+            stream.name, client.ip
+        ),
     }
 }
 

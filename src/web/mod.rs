@@ -6,6 +6,7 @@ pub mod api;
 pub mod balancer;
 pub mod client_ip;
 pub mod csrf;
+pub mod explain;
 
 use axum::Router;
 use axum::http::header;

@@ -1,0 +1,101 @@
+//! Routing situations for unit tests: relays described in a line each,
+//! turned into a snapshot without a database.
+
+use std::sync::Arc;
+
+use crate::domain::CountryCode;
+use crate::poll::health::{Health, State};
+use crate::routing::snapshot::{
+    Coords, LocationSource, MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot,
+    StreamCounters, StreamEntry,
+};
+
+pub const NOW: u64 = 1_000_000;
+pub const TTL: u64 = 60;
+
+pub struct Relay {
+    pub name: &'static str,
+    pub listeners: u32,
+    pub max: Option<u32>,
+    pub server_max: Option<u32>,
+    pub weight: u32,
+    pub up: bool,
+    pub enabled: bool,
+    pub live: bool,
+    pub country: Option<&'static str>,
+    pub coords: Option<(f64, f64)>,
+}
+
+pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
+    Relay {
+        name,
+        listeners,
+        max,
+        server_max: None,
+        weight: 100,
+        up: true,
+        enabled: true,
+        live: true,
+        country: None,
+        coords: None,
+    }
+}
+
+pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
+    let mut servers = Vec::new();
+    let mut mounts = Vec::new();
+    for (i, r) in relays.iter().enumerate() {
+        servers.push(ServerEntry {
+            id: i as i64,
+            name: r.name.into(),
+            url: format!("http://{}", r.name),
+            https_url: None,
+            country: r.country.map(|c| CountryCode::parse(c).unwrap()),
+            country_source: LocationSource::Configured,
+            coords: r.coords.map(|(lat, lon)| Coords { lat, lon }),
+            coords_source: LocationSource::Configured,
+            max_listeners: r.server_max,
+            weight: r.weight,
+            enabled: r.enabled,
+            health: Health {
+                state: if r.up { State::Up } else { State::Down },
+                failures: 0,
+                successes: 1,
+            },
+            listeners: u64::from(r.listeners),
+            last_poll_at: None,
+            last_success_at: None,
+            last_error: None,
+            latency_ms: None,
+            counters: Arc::new(ServerCounters::default()),
+        });
+        mounts.push(MountEntry {
+            id: i as i64,
+            server: i,
+            stream: 0,
+            path: "/live.mp3".into(),
+            live: r.live,
+            listeners: r.listeners,
+            max: r.max,
+            counters: Arc::new(MountCounters::default()),
+        });
+    }
+    let stream = StreamEntry {
+        id: 0,
+        name: "live".into(),
+        description: String::new(),
+        fallback_url: None,
+        allowed_countries: None,
+        allow_unknown: true,
+        mounts: (0..mounts.len()).collect(),
+        counters: Arc::new(StreamCounters::default()),
+    };
+    Snapshot::from_parts(servers, vec![stream], mounts)
+}
+
+pub fn located(name: &'static str, country: &'static str, lat: f64, lon: f64) -> Relay {
+    let mut r = relay(name, 0, Some(100));
+    r.country = Some(country);
+    r.coords = Some((lat, lon));
+    r
+}

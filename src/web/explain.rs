@@ -1,0 +1,583 @@
+//! `/admin/explain?stream=NAME&ip=ADDR`: why a listener at ADDR would be
+//! sent where. It runs the same `select::rank` the redirect runs, on the
+//! same snapshot, but reserves nothing, and puts into words what selection
+//! saw of every mount: chosen, ranked lower (and why), or excluded (and why).
+//!
+//! The builder is a pure function so the wording is unit-tested; the
+//! handler only parses input and renders. Mounted behind the admin login
+//! (`admin::router(state, explain::router())`).
+
+use std::net::IpAddr;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use rand::Rng;
+use serde::Deserialize;
+
+use super::admin::Ctx;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::geo::Located;
+use crate::routing::Snapshot;
+use crate::routing::select::{self, Assessed};
+use crate::routing::snapshot::StreamEntry;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/admin/explain", get(page))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ExplainQuery {
+    pub stream: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Chosen,
+    RankedLower,
+    Excluded,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Chosen => "chosen",
+            Verdict::RankedLower => "ranked lower",
+            Verdict::Excluded => "excluded",
+        }
+    }
+}
+
+/// One mount of the stream as selection saw it, in selection order.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub position: usize,
+    pub server: String,
+    pub mount: String,
+    pub distance_km: Option<f64>,
+    /// `None` for excluded mounts: rings are drawn among candidates only.
+    pub ring: Option<u32>,
+    /// `None` means unlimited.
+    pub free: Option<u64>,
+    pub reserved: u64,
+    pub weight: u32,
+    pub score: u64,
+    pub health: &'static str,
+    pub same_country: bool,
+    pub verdict: Verdict,
+    pub reason: String,
+}
+
+impl Row {
+    pub fn distance_text(&self) -> String {
+        self.distance_km
+            .map_or_else(|| "unknown".into(), |d| format!("{d:.0} km"))
+    }
+    pub fn ring_text(&self) -> String {
+        self.ring.map_or_else(|| "–".into(), |r| r.to_string())
+    }
+    pub fn free_text(&self) -> String {
+        self.free
+            .map_or_else(|| "unlimited".into(), |f| f.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub stream: String,
+    pub ip: IpAddr,
+    pub located: Located,
+    /// The GeoIP database in use, `None` when none is configured.
+    pub database: Option<String>,
+    /// How the choice is made for this client, in a sentence.
+    pub method: String,
+    /// `None` when the stream lets this client in; else the 451's reason.
+    pub forbidden: Option<String>,
+    pub rows: Vec<Row>,
+}
+
+impl Explanation {
+    pub fn country_text(&self) -> String {
+        self.located
+            .geo
+            .country
+            .map_or_else(|| "unknown".into(), |c| c.to_string())
+    }
+    pub fn coords_text(&self) -> String {
+        self.located.geo.coords.map_or_else(
+            || "unknown".into(),
+            |c| format!("{:.4}, {:.4}", c.lat, c.lon),
+        )
+    }
+    pub fn chosen(&self) -> Option<&Row> {
+        self.rows.iter().find(|r| r.verdict == Verdict::Chosen)
+    }
+}
+
+/// What selection would do for a client at `ip` (located as `located`)
+/// now, without reserving a slot. Ties are broken with `rng`, as the
+/// redirect does, so among equals the named winner is one possible pick.
+#[allow(clippy::too_many_arguments)]
+pub fn explain(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    ip: IpAddr,
+    located: Located,
+    database: Option<String>,
+    now_s: u64,
+    ttl_s: u64,
+    rng: &mut impl Rng,
+) -> Explanation {
+    let client = located.geo;
+    let ranked = select::rank(snap, stream, &client, now_s, ttl_s, rng);
+    let candidates: Vec<&Assessed> = ranked.iter().filter(|a| a.excluded.is_none()).collect();
+    let best = candidates.first().copied();
+
+    let method = if database.is_none() {
+        "No GeoIP database is configured: the relay with the most free capacity × weight wins."
+            .to_string()
+    } else if let Some(c) = client.coords {
+        let nearest = candidates
+            .iter()
+            .filter(|a| a.ring == 0)
+            .filter_map(|a| a.distance_km)
+            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
+        match nearest {
+            Some(d) => format!(
+                "By distance from {:.2}, {:.2}: the nearest relay with a free slot is {d:.0} km \
+                 away, so ring 0 reaches {:.0} km (max of ×{} and +{} km); within the first \
+                 ring the most free capacity × weight wins, ties go to the client's country.",
+                c.lat,
+                c.lon,
+                select::band_limit(d),
+                select::BAND_FACTOR,
+                select::BAND_KM
+            ),
+            None if candidates.is_empty() => format!(
+                "By distance from {:.2}, {:.2}, but no relay is a candidate now.",
+                c.lat, c.lon
+            ),
+            None => "By distance, but no relay with a free slot has a known location: \
+                     the most free capacity × weight wins."
+                .to_string(),
+        }
+    } else if let Some(c) = client.country {
+        format!(
+            "The client has a country ({c}) but no coordinates: relays in {c} first, then \
+             the others; within each, the most free capacity × weight wins."
+        )
+    } else {
+        "The client's location is unknown: the relay with the most free capacity × weight wins."
+            .to_string()
+    };
+
+    let forbidden = (!select::allowed(stream, &client)).then(|| {
+        let list = stream
+            .allowed_countries
+            .iter()
+            .flatten()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        match client.country {
+            Some(c) => format!("{c} is not among the stream's countries ({list}): 451."),
+            None => format!(
+                "The client's country is unknown and the stream allows only {list} \
+                 (allow_unknown = false): 451."
+            ),
+        }
+    });
+
+    let rows = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let m = &snap.mounts[a.mount];
+            let s = &snap.servers[m.server];
+            let (verdict, reason) = match (a.excluded, best) {
+                (Some(e), _) => (Verdict::Excluded, e.reason().to_string()),
+                (None, Some(b)) if b.mount == a.mount => {
+                    (Verdict::Chosen, chosen_reason(a, &candidates, &client))
+                }
+                (None, Some(b)) => (Verdict::RankedLower, lower_reason(snap, a, b, &client)),
+                (None, None) => unreachable!("a candidate exists when this one is"),
+            };
+            Row {
+                position: i + 1,
+                server: s.name.clone(),
+                mount: m.path.clone(),
+                distance_km: a.distance_km,
+                ring: a.excluded.is_none().then_some(a.ring),
+                free: a.free,
+                reserved: a.reserved,
+                weight: s.weight,
+                score: a.score,
+                health: if s.enabled {
+                    s.health.state.as_str()
+                } else {
+                    "disabled"
+                },
+                same_country: a.same_country,
+                verdict,
+                reason,
+            }
+        })
+        .collect();
+
+    Explanation {
+        stream: stream.name.clone(),
+        ip,
+        located,
+        database,
+        method,
+        forbidden,
+        rows,
+    }
+}
+
+fn chosen_reason(
+    a: &Assessed,
+    candidates: &[&Assessed],
+    client: &crate::routing::ClientGeo,
+) -> String {
+    if candidates.len() == 1 {
+        return "the only relay with a free slot".into();
+    }
+    let located = client.coords.is_some() || client.country.is_some();
+    let mut why = if located && a.ring == 0 {
+        "in the nearest ring, with the most free capacity × weight in it".to_string()
+    } else {
+        "the most free capacity × weight".to_string()
+    };
+    let tied = candidates
+        .iter()
+        .skip(1)
+        .any(|b| b.ring == a.ring && b.score == a.score);
+    if tied {
+        let others_local = candidates
+            .iter()
+            .skip(1)
+            .any(|b| b.ring == a.ring && b.score == a.score && b.same_country);
+        why.push_str(if a.same_country && !others_local {
+            "; tied, and won as the relay in the client's country"
+        } else {
+            "; tied with another relay, picked at random among equals"
+        });
+    }
+    why
+}
+
+fn lower_reason(
+    snap: &Snapshot,
+    a: &Assessed,
+    best: &Assessed,
+    client: &crate::routing::ClientGeo,
+) -> String {
+    let best_name = &snap.servers[snap.mounts[best.mount].server].name;
+    if a.ring > best.ring {
+        return match (client.coords, a.distance_km) {
+            (Some(_), None) => {
+                "the relay's location is unknown: it comes after every located relay".into()
+            }
+            (Some(_), Some(d)) => {
+                let d0 = best.distance_km.unwrap_or(0.0);
+                format!(
+                    "farther: {d:.0} km is outside ring 0 (up to {:.0} km), in ring {}",
+                    select::band_limit(d0),
+                    a.ring
+                )
+            }
+            (None, _) => match client.country {
+                Some(c) => format!("not in the client's country ({c})"),
+                None => format!("in ring {}", a.ring),
+            },
+        };
+    }
+    if a.score < best.score {
+        let near = if client.coords.is_some() || client.country.is_some() {
+            "as near, but "
+        } else {
+            ""
+        };
+        return format!(
+            "{near}less free capacity × weight than {best_name} ({} < {})",
+            a.score, best.score
+        );
+    }
+    if best.same_country && !a.same_country {
+        return format!("tied with {best_name}, which is in the client's country");
+    }
+    format!("tied with {best_name}; the order among equals is random")
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/explain.html")]
+pub struct ExplainPage {
+    pub ctx: Ctx,
+    pub streams: Vec<String>,
+    pub stream: String,
+    pub ip: String,
+    pub explanation: Option<Explanation>,
+}
+
+/// Accepts what an admin pastes: `203.0.113.7`, `2001:db8::1`,
+/// `[2001:db8::1]`, with stray spaces.
+fn parse_ip(raw: &str) -> Result<IpAddr> {
+    let t = raw.trim();
+    let bare = t
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(t);
+    bare.parse().map_err(|_| {
+        Error::BadRequest(format!(
+            "ip: {raw:?} is not an IP address; give one such as 203.0.113.7 or 2001:db8::1"
+        ))
+    })
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<ExplainQuery>,
+) -> Result<impl IntoResponse> {
+    let snap = state.snapshot.load();
+    let stream = q.stream.unwrap_or_default().trim().to_string();
+    let ip = q.ip.unwrap_or_default().trim().to_string();
+    let explanation = if stream.is_empty() || ip.is_empty() {
+        // Just the form.
+        None
+    } else {
+        let entry = snap
+            .stream(&stream)
+            .ok_or_else(|| Error::NotFound(format!("No stream named {stream:?}.")))?;
+        let addr = parse_ip(&ip)?;
+        Some(explain(
+            &snap,
+            entry,
+            addr,
+            state.geo.locate(addr),
+            state.geo.info().map(|i| i.to_string()),
+            state.now_s(),
+            state.settings.reservation_ttl_s(),
+            &mut rand::rng(),
+        ))
+    };
+    Ok(ExplainPage {
+        ctx,
+        streams: snap.streams.iter().map(|s| s.name.clone()).collect(),
+        stream,
+        ip,
+        explanation,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::domain::CountryCode;
+    use crate::routing::ClientGeo;
+    use crate::routing::snapshot::Coords;
+    use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
+
+    fn at(lat: f64, lon: f64, country: &str) -> Located {
+        Located {
+            geo: ClientGeo {
+                country: Some(CountryCode::parse(country).unwrap()),
+                coords: Some(Coords { lat, lon }),
+            },
+            continent: Some("EU".into()),
+            network: Some("81.10.0.0/16".into()),
+        }
+    }
+
+    fn run(snap: &Snapshot, who: Located, db: bool) -> Explanation {
+        explain(
+            snap,
+            &snap.streams[0],
+            "81.10.0.1".parse().unwrap(),
+            who,
+            db.then(|| "test.mmdb".to_string()),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(7),
+        )
+    }
+
+    fn row<'a>(e: &'a Explanation, server: &str) -> &'a Row {
+        e.rows.iter().find(|r| r.server == server).unwrap()
+    }
+
+    #[test]
+    fn every_mount_gets_a_verdict_and_a_reason() {
+        let mut fra = located("fra", "DE", 50.11, 8.68);
+        fra.listeners = 60;
+        let ams = located("ams", "NL", 52.37, 4.90);
+        let nyc = located("nyc", "US", 40.71, -74.0);
+        let mut full = located("muc", "DE", 48.14, 11.58);
+        full.listeners = 100;
+        let mut down = located("ber", "DE", 52.52, 13.40);
+        down.up = false;
+        let nowhere = relay("nowhere", 0, Some(100));
+        let s = snapshot(vec![fra, ams, nyc, full, down, nowhere]);
+        let e = run(&s, at(52.52, 13.40, "DE"), true);
+
+        assert_eq!(e.rows.len(), 6);
+        assert_eq!(e.chosen().unwrap().server, "ams");
+        assert!(e.chosen().unwrap().reason.contains("nearest ring"));
+        assert_eq!(row(&e, "ams").position, 1);
+        let fra = row(&e, "fra");
+        assert_eq!(fra.verdict, Verdict::RankedLower);
+        assert!(fra.reason.contains("less free capacity"), "{}", fra.reason);
+        assert_eq!(fra.ring, Some(0));
+        let nyc = row(&e, "nyc");
+        assert!(nyc.reason.starts_with("farther"), "{}", nyc.reason);
+        assert_eq!(nyc.ring, Some(1));
+        assert!(row(&e, "nowhere").reason.contains("location is unknown"));
+        assert_eq!(row(&e, "muc").verdict, Verdict::Excluded);
+        assert_eq!(row(&e, "muc").reason, "no free slot");
+        assert_eq!(row(&e, "ber").health, "down");
+        assert!(row(&e, "ber").reason.contains("down"));
+        assert!(e.method.contains("ring 0 reaches"), "{}", e.method);
+        assert_eq!(e.forbidden, None);
+        assert_eq!(e.country_text(), "DE");
+        assert_eq!(row(&e, "ams").distance_text(), "576 km");
+    }
+
+    #[test]
+    fn explaining_reserves_nothing() {
+        let s = snapshot(vec![located("fra", "DE", 50.11, 8.68)]);
+        for _ in 0..3 {
+            let e = run(&s, at(52.52, 13.40, "DE"), true);
+            assert_eq!(e.chosen().unwrap().reserved, 0);
+        }
+        assert_eq!(s.mounts[0].counters.ring.count(NOW, TTL), 0);
+    }
+
+    #[test]
+    fn unknown_client_and_no_database_are_load_only() {
+        let s = snapshot(vec![relay("a", 10, Some(100)), relay("b", 50, Some(100))]);
+        let e = run(&s, Located::default(), true);
+        assert!(e.method.contains("location is unknown"));
+        assert_eq!(e.chosen().unwrap().server, "a");
+        assert!(row(&e, "b").reason.contains("less free capacity"));
+        let e = run(&s, Located::default(), false);
+        assert!(e.method.contains("No GeoIP database"));
+        assert_eq!(e.country_text(), "unknown");
+        assert_eq!(e.coords_text(), "unknown");
+    }
+
+    #[test]
+    fn ties_name_the_country_rule() {
+        let vie = located("vie", "AT", 48.21, 16.37);
+        let bts = located("bts", "SK", 48.15, 17.11);
+        let s = snapshot(vec![vie, bts]);
+        let e = run(&s, at(48.18, 16.7, "SK"), true);
+        assert_eq!(e.chosen().unwrap().server, "bts");
+        assert!(e.chosen().unwrap().reason.contains("client's country"));
+        assert!(row(&e, "vie").reason.contains("in the client's country"));
+    }
+
+    #[test]
+    fn a_restricted_stream_says_451() {
+        let mut s = snapshot(vec![relay("a", 0, None)]);
+        s.streams[0].allowed_countries = Some(vec![CountryCode::parse("AT").unwrap()]);
+        let e = run(&s, at(52.52, 13.40, "DE"), true);
+        assert!(e.forbidden.as_deref().unwrap().contains("DE is not among"));
+        s.streams[0].allow_unknown = false;
+        let e = run(&s, Located::default(), true);
+        assert!(
+            e.forbidden
+                .as_deref()
+                .unwrap()
+                .contains("allow_unknown = false")
+        );
+    }
+
+    #[test]
+    fn ip_input_is_forgiving_but_not_silent() {
+        assert_eq!(
+            parse_ip(" 203.0.113.7 ").unwrap().to_string(),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            parse_ip("[2001:db8::1]").unwrap().to_string(),
+            "2001:db8::1"
+        );
+        let e = parse_ip("example.com").unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            e.to_string()
+                .contains("\"example.com\" is not an IP address")
+        );
+    }
+
+    async fn state() -> (AppState, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = crate::Settings::new(dir.path().join("t.db"));
+        let state = AppState::new(settings).await.unwrap();
+        let file = crate::config_file::parse(
+            r#"
+[[servers]]
+name = "fra"
+url = "http://127.0.0.1:9"
+latitude = 50.11
+longitude = 8.68
+[[streams]]
+name = "live"
+mounts = [{ server = "fra", mount = "/live.mp3" }]
+"#,
+        )
+        .unwrap();
+        crate::config_file::apply(&state.db, &file).await.unwrap();
+        state.refresh().await.unwrap();
+        (state, dir)
+    }
+
+    async fn get(state: &AppState, stream: &str, ip: &str) -> Result<String> {
+        let q = ExplainQuery {
+            stream: Some(stream.into()),
+            ip: Some(ip.into()),
+        };
+        let ctx = Ctx {
+            user: "admin".into(),
+            csrf: "token".into(),
+            flash: None,
+            flash_error: false,
+        };
+        let page = page(State(state.clone()), ctx, Query(q)).await?;
+        let body = page.into_response().into_body();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn handler_renders_and_rejects_bad_input() {
+        let (state, _dir) = state().await;
+        let html = get(&state, "live", "198.51.100.1").await.unwrap();
+        assert!(html.contains("198.51.100.1"), "{html}");
+        assert!(html.contains("/live.mp3"));
+        assert!(html.contains("server down or not yet polled"));
+        assert!(html.contains("No GeoIP database"));
+
+        let e = get(&state, "nope", "198.51.100.1").await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert!(e.to_string().contains("No stream named \"nope\""));
+
+        let e = get(&state, "live", "not-an-ip").await.unwrap_err();
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        assert!(e.to_string().contains("is not an IP address"));
+
+        // Without both inputs: the form, with the streams to pick from.
+        let html = get(&state, "", "").await.unwrap();
+        assert!(html.contains("<form") && html.contains("live"));
+    }
+}
