@@ -33,7 +33,7 @@ async fn style() -> impl IntoResponse {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(admin::router(state.clone(), Router::new()))
+        .merge(admin::router(state.clone(), explain::router()))
         .merge(api::router())
         .route("/static/style.css", get(style))
         // Request spans cost a measurable share of a redirect's time, so
