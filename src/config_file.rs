@@ -205,7 +205,7 @@ fn stream_text(spec: &StreamSpec) -> Option<String> {
 /// "import") for every change.
 pub async fn apply(db: &Pool, file: &ConfigFile) -> Result<ImportReport> {
     let (servers, streams) = validate(file)?;
-    let mut tx = db.begin().await?;
+    let mut tx = store::write_tx(db).await?;
     let report = apply_in(&mut tx, &servers, &streams).await?;
     tx.commit().await?;
     Ok(report)

@@ -147,7 +147,7 @@ pub async fn run_round(
             health: next,
             result,
         };
-        let mut tx = db.begin().await?;
+        let mut tx = store::write_tx(db).await?;
         store::status::record_poll(&mut tx, &record).await?;
         tx.commit().await?;
         on_written();

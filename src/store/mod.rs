@@ -61,6 +61,14 @@ pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
         .await
 }
 
+/// A transaction that will write. `BEGIN IMMEDIATE` takes the write lock
+/// up front (waiting out the busy timeout), where a deferred transaction
+/// that reads first could fail outright if another connection wrote in
+/// between.
+pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -280,7 +280,7 @@ async fn create(
         Ok(s) => s,
         Err(errors) => return Ok(invalid(errors, form)),
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let id = match store::servers::insert(&mut tx, &spec).await {
         Ok(id) => id,
         Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
@@ -396,7 +396,7 @@ async fn update(
             return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let before = store::servers::get(&mut tx, id).await?;
     if let Err(e) = store::servers::update(&mut tx, id, &spec).await {
         drop(tx);
@@ -476,7 +476,7 @@ async fn delete(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let row = store::servers::get(&mut tx, id).await?;
     let mounts = store::mounts::for_server(&mut tx, id).await?;
     store::servers::delete(&mut tx, id).await?;
@@ -601,7 +601,7 @@ async fn add_discovered(
             "!Tick at least one mount to add.",
         ));
     }
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let server = store::servers::get(&mut tx, id).await?;
     let Some(stream) = store::streams::find_by_name(&mut tx, field("stream")).await? else {
         return Ok(redirect_with_flash(

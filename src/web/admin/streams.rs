@@ -215,7 +215,7 @@ async fn create(
         Ok(s) => s,
         Err(e) => return Ok(invalid(e, form)),
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let id = match store::streams::insert(&mut tx, &spec).await {
         Ok(id) => id,
         Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
@@ -331,7 +331,7 @@ async fn update(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let before = store::streams::get(&mut tx, id).await?;
     if let Err(e) = store::streams::update(&mut tx, id, &spec).await {
         drop(tx);
@@ -395,7 +395,7 @@ async fn delete(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let row = store::streams::get(&mut tx, id).await?;
     let mounts = store::mounts::for_stream(&mut tx, id).await?;
     store::streams::delete(&mut tx, id).await?;
@@ -462,7 +462,7 @@ async fn add_mount(
         Ok(s) => s,
         Err(e) => return again(e).await,
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let stream = store::streams::get(&mut tx, id).await?;
     let Some(server) = store::servers::find_by_name(&mut tx, spec.server.as_str()).await? else {
         let mut e = FieldErrors::default();
@@ -518,7 +518,7 @@ async fn delete_mount(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = store::write_tx(&state.db).await?;
     let m = store::mounts::get(&mut tx, id).await?;
     store::mounts::delete(&mut tx, id).await?;
     let name = format!("{} {} on {}", m.stream_name, m.mount, m.server_name);
