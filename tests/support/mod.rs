@@ -8,3 +8,4 @@ pub mod app;
 pub mod fake_relay;
 pub mod geoip;
 pub mod icecast;
+pub mod webdriver;

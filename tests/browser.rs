@@ -1,0 +1,71 @@
+//! The admin in a real browser: headless Chromium over WebDriver logs in,
+//! creates a server, a stream and a mount through the forms, polls, sees
+//! them on the dashboard (screenshot under target/screenshots/), logs out.
+//! Skips when Chromium is missing unless `ICECAST_BALANCER_E2E=required`.
+
+mod support;
+
+use std::path::Path;
+
+use support::admin::PASSWORD;
+use support::app::{ResponseExt, TestApp};
+use support::fake_relay::FakeRelay;
+use support::webdriver::Browser;
+
+#[tokio::test]
+async fn operator_sets_up_a_stream_in_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let relay = FakeRelay::start(&[("/live.mp3", 12, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    let base = format!("http://{}", app.addr);
+
+    browser.goto(&format!("{base}/admin/")).await;
+    assert!(browser.url().await.contains("/admin/login?next=/admin/"));
+    browser.fill("#username", "admin").await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    assert_eq!(browser.url().await, format!("{base}/admin/"));
+
+    browser.goto(&format!("{base}/admin/servers/new")).await;
+    browser.fill("#name", "fra-1").await;
+    browser.fill("#url", &relay.url).await;
+    browser.fill("#country", "DE").await;
+    browser.fill("#latitude", "50.11").await;
+    browser.fill("#longitude", "8.68").await;
+    browser.click("main button[type=submit]").await;
+    let page = browser.source().await;
+    assert!(page.contains("Server fra-1 created"), "{page}");
+
+    browser.goto(&format!("{base}/admin/streams/new")).await;
+    browser.fill("#name", "live").await;
+    browser.fill("#description", "Main programme").await;
+    browser.click("main form.card button[type=submit]").await;
+    assert!(browser.source().await.contains("Stream live created"));
+    browser.fill("#mount", "/live.mp3").await;
+    browser.click("form[action$='/mounts'] button[type=submit]").await;
+    assert!(browser.source().await.contains("Mount /live.mp3 on fra-1 added"));
+
+    browser.goto(&format!("{base}/admin/")).await;
+    browser.click("form[action='/admin/poll'] button").await;
+    let dashboard = browser.source().await;
+    assert!(dashboard.contains("Polled 1 servers"), "{dashboard}");
+    assert!(dashboard.contains("fra-1"));
+    assert!(dashboard.contains("/live.mp3"));
+    assert!(dashboard.contains("<span class=\"stat\">12</span>"));
+    assert!(dashboard.contains("<svg class=\"chart\""));
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/dashboard.png");
+    browser.screenshot(&shot).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // What the browser set up is what listeners get.
+    let r = app.get("/icecast_balancer/live/").await;
+    assert_eq!(r.redirect_target(), format!("{}/live.mp3", relay.url));
+
+    browser.click("nav form button").await;
+    assert_eq!(browser.url().await, format!("{base}/admin/login"));
+    browser.goto(&format!("{base}/admin/")).await;
+    assert!(browser.url().await.contains("/admin/login"), "logged out for real");
+    browser.quit().await;
+}
