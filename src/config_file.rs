@@ -160,7 +160,49 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     }
 }
 
-/// Applies the file in one transaction.
+async fn audit(
+    conn: &mut SqliteConnection,
+    action: &str,
+    kind: &str,
+    name: &str,
+    before: Option<String>,
+    after: Option<String>,
+) -> Result<()> {
+    store::audit::record(
+        conn,
+        store::audit::Entry {
+            actor: "import",
+            action,
+            object_kind: kind,
+            object_name: name,
+            before,
+            after,
+        },
+    )
+    .await
+}
+
+fn server_text(spec: &ServerSpec) -> Option<String> {
+    toml::to_string(&ServerInput::from(spec)).ok()
+}
+
+fn stream_text(spec: &StreamSpec) -> Option<String> {
+    toml::to_string(&StreamInput {
+        name: spec.name.to_string(),
+        description: Some(spec.description.clone()),
+        fallback_url: spec.fallback_url.as_ref().map(ToString::to_string),
+        allowed_countries: spec
+            .allowed_countries
+            .as_ref()
+            .map(|l| l.iter().map(ToString::to_string).collect()),
+        allow_unknown: Some(spec.allow_unknown),
+        mounts: None,
+    })
+    .ok()
+}
+
+/// Applies the file in one transaction, with an audit entry (actor
+/// "import") for every change.
 pub async fn apply(db: &Pool, file: &ConfigFile) -> Result<ImportReport> {
     let (servers, streams) = validate(file)?;
     let mut tx = db.begin().await?;
@@ -180,10 +222,29 @@ async fn apply_in(
             Some(row) if row.spec().ok().as_ref() == Some(spec) => report.unchanged += 1,
             Some(row) => {
                 store::servers::update(conn, row.id, spec).await?;
+                let before = row.spec().ok().as_ref().and_then(server_text);
+                audit(
+                    conn,
+                    "update",
+                    "server",
+                    spec.name.as_str(),
+                    before,
+                    server_text(spec),
+                )
+                .await?;
                 report.servers_updated.push(spec.name.to_string());
             }
             None => {
                 store::servers::insert(conn, spec).await?;
+                audit(
+                    conn,
+                    "create",
+                    "server",
+                    spec.name.as_str(),
+                    None,
+                    server_text(spec),
+                )
+                .await?;
                 report.servers_created.push(spec.name.to_string());
             }
         }
@@ -197,11 +258,30 @@ async fn apply_in(
             }
             Some(row) => {
                 store::streams::update(conn, row.id, &p.spec).await?;
+                let before = row.spec().ok().as_ref().and_then(stream_text);
+                audit(
+                    conn,
+                    "update",
+                    "stream",
+                    p.spec.name.as_str(),
+                    before,
+                    stream_text(&p.spec),
+                )
+                .await?;
                 report.streams_updated.push(p.spec.name.to_string());
                 row.id
             }
             None => {
                 let id = store::streams::insert(conn, &p.spec).await?;
+                audit(
+                    conn,
+                    "create",
+                    "stream",
+                    p.spec.name.as_str(),
+                    None,
+                    stream_text(&p.spec),
+                )
+                .await?;
                 report.streams_created.push(p.spec.name.to_string());
                 id
             }
@@ -250,9 +330,11 @@ async fn apply_in(
             }
             let path = MountPath::parse(&mount).expect("parsed during validation");
             match store::mounts::insert(conn, stream_id, server_id, &path).await {
-                Ok(_) => report
-                    .mounts_added
-                    .push(format!("{} {mount} on {server_name}", p.spec.name)),
+                Ok(_) => {
+                    let name = format!("{} {mount} on {server_name}", p.spec.name);
+                    audit(conn, "create", "mount", &name, None, None).await?;
+                    report.mounts_added.push(name);
+                }
                 Err(Error::Conflict { .. }) => {
                     return Err(Error::BadRequest(format!(
                         "config file rejected, nothing was changed:\n  {}: mount: {mount} on \

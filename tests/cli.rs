@@ -308,3 +308,129 @@ async fn poll_command_prints_a_summary() {
     );
     assert!(stdout.contains("polled 2 servers"), "{stdout}");
 }
+
+#[test]
+fn user_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let out = run(&db, &["user", "add", "ops"], Some("s3cure-enough\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&db, &["user", "add", "ops"], Some("s3cure-enough\n"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("already exists"));
+    let out = run(&db, &["user", "add", "short"], Some("abc\n"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("at least 8 characters"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&db, &["user", "add", "bad name"], Some("s3cure-enough\n"));
+    assert!(
+        text(&out.stderr).contains("user name:"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "ops\n");
+    let out = run(&db, &["user", "passwd", "ops"], Some("another-password\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &db,
+        &["user", "passwd", "ghost"],
+        Some("another-password\n"),
+    );
+    assert!(!out.status.success());
+
+    // The stored hash is argon2id and verifies the new password only.
+    let hash = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("SELECT password_hash FROM users WHERE name = 'ops'")
+        .output();
+    if let Ok(h) = hash {
+        let h = text(&h.stdout);
+        if !h.is_empty() {
+            assert!(h.starts_with("$argon2id$"), "{h}");
+            assert!(icecast_balancer::users::verify_password(
+                h.trim(),
+                "another-password"
+            ));
+            assert!(!icecast_balancer::users::verify_password(
+                h.trim(),
+                "s3cure-enough"
+            ));
+        }
+    }
+
+    let out = run(&db, &["user", "remove", "ops"], None);
+    assert!(out.status.success());
+    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "");
+    assert!(!run(&db, &["user", "remove", "ops"], None).status.success());
+}
+
+/// Starts `serve`, returns its log up to the "serving" line, and stops it.
+fn first_lines_of_serve(db: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval",
+        "0",
+        "--database",
+    ])
+    .arg(db)
+    .env_remove("ICECAST_BALANCER_ADMIN_PASSWORD")
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("serving") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    log
+}
+
+#[test]
+fn first_start_creates_admin_and_prints_the_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let log = first_lines_of_serve(&db, &[]);
+    let line = log
+        .lines()
+        .find(|l| l.contains("created admin user"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let password = line
+        .split("with password ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    assert_eq!(password.len(), 24);
+    let again = first_lines_of_serve(&db, &[]);
+    assert!(!again.contains("created admin user"), "{again}");
+    assert!(!again.contains(password));
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let log = first_lines_of_serve(
+        &db,
+        &[("ICECAST_BALANCER_ADMIN_PASSWORD", "from-the-environment")],
+    );
+    assert!(
+        log.contains(
+            "created admin user \"admin\" with the password from ICECAST_BALANCER_ADMIN_PASSWORD"
+        ),
+        "{log}"
+    );
+    assert!(!log.contains("from-the-environment"));
+}

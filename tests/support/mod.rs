@@ -3,6 +3,7 @@
 //! databases (`geoip`).
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod app;
 pub mod fake_relay;
 pub mod geoip;

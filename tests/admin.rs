@@ -1,0 +1,800 @@
+//! The admin over HTTP with a cookie-keeping client: login, sessions,
+//! CSRF, every form, validation, escaping, audit, drain, discovery.
+
+mod support;
+
+use std::time::Duration;
+
+use support::admin::{Browser, PASSWORD};
+use support::app::{ResponseExt, TestApp};
+use support::fake_relay::FakeRelay;
+
+#[tokio::test]
+async fn login_redirects_back_and_logout_ends_the_session() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let p = b.get("/admin/servers").await;
+    assert_eq!(p.status, 303);
+    assert_eq!(p.location(), "/admin/login?next=/admin/servers");
+
+    let form = b.get("/admin/login?next=/admin/servers").await;
+    assert!(form.body.contains("name=\"password\""));
+    let token = form
+        .body
+        .split("name=\"login_token\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = b
+        .post(
+            "/admin/login",
+            &[
+                ("username", "admin"),
+                ("password", PASSWORD),
+                ("login_token", &token),
+                ("next", "/admin/servers"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    assert_eq!(p.location(), "/admin/servers");
+    let cookie = p
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("icb_session="))
+        .unwrap();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let session = b.cookies["icb_session"].clone();
+
+    let page = b.get("/admin/servers").await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert!(page.body.contains("Log out"));
+
+    let p = b.post("/admin/logout", &[]).await;
+    assert_eq!(p.status, 303);
+    assert!(!b.cookies.contains_key("icb_session"));
+    // The old session id is dead, not just forgotten by this client.
+    b.cookies.insert("icb_session".into(), session);
+    assert_eq!(b.get("/admin/").await.status, 303);
+}
+
+#[tokio::test]
+async fn open_redirects_are_refused() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let form = b.get("/admin/login").await;
+    let token = form
+        .body
+        .split("name=\"login_token\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let p = b
+        .post(
+            "/admin/login",
+            &[
+                ("username", "admin"),
+                ("password", PASSWORD),
+                ("login_token", &token),
+                ("next", "https://evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(p.location(), "/admin/");
+}
+
+#[tokio::test]
+async fn wrong_password_then_rate_limit() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    for _ in 0..5 {
+        let p = b.login("admin", "wrong password").await;
+        assert_eq!(p.status, 401);
+        assert!(p.body.contains("Wrong user name or password"));
+    }
+    let p = b.login("admin", PASSWORD).await;
+    assert_eq!(p.status, 429, "even the right password waits");
+    let retry: u64 = p.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry), "{retry}");
+
+    // A user that does not exist is rate-limited the same way.
+    let mut other = Browser::new(&app);
+    assert_eq!(other.login("nobody", "x").await.status, 429, "same address");
+
+    let mut b = Browser::logged_in_after_reset(&app).await;
+    let audit = b.get("/admin/audit").await.body;
+    assert_eq!(audit.matches("login failed").count(), 5, "{audit}");
+}
+
+trait ResetExt {
+    async fn logged_in_after_reset(app: &TestApp) -> Browser;
+}
+
+impl ResetExt for Browser {
+    /// The limit is per address; clear it as if the window had passed.
+    async fn logged_in_after_reset(app: &TestApp) -> Browser {
+        sqlx::query("DELETE FROM login_attempts")
+            .execute(&app.state.db)
+            .await
+            .unwrap();
+        Browser::logged_in(app).await
+    }
+}
+
+#[tokio::test]
+async fn session_id_is_rotated_at_login() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    b.cookies
+        .insert("icb_session".into(), "planted-by-attacker".into());
+    let p = b.login("admin", PASSWORD).await;
+    assert_eq!(p.status, 303);
+    let issued = b.cookies["icb_session"].clone();
+    assert_ne!(issued, "planted-by-attacker");
+    assert_eq!(issued.len(), 64);
+    let mut attacker = Browser::new(&app);
+    attacker
+        .cookies
+        .insert("icb_session".into(), "planted-by-attacker".into());
+    assert_eq!(
+        attacker.get("/admin/").await.status,
+        303,
+        "the planted id never became a session"
+    );
+}
+
+#[tokio::test]
+async fn secure_cookie_behind_an_https_proxy() {
+    let app =
+        TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let mut b = Browser::new(&app);
+    b.extra.push(("x-forwarded-proto".into(), "https".into()));
+    b.origin = b.origin.replace("http://", "https://");
+    let p = b.login("admin", PASSWORD).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let cookie = p
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("icb_session="))
+        .unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn cross_site_writes_are_refused() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/servers/new").await;
+    let server = [
+        ("name", "x1"),
+        ("url", "http://x1.example.com"),
+        ("weight", "100"),
+        ("enabled", "on"),
+    ];
+
+    b.origin = "http://evil.example".into();
+    assert_eq!(b.post("/admin/servers/new", &server).await.status, 403);
+    // Same host, other port: another origin.
+    b.origin = format!("http://127.0.0.1:{}", app.addr.port() + 1);
+    assert_eq!(b.post("/admin/servers/new", &server).await.status, 403);
+
+    b.origin = b.base.clone();
+    b.extra.push(("sec-fetch-site".into(), "cross-site".into()));
+    assert_eq!(b.post("/admin/servers/new", &server).await.status, 403);
+    b.extra.clear();
+
+    let mut with_bad_token = server.to_vec();
+    with_bad_token.push(("csrf_token", "0000"));
+    assert_eq!(
+        b.post("/admin/servers/new", &with_bad_token).await.status,
+        403
+    );
+
+    // Nothing of the above landed.
+    assert!(
+        !b.get("/admin/servers")
+            .await
+            .body
+            .contains("x1.example.com")
+    );
+
+    // Same origin, port included, right token: accepted.
+    b.extra
+        .push(("sec-fetch-site".into(), "same-origin".into()));
+    assert_eq!(b.post("/admin/servers/new", &server).await.status, 303);
+    assert!(
+        b.get("/admin/servers")
+            .await
+            .body
+            .contains("x1.example.com")
+    );
+
+    // A login form posted from elsewhere is refused too.
+    let mut other = Browser::new(&app);
+    other.origin = "http://evil.example".into();
+    assert_eq!(other.login("admin", PASSWORD).await.status, 403);
+}
+
+#[tokio::test]
+async fn server_form_validation_keeps_values_and_names_fields() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/servers/new").await;
+    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        (
+            &[("name", "fra 1"), ("url", "http://a.example.com")],
+            "name",
+            "only letters",
+        ),
+        (
+            &[("name", "a"), ("url", "ftp://a.example.com")],
+            "url",
+            "http:// or https://",
+        ),
+        (&[("name", "a"), ("url", "http://")], "url", ""),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("https_url", "nohost"),
+            ],
+            "https_url",
+            "not a valid URL",
+        ),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("country", "Germany"),
+            ],
+            "country",
+            "two-letter",
+        ),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("latitude", "91"),
+                ("longitude", "0"),
+            ],
+            "latitude",
+            "between -90 and 90",
+        ),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("latitude", "0"),
+                ("longitude", "181"),
+            ],
+            "longitude",
+            "between -180 and 180",
+        ),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("latitude", "north"),
+            ],
+            "latitude",
+            "must be a number",
+        ),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("max_listeners", "-5"),
+            ],
+            "max_listeners",
+            "whole number",
+        ),
+        (
+            &[
+                ("name", "a"),
+                ("url", "http://a.example.com"),
+                ("weight", "0"),
+            ],
+            "weight",
+            "from 1 to",
+        ),
+    ];
+    for (fields, field, message) in cases {
+        let p = b.post("/admin/servers/new", fields).await;
+        assert_eq!(p.status, 422, "{fields:?}");
+        let marker = format!("id=\"{field}-error\"");
+        let at = p
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no error on {field}: {fields:?}"));
+        assert!(
+            p.body[at..].split("</p>").next().unwrap().contains(message),
+            "{field}: {}",
+            &p.body[at..at + 200]
+        );
+        // What was typed is still in the form.
+        for (k, v) in fields.iter() {
+            if !v.is_empty() && *k != "enabled" {
+                assert!(
+                    p.body.contains(&format!("name=\"{k}\" value=\"{v}\"")),
+                    "{k} lost"
+                );
+            }
+        }
+    }
+    assert!(
+        !b.get("/admin/servers").await.body.contains("a.example.com"),
+        "nothing saved"
+    );
+}
+
+#[tokio::test]
+async fn server_create_edit_duplicate_delete() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/servers/new").await;
+    let p = b
+        .post(
+            "/admin/servers/new",
+            &[
+                ("name", "fra-1"),
+                ("url", "http://relay1.example.com:8000/"),
+                ("country", "de"),
+                ("latitude", "50.11"),
+                ("longitude", "8.68"),
+                ("weight", "150"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let edit = p.location().to_string();
+    let page = b.get(&edit).await;
+    assert!(page.body.contains("Server fra-1 created"), "flash");
+    assert!(
+        page.body
+            .contains("value=\"http://relay1.example.com:8000\"")
+    );
+    assert!(page.body.contains("value=\"DE\""));
+    // The flash is shown once.
+    assert!(!b.get(&edit).await.body.contains("Server fra-1 created"));
+
+    b.get("/admin/servers/new").await;
+    let dup = b
+        .post(
+            "/admin/servers/new",
+            &[
+                ("name", "fra-1"),
+                ("url", "http://other.example.com"),
+                ("weight", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(dup.status, 422);
+    assert!(
+        dup.body
+            .contains("id=\"name-error\">&#34;fra-1&#34; is already taken"),
+        "{}",
+        dup.body
+    );
+
+    b.get(&edit).await;
+    let p = b
+        .post(
+            &edit,
+            &[
+                ("name", "fra-1"),
+                ("url", "http://relay1.example.com:8000"),
+                ("weight", "300"),
+                ("max_listeners", "500"),
+                ("enabled", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let exported = icecast_balancer::config_file::to_toml(
+        &icecast_balancer::config_file::export(&app.state.db)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        exported.contains("weight = 300") && exported.contains("max_listeners = 500"),
+        "{exported}"
+    );
+    assert!(!exported.contains("country"), "cleared field stays cleared");
+
+    // A rename onto another server's name is refused on the field.
+    b.get("/admin/servers/new").await;
+    b.post(
+        "/admin/servers/new",
+        &[("name", "nyc-1"), ("url", "http://relay2.example.com")],
+    )
+    .await;
+    b.get(&edit).await;
+    let clash = b
+        .post(
+            &edit,
+            &[
+                ("name", "nyc-1"),
+                ("url", "http://relay1.example.com:8000"),
+                ("weight", "100"),
+            ],
+        )
+        .await;
+    assert_eq!(clash.status, 422);
+    assert!(clash.body.contains("already taken"));
+
+    let delete = edit.replace("/edit", "/delete");
+    let confirm = b.get(&delete).await;
+    assert!(confirm.body.contains("Delete server fra-1?"));
+    assert_eq!(b.post(&delete, &[]).await.status, 303);
+    let list = b.get("/admin/servers").await.body;
+    assert!(list.contains("Server fra-1 deleted with its 0 mounts."));
+    assert!(!list.contains(">fra-1</a>") && list.contains(">nyc-1</a>"));
+}
+
+#[tokio::test]
+async fn streams_and_mounts_on_the_stream_page() {
+    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(10))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/streams/new").await;
+    let p = b
+        .post(
+            "/admin/streams/new",
+            &[
+                ("name", "live"),
+                ("description", "Main"),
+                ("fallback_url", "https://example.com/full"),
+                ("allowed_countries", "de, at"),
+                ("allow_unknown", "on"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let page_url = p.location().to_string();
+    let id: i64 = page_url.split('/').nth(3).unwrap().parse().unwrap();
+    b.get(&page_url).await;
+
+    let mounts = format!("/admin/streams/{id}/mounts");
+    let bad = b
+        .post(&mounts, &[("server", "r1"), ("mount", "live.mp3")])
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.body
+            .contains("id=\"mount-error\">must start with &#39;/&#39;"),
+        "{}",
+        bad.body
+    );
+    assert!(
+        bad.body.contains("value=\"live.mp3\""),
+        "entered value kept"
+    );
+    let unknown = b
+        .post(&mounts, &[("server", "nope"), ("mount", "/live.mp3")])
+        .await;
+    assert_eq!(unknown.status, 422);
+    assert!(unknown.body.contains("no server named"));
+
+    assert_eq!(
+        b.post(&mounts, &[("server", "r1"), ("mount", "/live.mp3")])
+            .await
+            .status,
+        303
+    );
+    // The redirect path sees it at once.
+    assert_eq!(
+        app.get("/icecast_balancer/live/").await.redirect_target(),
+        format!("{}/live.mp3", relay.url)
+    );
+    let page = b.get(&page_url).await;
+    assert!(page.body.contains("Mount /live.mp3 on r1 added."));
+    assert!(
+        page.body.contains("<td class=\"num\">3</td>"),
+        "listeners shown"
+    );
+
+    let dup = b
+        .post(&mounts, &[("server", "r1"), ("mount", "/live.mp3")])
+        .await;
+    assert_eq!(dup.status, 422);
+    assert!(dup.body.contains("already belongs to a stream"));
+
+    // Duplicate stream name.
+    b.get("/admin/streams/new").await;
+    let p = b.post("/admin/streams/new", &[("name", "live")]).await;
+    assert_eq!(p.status, 422);
+    assert!(
+        p.body
+            .contains("id=\"name-error\">&#34;live&#34; is already taken")
+    );
+    let p = b
+        .post(
+            "/admin/streams/new",
+            &[("name", "x"), ("allowed_countries", "Germany")],
+        )
+        .await;
+    assert!(p.body.contains("id=\"allowed_countries-error\""));
+    let p = b
+        .post(
+            "/admin/streams/new",
+            &[("name", "x"), ("fallback_url", "javascript:alert(1)")],
+        )
+        .await;
+    assert!(p.body.contains("id=\"fallback_url-error\""));
+
+    // Remove the mount, then delete the stream through its confirmation.
+    let mount_id = sqlx::query_scalar::<_, i64>("SELECT id FROM mounts")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    b.get(&page_url).await;
+    assert_eq!(
+        b.post(&format!("/admin/mounts/{mount_id}/delete"), &[])
+            .await
+            .status,
+        303
+    );
+    // No mount left: listeners go to the fallback.
+    assert_eq!(
+        app.get("/icecast_balancer/live/").await.redirect_target(),
+        "https://example.com/full"
+    );
+    let confirm = b.get(&format!("/admin/streams/{id}/delete")).await;
+    assert!(confirm.body.contains("Delete stream live?"));
+    assert_eq!(
+        b.post(&format!("/admin/streams/{id}/delete"), &[])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 404);
+}
+
+#[tokio::test]
+async fn deleting_a_server_names_its_mounts_first() {
+    let app = TestApp::spawn().await;
+    app.import("[[servers]]\nname = \"r1\"\nurl = \"http://r1.example.com\"\n[[streams]]\nname = \"live\"\nmounts = [{ server = \"r1\", mount = \"/live.mp3\" }, { server = \"r1\", mount = \"/hq.ogg\" }]\n").await;
+    let mut b = Browser::logged_in(&app).await;
+    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let confirm = b.get(&format!("/admin/servers/{id}/delete")).await;
+    assert!(confirm.body.contains("mount /live.mp3 of stream live"));
+    assert!(confirm.body.contains("mount /hq.ogg of stream live"));
+    // GET changed nothing.
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM mounts")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap(),
+        2
+    );
+    b.post(&format!("/admin/servers/{id}/delete"), &[]).await;
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM mounts")
+            .fetch_one(&app.state.db)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn user_text_is_escaped_everywhere() {
+    let app = TestApp::spawn().await;
+    app.import("[[streams]]\nname = \"live\"\ndescription = \"<script>alert(1)</script>\"\n")
+        .await;
+    let public = app.get("/icecast_balancer/").await.text().await.unwrap();
+    assert!(!public.contains("<script>alert(1)"));
+    assert!(
+        public.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || public.contains("&lt;script&gt;")
+    );
+    let mut b = Browser::logged_in(&app).await;
+    for page in ["/admin/streams", "/admin/", "/admin/audit"] {
+        let body = b.get(page).await.body;
+        assert!(!body.contains("<script>alert(1)"), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn audit_records_who_changed_what() {
+    let app = TestApp::spawn().await;
+    app.import("[[servers]]\nname = \"r1\"\nurl = \"http://r1.example.com\"\n")
+        .await;
+    let mut b = Browser::new(&app);
+    b.login("admin", "nope-nope").await;
+    let mut b = Browser::logged_in(&app).await;
+    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    b.get(&format!("/admin/servers/{id}/edit")).await;
+    b.post(
+        &format!("/admin/servers/{id}/edit"),
+        &[
+            ("name", "r1"),
+            ("url", "http://r1.example.com"),
+            ("weight", "250"),
+            ("enabled", "on"),
+        ],
+    )
+    .await;
+    b.get(&format!("/admin/servers/{id}/delete")).await;
+    b.post(&format!("/admin/servers/{id}/delete"), &[]).await;
+    let audit = b.get("/admin/audit").await.body;
+    for needle in [
+        "<td>import</td><td>create</td><td>server r1</td>",
+        "<td>admin</td><td>update</td><td>server r1</td>",
+        "weight: 100 → 250",
+        "<td>admin</td><td>delete</td><td>server r1</td>",
+        "<td>admin</td><td>login</td>",
+        "<td>admin</td><td>login failed</td>",
+    ] {
+        assert!(
+            audit.contains(needle),
+            "missing {needle:?} in audit:\n{audit}"
+        );
+    }
+    assert!(
+        !audit.contains("nope-nope"),
+        "a password reached the audit log"
+    );
+}
+
+#[tokio::test]
+async fn draining_a_server_stops_redirects_at_once_and_shows_listeners_leaving() {
+    let a = FakeRelay::start(&[("/live.mp3", 40, Some(100))]).await;
+    let c = FakeRelay::start(&[("/live.mp3", 80, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[servers]]\nname = \"c\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\nmounts = [{{ server = \"a\", mount = \"/live.mp3\" }}, {{ server = \"c\", mount = \"/live.mp3\" }}]\n",
+        a.url, c.url
+    ))
+    .await;
+    app.poll().await;
+    assert_eq!(
+        app.get("/icecast_balancer/live/").await.redirect_target(),
+        format!("{}/live.mp3", a.url)
+    );
+
+    let mut b = Browser::logged_in(&app).await;
+    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers WHERE name = 'a'")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let edit = format!("/admin/servers/{id}/edit");
+    b.get(&edit).await;
+    let p = b
+        .post(&edit, &[("name", "a"), ("url", &a.url), ("weight", "100")])
+        .await; // no "enabled"
+    assert_eq!(p.status, 303);
+    for _ in 0..5 {
+        assert_eq!(
+            app.get("/icecast_balancer/live/").await.redirect_target(),
+            format!("{}/live.mp3", c.url)
+        );
+    }
+    let page = b.get(&edit).await.body;
+    assert!(page.contains("disabled (draining)"));
+    assert!(page.contains("<td class=\"num\">40</td>"), "{page}");
+    a.set_listeners("/live.mp3", 12);
+    app.poll().await;
+    let page = b.get(&edit).await.body;
+    assert!(page.contains("<td class=\"num\">12</td>"), "{page}");
+    assert!(page.contains("12 listeners"));
+}
+
+#[tokio::test]
+async fn discovered_mounts_can_be_added_to_a_stream() {
+    let relay = FakeRelay::start(&[("/live.mp3", 2, Some(50)), ("/talk.aac", 0, None)]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n",
+        relay.url
+    ))
+    .await;
+    let mut b = Browser::logged_in(&app).await;
+    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    let page = b.get(&format!("/admin/servers/{id}/discover")).await;
+    assert!(page.body.contains("value=\"/live.mp3\""));
+    assert!(page.body.contains("value=\"/talk.aac\""));
+    assert!(page.body.contains("through load.xsl"));
+    let p = b
+        .post(
+            &format!("/admin/servers/{id}/discover"),
+            &[
+                ("mount", "/live.mp3"),
+                ("mount", "/talk.aac"),
+                ("stream", "live"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    let n = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM mounts")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let again = b.get(&format!("/admin/servers/{id}/discover")).await;
+    assert!(
+        !again.body.contains("value=\"/live.mp3\""),
+        "configured mounts are not offered again"
+    );
+
+    relay.kill();
+    let page = b.get(&format!("/admin/servers/{id}/discover")).await;
+    assert!(page.body.contains("Could not read the relay"));
+}
+
+#[tokio::test]
+async fn dashboard_shows_streams_servers_mounts_and_a_chart() {
+    let relay = FakeRelay::start(&[("/live.mp3", 7, Some(20))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\nmounts = [{{ server = \"r1\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    ))
+    .await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/").await;
+    let p = b.post("/admin/poll", &[]).await;
+    assert_eq!(p.status, 303);
+    let page = b.get("/admin/").await.body;
+    assert!(page.contains("Polled 1 servers"));
+    assert!(
+        page.contains(
+            "<span class=\"stat\">7</span> listeners · capacity 20 · free 13 · reserved 0"
+        ),
+        "{page}"
+    );
+    assert!(page.contains("state-up"));
+    assert!(page.contains("<svg class=\"chart\""));
+    assert!(page.contains("<polyline"));
+    assert!(page.contains("candidate"));
+}
+
+#[tokio::test]
+async fn admin_pages_do_not_change_state_on_get() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    for path in ["/admin/logout", "/admin/poll"] {
+        assert_eq!(b.get(path).await.status, 405, "{path}");
+    }
+    assert_eq!(b.get("/admin/").await.status, 200, "still logged in");
+}
+
+#[tokio::test]
+async fn idle_sessions_expire() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    let idle = icecast_balancer::web::admin::IDLE_TIMEOUT_MS + 1000;
+    sqlx::query("UPDATE sessions SET last_seen_at = last_seen_at - ?")
+        .bind(idle)
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(b.get("/admin/").await.status, 303);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
