@@ -69,6 +69,8 @@ pub struct Row {
     pub score: u64,
     pub health: &'static str,
     pub same_country: bool,
+    /// Where the relay's coordinates came from (configured, geoip, unknown).
+    pub located_by: &'static str,
     pub verdict: Verdict,
     pub reason: String,
 }
@@ -223,6 +225,7 @@ pub fn explain(
                     "disabled"
                 },
                 same_country: a.same_country,
+                located_by: s.coords_source.as_str(),
                 verdict,
                 reason,
             }
