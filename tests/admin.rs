@@ -224,12 +224,19 @@ async fn cross_site_writes_are_refused() {
     assert_eq!(other.login("admin", PASSWORD).await.status, 403);
 }
 
+/// Fields submitted, the field that must show an error, and part of its text.
+type ValidationCase = (
+    &'static [(&'static str, &'static str)],
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn server_form_validation_keeps_values_and_names_fields() {
     let app = TestApp::spawn().await;
     let mut b = Browser::logged_in(&app).await;
     b.get("/admin/servers/new").await;
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[ValidationCase] = &[
         (
             &[("name", "fra 1"), ("url", "http://a.example.com")],
             "name",

@@ -26,6 +26,7 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     browser.fill("#username", "admin").await;
     browser.fill("#password", PASSWORD).await;
     browser.click("button[type=submit]").await;
+    browser.wait_for("<h1>Dashboard</h1>").await;
     assert_eq!(browser.url().await, format!("{base}/admin/"));
 
     browser.goto(&format!("{base}/admin/servers/new")).await;
@@ -35,22 +36,27 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     browser.fill("#latitude", "50.11").await;
     browser.fill("#longitude", "8.68").await;
     browser.click("main button[type=submit]").await;
-    let page = browser.source().await;
-    assert!(page.contains("Server fra-1 created"), "{page}");
+    browser.wait_for("Server fra-1 created").await;
 
     browser.goto(&format!("{base}/admin/streams/new")).await;
     browser.fill("#name", "live").await;
     browser.fill("#description", "Main programme").await;
     browser.click("main form.card button[type=submit]").await;
-    assert!(browser.source().await.contains("Stream live created"));
+    browser.wait_for("Stream live created").await;
     browser.fill("#mount", "/live.mp3").await;
-    browser.click("form[action$='/mounts'] button[type=submit]").await;
-    assert!(browser.source().await.contains("Mount /live.mp3 on fra-1 added"));
+    browser
+        .click("form[action$='/mounts'] button[type=submit]")
+        .await;
+    assert!(
+        browser
+            .source()
+            .await
+            .contains("Mount /live.mp3 on fra-1 added")
+    );
 
     browser.goto(&format!("{base}/admin/")).await;
     browser.click("form[action='/admin/poll'] button").await;
-    let dashboard = browser.source().await;
-    assert!(dashboard.contains("Polled 1 servers"), "{dashboard}");
+    let dashboard = browser.wait_for("Polled 1 servers").await;
     assert!(dashboard.contains("fra-1"));
     assert!(dashboard.contains("/live.mp3"));
     assert!(dashboard.contains("<span class=\"stat\">12</span>"));
@@ -64,8 +70,12 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     assert_eq!(r.redirect_target(), format!("{}/live.mp3", relay.url));
 
     browser.click("nav form button").await;
+    browser.wait_for("<h1>Log in</h1>").await;
     assert_eq!(browser.url().await, format!("{base}/admin/login"));
     browser.goto(&format!("{base}/admin/")).await;
-    assert!(browser.url().await.contains("/admin/login"), "logged out for real");
+    assert!(
+        browser.url().await.contains("/admin/login"),
+        "logged out for real"
+    );
     browser.quit().await;
 }

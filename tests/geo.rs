@@ -604,10 +604,7 @@ async fn playlists_list_five_relays_best_first_and_reserve_only_the_first() {
     assert_eq!(reserved, expected);
 }
 
-// Un-ignore once `web::router` passes `explain::router()` to
-// `admin::router` (the lead mounts it behind the admin login).
 #[tokio::test]
-#[ignore = "needs explain::router() mounted in web::router"]
 async fn explain_page_behind_the_admin_login() {
     use support::admin::Browser;
     let mut relays = continents();

@@ -113,7 +113,8 @@ impl Browser {
     }
 
     pub async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", json!({ "url": url })).await;
+        self.call(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
     }
 
     pub async fn url(&self) -> String {
@@ -132,6 +133,23 @@ impl Browser {
             .to_string()
     }
 
+    /// Waits (up to 10 s) for the page to contain `text`: a click that
+    /// submits a form does not always wait for the next page.
+    pub async fn wait_for(&self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = self.source().await;
+            if page.contains(text) {
+                return page;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "page never showed {text:?}:\n{page}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn find(&self, css: &str) -> String {
         let v = self
             .call(
@@ -145,8 +163,12 @@ impl Browser {
 
     pub async fn fill(&self, css: &str, text: &str) {
         let e = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/clear"), json!({}))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/clear"),
+            json!({}),
+        )
+        .await;
         self.call(
             reqwest::Method::POST,
             &format!("/element/{e}/value"),
@@ -157,12 +179,18 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let e = self.find(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{e}/click"), json!({}))
-            .await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            json!({}),
+        )
+        .await;
     }
 
     pub async fn screenshot(&self, to: &Path) {
-        let b64 = self.call(reqwest::Method::GET, "/screenshot", Value::Null).await;
+        let b64 = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
         let png = decode_base64(b64.as_str().unwrap());
         assert_eq!(&png[1..4], b"PNG");
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();

@@ -100,6 +100,15 @@ pub fn chart(points: &[(i64, i64)], now_ms: i64) -> String {
             "<polyline fill=\"none\" stroke=\"#0b63b6\" stroke-width=\"2\" points=\"{}\"/>",
             coords.join(" ")
         );
+        // The latest sample as a dot, so even a single poll shows up.
+        if let Some(&(t, v)) = points.last() {
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#0b63b6\"/>",
+                x(t),
+                y(v)
+            );
+        }
     }
     svg.push_str("</svg>");
     svg
