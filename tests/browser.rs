@@ -65,6 +65,23 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     browser.screenshot(&shot).await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    browser
+        .goto(&format!("{base}/admin/explain?stream=live&ip=203.0.113.7"))
+        .await;
+    browser.wait_for("fra-1").await;
+    browser.screenshot(&shots.join("explain.png")).await;
+    browser.goto(&format!("{base}/admin/streams")).await;
+    browser.click("main table a").await;
+    browser.wait_for("Add a mount").await;
+    browser.screenshot(&shots.join("stream.png")).await;
+    // The same dashboard on a phone-sized screen.
+    browser.resize(390, 844).await;
+    browser.goto(&format!("{base}/admin/")).await;
+    browser.wait_for("<h1>Dashboard</h1>").await;
+    browser.screenshot(&shots.join("dashboard-phone.png")).await;
+    browser.resize(1280, 1000).await;
+
     // What the browser set up is what listeners get.
     let r = app.get("/icecast_balancer/live/").await;
     assert_eq!(r.redirect_target(), format!("{}/live.mp3", relay.url));

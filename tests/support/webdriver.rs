@@ -187,6 +187,16 @@ impl Browser {
         .await;
     }
 
+    /// Resizes the window, e.g. to a phone's 390×844.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({ "width": width, "height": height }),
+        )
+        .await;
+    }
+
     pub async fn screenshot(&self, to: &Path) {
         let b64 = self
             .call(reqwest::Method::GET, "/screenshot", Value::Null)
