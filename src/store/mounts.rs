@@ -16,6 +16,16 @@ pub struct MountRow {
     pub stream_name: String,
 }
 
+impl MountRow {
+    /// "live /live.mp3 on fra-1", as the audit log and messages name it.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} on {}",
+            self.stream_name, self.mount, self.server_name
+        )
+    }
+}
+
 const SELECT: &str = "SELECT m.id, m.stream_id, m.server_id, m.mount, \
                       sv.name AS server_name, st.name AS stream_name \
                       FROM mounts m JOIN servers sv ON sv.id = m.server_id \

@@ -277,6 +277,31 @@ pub async fn record(
     .await
 }
 
+/// Audits the mounts that went with a deleted server or stream.
+pub async fn record_mounts_deleted(
+    conn: &mut sqlx::SqliteConnection,
+    user: &AdminUser,
+    mounts: &[store::mounts::MountRow],
+) -> Result<()> {
+    for m in mounts {
+        record(conn, user, "delete", "mount", &m.label(), None, None).await?;
+    }
+    Ok(())
+}
+
+/// A UNIQUE violation becomes a message on its form field; anything else
+/// stays an error.
+pub fn conflict_to_field(e: Error) -> std::result::Result<crate::domain::FieldErrors, Error> {
+    match e {
+        Error::Conflict { field, value } => {
+            let mut f = crate::domain::FieldErrors::default();
+            f.push(field, format!("{value:?} is already taken"));
+            Ok(f)
+        }
+        other => Err(other),
+    }
+}
+
 /// Formats unix milliseconds as UTC for the admin.
 pub fn when(ms: i64) -> String {
     let fmt =

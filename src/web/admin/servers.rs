@@ -10,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::{AdminUser, Ctx, ago, record, redirect_with_flash};
+use super::{
+    AdminUser, Ctx, ago, conflict_to_field, record, record_mounts_deleted, redirect_with_flash,
+};
 use crate::app::AppState;
 use crate::domain::{FieldErrors, MountPath, ServerInput};
 use crate::error::{Error, Result};
@@ -242,17 +244,6 @@ async fn new_form(ctx: Ctx) -> Response {
             status_line: String::new(),
         },
     )
-}
-
-fn conflict_to_field(e: Error) -> std::result::Result<FieldErrors, Error> {
-    match e {
-        Error::Conflict { field, value } => {
-            let mut f = FieldErrors::default();
-            f.push(field, format!("{value:?} is already taken"));
-            Ok(f)
-        }
-        other => Err(other),
-    }
 }
 
 async fn create(
@@ -490,18 +481,7 @@ async fn delete(
         None,
     )
     .await?;
-    for m in &mounts {
-        record(
-            &mut tx,
-            &user,
-            "delete",
-            "mount",
-            &format!("{} {} on {}", m.stream_name, m.mount, m.server_name),
-            None,
-            None,
-        )
-        .await?;
-    }
+    record_mounts_deleted(&mut tx, &user, &mounts).await?;
     tx.commit().await?;
     state.refresh().await?;
     Ok(redirect_with_flash(

@@ -10,7 +10,9 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::servers::{ConfirmPage, CsrfForm};
-use super::{AdminUser, Ctx, record, redirect_with_flash};
+use super::{
+    AdminUser, Ctx, conflict_to_field, record, record_mounts_deleted, redirect_with_flash,
+};
 use crate::app::AppState;
 use crate::domain::{FieldErrors, MountInput, StreamInput};
 use crate::error::{Error, Result};
@@ -175,17 +177,6 @@ async fn new_form(ctx: Ctx) -> Response {
         mount_errors: FieldErrors::default(),
     }
     .into_response()
-}
-
-fn conflict_to_field(e: Error) -> std::result::Result<FieldErrors, Error> {
-    match e {
-        Error::Conflict { field, value } => {
-            let mut f = FieldErrors::default();
-            f.push(field, format!("{value:?} is already taken"));
-            Ok(f)
-        }
-        other => Err(other),
-    }
 }
 
 async fn create(
@@ -409,18 +400,7 @@ async fn delete(
         None,
     )
     .await?;
-    for m in &mounts {
-        record(
-            &mut tx,
-            &user,
-            "delete",
-            "mount",
-            &format!("{} {} on {}", row.name, m.mount, m.server_name),
-            None,
-            None,
-        )
-        .await?;
-    }
+    record_mounts_deleted(&mut tx, &user, &mounts).await?;
     tx.commit().await?;
     state.refresh().await?;
     Ok(redirect_with_flash(
@@ -521,7 +501,7 @@ async fn delete_mount(
     let mut tx = store::write_tx(&state.db).await?;
     let m = store::mounts::get(&mut tx, id).await?;
     store::mounts::delete(&mut tx, id).await?;
-    let name = format!("{} {} on {}", m.stream_name, m.mount, m.server_name);
+    let name = m.label();
     record(
         &mut tx,
         &user,
