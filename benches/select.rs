@@ -122,6 +122,7 @@ fn snapshot(rng: &mut StdRng) -> Snapshot {
             last_poll_at: None,
             last_success_at: None,
             last_error: None,
+            last_error_at: None,
             latency_ms: None,
             counters: Arc::new(ServerCounters::default()),
         });

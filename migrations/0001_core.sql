@@ -48,7 +48,8 @@ CREATE TABLE server_health (
     state                 TEXT    NOT NULL DEFAULT 'unknown',
     consecutive_failures  INTEGER NOT NULL DEFAULT 0,
     consecutive_successes INTEGER NOT NULL DEFAULT 0,
-    last_error            TEXT,
+    last_error            TEXT,   -- kept after recovery, with its time
+    last_error_at         INTEGER,
     last_poll_at          INTEGER,
     -- Start time of the last successful poll: reservations made before it
     -- (minus the connect grace) are known to be counted in `listeners`.

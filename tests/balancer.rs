@@ -638,3 +638,24 @@ async fn history_is_recorded_per_mount() {
     assert!(!h.is_empty());
     assert_eq!(h.last().unwrap().listeners, 10);
 }
+
+#[tokio::test]
+async fn the_last_error_is_kept_after_recovery() {
+    let (app, a, _b) = setup(&[("/live.mp3", 0, Some(10))], &[]).await;
+    a.set_mode(Mode::Body("<html>proxy error</html>".into()));
+    app.poll().await;
+    a.set_mode(Mode::LoadXsl);
+    app.poll().await;
+    app.poll().await;
+    let v = app.api_status().await;
+    let s = &v["servers"][0];
+    assert_eq!(s["state"], "up");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("expected <load>"),
+        "{s}"
+    );
+    assert!(s["last_error_at"].as_i64().unwrap() < s["last_success_at"].as_i64().unwrap());
+}

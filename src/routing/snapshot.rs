@@ -119,6 +119,7 @@ pub struct ServerEntry {
     pub last_poll_at: Option<i64>,
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
     pub latency_ms: Option<i64>,
     pub counters: Arc<ServerCounters>,
 }
@@ -275,6 +276,7 @@ pub async fn load(
             last_poll_at: h.and_then(|h| h.last_poll_at),
             last_success_at: h.and_then(|h| h.last_success_at),
             last_error: h.and_then(|h| h.last_error.clone()),
+            last_error_at: h.and_then(|h| h.last_error_at),
             latency_ms: h.and_then(|h| h.latency_ms),
             counters,
         });

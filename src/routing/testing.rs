@@ -66,6 +66,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             last_poll_at: None,
             last_success_at: None,
             last_error: None,
+            last_error_at: None,
             latency_ms: None,
             counters: Arc::new(ServerCounters::default()),
         });

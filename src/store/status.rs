@@ -14,6 +14,7 @@ pub struct HealthRow {
     pub consecutive_failures: i64,
     pub consecutive_successes: i64,
     pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
     pub last_poll_at: Option<i64>,
     pub last_success_at: Option<i64>,
     pub latency_ms: Option<i64>,
@@ -42,7 +43,7 @@ pub struct MountStatusRow {
 pub async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
     Ok(sqlx::query_as::<_, HealthRow>(
         "SELECT server_id, state, consecutive_failures, consecutive_successes, last_error, \
-         last_poll_at, last_success_at, latency_ms, source FROM server_health",
+         last_error_at, last_poll_at, last_success_at, latency_ms, source FROM server_health",
     )
     .fetch_all(conn)
     .await?)
@@ -51,7 +52,7 @@ pub async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
 pub async fn health_of(conn: &mut SqliteConnection, server_id: i64) -> Result<Option<HealthRow>> {
     Ok(sqlx::query_as::<_, HealthRow>(
         "SELECT server_id, state, consecutive_failures, consecutive_successes, last_error, \
-         last_poll_at, last_success_at, latency_ms, source FROM server_health WHERE server_id = ?",
+         last_error_at, last_poll_at, last_success_at, latency_ms, source FROM server_health WHERE server_id = ?",
     )
     .bind(server_id)
     .fetch_optional(conn)
@@ -102,10 +103,11 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
     };
     sqlx::query(
         "INSERT INTO server_health (server_id, state, consecutive_failures, consecutive_successes, \
-           last_error, last_poll_at, last_success_at, latency_ms, source) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+           last_error, last_error_at, last_poll_at, last_success_at, latency_ms, source) \
+         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?6 END, ?6, ?7, ?8, ?9) \
          ON CONFLICT (server_id) DO UPDATE SET state = ?2, consecutive_failures = ?3, \
            consecutive_successes = ?4, last_error = COALESCE(?5, last_error), \
+           last_error_at = CASE WHEN ?5 IS NULL THEN last_error_at ELSE ?6 END, \
            last_poll_at = ?6, last_success_at = COALESCE(?7, last_success_at), \
            latency_ms = ?8, source = COALESCE(?9, source)",
     )
@@ -122,11 +124,6 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
     .await?;
 
     if let Ok((_, mounts)) = &r.result {
-        // A success clears the error shown on the dashboard.
-        sqlx::query("UPDATE server_health SET last_error = NULL WHERE server_id = ?")
-            .bind(r.server_id)
-            .execute(&mut *conn)
-            .await?;
         sqlx::query("DELETE FROM mount_status WHERE server_id = ?")
             .bind(r.server_id)
             .execute(&mut *conn)

@@ -72,7 +72,9 @@ struct ApiServer<'a> {
     last_poll_at: Option<i64>,
     last_success_at: Option<i64>,
     latency_ms: Option<i64>,
+    /// Kept after the server recovers; `last_error_at` says when it was.
     last_error: Option<&'a str>,
+    last_error_at: Option<i64>,
 }
 
 /// `"configured"` (admin/config file), `"geoip"` (looked up from the
@@ -141,6 +143,7 @@ async fn api_status(State(state): State<AppState>) -> Response {
             last_success_at: s.last_success_at,
             latency_ms: s.latency_ms,
             last_error: s.last_error.as_deref(),
+            last_error_at: s.last_error_at,
         })
         .collect();
     let mut rng = rand::rng();

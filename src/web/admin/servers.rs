@@ -174,7 +174,11 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
             listeners: s.listeners,
             last_poll: ago(s.last_poll_at),
             latency: s.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default(),
-            error: s.last_error.clone().unwrap_or_default(),
+            error: s
+                .last_error
+                .as_ref()
+                .map(|e| format!("{e} ({})", ago(s.last_error_at)))
+                .unwrap_or_default(),
             location: match (s.country, s.coords) {
                 (c, Some(xy)) => format!(
                     "{}{:.2}, {:.2} ({})",
@@ -345,7 +349,7 @@ async fn page_for(
             listeners,
             h.last_error
                 .as_ref()
-                .map(|e| format!(" · last error: {e}"))
+                .map(|e| format!(" · last error: {e} ({})", ago(h.last_error_at)))
                 .unwrap_or_default()
         ),
         None => "not polled yet".into(),
