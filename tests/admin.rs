@@ -762,7 +762,7 @@ async fn dashboard_shows_streams_servers_mounts_and_a_chart() {
     let p = b.post("/admin/poll", &[]).await;
     assert_eq!(p.status, 303);
     let page = b.get("/admin/").await.body;
-    assert!(page.contains("Polled 1 servers"));
+    assert!(page.contains("Polled 1 server"));
     assert!(
         page.contains(
             "<span class=\"stat\">7</span> listeners · capacity 20 · free 13 · reserved 0"
