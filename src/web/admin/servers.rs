@@ -497,7 +497,10 @@ async fn delete(
             "delete",
             "mount",
             &format!("{} {} on {}", m.stream_name, m.mount, m.server_name),
-            None,
+            Some(format!(
+                "server = {:?}\nmount = {:?}\n",
+                m.server_name, m.mount
+            )),
             None,
         )
         .await?;

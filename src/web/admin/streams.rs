@@ -416,7 +416,10 @@ async fn delete(
             "delete",
             "mount",
             &format!("{} {} on {}", row.name, m.mount, m.server_name),
-            None,
+            Some(format!(
+                "server = {:?}\nmount = {:?}\n",
+                m.server_name, m.mount
+            )),
             None,
         )
         .await?;
