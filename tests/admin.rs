@@ -229,7 +229,9 @@ async fn server_form_validation_keeps_values_and_names_fields() {
     let app = TestApp::spawn().await;
     let mut b = Browser::logged_in(&app).await;
     b.get("/admin/servers/new").await;
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    // (fields posted, field expected to carry the error, part of the message)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (
             &[("name", "fra 1"), ("url", "http://a.example.com")],
             "name",

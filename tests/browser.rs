@@ -1,6 +1,6 @@
 //! The admin in a real (headless) Chromium: what an operator does on first
 //! use — log in, add a relay, a stream and its mount through the forms, poll,
-//! read the dashboard, log out. Catches what HTTP-level tests cannot: forms
+//! read the dashboard, drain the relay, log out. Catches what HTTP-level tests cannot: forms
 //! that a browser submits differently, cookies a browser refuses, a layout
 //! that hides the buttons. Leaves `target/screenshots/dashboard.png`.
 
@@ -26,6 +26,17 @@ fn browser_available() -> bool {
             false
         }
     }
+}
+
+/// Saves a PNG of the current page under `target/screenshots/`.
+async fn save_screenshot(wd: &WebDriver, name: &str) {
+    // Let the layout settle after a resize.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let png = wd.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), &png).unwrap();
 }
 
 #[test]
@@ -94,12 +105,28 @@ async fn operator_sets_up_a_stream_in_the_browser() {
 
     // Tall enough to show the whole dashboard in one picture.
     wd.resize(1280, 1400).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let png = wd.screenshot().await;
-    assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dashboard.png"), &png).unwrap();
+    save_screenshot(&wd, "dashboard.png").await;
+    // The same on a phone, and the other pages an operator sees first,
+    // for a human to look at.
+    wd.resize(400, 1400).await;
+    save_screenshot(&wd, "dashboard-phone.png").await;
+    wd.resize(1280, 1400).await;
+    wd.click("section.card h3 a").await;
+    wd.wait_for("<h1>Stream live</h1>").await;
+    save_screenshot(&wd, "stream.png").await;
+    wd.goto(&format!("{base}/admin/servers")).await;
+    save_screenshot(&wd, "servers.png").await;
+
+    // Drain the relay from its page: no new listeners from then on.
+    wd.click("td a[href$='/edit']").await;
+    wd.wait_for("<h1>Server fra-1</h1>").await;
+    // Where the relay is placed, and that it was typed in, not looked up.
+    wd.wait_for("location: DE · 50.11, 8.68 (configured)").await;
+    wd.click("input[name=enabled]").await;
+    wd.click("form.card button[type=submit]").await;
+    wd.wait_for("disabled (draining)").await;
+    save_screenshot(&wd, "server-draining.png").await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
 
     // Logging out ends the session: the admin asks for a login again.
     wd.click("nav form button").await;

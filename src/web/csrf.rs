@@ -3,6 +3,7 @@
 //!    (`Sec-Fetch-Site`) or whose `Origin` is not our own is refused;
 //! 2. every form carries a per-session token (the login form a per-visit
 //!    token tied to a cookie) that must match.
+//!
 //! Session cookies are also SameSite=Strict.
 
 use axum::http::{HeaderMap, header};
