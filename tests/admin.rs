@@ -769,7 +769,7 @@ async fn dashboard_shows_streams_servers_mounts_and_a_chart() {
     let p = b.post("/admin/poll", &[]).await;
     assert_eq!(p.status, 303);
     let page = b.get("/admin/").await.body;
-    assert!(page.contains("Polled 1 servers"));
+    assert!(page.contains("Polled 1 server"));
     assert!(
         page.contains(
             "<span class=\"stat\">7</span> listeners · capacity 20 · free 13 · reserved 0"
@@ -804,4 +804,214 @@ async fn idle_sessions_expire() {
         .unwrap();
     assert_eq!(b.get("/admin/").await.status, 303);
     tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_user_name_across_addresses() {
+    let app =
+        TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let mut b = Browser::new(&app);
+    // Under the per-address limit each time, over the per-name one in all.
+    for i in 1..=icecast_balancer::web::admin::auth::MAX_PER_USER {
+        b.extra = vec![("x-forwarded-for".into(), format!("10.0.0.{i}"))];
+        assert_eq!(b.login("admin", "guess").await.status, 401);
+    }
+    // A fresh address, right password: the user name is locked for now.
+    b.extra = vec![("x-forwarded-for".into(), "10.0.1.1".into())];
+    let p = b.login("admin", PASSWORD).await;
+    assert_eq!(p.status, 429);
+    assert!(p.headers.contains_key("retry-after"));
+    assert!(p.body.contains("Too many failed logins"));
+    // Another name from a fresh address is not affected.
+    b.extra = vec![("x-forwarded-for".into(), "10.0.1.2".into())];
+    assert_eq!(b.login("nobody", "guess").await.status, 401);
+    let ips: Vec<String> = sqlx::query_scalar("SELECT DISTINCT ip FROM login_attempts")
+        .fetch_all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(ips.contains(&"10.0.0.3".to_string()), "{ips:?}");
+}
+
+#[tokio::test]
+async fn forwarded_proto_from_an_untrusted_peer_does_not_make_the_cookie_secure() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    b.extra.push(("x-forwarded-proto".into(), "https".into()));
+    let p = b.login("admin", PASSWORD).await;
+    assert_eq!(p.status, 303);
+    let cookie = p
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("icb_session="))
+        .unwrap();
+    assert!(!cookie.contains("Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn writes_without_the_session_token_are_refused() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/").await;
+    let fields = [("name", "x1"), ("url", "http://x1.example.com")];
+    let mut empty = fields.to_vec();
+    empty.push(("csrf_token", ""));
+    assert_eq!(b.post("/admin/servers/new", &empty).await.status, 403);
+    assert_eq!(
+        b.post("/admin/poll", &[("csrf_token", "")]).await.status,
+        403
+    );
+
+    // No token field at all, from our own origin.
+    let cookies = b
+        .cookies
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let r = b
+        .client
+        .post(app.url("/admin/servers/new"))
+        .header("cookie", cookies)
+        .header("origin", &b.origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(support::admin::encode(&fields))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM servers")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    // Logging out needs the token too, so a foreign page cannot log us out.
+    assert_eq!(
+        b.post("/admin/logout", &[("csrf_token", "x")]).await.status,
+        403
+    );
+    assert_eq!(b.get("/admin/").await.status, 200);
+}
+
+#[tokio::test]
+async fn stream_edit_rename_and_the_audit_of_streams_and_mounts() {
+    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(10))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    let mut b = Browser::logged_in(&app).await;
+    b.get("/admin/streams/new").await;
+    let p = b
+        .post(
+            "/admin/streams/new",
+            &[("name", "live"), ("allow_unknown", "on")],
+        )
+        .await;
+    let edit = p.location().to_string();
+    b.get(&edit).await;
+    let id = edit.split('/').nth(3).unwrap();
+    b.post(
+        &format!("/admin/streams/{id}/mounts"),
+        &[("server", "r1"), ("mount", "/live.mp3")],
+    )
+    .await;
+
+    // Invalid edit: refused on its field, values kept, nothing changed.
+    let bad = b
+        .post(
+            &edit,
+            &[("name", "main stream"), ("description", "<b>Morning</b>")],
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("id=\"name-error\""));
+    assert!(bad.body.contains("value=\"main stream\""));
+    assert!(!bad.body.contains("<b>Morning"), "escaped when re-shown");
+
+    let p = b
+        .post(
+            &edit,
+            &[
+                ("name", "main"),
+                ("description", "<b>Morning</b>"),
+                ("allowed_countries", "DE AT"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    // The rename reaches the redirect path at once.
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 404);
+    let page = b.get(&edit).await.body;
+    assert!(page.contains("Stream main"));
+    let at = page.find("name=\"allowed_countries\"").unwrap();
+    assert!(
+        page[at..].starts_with("name=\"allowed_countries\" value=\"AT, DE\""),
+        "{}",
+        &page[at..at + 80]
+    );
+    assert!(!page.contains("<b>Morning"));
+    let exported = icecast_balancer::config_file::to_toml(
+        &icecast_balancer::config_file::export(&app.state.db)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(exported.contains("name = \"main\""), "{exported}");
+    assert!(exported.contains("\"AT\""), "{exported}");
+    assert!(exported.contains("allow_unknown = false"), "{exported}");
+
+    // Deleting the stream takes its mount along, and says so in the log.
+    b.get(&format!("/admin/streams/{id}/delete")).await;
+    b.post(&format!("/admin/streams/{id}/delete"), &[]).await;
+    let audit = b.get("/admin/audit").await.body;
+    for needle in [
+        "<td>import</td><td>create</td><td>server r1</td>",
+        "<td>admin</td><td>create</td><td>stream live</td>",
+        "<td>admin</td><td>create</td><td>mount live /live.mp3 on r1</td>",
+        "<td>admin</td><td>update</td><td>stream main</td>",
+        "name: &#34;live&#34; → &#34;main&#34;",
+        "<td>admin</td><td>delete</td><td>stream main</td>",
+        "<td>admin</td><td>delete</td><td>mount main /live.mp3 on r1</td>",
+    ] {
+        assert!(audit.contains(needle), "missing {needle:?} in:\n{audit}");
+    }
+    assert!(!audit.contains("<b>Morning"));
+}
+
+#[tokio::test]
+async fn audit_log_is_paged_newest_first() {
+    let app = TestApp::spawn().await;
+    for i in 0..60 {
+        sqlx::query(
+            "INSERT INTO audit (at, actor, action, object_kind, object_name) \
+             VALUES (?, 'tester', 'create', 'server', ?)",
+        )
+        .bind(1_000_000_i64 + i)
+        .bind(format!("s{i:02}"))
+        .execute(&app.state.db)
+        .await
+        .unwrap();
+    }
+    let mut b = Browser::logged_in(&app).await;
+    let first = b.get("/admin/audit").await.body;
+    assert!(first.contains("page 1 of 2"));
+    assert!(first.contains("href=\"/admin/audit?page=2\""));
+    let newest = first.find("<td>login</td>").unwrap();
+    let s59 = first.find("server s59").unwrap();
+    let s58 = first.find("server s58").unwrap();
+    assert!(newest < s59 && s59 < s58, "newest first");
+    assert!(!first.contains("server s10<"), "50 to a page");
+    let second = b.get("/admin/audit?page=2").await.body;
+    assert!(second.contains("server s10<") && second.contains("server s00<"));
+    assert!(second.contains("href=\"/admin/audit?page=1\""));
+    // Out of range pages show the last one rather than failing.
+    assert!(
+        b.get("/admin/audit?page=99")
+            .await
+            .body
+            .contains("page 2 of 2")
+    );
 }

@@ -56,7 +56,7 @@ async fn operator_sets_up_a_stream_in_the_browser() {
 
     browser.goto(&format!("{base}/admin/")).await;
     browser.click("form[action='/admin/poll'] button").await;
-    let dashboard = browser.wait_for("Polled 1 servers").await;
+    let dashboard = browser.wait_for("Polled 1 server in").await;
     assert!(dashboard.contains("fra-1"));
     assert!(dashboard.contains("/live.mp3"));
     assert!(dashboard.contains("<span class=\"stat\">12</span>"));

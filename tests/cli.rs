@@ -434,3 +434,97 @@ fn first_start_creates_admin_and_prints_the_password_once() {
     );
     assert!(!log.contains("from-the-environment"));
 }
+
+/// The cookie `name` from a response's `Set-Cookie` headers.
+fn set_cookie_value(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no {name} cookie"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_printed_first_start_password_logs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval",
+            "0",
+            "--database",
+        ])
+        .arg(&db)
+        .env_remove("ICECAST_BALANCER_ADMIN_PASSWORD")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut password, mut addr) = (None, None);
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(rest) = line.split("with password ").nth(1) {
+            password = rest.split_whitespace().next().map(str::to_string);
+        }
+        if line.contains("serving") {
+            // The address follows "127.0.0.1:" in the log line.
+            let at = line
+                .find("127.0.0.1:")
+                .expect("address in the serving line");
+            let port: String = line[at + 10..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            addr = Some(format!("127.0.0.1:{port}"));
+            break;
+        }
+    }
+    let (password, addr) = (password.expect("password printed"), addr.unwrap());
+    let client = support::app::client();
+    let base = format!("http://{addr}");
+
+    let form = client
+        .get(format!("{base}/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = set_cookie_value(&form, "icb_login");
+    let body = form.text().await.unwrap();
+    let token = body
+        .split("name=\"login_token\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = client
+        .post(format!("{base}/admin/login"))
+        .header("cookie", format!("icb_login={login_cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(support::admin::encode(&[
+            ("username", "admin"),
+            ("password", &password),
+            ("login_token", &token),
+            ("next", "/admin/"),
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let session = set_cookie_value(&r, "icb_session");
+    let dashboard = client
+        .get(format!("{base}/admin/"))
+        .header("cookie", format!("icb_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), 200);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -1,6 +1,7 @@
 //! Shared test helpers: the app in-process on port 0 (`app`) and fake
-//! relays (`fake_relay`), a real Icecast 2.4.4 (`icecast`), and GeoIP test
-//! databases (`geoip`).
+//! relays (`fake_relay`), a real Icecast 2.4.4 (`icecast`), GeoIP test
+//! databases (`geoip`), and a WebDriver client for headless Chromium
+//! (`webdriver`).
 #![allow(dead_code)]
 
 pub mod admin;

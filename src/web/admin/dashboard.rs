@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
 }
 
 pub struct StreamCard {
+    pub id: i64,
     pub name: String,
     pub listeners: u64,
     pub capacity: String,
@@ -95,10 +96,17 @@ pub fn chart(points: &[(i64, i64)], now_ms: i64) -> String {
             .iter()
             .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
             .collect();
+        // A light area under the line makes the shape readable at a glance.
+        let (first, last) = (points[0], points[points.len() - 1]);
         let _ = write!(
             svg,
-            "<polyline fill=\"none\" stroke=\"#0b63b6\" stroke-width=\"2\" points=\"{}\"/>",
-            coords.join(" ")
+            "<polygon fill=\"#0b63b6\" fill-opacity=\"0.12\" points=\"{:.1},{b:.1} {} {:.1},{b:.1}\"/>\
+             <polyline fill=\"none\" stroke=\"#0b63b6\" stroke-width=\"2\" points=\"{}\"/>",
+            x(first.0),
+            coords.join(" "),
+            x(last.0),
+            coords.join(" "),
+            b = h - bottom,
         );
         // The latest sample as a dot, so even a single poll shows up.
         if let Some(&(t, v)) = points.last() {
@@ -156,6 +164,7 @@ async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoRespon
             store::status::stream_history(&mut conn, st.id, now - DAY_MS, BUCKET_MS).await?;
         let points: Vec<(i64, i64)> = history.iter().map(|p| (p.at, p.listeners)).collect();
         streams.push(StreamCard {
+            id: st.id,
             name: st.name.clone(),
             listeners,
             capacity: capacity.map_or("unlimited".into(), |v| v.to_string()),
@@ -180,16 +189,15 @@ async fn poll_now(
     user.check_csrf(&f.csrf_token)?;
     let summary = state.poll_now().await?;
     let failed = summary.failed();
+    let servers = match summary.servers.len() {
+        1 => "1 server".to_string(),
+        n => format!("{n} servers"),
+    };
     let msg = if failed == 0 {
-        format!(
-            "Polled {} servers in {} ms.",
-            summary.servers.len(),
-            summary.duration_ms
-        )
+        format!("Polled {servers} in {} ms.", summary.duration_ms)
     } else {
         format!(
-            "!Polled {} servers in {} ms; {failed} failed: {}.",
-            summary.servers.len(),
+            "!Polled {servers} in {} ms; {failed} failed: {}.",
             summary.duration_ms,
             summary
                 .servers
@@ -214,6 +222,8 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("peak 40"));
         assert!(svg.contains("<polyline"));
+        // One sample still leaves a visible mark.
+        assert!(chart(&[(now, 3)], now).contains("<circle"));
         assert!(chart(&[], now).contains("no samples yet"));
     }
 }

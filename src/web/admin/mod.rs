@@ -284,7 +284,17 @@ pub async fn record_mounts_deleted(
     mounts: &[store::mounts::MountRow],
 ) -> Result<()> {
     for m in mounts {
-        record(conn, user, "delete", "mount", &m.label(), None, None).await?;
+        let before = format!("server = {:?}\nmount = {:?}\n", m.server_name, m.mount);
+        record(
+            conn,
+            user,
+            "delete",
+            "mount",
+            &m.label(),
+            Some(before),
+            None,
+        )
+        .await?;
     }
     Ok(())
 }

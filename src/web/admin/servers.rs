@@ -354,6 +354,13 @@ async fn page_for(
         ),
         None => "not polled yet".into(),
     };
+    // Where the relay is placed for proximity, and whether that was typed
+    // in or looked up, as the snapshot (and so the redirect path) sees it.
+    let location = server_lines(state)
+        .into_iter()
+        .find(|l| l.id == id)
+        .map_or_else(|| "unknown".into(), |l| l.location);
+    let status_line = format!("{status_line} · location: {location}");
     Ok(FormPage {
         ctx,
         id: Some(id),
