@@ -2,8 +2,8 @@
 # Redirect throughput: icecast-balancer vs nginx answering a bare `return 302`,
 # measured with wrk in the same run on the same machine.
 #
-#   bench/redirect.sh            # 10 s per run, 64 connections
-#   DURATION=30 CONNECTIONS=128 bench/redirect.sh
+#   bench/redirect.sh            # 3 rounds of 10 s per server, 64 connections
+#   DURATION=30 CONNECTIONS=128 ROUNDS=5 bench/redirect.sh
 #
 # Needs: cargo, python3, wrk, nginx (Debian: apt-get install wrk nginx-light).
 # Everything listens on free loopback ports and is stopped on exit.
@@ -13,6 +13,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 RELAYS=${RELAYS:-3}
+ROUNDS=${ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 for tool in wrk nginx python3 cargo; do
@@ -64,8 +65,11 @@ done
 printf '[[streams]]\nname = "live"\nmounts = [%s]\n' "${MOUNTS%,}" >> "$CONFIG"
 
 DB="$WORK/bench.db"
-"$BIN" --database "$DB" import "$CONFIG" >/dev/null
-"$BIN" --database "$DB" poll >/dev/null
+for step in "import $CONFIG" poll; do
+  # shellcheck disable=SC2086
+  "$BIN" --database "$DB" $step >"$WORK/setup.log" 2>&1 \
+    || { echo "bench: $step failed" >&2; cat "$WORK/setup.log" >&2; exit 1; }
+done
 
 BPORT=$(free_port)
 ICECAST_BALANCER_ADMIN_PASSWORD=bench-only RUST_LOG=warn \
@@ -100,15 +104,20 @@ run_wrk() {
   p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.out")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/wrk.out")
   bad=$(awk '/Non-2xx or 3xx/ {print $NF}' "$WORK/wrk.out")
-  printf '%-16s %12s req/s   p50 %-9s p99 %-9s non-3xx %s\n' "$2" "$rps" "$p50" "$p99" "${bad:-0}"
-  echo "$rps"  > "$WORK/$2.rps"
+  printf '  %-10s %12s req/s   p50 %-9s p99 %-9s non-3xx %s\n' "$2" "$rps" "$p50" "$p99" "${bad:-0}"
+  echo "$rps" >> "$WORK/$2.rps"
 }
 
-echo "wrk: $THREADS threads, $CONNECTIONS connections, ${DURATION}s each, $(nproc) cores"
-run_wrk "http://127.0.0.1:$NPORT/icecast_balancer/live/" nginx
-run_wrk "http://127.0.0.1:$BPORT/icecast_balancer/live/" balancer
+# wrk shares the cores with the server under test, so single runs swing by
+# ±10%; alternating rounds and taking medians keeps the ratio honest.
+echo "wrk: $THREADS threads, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $(nproc) cores"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round"
+  run_wrk "http://127.0.0.1:$NPORT/icecast_balancer/live/" nginx
+  run_wrk "http://127.0.0.1:$BPORT/icecast_balancer/live/" balancer
+done
 python3 - "$WORK/balancer.rps" "$WORK/nginx.rps" <<'PY'
-import sys
-b, n = (float(open(p).read()) for p in sys.argv[1:3])
-print(f"ratio balancer/nginx: {b / n:.2f}x")
+import statistics, sys
+b, n = (statistics.median(float(x) for x in open(p).read().split()) for p in sys.argv[1:3])
+print(f"median: nginx {n:.0f} req/s, balancer {b:.0f} req/s, ratio balancer/nginx {b / n:.2f}x")
 PY
