@@ -7,7 +7,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use support::app::{ResponseExt, TestApp};
+use support::app::{ResponseExt, SummaryExt, TestApp};
 use support::fake_relay::{FakeRelay, Mode};
 
 fn two_relays_config(a: &FakeRelay, b: &FakeRelay) -> String {
@@ -138,14 +138,8 @@ where
 async fn reservations_are_released_by_a_later_poll() {
     let (app, a, _b) = setup(&[("/live.mp3", 0, Some(2))], &[]).await;
     let target = format!("{}/live.mp3", a.url);
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        target
-    );
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        target
-    );
+    assert_eq!(app.sent_to("live").await, target);
+    assert_eq!(app.sent_to("live").await, target);
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
     // Only one of the two actually connected. A poll that starts after the
     // connect grace counts it and drops both reservations.
@@ -153,20 +147,14 @@ async fn reservations_are_released_by_a_later_poll() {
     assert_eq!(app.state.settings.reservation_grace, Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(6100)).await;
     app.poll().await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        target
-    );
+    assert_eq!(app.sent_to("live").await, target);
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
 }
 
 #[tokio::test]
 async fn a_poll_within_the_grace_keeps_reservations() {
     let (app, a, _b) = setup(&[("/live.mp3", 0, Some(1))], &[]).await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", a.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
     // The listener may not have connected yet: this poll cannot tell.
     app.poll().await;
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
@@ -207,10 +195,7 @@ async fn head_answers_like_get_without_reserving() {
         assert_eq!(r.redirect_target(), format!("{}/live.mp3", a.url));
     }
     // The one slot is still free for a real listener.
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", a.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
     let r = app
         .client
         .head(app.url("/icecast_balancer/live/"))
@@ -392,7 +377,7 @@ async fn metrics_and_healthz() {
     let (app, _a, b) = setup(&[("/live.mp3", 3, Some(4))], &[]).await;
     b.set_mode(Mode::Status(500));
     app.poll().await;
-    app.get("/icecast_balancer/live/").await.redirect_target();
+    app.sent_to("live").await;
     app.get("/icecast_balancer/live/").await; // 503: full
     app.get("/icecast_balancer/missing/").await;
     let r = app.get("/healthz").await;
@@ -434,30 +419,18 @@ async fn dead_relay_gets_no_listeners_after_one_poll_and_rise_brings_it_back() {
         &[("/live.mp3", 50, Some(100))],
     )
     .await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", a.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
     a.set_mode(Mode::Status(503));
     app.poll().await;
     for _ in 0..5 {
-        assert_eq!(
-            app.get("/icecast_balancer/live/").await.redirect_target(),
-            format!("{}/live.mp3", b.url)
-        );
+        assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", b.url));
     }
     // rise = 2: one good poll is not enough to trust it again.
     a.set_mode(Mode::LoadXsl);
     app.poll().await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", b.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", b.url));
     app.poll().await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", a.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
 }
 
 #[tokio::test]
@@ -469,10 +442,7 @@ async fn a_mount_the_relay_stops_listing_is_not_used() {
     .await;
     a.set_mounts(&[("/other.mp3", 0, Some(100))]);
     app.poll().await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", b.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", b.url));
 }
 
 #[tokio::test]
@@ -480,18 +450,11 @@ async fn status_json_fallback_when_load_xsl_is_missing() {
     let (app, a, b) = setup(&[("/live.mp3", 3, None)], &[("/live.mp3", 50, Some(60))]).await;
     a.set_mode(Mode::StatusJsonOnly);
     let summary = app.poll().await;
-    let sa = summary
-        .servers
-        .iter()
-        .find(|s| s.name == "relay-a")
-        .unwrap();
+    let sa = summary.server("relay-a");
     assert!(sa.ok, "{sa:?}");
     assert_eq!(sa.source, Some("status-json.xsl"));
     // Unlimited (status-json has no per-mount max) beats 10 free slots.
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", a.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
     drop(b);
 }
 
@@ -505,19 +468,12 @@ async fn hanging_relay_times_out_without_delaying_others() {
     let started = Instant::now();
     let summary = app.poll().await;
     let elapsed = started.elapsed();
-    let sa = summary
-        .servers
-        .iter()
-        .find(|s| s.name == "relay-a")
-        .unwrap();
+    let sa = summary.server("relay-a");
     assert!(!sa.ok);
     assert!(sa.error.as_deref().unwrap().contains("timed out"), "{sa:?}");
     assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
     // b's result was usable even while a was still hanging.
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", b.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", b.url));
 }
 
 #[tokio::test]
@@ -529,12 +485,12 @@ async fn oversized_and_broken_answers_are_errors_that_change_nothing_else() {
     .await;
     a.set_mode(Mode::Huge(10 * 1024 * 1024));
     let s = app.poll().await;
-    let sa = s.servers.iter().find(|s| s.name == "relay-a").unwrap();
+    let sa = s.server("relay-a");
     assert!(
         sa.error.as_deref().unwrap().contains("byte limit"),
         "{sa:?}"
     );
-    let sb = s.servers.iter().find(|s| s.name == "relay-b").unwrap();
+    let sb = s.server("relay-b");
     assert!(sb.ok);
 
     for body in [
@@ -544,13 +500,10 @@ async fn oversized_and_broken_answers_are_errors_that_change_nothing_else() {
     ] {
         a.set_mode(Mode::Body(body.into()));
         let s = app.poll().await;
-        let sa = s.servers.iter().find(|s| s.name == "relay-a").unwrap();
+        let sa = s.server("relay-a");
         assert!(!sa.ok, "accepted {body:?}");
     }
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", b.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", b.url));
 }
 
 #[tokio::test]
@@ -560,19 +513,13 @@ async fn disabled_server_is_drained_at_once() {
         &[("/live.mp3", 50, Some(100))],
     )
     .await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", a.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
     app.import(&format!(
         "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\nenabled = false\n",
         a.url
     ))
     .await;
-    assert_eq!(
-        app.get("/icecast_balancer/live/").await.redirect_target(),
-        format!("{}/live.mp3", b.url)
-    );
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", b.url));
 }
 
 #[tokio::test]
@@ -596,7 +543,7 @@ async fn another_process_writing_the_database_reaches_the_server() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let t = app.get("/icecast_balancer/live/").await.redirect_target();
+        let t = app.sent_to("live").await;
         if t == format!("{}/live.mp3", b.url) {
             break;
         }
@@ -615,7 +562,7 @@ async fn server_wide_cap_counts_all_mounts() {
     ))
     .await;
     app.poll().await;
-    app.get("/icecast_balancer/live/").await.redirect_target();
+    app.sent_to("live").await;
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
 }
 

@@ -495,14 +495,7 @@ async fn the_printed_first_start_password_logs_in() {
         .unwrap();
     let login_cookie = set_cookie_value(&form, "icb_login");
     let body = form.text().await.unwrap();
-    let token = body
-        .split("name=\"login_token\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = support::admin::scrape(&body, "login_token").unwrap();
     let r = client
         .post(format!("{base}/admin/login"))
         .header("cookie", format!("icb_login={login_cookie}"))

@@ -12,7 +12,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::app::{ResponseExt, TestApp};
+use support::app::{ResponseExt, SummaryExt, TestApp};
 use support::icecast::{Icecast, skip};
 
 fn have(tool: &str) -> bool {
@@ -133,8 +133,8 @@ async fn capacity_is_never_exceeded_and_a_dead_relay_gets_nobody() {
     assert_eq!(per_relay.get(&a.url()), Some(&2));
     assert_eq!(per_relay.get(&b.url()), Some(&3));
     assert_eq!(listen(&app).await.err(), Some(503));
-    assert_eq!(a.listeners("/live.mp3").await, 2);
-    assert_eq!(b.listeners("/live.mp3").await, 3);
+    assert_eq!(a.listeners_settled("/live.mp3", 2).await, 2);
+    assert_eq!(b.listeners_settled("/live.mp3", 3).await, 3);
 
     // After the grace a poll counts the real listeners: still full.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -145,6 +145,8 @@ async fn capacity_is_never_exceeded_and_a_dead_relay_gets_nobody() {
     for l in listeners.drain(..) {
         l.abort();
     }
+    assert_eq!(a.listeners_settled("/live.mp3", 0).await, 0);
+    assert_eq!(b.listeners_settled("/live.mp3", 0).await, 0);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     app.poll().await;
     let status = app.api_status().await;
@@ -160,11 +162,7 @@ async fn capacity_is_never_exceeded_and_a_dead_relay_gets_nobody() {
     // are all that is left.
     b.kill().await;
     let summary = app.poll().await;
-    let sb = summary
-        .servers
-        .iter()
-        .find(|s| s.name == "relay-b")
-        .unwrap();
+    let sb = summary.server("relay-b");
     assert!(!sb.ok, "{sb:?}");
     for _ in 0..2 {
         let (relay, task) = listen(&app).await.expect("relay-a has room");

@@ -161,6 +161,18 @@ pub struct Snapshot {
     points: Vec<Option<(Coords, Point)>>,
 }
 
+impl StreamEntry {
+    /// The countries a geo-restricted stream may be heard in, for messages.
+    pub fn allowed_list(&self) -> String {
+        self.allowed_countries
+            .iter()
+            .flatten()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl Snapshot {
     pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
         self.by_name.get(name).map(|&i| &self.streams[i])

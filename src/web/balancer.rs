@@ -132,13 +132,7 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
 /// Says why, and where the stream can be heard, so a listener (or their
 /// support) can tell a licence restriction from a fault.
 fn restricted_message(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo) -> String {
-    let allowed = stream
-        .allowed_countries
-        .iter()
-        .flatten()
-        .map(|c| c.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let allowed = stream.allowed_list();
     match geo.country {
         Some(c) => format!(
             "Stream {:?} is not available in your country ({c}); it is available in {allowed}.\n",

@@ -179,13 +179,7 @@ pub fn explain(
     };
 
     let forbidden = (!select::allowed(stream, &client)).then(|| {
-        let list = stream
-            .allowed_countries
-            .iter()
-            .flatten()
-            .map(|c| c.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = stream.allowed_list();
         match client.country {
             Some(c) => format!("{c} is not among the stream's countries ({list}): 451."),
             None => format!(

@@ -59,7 +59,8 @@ pub fn encode(fields: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn scrape(body: &str, name: &str) -> Option<String> {
+/// The value of the form field `name` on a page.
+pub fn scrape(body: &str, name: &str) -> Option<String> {
     let key = format!("name=\"{name}\" value=\"");
     let start = body.find(&key)? + key.len();
     Some(body[start..].split('"').next()?.to_string())
@@ -156,7 +157,13 @@ impl Browser {
     }
 
     pub async fn login(&mut self, user: &str, password: &str) -> Page {
-        let form = self.get("/admin/login").await;
+        self.login_then(user, password, "/admin/").await
+    }
+
+    /// Logs in through the form as a browser does, asking to go to `next`.
+    pub async fn login_then(&mut self, user: &str, password: &str, next: &str) -> Page {
+        let form = self.get(&format!("/admin/login?next={next}")).await;
+        assert!(form.body.contains("name=\"password\""), "{}", form.body);
         let token = scrape(&form.body, "login_token").expect("login form has a token");
         self.post(
             "/admin/login",
@@ -164,7 +171,7 @@ impl Browser {
                 ("username", user),
                 ("password", password),
                 ("login_token", &token),
-                ("next", "/admin/"),
+                ("next", next),
             ],
         )
         .await

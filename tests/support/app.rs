@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use icecast_balancer::poll::RoundSummary;
+use icecast_balancer::poll::{RoundSummary, ServerSummary};
 use icecast_balancer::{AppState, Application, Settings, config_file};
 use tokio::sync::oneshot;
 
@@ -78,6 +78,13 @@ impl TestApp {
         self.state.refresh().await.unwrap();
     }
 
+    /// Where a listener opening `stream` is sent (panics on anything but a 302).
+    pub async fn sent_to(&self, stream: &str) -> String {
+        self.get(&format!("/icecast_balancer/{stream}/"))
+            .await
+            .redirect_target()
+    }
+
     pub async fn poll(&self) -> RoundSummary {
         self.state.poll_now().await.unwrap()
     }
@@ -103,6 +110,20 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+pub trait SummaryExt {
+    /// One server's result in a poll round, by name.
+    fn server(&self, name: &str) -> &ServerSummary;
+}
+
+impl SummaryExt for RoundSummary {
+    fn server(&self, name: &str) -> &ServerSummary {
+        self.servers
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} in the poll summary"))
     }
 }
 

@@ -257,6 +257,20 @@ impl Icecast {
             .unwrap_or(0)
     }
 
+    /// The listener count once it settles on `expected`, or whatever it is
+    /// after 5 s: Icecast's stats thread counts a new listener a little after
+    /// the audio starts flowing, later still on a busy machine.
+    pub async fn listeners_settled(&self, mount: &str, expected: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let n = self.listeners(mount).await;
+            if n == expected || Instant::now() > deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Kills the relay abruptly, as a crash would.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

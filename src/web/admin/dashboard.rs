@@ -189,10 +189,7 @@ async fn poll_now(
     user.check_csrf(&f.csrf_token)?;
     let summary = state.poll_now().await?;
     let failed = summary.failed();
-    let servers = match summary.servers.len() {
-        1 => "1 server".to_string(),
-        n => format!("{n} servers"),
-    };
+    let servers = super::count(summary.servers.len(), "server");
     let msg = if failed == 0 {
         format!("Polled {servers} in {} ms.", summary.duration_ms)
     } else {

@@ -313,6 +313,15 @@ pub fn conflict_to_field(e: Error) -> std::result::Result<crate::domain::FieldEr
 }
 
 /// Formats unix milliseconds as UTC for the admin.
+/// "1 mount", "3 mounts": flash messages read as sentences.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 pub fn when(ms: i64) -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");

@@ -11,7 +11,8 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::{
-    AdminUser, Ctx, ago, conflict_to_field, record, record_mounts_deleted, redirect_with_flash,
+    AdminUser, Ctx, ago, conflict_to_field, count, record, record_mounts_deleted,
+    redirect_with_flash,
 };
 use crate::app::AppState;
 use crate::domain::{FieldErrors, MountPath, ServerInput};
@@ -498,9 +499,9 @@ async fn delete(
     Ok(redirect_with_flash(
         "/admin/servers",
         &format!(
-            "Server {} deleted with its {} mounts.",
+            "Server {} deleted with {}.",
             row.name,
-            mounts.len()
+            count(mounts.len(), "mount")
         ),
     ))
 }
@@ -632,8 +633,8 @@ async fn add_discovered(
     Ok(redirect_with_flash(
         &format!("/admin/streams/{}/edit", stream.id),
         &format!(
-            "Added {} mounts of {} to stream {}.",
-            mounts.len(),
+            "Added {} of {} to stream {}.",
+            count(mounts.len(), "mount"),
             server.name,
             stream.name
         ),

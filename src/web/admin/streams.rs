@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::servers::{ConfirmPage, CsrfForm};
 use super::{
-    AdminUser, Ctx, conflict_to_field, record, record_mounts_deleted, redirect_with_flash,
+    AdminUser, Ctx, conflict_to_field, count, record, record_mounts_deleted, redirect_with_flash,
 };
 use crate::app::AppState;
 use crate::domain::{FieldErrors, MountInput, StreamInput};
@@ -406,9 +406,9 @@ async fn delete(
     Ok(redirect_with_flash(
         "/admin/streams",
         &format!(
-            "Stream {} deleted with its {} mounts.",
+            "Stream {} deleted with {}.",
             row.name,
-            mounts.len()
+            count(mounts.len(), "mount")
         ),
     ))
 }
