@@ -86,6 +86,23 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     let r = app.get("/icecast_balancer/live/").await;
     assert_eq!(r.redirect_target(), format!("{}/live.mp3", relay.url));
 
+    // Drain the relay from its page: no new listeners from then on, and the
+    // page says so and still shows who is connected.
+    browser.goto(&format!("{base}/admin/servers")).await;
+    browser.wait_for("<h1>Servers</h1>").await;
+    browser.screenshot(&shots.join("servers.png")).await;
+    browser.click("main table a").await;
+    // Where the relay is placed, and that it was typed in, not looked up.
+    browser
+        .wait_for("location: DE · 50.11, 8.68 (configured)")
+        .await;
+    browser.click("input[name=enabled]").await;
+    browser.click("main form.card button[type=submit]").await;
+    let page = browser.wait_for("disabled (draining)").await;
+    assert!(page.contains("<td class=\"num\">12</td>"), "{page}");
+    browser.screenshot(&shots.join("server-draining.png")).await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+
     browser.click("nav form button").await;
     browser.wait_for("<h1>Log in</h1>").await;
     assert_eq!(browser.url().await, format!("{base}/admin/login"));
