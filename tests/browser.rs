@@ -1,6 +1,7 @@
 //! The admin in a real browser: headless Chromium over WebDriver logs in,
 //! creates a server, a stream and a mount through the forms, polls, sees
-//! them on the dashboard (screenshot under target/screenshots/), logs out.
+//! them on the dashboard, drains the relay from its page and logs out,
+//! leaving screenshots of the pages under target/screenshots/.
 //! Skips when Chromium is missing unless `ICECAST_BALANCER_E2E=required`.
 
 mod support;
