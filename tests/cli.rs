@@ -233,6 +233,25 @@ fn taken_port_is_a_clear_error() {
     );
 }
 
+/// A GeoIP file that was asked for but cannot be used must stop the start:
+/// running on silently without it would send listeners across the world.
+#[test]
+fn unreadable_geoip_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("GeoLite2-City.mmdb");
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--database"])
+        .arg(dir.path().join("b.db"))
+        .arg("--geoip")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("GeoLite2-City.mmdb"), "{err}");
+    assert!(!err.contains("serving"), "it must not start: {err}");
+}
+
 #[test]
 fn serve_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
