@@ -266,20 +266,24 @@ const GEOIP_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// are placed this often instead of at every poll.
 const RELOCATE_EVERY: Duration = Duration::from_secs(300);
 
-/// Reloads the GeoIP database when its file changes and places relays at
-/// start, after a reload, and in cron mode now and then.
+/// Reloads the GeoIP database when its file changes and places relays
+/// after a reload. With the built-in scheduler every poll (the first one
+/// at start) places them too; in cron mode this task does, at start and
+/// now and then.
 async fn watch_geoip(state: AppState) {
     if !state.geo.is_configured() {
         return;
     }
-    state.relocate().await;
+    let cron_mode = state.settings.poll_interval.is_zero();
+    if cron_mode {
+        state.relocate().await;
+    }
     let mut placed = Instant::now();
     let mut tick = tokio::time::interval(GEOIP_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let reloaded = state.geo.reload_if_changed() == Reload::Reloaded;
-        let cron_mode = state.settings.poll_interval.is_zero();
         if reloaded || (cron_mode && placed.elapsed() >= RELOCATE_EVERY) {
             state.relocate().await;
             placed = Instant::now();

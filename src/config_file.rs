@@ -168,37 +168,22 @@ async fn audit(
     before: Option<String>,
     after: Option<String>,
 ) -> Result<()> {
-    store::audit::record(
-        conn,
-        store::audit::Entry {
-            actor: "import",
-            action,
-            object_kind: kind,
-            object_name: name,
-            before,
-            after,
-        },
-    )
-    .await
+    let entry = store::audit::Entry {
+        before,
+        after,
+        ..store::audit::Entry::new("import", action, kind, name)
+    };
+    store::audit::record(conn, entry).await
 }
 
-fn server_text(spec: &ServerSpec) -> Option<String> {
+/// A server as the audit log shows it: its config-file TOML.
+pub fn server_text(spec: &ServerSpec) -> Option<String> {
     toml::to_string(&ServerInput::from(spec)).ok()
 }
 
-fn stream_text(spec: &StreamSpec) -> Option<String> {
-    toml::to_string(&StreamInput {
-        name: spec.name.to_string(),
-        description: Some(spec.description.clone()),
-        fallback_url: spec.fallback_url.as_ref().map(ToString::to_string),
-        allowed_countries: spec
-            .allowed_countries
-            .as_ref()
-            .map(|l| l.iter().map(ToString::to_string).collect()),
-        allow_unknown: Some(spec.allow_unknown),
-        mounts: None,
-    })
-    .ok()
+/// A stream (without its mounts) as the audit log shows it.
+pub fn stream_text(spec: &StreamSpec) -> Option<String> {
+    toml::to_string(&StreamInput::from(spec)).ok()
 }
 
 /// Applies the file in one transaction, with an audit entry (actor
@@ -331,7 +316,7 @@ async fn apply_in(
             let path = MountPath::parse(&mount).expect("parsed during validation");
             match store::mounts::insert(conn, stream_id, server_id, &path).await {
                 Ok(_) => {
-                    let name = format!("{} {mount} on {server_name}", p.spec.name);
+                    let name = store::mounts::label(p.spec.name.as_str(), &mount, &server_name);
                     audit(conn, "create", "mount", &name, None, None).await?;
                     report.mounts_added.push(name);
                 }
@@ -370,15 +355,9 @@ pub async fn export(db: &Pool) -> Result<ConfigFile> {
             })
             .collect();
         streams.push(StreamInput {
-            name: spec.name.to_string(),
             description: (!spec.description.is_empty()).then(|| spec.description.clone()),
-            fallback_url: spec.fallback_url.as_ref().map(ToString::to_string),
-            allowed_countries: spec
-                .allowed_countries
-                .as_ref()
-                .map(|l| l.iter().map(ToString::to_string).collect()),
-            allow_unknown: Some(spec.allow_unknown),
             mounts: Some(list),
+            ..StreamInput::from(&spec)
         });
     }
     Ok(ConfigFile { servers, streams })

@@ -43,10 +43,15 @@ pub fn verify_nothing(password: &str) {
     let _ = verify_password(hash, password);
 }
 
+/// `bytes` random bytes as lowercase hex: tokens and generated passwords.
 pub fn random_secret(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex(&b)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn check_password(p: &str) -> anyhow::Result<()> {
@@ -71,18 +76,8 @@ pub async fn ensure_admin(db: &Pool, configured: Option<&str>) -> anyhow::Result
         None => (random_secret(12), true),
     };
     store::users::insert(&mut conn, "admin", &hash_password(&password)?).await?;
-    audit::record(
-        &mut conn,
-        audit::Entry {
-            actor: "system",
-            action: "create",
-            object_kind: "user",
-            object_name: "admin",
-            before: None,
-            after: None,
-        },
-    )
-    .await?;
+    let entry = audit::Entry::new("system", "create", "user", "admin");
+    audit::record(&mut conn, entry).await?;
     if generated {
         // The one time a password is ever logged: there is no other way to
         // hand it to the operator of a fresh install.
@@ -98,14 +93,7 @@ pub async fn ensure_admin(db: &Pool, configured: Option<&str>) -> anyhow::Result
 }
 
 fn entry<'a>(action: &'a str, name: &'a str) -> audit::Entry<'a> {
-    audit::Entry {
-        actor: "cli",
-        action,
-        object_kind: "user",
-        object_name: name,
-        before: None,
-        after: None,
-    }
+    audit::Entry::new("cli", action, "user", name)
 }
 
 /// Reads a password: twice without echo on a terminal, one line otherwise.

@@ -201,6 +201,23 @@ pub struct StreamInput {
     pub mounts: Option<Vec<MountInput>>,
 }
 
+/// A stream's settings without its mounts (`mounts: None`).
+impl From<&StreamSpec> for StreamInput {
+    fn from(s: &StreamSpec) -> Self {
+        StreamInput {
+            name: s.name.to_string(),
+            description: Some(s.description.clone()),
+            fallback_url: s.fallback_url.as_ref().map(ToString::to_string),
+            allowed_countries: s
+                .allowed_countries
+                .as_ref()
+                .map(|l| l.iter().map(ToString::to_string).collect()),
+            allow_unknown: Some(s.allow_unknown),
+            mounts: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSpec {
     pub name: Slug,

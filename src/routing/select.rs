@@ -117,6 +117,46 @@ pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (O
     (free, reserved)
 }
 
+/// A stream's load, summed over its serving mounts (live, on an enabled
+/// server that is up); capacity and free are `None` (unlimited) as soon as
+/// one serving mount is. Reservations are counted on every mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTotals {
+    pub relays: usize,
+    pub listeners: u64,
+    pub capacity: Option<u64>,
+    pub free: Option<u64>,
+    pub reserved: u64,
+}
+
+pub fn stream_totals(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    now_s: u64,
+    ttl_s: u64,
+) -> StreamTotals {
+    let mut t = StreamTotals {
+        relays: 0,
+        listeners: 0,
+        capacity: Some(0),
+        free: Some(0),
+        reserved: 0,
+    };
+    for &i in &stream.mounts {
+        let m = &snap.mounts[i];
+        let s = &snap.servers[m.server];
+        let (free, reserved) = free_slots(m, s, now_s, ttl_s);
+        t.reserved += reserved;
+        if m.live && s.enabled && s.health.is_up() {
+            t.relays += 1;
+            t.listeners += u64::from(m.listeners);
+            t.capacity = t.capacity.zip(m.max).map(|(a, b)| a + u64::from(b));
+            t.free = t.free.zip(free).map(|(a, b)| a + b);
+        }
+    }
+    t
+}
+
 fn assess(
     snap: &Snapshot,
     idx: usize,
@@ -655,6 +695,28 @@ mod tests {
                 assert_eq!(by_key, rules(x, y), "{x:?} {y:?}");
             }
         }
+    }
+
+    #[test]
+    fn stream_totals_count_serving_mounts_and_every_reservation() {
+        let mut down = relay("down", 7, Some(10));
+        down.up = false;
+        let s = snapshot(vec![relay("a", 3, Some(10)), relay("b", 5, Some(20)), down]);
+        try_reserve(&s, 2, NOW, TTL);
+        let t = stream_totals(&s, &s.streams[0], NOW, TTL);
+        assert_eq!(
+            t,
+            StreamTotals {
+                relays: 2,
+                listeners: 8,
+                capacity: Some(30),
+                free: Some(22),
+                reserved: 1,
+            }
+        );
+        let s = snapshot(vec![relay("a", 3, Some(10)), relay("u", 1, None)]);
+        let t = stream_totals(&s, &s.streams[0], NOW, TTL);
+        assert_eq!((t.capacity, t.free), (None, None), "one unlimited mount");
     }
 
     #[test]

@@ -26,6 +26,26 @@ pub struct Entry<'a> {
     pub after: Option<String>,
 }
 
+impl<'a> Entry<'a> {
+    /// An entry without before/after texts; set those with struct update
+    /// syntax where a change has them.
+    pub fn new(
+        actor: &'a str,
+        action: &'a str,
+        object_kind: &'a str,
+        object_name: &'a str,
+    ) -> Self {
+        Entry {
+            actor,
+            action,
+            object_kind,
+            object_name,
+            before: None,
+            after: None,
+        }
+    }
+}
+
 pub async fn record(conn: &mut SqliteConnection, e: Entry<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit (at, actor, action, object_kind, object_name, before, after) \

@@ -16,13 +16,19 @@ pub struct MountRow {
     pub stream_name: String,
 }
 
+/// "live /live.mp3 on fra-1", as the audit log and messages name a mount.
+pub fn label(stream: &str, mount: &str, server: &str) -> String {
+    format!("{stream} {mount} on {server}")
+}
+
+/// A mount as the audit log's before/after text.
+pub fn audit_text(server: &str, mount: &str) -> String {
+    format!("server = {server:?}\nmount = {mount:?}\n")
+}
+
 impl MountRow {
-    /// "live /live.mp3 on fra-1", as the audit log and messages name it.
     pub fn label(&self) -> String {
-        format!(
-            "{} {} on {}",
-            self.stream_name, self.mount, self.server_name
-        )
+        label(&self.stream_name, &self.mount, &self.server_name)
     }
 }
 

@@ -17,8 +17,9 @@ use axum::routing::get;
 use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
+use super::or_unlimited;
 use crate::app::AppState;
-use crate::routing::select::{self, free_slots};
+use crate::routing::select;
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
 use crate::routing::{ClientGeo, Snapshot};
 
@@ -303,29 +304,13 @@ pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
     snap.streams
         .iter()
         .map(|st| {
-            let mut listeners = 0;
-            let mut free = Some(0u64);
-            let mut relays = 0;
-            for &m in &st.mounts {
-                let mount = &snap.mounts[m];
-                let server = &snap.servers[mount.server];
-                if !(mount.live && server.enabled && server.health.is_up()) {
-                    continue;
-                }
-                relays += 1;
-                listeners += u64::from(mount.listeners);
-                let (f, _) = free_slots(mount, server, now_s, ttl);
-                free = match (free, f) {
-                    (Some(a), Some(b)) => Some(a + b),
-                    _ => None,
-                };
-            }
+            let t = select::stream_totals(snap, st, now_s, ttl);
             StreamRow {
                 name: st.name.clone(),
                 description: st.description.clone(),
-                listeners,
-                free: free.map_or("unlimited".into(), |f| f.to_string()),
-                relays,
+                listeners: t.listeners,
+                free: or_unlimited(t.free),
+                relays: t.relays,
             }
         })
         .collect()

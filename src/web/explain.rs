@@ -19,6 +19,7 @@ use rand::Rng;
 use serde::Deserialize;
 
 use super::admin::Ctx;
+use super::or_unlimited;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::geo::Located;
@@ -84,8 +85,7 @@ impl Row {
         self.ring.map_or_else(|| "–".into(), |r| r.to_string())
     }
     pub fn free_text(&self) -> String {
-        self.free
-            .map_or_else(|| "unlimited".into(), |f| f.to_string())
+        or_unlimited(self.free)
     }
 }
 

@@ -31,6 +31,11 @@ async fn style() -> impl IntoResponse {
     )
 }
 
+/// A limit or a free-slot count for display: `None` means unlimited.
+pub fn or_unlimited<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "unlimited".into(), |v| v.to_string())
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin::router(state.clone(), explain::router()))

@@ -2,24 +2,21 @@
 //! session id planted before login is worthless), and failed logins are
 //! rate-limited per client address and per user name.
 
-use std::net::SocketAddr;
-
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::FromRequest;
-use axum::extract::{ConnectInfo, Form, Query, Request, State};
+use axum::extract::{Form, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{AdminUser, SESSION_COOKIE, cookie, is_https, safe_next, set_cookie};
+use super::{AdminUser, SESSION_COOKIE, client, cookie, is_https, safe_next, set_cookie};
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::store;
 use crate::users::{random_secret, verify_nothing, verify_password};
-use crate::web::client_ip::client_info;
 use crate::web::csrf::tokens_match;
 
 const LOGIN_COOKIE: &str = "icb_login";
@@ -87,22 +84,11 @@ struct LoginForm {
     login_token: String,
 }
 
-fn peer(req: &Request) -> Option<SocketAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-}
-
 async fn login(State(state): State<AppState>, req: Request) -> Result<Response> {
-    let secure = is_https(&state, &req);
+    let from = client(&state, &req);
+    let secure = from.as_ref().is_some_and(|c| c.https);
+    let ip = from.map(|c| c.ip.to_string()).unwrap_or_default();
     let headers: HeaderMap = req.headers().clone();
-    let ip = peer(&req)
-        .map(|p| {
-            client_info(p.ip(), &headers, &state.settings.trusted_proxies)
-                .ip
-                .to_string()
-        })
-        .unwrap_or_default();
     let Form(f): Form<LoginForm> = Form::from_request(req, &state)
         .await
         .map_err(|e| Error::BadRequest(format!("bad login form: {e}")))?;
@@ -158,18 +144,8 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     };
     store::users::record_attempt(&mut conn, &ip, &username, ok).await?;
     let Some(user) = user.filter(|_| ok) else {
-        store::audit::record(
-            &mut conn,
-            store::audit::Entry {
-                actor: &username,
-                action: "login failed",
-                object_kind: "session",
-                object_name: &ip,
-                before: None,
-                after: None,
-            },
-        )
-        .await?;
+        let entry = store::audit::Entry::new(&username, "login failed", "session", &ip);
+        store::audit::record(&mut conn, entry).await?;
         tracing::warn!(user = %username, %ip, "failed admin login");
         return Ok(retry(
             "Wrong user name or password.",
@@ -184,18 +160,8 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     let token = random_secret(32);
     store::sessions::create(&mut conn, &token, user.id, &random_secret(32)).await?;
     store::sessions::prune(&mut conn, super::IDLE_TIMEOUT_MS).await?;
-    store::audit::record(
-        &mut conn,
-        store::audit::Entry {
-            actor: &user.name,
-            action: "login",
-            object_kind: "session",
-            object_name: &ip,
-            before: None,
-            after: None,
-        },
-    )
-    .await?;
+    let entry = store::audit::Entry::new(&user.name, "login", "session", &ip);
+    store::audit::record(&mut conn, entry).await?;
     tracing::info!(user = %user.name, %ip, "admin login");
     let mut r = Redirect::to(&next).into_response();
     r.headers_mut().append(

@@ -15,8 +15,9 @@ use super::servers::{CsrfForm, ServerLine, server_lines};
 use super::{AdminUser, Ctx, redirect_with_flash};
 use crate::app::AppState;
 use crate::error::Result;
-use crate::routing::select::{self, free_slots};
+use crate::routing::select;
 use crate::store;
+use crate::web::or_unlimited;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -133,43 +134,36 @@ async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoRespon
     for st in &snap.streams {
         // ThreadRng is not Send: keep it out of the awaits below.
         let ranked = select::rank(&snap, st, &Default::default(), now_s, ttl, &mut rand::rng());
-        let (mut listeners, mut capacity, mut free, mut reserved) =
-            (0u64, Some(0u64), Some(0u64), 0u64);
+        // Mounts in the stream's order; `rank` has assessed each of them.
         for &i in &st.mounts {
+            let Some(a) = ranked.iter().find(|a| a.mount == i) else {
+                continue;
+            };
             let m = &snap.mounts[i];
-            let s = &snap.servers[m.server];
-            let (f, r) = free_slots(m, s, now_s, ttl);
-            reserved += r;
-            let excluded = ranked
-                .iter()
-                .find(|a| a.mount == i)
-                .and_then(|a| a.excluded);
-            if m.live && s.enabled && s.health.is_up() {
-                listeners += u64::from(m.listeners);
-                capacity = capacity.zip(m.max).map(|(a, b)| a + u64::from(b));
-                free = free.zip(f).map(|(a, b)| a + b);
-            }
             mounts.push(MountRow {
                 stream: st.name.clone(),
-                server: s.name.clone(),
+                server: snap.servers[m.server].name.clone(),
                 mount: m.path.clone(),
-                status: excluded.map_or("candidate".into(), |e| e.reason().to_string()),
+                status: a
+                    .excluded
+                    .map_or("candidate".into(), |e| e.reason().to_string()),
                 listeners: m.listeners,
-                max: m.max.map_or("unlimited".into(), |v| v.to_string()),
-                free: f.map_or("unlimited".into(), |v| v.to_string()),
-                reserved: r,
+                max: or_unlimited(m.max),
+                free: or_unlimited(a.free),
+                reserved: a.reserved,
             });
         }
+        let t = select::stream_totals(&snap, st, now_s, ttl);
         let history =
             store::status::stream_history(&mut conn, st.id, now - DAY_MS, BUCKET_MS).await?;
         let points: Vec<(i64, i64)> = history.iter().map(|p| (p.at, p.listeners)).collect();
         streams.push(StreamCard {
             id: st.id,
             name: st.name.clone(),
-            listeners,
-            capacity: capacity.map_or("unlimited".into(), |v| v.to_string()),
-            free: free.map_or("unlimited".into(), |v| v.to_string()),
-            reserved,
+            listeners: t.listeners,
+            capacity: or_unlimited(t.capacity),
+            free: or_unlimited(t.free),
+            reserved: t.reserved,
             chart: chart(&points, now),
         });
     }

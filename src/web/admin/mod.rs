@@ -21,11 +21,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-use super::client_ip::client_info;
+use super::client_ip::{ClientInfo, client_info};
 use super::csrf;
 use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::store;
+use crate::users::hex;
 
 pub const SESSION_COOKIE: &str = "icb_session";
 const FLASH_COOKIE: &str = "icb_flash";
@@ -99,10 +100,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     }
 }
 
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<String> {
     if !s.len().is_multiple_of(2) || s.len() > 2000 {
         return None;
@@ -144,18 +141,22 @@ pub fn redirect_with_flash(to: &str, message: &str) -> Response {
     let mut r = Redirect::to(to).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(FLASH_COOKIE, Some(&hex(message)), false),
+        set_cookie(FLASH_COOKIE, Some(&hex(message.as_bytes())), false),
     );
     r
 }
 
-pub fn is_https(state: &AppState, req: &Request) -> bool {
+/// Who sent the request (through trusted proxies) and whether over HTTPS.
+pub fn client(state: &AppState, req: &Request) -> Option<ClientInfo> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
-            client_info(peer.ip(), req.headers(), &state.settings.trusted_proxies).https
+            client_info(peer.ip(), req.headers(), &state.settings.trusted_proxies)
         })
-        .unwrap_or(false)
+}
+
+pub fn is_https(state: &AppState, req: &Request) -> bool {
+    client(state, req).is_some_and(|c| c.https)
 }
 
 /// Only local absolute paths, so `next` cannot send anyone off-site.
@@ -263,28 +264,22 @@ pub async fn record(
     before: Option<String>,
     after: Option<String>,
 ) -> Result<()> {
-    store::audit::record(
-        conn,
-        store::audit::Entry {
-            actor: &user.name,
-            action,
-            object_kind: kind,
-            object_name: name,
-            before,
-            after,
-        },
-    )
-    .await
+    let entry = store::audit::Entry {
+        before,
+        after,
+        ..store::audit::Entry::new(&user.name, action, kind, name)
+    };
+    store::audit::record(conn, entry).await
 }
 
-/// Audits the mounts that went with a deleted server or stream.
+/// Audits deleted mounts (alone, or with their server or stream).
 pub async fn record_mounts_deleted(
     conn: &mut sqlx::SqliteConnection,
     user: &AdminUser,
     mounts: &[store::mounts::MountRow],
 ) -> Result<()> {
     for m in mounts {
-        let before = format!("server = {:?}\nmount = {:?}\n", m.server_name, m.mount);
+        let before = store::mounts::audit_text(&m.server_name, &m.mount);
         record(
             conn,
             user,
@@ -312,7 +307,6 @@ pub fn conflict_to_field(e: Error) -> std::result::Result<crate::domain::FieldEr
     }
 }
 
-/// Formats unix milliseconds as UTC for the admin.
 /// "1 mount", "3 mounts": flash messages read as sentences.
 pub fn count(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -322,6 +316,7 @@ pub fn count(n: usize, noun: &str) -> String {
     }
 }
 
+/// Formats unix milliseconds as UTC for the admin.
 pub fn when(ms: i64) -> String {
     let fmt =
         time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
@@ -349,7 +344,7 @@ mod tests {
     #[test]
     fn flash_round_trip() {
         assert_eq!(
-            unhex(&hex("Server “fra-1” saved")).unwrap(),
+            unhex(&hex("Server “fra-1” saved".as_bytes())).unwrap(),
             "Server “fra-1” saved"
         );
         assert_eq!(unhex("zz"), None);

@@ -15,10 +15,12 @@ use super::{
     redirect_with_flash,
 };
 use crate::app::AppState;
+use crate::config_file;
 use crate::domain::{FieldErrors, MountPath, ServerInput};
 use crate::error::{Error, Result};
-use crate::routing::snapshot::LocationSource;
+use crate::routing::snapshot::{LocationSource, ServerEntry};
 use crate::store;
+use crate::web::or_unlimited;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -134,11 +136,8 @@ impl ServerForm {
     }
 }
 
-/// TOML of a server as the audit log shows it.
 pub fn describe(r: &store::servers::ServerRow) -> Option<String> {
-    r.spec()
-        .ok()
-        .and_then(|s| toml::to_string(&ServerInput::from(&s)).ok())
+    r.spec().ok().as_ref().and_then(config_file::server_text)
 }
 
 pub struct ServerLine {
@@ -162,6 +161,22 @@ fn source(s: LocationSource) -> &'static str {
     }
 }
 
+/// Where the relay is placed for proximity, and whether that was typed in
+/// or looked up, as the snapshot (and so the redirect path) sees it.
+fn location_text(s: &ServerEntry) -> String {
+    match (s.country, s.coords) {
+        (c, Some(xy)) => format!(
+            "{}{:.2}, {:.2} ({})",
+            c.map(|c| format!("{c} · ")).unwrap_or_default(),
+            xy.lat,
+            xy.lon,
+            source(s.coords_source)
+        ),
+        (Some(c), None) => format!("{c} ({})", source(s.country_source)),
+        (None, None) => "unknown".into(),
+    }
+}
+
 pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
     let snap = state.snapshot.load();
     snap.servers
@@ -180,17 +195,7 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
                 .as_ref()
                 .map(|e| format!("{e} ({})", ago(s.last_error_at)))
                 .unwrap_or_default(),
-            location: match (s.country, s.coords) {
-                (c, Some(xy)) => format!(
-                    "{}{:.2}, {:.2} ({})",
-                    c.map(|c| format!("{c} · ")).unwrap_or_default(),
-                    xy.lat,
-                    xy.lon,
-                    source(s.coords_source)
-                ),
-                (Some(c), None) => format!("{c} ({})", source(s.country_source)),
-                (None, None) => "unknown".into(),
-            },
+            location: location_text(s),
         })
         .collect()
 }
@@ -325,9 +330,7 @@ async fn page_for(
                 .map(|c| c.stream_name.clone())
                 .unwrap_or_else(|| "(not configured)".into()),
             listeners: m.listeners.to_string(),
-            max: m
-                .max_listeners
-                .map_or("unlimited".into(), |v| v.to_string()),
+            max: or_unlimited(m.max_listeners),
         })
         .collect();
     for c in configured
@@ -355,12 +358,13 @@ async fn page_for(
         ),
         None => "not polled yet".into(),
     };
-    // Where the relay is placed for proximity, and whether that was typed
-    // in or looked up, as the snapshot (and so the redirect path) sees it.
-    let location = server_lines(state)
-        .into_iter()
-        .find(|l| l.id == id)
-        .map_or_else(|| "unknown".into(), |l| l.location);
+    let location = state
+        .snapshot
+        .load()
+        .servers
+        .iter()
+        .find(|s| s.id == id)
+        .map_or_else(|| "unknown".into(), location_text);
     let status_line = format!("{status_line} · location: {location}");
     Ok(FormPage {
         ctx,
@@ -547,7 +551,7 @@ async fn discover(
                         .map(|c| c.stream_name.clone()),
                     mount: m.mount.to_string(),
                     listeners: m.listeners,
-                    max: m.max.map_or("unlimited".into(), |v| v.to_string()),
+                    max: or_unlimited(m.max),
                 })
                 .collect(),
             None,
@@ -622,7 +626,7 @@ async fn add_discovered(
             &user,
             "create",
             "mount",
-            &format!("{} {m} on {}", stream.name, server.name),
+            &store::mounts::label(&stream.name, m, &server.name),
             None,
             None,
         )

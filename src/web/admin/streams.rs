@@ -14,10 +14,12 @@ use super::{
     AdminUser, Ctx, conflict_to_field, count, record, record_mounts_deleted, redirect_with_flash,
 };
 use crate::app::AppState;
+use crate::config_file;
 use crate::domain::{FieldErrors, MountInput, StreamInput};
 use crate::error::{Error, Result};
 use crate::routing::select::free_slots;
 use crate::store;
+use crate::web::or_unlimited;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -80,19 +82,7 @@ impl StreamForm {
 }
 
 pub fn describe(r: &store::streams::StreamRow) -> Option<String> {
-    let s = r.spec().ok()?;
-    let input = StreamInput {
-        name: s.name.to_string(),
-        description: Some(s.description.clone()),
-        fallback_url: s.fallback_url.as_ref().map(ToString::to_string),
-        allowed_countries: s
-            .allowed_countries
-            .as_ref()
-            .map(|l| l.iter().map(ToString::to_string).collect()),
-        allow_unknown: Some(s.allow_unknown),
-        mounts: None,
-    };
-    toml::to_string(&input).ok()
+    r.spec().ok().as_ref().and_then(config_file::stream_text)
 }
 
 pub struct StreamLine {
@@ -260,10 +250,8 @@ async fn page_for(
                 mount: r.mount.clone(),
                 live: entry.is_some_and(|m| m.live),
                 listeners: entry.map_or(0, |m| m.listeners),
-                max: entry
-                    .and_then(|m| m.max)
-                    .map_or("unlimited".into(), |v| v.to_string()),
-                free: free.map_or("unlimited".into(), |v| v.to_string()),
+                max: or_unlimited(entry.and_then(|m| m.max)),
+                free: or_unlimited(free),
                 reserved,
             }
         })
@@ -468,21 +456,9 @@ async fn add_mount(
         }
         return again(errors).await;
     }
-    let name = format!("{} {} on {}", stream.name, spec.mount, server.name);
-    record(
-        &mut tx,
-        &user,
-        "create",
-        "mount",
-        &name,
-        None,
-        Some(format!(
-            "server = {:?}\nmount = {:?}\n",
-            server.name,
-            spec.mount.as_str()
-        )),
-    )
-    .await?;
+    let name = store::mounts::label(&stream.name, spec.mount.as_str(), &server.name);
+    let after = store::mounts::audit_text(&server.name, spec.mount.as_str());
+    record(&mut tx, &user, "create", "mount", &name, None, Some(after)).await?;
     tx.commit().await?;
     state.refresh().await?;
     Ok(redirect_with_flash(
@@ -501,20 +477,7 @@ async fn delete_mount(
     let mut tx = store::write_tx(&state.db).await?;
     let m = store::mounts::get(&mut tx, id).await?;
     store::mounts::delete(&mut tx, id).await?;
-    let name = m.label();
-    record(
-        &mut tx,
-        &user,
-        "delete",
-        "mount",
-        &name,
-        Some(format!(
-            "server = {:?}\nmount = {:?}\n",
-            m.server_name, m.mount
-        )),
-        None,
-    )
-    .await?;
+    record_mounts_deleted(&mut tx, &user, std::slice::from_ref(&m)).await?;
     tx.commit().await?;
     state.refresh().await?;
     Ok(redirect_with_flash(
