@@ -9,6 +9,29 @@ use support::admin::{Browser, PASSWORD};
 use support::app::TestApp;
 use support::fake_relay::FakeRelay;
 
+/// An app with one polled relay `r1` (`/live.mp3`, 3 of 10) and a
+/// logged-in browser.
+async fn one_polled_relay() -> (TestApp, FakeRelay, Browser) {
+    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(10))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    let b = Browser::logged_in(&app).await;
+    (app, relay, b)
+}
+
+async fn server_id(app: &TestApp, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT id FROM servers WHERE name = ?")
+        .bind(name)
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn login_redirects_back_and_logout_ends_the_session() {
     let app = TestApp::spawn().await;
@@ -412,15 +435,7 @@ async fn server_create_edit_duplicate_delete() {
 
 #[tokio::test]
 async fn streams_and_mounts_on_the_stream_page() {
-    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(10))]).await;
-    let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n",
-        relay.url
-    ))
-    .await;
-    app.poll().await;
-    let mut b = Browser::logged_in(&app).await;
+    let (app, relay, mut b) = one_polled_relay().await;
     b.get("/admin/streams/new").await;
     let p = b
         .post(
@@ -534,10 +549,7 @@ async fn deleting_a_server_names_its_mounts_first() {
     let app = TestApp::spawn().await;
     app.import("[[servers]]\nname = \"r1\"\nurl = \"http://r1.example.com\"\n[[streams]]\nname = \"live\"\nmounts = [{ server = \"r1\", mount = \"/live.mp3\" }, { server = \"r1\", mount = \"/hq.ogg\" }]\n").await;
     let mut b = Browser::logged_in(&app).await;
-    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let id = server_id(&app, "r1").await;
     let confirm = b.get(&format!("/admin/servers/{id}/delete")).await;
     assert!(confirm.body.contains("mount /live.mp3 of stream live"));
     assert!(confirm.body.contains("mount /hq.ogg of stream live"));
@@ -585,10 +597,7 @@ async fn audit_records_who_changed_what() {
     let mut b = Browser::new(&app);
     b.login("admin", "nope-nope").await;
     let mut b = Browser::logged_in(&app).await;
-    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let id = server_id(&app, "r1").await;
     b.get(&format!("/admin/servers/{id}/edit")).await;
     b.post(
         &format!("/admin/servers/{id}/edit"),
@@ -636,10 +645,7 @@ async fn draining_a_server_stops_redirects_at_once_and_shows_listeners_leaving()
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
 
     let mut b = Browser::logged_in(&app).await;
-    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers WHERE name = 'a'")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let id = server_id(&app, "a").await;
     let edit = format!("/admin/servers/{id}/edit");
     b.get(&edit).await;
     let p = b
@@ -669,10 +675,7 @@ async fn discovered_mounts_can_be_added_to_a_stream() {
     ))
     .await;
     let mut b = Browser::logged_in(&app).await;
-    let id = sqlx::query_scalar::<_, i64>("SELECT id FROM servers")
-        .fetch_one(&app.state.db)
-        .await
-        .unwrap();
+    let id = server_id(&app, "r1").await;
     let page = b.get(&format!("/admin/servers/{id}/discover")).await;
     assert!(page.body.contains("value=\"/live.mp3\""));
     assert!(page.body.contains("value=\"/talk.aac\""));
@@ -843,15 +846,7 @@ async fn writes_without_the_session_token_are_refused() {
 
 #[tokio::test]
 async fn stream_edit_rename_and_the_audit_of_streams_and_mounts() {
-    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(10))]).await;
-    let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n",
-        relay.url
-    ))
-    .await;
-    app.poll().await;
-    let mut b = Browser::logged_in(&app).await;
+    let (app, _relay, mut b) = one_polled_relay().await;
     b.get("/admin/streams/new").await;
     let p = b
         .post(

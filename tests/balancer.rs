@@ -186,22 +186,12 @@ mounts = [{{ server = "a", mount = "/live.mp3" }}]
 async fn head_answers_like_get_without_reserving() {
     let (app, a, _b) = setup(&[("/live.mp3", 0, Some(1))], &[]).await;
     for _ in 0..3 {
-        let r = app
-            .client
-            .head(app.url("/icecast_balancer/live/"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.head("/icecast_balancer/live/").await;
         assert_eq!(r.redirect_target(), format!("{}/live.mp3", a.url));
     }
     // The one slot is still free for a real listener.
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
-    let r = app
-        .client
-        .head(app.url("/icecast_balancer/live/"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.head("/icecast_balancer/live/").await;
     assert_eq!(r.status(), 503);
 }
 
@@ -224,12 +214,8 @@ mounts = [{{ server = "b", mount = "/live.mp3" }}]
     untrusted.import(&config).await;
     untrusted.poll().await;
     let r = untrusted
-        .client
-        .get(untrusted.url("/icecast_balancer/live/"))
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/icecast_balancer/live/", "x-forwarded-proto", "https")
+        .await;
     assert_eq!(r.redirect_target(), format!("{}/live.mp3", b.url));
 
     let trusted =
@@ -237,20 +223,16 @@ mounts = [{{ server = "b", mount = "/live.mp3" }}]
     trusted.import(&config).await;
     trusted.poll().await;
     let r = trusted
-        .client
-        .get(trusted.url("/icecast_balancer/live/?a=b"))
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap();
+        .get_with("/icecast_balancer/live/?a=b", "x-forwarded-proto", "https")
+        .await;
     assert_eq!(r.redirect_target(), "https://b.example.com/live.mp3?a=b");
     let r = trusted
-        .client
-        .get(trusted.url("/icecast_balancer/live/"))
-        .header("forwarded", "for=203.0.113.5;proto=https")
-        .send()
-        .await
-        .unwrap();
+        .get_with(
+            "/icecast_balancer/live/",
+            "forwarded",
+            "for=203.0.113.5;proto=https",
+        )
+        .await;
     assert_eq!(r.redirect_target(), "https://b.example.com/live.mp3");
 }
 

@@ -132,42 +132,29 @@ name = "ams-1"
 url = "http://relay3.example.com"
 country = "Netherlands"
 "#;
-    let out = run(&db, &["import", "-"], Some(bad));
-    assert!(!out.status.success());
-    let err = text(&out.stderr);
+    // Each refusal: a failed exit, the reason on stderr.
+    let refused = |file: &str| {
+        let out = run(&db, &["import", "-"], Some(file));
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let err = refused(bad);
     assert!(err.contains("servers[1] \"ams-1\": country:"), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(text(&run(&db, &["export"], None).stdout), before);
 
     // Unknown keys are refused, with the key named.
-    let out = run(
-        &db,
-        &["import", "-"],
-        Some("[[servers]]\nname = \"x\"\nurl = \"http://x\"\nmaxlisteners = 5\n"),
-    );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("maxlisteners"),
-        "{}",
-        text(&out.stderr)
-    );
+    let err = refused("[[servers]]\nname = \"x\"\nurl = \"http://x\"\nmaxlisteners = 5\n");
+    assert!(err.contains("maxlisteners"), "{err}");
 
     // A mount on a server that exists nowhere.
-    let out = run(
-        &db,
-        &["import", "-"],
-        Some("[[streams]]\nname = \"live\"\nmounts = [{ server = \"ghost\", mount = \"/x\" }]\n"),
+    let err = refused(
+        "[[streams]]\nname = \"live\"\nmounts = [{ server = \"ghost\", mount = \"/x\" }]\n",
     );
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("no server named \"ghost\""),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(err.contains("no server named \"ghost\""), "{err}");
 
     // Not TOML at all.
-    let out = run(&db, &["import", "-"], Some("this is = = not toml"));
-    assert!(!out.status.success());
+    refused("this is = = not toml");
     assert_eq!(text(&run(&db, &["export"], None).stdout), before);
 
     // A file that does not exist.

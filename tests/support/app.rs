@@ -70,6 +70,16 @@ impl TestApp {
         self.client.get(self.url(path)).send().await.unwrap()
     }
 
+    pub async fn head(&self, path: &str) -> reqwest::Response {
+        self.client.head(self.url(path)).send().await.unwrap()
+    }
+
+    /// A GET with one more header, as a proxy in front would send it.
+    pub async fn get_with(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        let req = self.client.get(self.url(path)).header(name, value);
+        req.send().await.unwrap()
+    }
+
     /// Applies a config file the way `icecast-balancer import` does, then
     /// refreshes routing as a running server would.
     pub async fn import(&self, toml: &str) {

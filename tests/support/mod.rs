@@ -10,3 +10,13 @@ pub mod fake_relay;
 pub mod geoip;
 pub mod icecast;
 pub mod webdriver;
+
+/// A loopback port free right now, for a child process that cannot be
+/// handed an already bound socket (Icecast, chromedriver).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::free_port;
 use super::icecast::skip;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -18,14 +19,6 @@ pub struct Browser {
     http: reqwest::Client,
     _driver: tokio::process::Child,
     _profile: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Browser {
