@@ -48,12 +48,8 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     browser
         .click("form[action$='/mounts'] button[type=submit]")
         .await;
-    assert!(
-        browser
-            .source()
-            .await
-            .contains("Mount /live.mp3 on fra-1 added")
-    );
+    // The click returns before the next page has loaded: wait for it.
+    browser.wait_for("Mount /live.mp3 on fra-1 added").await;
 
     browser.goto(&format!("{base}/admin/")).await;
     browser.click("form[action='/admin/poll'] button").await;
