@@ -39,7 +39,6 @@ const COUNTRIES: &[(&str, &str)] = &[
     ("AU", "OC"),
     ("ZA", "AF"),
 ];
-const RELAYS: usize = 100;
 const CITIES: usize = 20_000;
 const REQUESTS: usize = 1_000_000;
 
@@ -93,10 +92,10 @@ fn build_database(networks: usize, rng: &mut StdRng) -> (Vec<u8>, Vec<IpAddr>) {
     (writer.to_bytes().unwrap(), inside)
 }
 
-fn snapshot(rng: &mut StdRng) -> Snapshot {
+fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
     let mut servers = Vec::new();
     let mut mounts = Vec::new();
-    for i in 0..RELAYS {
+    for i in 0..relays {
         let p = random_place(rng);
         servers.push(ServerEntry {
             id: i as i64,
@@ -146,7 +145,7 @@ fn snapshot(rng: &mut StdRng) -> Snapshot {
         fallback_url: None,
         allowed_countries: None,
         allow_unknown: true,
-        mounts: (0..RELAYS).collect(),
+        mounts: (0..relays).collect(),
         counters: Arc::new(StreamCounters::default()),
     };
     Snapshot::from_parts(servers, vec![stream], mounts)
@@ -194,9 +193,13 @@ fn main() {
     );
     drop(bytes);
     let geo = Geo::open(Some(&path)).unwrap();
-    let snap = snapshot(&mut rng);
+    let relays: usize = std::env::var("BENCH_RELAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let snap = snapshot(&mut rng, relays);
     let stream = &snap.streams[0];
-    println!("relays: {RELAYS}, requests per measurement: {requests}");
+    println!("relays: {relays}, requests per measurement: {requests}");
 
     // Nine in ten clients are in the database, one in ten is not.
     let ips: Vec<IpAddr> = (0..requests)
