@@ -1,5 +1,5 @@
 //! What GeoIP proximity costs per request: a lookup in a real-size
-//! database plus `select::choose` over 100 relays, timed separately and
+//! database plus `select::choose` over 100 relays (`BENCH_RELAYS`), timed separately and
 //! together, after a warm-up. `cargo bench --bench select`.
 //!
 //! The database is generated (about a million networks, like a City
@@ -15,7 +15,8 @@ use icecast_balancer::domain::CountryCode;
 use icecast_balancer::geo::Geo;
 use icecast_balancer::poll::health::{Health, State};
 use icecast_balancer::routing::ClientGeo;
-use icecast_balancer::routing::select;
+use icecast_balancer::routing::reservations::Observation;
+use icecast_balancer::routing::select::{self, Want};
 use icecast_balancer::routing::snapshot::{
     Coords, LocationSource, MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot,
     StreamCounters, StreamEntry,
@@ -135,6 +136,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             live: true,
             listeners: rng.random_range(0..500),
             max: None,
+            configured_max: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -145,6 +147,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
         fallback_url: None,
         allowed_countries: None,
         allow_unknown: true,
+        require_https: false,
         mounts: (0..relays).collect(),
         counters: Arc::new(StreamCounters::default()),
     };
@@ -224,25 +227,30 @@ fn main() {
     // Worst case: no poll within the reservation TTL, so every free-slot
     // count reads the whole TTL of one-second buckets.
     measure("choose, no recent poll", &clients, |c| {
-        black_box(select::choose(&snap, stream, c, now_s, ttl, &mut pick_rng));
+        black_box(select::choose(&snap, stream, c, Want::default(), now_s, ttl, &mut pick_rng));
     });
     // Steady state: a poll 10 s ago (5 s grace) released what it counted.
     let poll_ms = (now_s as i64 - 10) * 1000;
+    let obs = Observation {
+        poll_ms,
+        listeners: 0,
+        connections: None,
+    };
     for m in &snap.mounts {
-        m.counters.ring.release_counted(poll_ms, 5000);
+        m.counters.ledger.reconcile(obs, 5000, ttl);
     }
     for s in &snap.servers {
-        s.counters.ring.release_counted(poll_ms, 5000);
+        s.counters.ledger.reconcile(obs, 5000, ttl);
     }
     measure("choose, polled 10 s ago", &clients, |c| {
-        black_box(select::choose(&snap, stream, c, now_s, ttl, &mut pick_rng));
+        black_box(select::choose(&snap, stream, c, Want::default(), now_s, ttl, &mut pick_rng));
     });
     let unknown = vec![ClientGeo::default(); clients.len()];
     measure("choose, unknown client", &unknown, |c| {
-        black_box(select::choose(&snap, stream, c, now_s, ttl, &mut pick_rng));
+        black_box(select::choose(&snap, stream, c, Want::default(), now_s, ttl, &mut pick_rng));
     });
     measure("lookup + choose, polled", &ips, |&ip| {
         let c = geo.lookup(black_box(ip));
-        black_box(select::choose(&snap, stream, &c, now_s, ttl, &mut pick_rng));
+        black_box(select::choose(&snap, stream, &c, Want::default(), now_s, ttl, &mut pick_rng));
     });
 }

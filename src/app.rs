@@ -39,9 +39,15 @@ pub struct Inner {
     pub geo: Geo,
     /// GeoIP locations of servers without configured coordinates.
     pub resolved: std::sync::Mutex<HashMap<i64, ResolvedLocation>>,
+    /// Who was recently sent where (one client, one slot).
+    pub clients: crate::routing::clients::ClientBook,
     poll_lock: Mutex<()>,
     refresh_lock: Mutex<()>,
     refresh_wanted: Notify,
+    /// Bumped after every snapshot rebuild, for listeners awaiting counts.
+    refreshed: tokio::sync::watch::Sender<u64>,
+    /// When the last poll for a full stream was started.
+    full_recheck_at: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Cheap to clone; handlers get it through axum's `State`.
@@ -72,9 +78,12 @@ impl AppState {
             fetcher,
             geo,
             resolved: Default::default(),
+            clients: Default::default(),
             poll_lock: Mutex::new(()),
             refresh_lock: Mutex::new(()),
             refresh_wanted: Notify::new(),
+            refreshed: tokio::sync::watch::Sender::new(0),
+            full_recheck_at: std::sync::Mutex::new(None),
         }));
         state.refresh().await?;
         Ok(state)
@@ -85,10 +94,69 @@ impl AppState {
     pub async fn refresh(&self) -> Result<()> {
         let _one_at_a_time = self.refresh_lock.lock().await;
         let resolved = self.resolved.lock().expect("poisoned").clone();
-        let grace_ms = self.settings.reservation_grace.as_millis() as i64;
-        let snap = snapshot::load(&self.db, &self.counters, &resolved, grace_ms).await?;
+        let rec = snapshot::Reconcile {
+            grace_ms: self.settings.reservation_grace.as_millis() as i64,
+            ttl_s: self.settings.reservation_ttl_s(),
+        };
+        let snap = snapshot::load(&self.db, &self.counters, &resolved, rec).await?;
         self.snapshot.store(Arc::new(snap));
+        self.refreshed.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// A stream looks full: starts a poll for fresh counts (at most once
+    /// per `--full-recheck`) and waits, until `deadline`, for the next
+    /// snapshot rebuild. `false` when none came in time (or rechecks are
+    /// off): the stream is full as far as anyone knows.
+    pub async fn await_fresh_counts(&self, deadline: tokio::time::Instant) -> bool {
+        let gap = self.settings.full_recheck;
+        if gap.is_zero() || tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        let mut seen = self.refreshed.subscribe();
+        seen.mark_unchanged();
+        let start = {
+            let mut at = self.full_recheck_at.lock().unwrap_or_else(|e| e.into_inner());
+            let due = at.is_none_or(|t| t.elapsed() >= gap);
+            if due {
+                *at = Some(Instant::now());
+            }
+            due
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.poll_now().await {
+                    tracing::warn!(error = %e, "poll for a full stream failed");
+                }
+            });
+        }
+        matches!(tokio::time::timeout_at(deadline, seen.changed()).await, Ok(Ok(())))
+    }
+
+    /// Polls only the relays judged down, so a relay's return is used
+    /// within seconds; also forgets clients older than the grace window.
+    pub async fn recheck_down(&self) -> Result<()> {
+        let grace_ms = self.settings.reservation_grace.as_millis() as i64;
+        self.clients.sweep(store::now_ms(), grace_ms);
+        let any_down = self
+            .snapshot
+            .load()
+            .servers
+            .iter()
+            .any(|s| s.enabled && s.health.state == crate::poll::health::State::Down);
+        if !any_down {
+            return Ok(());
+        }
+        let Ok(_one_round_at_a_time) = self.poll_lock.try_lock() else {
+            return Ok(()); // a full round is running: it asks them anyway
+        };
+        let this = self.clone();
+        let on_written = move || this.request_refresh();
+        let which = crate::poll::Which::Down;
+        crate::poll::run_round_of(&self.db, &self.fetcher, &self.settings.poll, &on_written, which)
+            .await?;
+        self.refresh().await
     }
 
     /// Asks the background refresher for a rebuild without waiting.
@@ -254,6 +322,7 @@ impl Application {
 async fn background_tasks(state: AppState) {
     tokio::join!(
         scheduler(state.clone()),
+        quick_recheck(state.clone()),
         refresher(state.clone()),
         watch_geoip(state.clone()),
         watch_other_writers(state)
@@ -320,6 +389,21 @@ async fn scheduler(state: AppState) {
         tick.tick().await;
         if let Err(e) = state.poll_now().await {
             tracing::error!(error = %e, "poll round failed");
+        }
+    }
+}
+
+async fn quick_recheck(state: AppState) {
+    let every = state.settings.down_recheck;
+    if every.is_zero() || state.settings.poll_interval.is_zero() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.recheck_down().await {
+            tracing::error!(error = %e, "re-check of down relays failed");
         }
     }
 }

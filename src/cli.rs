@@ -101,6 +101,16 @@ pub struct Options {
     /// Seconds a redirected listener has to connect before a poll must count it.
     #[arg(long, global = true, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub reservation_grace: u64,
+    /// Reservations one client address may hold per stream at once (players
+    /// behind one NAT); a repeat from the same player takes none.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10))]
+    pub max_reservations_per_client: u64,
+    /// Seconds between re-checks of relays that are down (0: only with the regular polls).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_DOWN_RECHECK", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub down_recheck: u64,
+    /// Seconds a listener waits for fresh relay counts when a stream looks full (0: answer 503 at once).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_FULL_RECHECK", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10))]
+    pub full_recheck: u64,
     /// Days of per-mount listener history to keep.
     #[arg(long, global = true, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub history_days: u64,
@@ -128,6 +138,9 @@ impl Options {
         s.poll.fall = self.fall;
         s.poll.history_retention = Duration::from_secs(self.history_days * 24 * 3600);
         s.reservation_grace = Duration::from_secs(self.reservation_grace);
+        s.max_reservations_per_client = self.max_reservations_per_client as usize;
+        s.down_recheck = Duration::from_secs(self.down_recheck);
+        s.full_recheck = Duration::from_secs(self.full_recheck);
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());

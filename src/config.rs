@@ -24,6 +24,15 @@ pub struct Settings {
     pub reservation_grace: Duration,
     /// Password for the `admin` user created on first start.
     pub admin_password: Option<String>,
+    /// Reservations one client address may hold per stream within the
+    /// grace window (different players behind one address).
+    pub max_reservations_per_client: usize,
+    /// How often relays judged down are polled again (zero: only with
+    /// the regular rounds).
+    pub down_recheck: Duration,
+    /// When a stream looks full: how long a listener waits for fresh
+    /// counts, and the least time between such polls (zero: no waiting).
+    pub full_recheck: Duration,
 }
 
 impl Settings {
@@ -39,6 +48,9 @@ impl Settings {
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
+            max_reservations_per_client: 4,
+            down_recheck: Duration::from_secs(2),
+            full_recheck: Duration::from_secs(1),
         }
     }
 
@@ -72,6 +84,9 @@ impl std::fmt::Debug for Settings {
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
+            .field("max_reservations_per_client", &self.max_reservations_per_client)
+            .field("down_recheck", &self.down_recheck)
+            .field("full_recheck", &self.full_recheck)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),

@@ -6,7 +6,10 @@
   and check it with: curl http://RELAY:8000/load.xsl
 
   Output, one element per mount:
-    <load><mount name="/live.mp3" listeners="12" max="100">88</mount></load>
+    <load listener_connections="4711"><mount name="/live.mp3" listeners="12" max="100">88</mount></load>
+  listener_connections is the relay's cumulative count of accepted
+  listeners: the balancer compares it between polls to tell which of its
+  redirects have arrived (so a slot is counted once).
   The text is the number of free slots (what older balancers read); the
   attributes carry the raw numbers. A mount without max-listeners has
   max="unlimited" and the text "unlimited".
@@ -15,6 +18,9 @@
 <xsl:output method="xml" media-type="text/xml" encoding="UTF-8" indent="no"/>
 <xsl:template match="/icestats">
 <load>
+<xsl:if test="string(number(listener_connections)) != 'NaN'">
+  <xsl:attribute name="listener_connections"><xsl:value-of select="number(listener_connections)"/></xsl:attribute>
+</xsl:if>
 <xsl:for-each select="source">
 <xsl:variable name="listeners">
   <xsl:choose>

@@ -3,7 +3,15 @@
 
 use std::time::Duration;
 
-use super::parse::{MountUsage, parse_load_xsl, parse_status_json};
+use super::parse::{MountUsage, parse_load, parse_status_json};
+
+/// What one poll read from a relay.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub source: &'static str,
+    pub mounts: Vec<MountUsage>,
+    pub connections: Option<u64>,
+}
 
 #[derive(Clone)]
 pub struct Fetcher {
@@ -28,10 +36,28 @@ impl Fetcher {
     /// Reads a relay's mounts from `load.xsl`, or from `status-json.xsl`
     /// when the relay has no load.xsl installed (404).
     pub async fn usage(&self, base: &str) -> Result<(&'static str, Vec<MountUsage>), String> {
+        self.report(base).await.map(|r| (r.source, r.mounts))
+    }
+
+    /// `usage` plus the relay's cumulative `listener_connections`, which
+    /// only load.xsl carries (Icecast's status-json.xsl leaves it out, and
+    /// Icecast-KH ships no status-json.xsl at all).
+    pub async fn report(&self, base: &str) -> Result<Report, String> {
         match self.get(base, LOAD_XSL).await? {
-            Some(body) => Ok((LOAD_XSL, parse_load_xsl(&body)?)),
+            Some(body) => {
+                let (mounts, connections) = parse_load(&body)?;
+                Ok(Report {
+                    source: LOAD_XSL,
+                    mounts,
+                    connections,
+                })
+            }
             None => match self.get(base, STATUS_JSON).await? {
-                Some(body) => Ok((STATUS_JSON, parse_status_json(&body)?)),
+                Some(body) => Ok(Report {
+                    source: STATUS_JSON,
+                    mounts: parse_status_json(&body)?,
+                    connections: None,
+                }),
                 None => Err(format!(
                     "neither {LOAD_XSL} nor {STATUS_JSON} found (HTTP 404): install xsl/load.xsl"
                 )),

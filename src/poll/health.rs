@@ -89,6 +89,13 @@ impl Health {
     }
 }
 
+/// Whether the quick re-check asks this server: enabled and judged down
+/// (a relay that failed at least once and has not risen again). Healthy
+/// and never-polled servers wait for the regular round.
+pub fn needs_quick_recheck(enabled: bool, health: Option<Health>) -> bool {
+    enabled && health.is_some_and(|h| h.state == State::Down)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +153,18 @@ mod tests {
             run(Health::default(), &[false, false], 2, 2),
             [Unknown, Down]
         );
+    }
+
+    #[test]
+    fn only_enabled_down_servers_are_rechecked_quickly() {
+        let down = Health::default().observe(false, 2, 1);
+        let up = Health::default().observe(true, 2, 1);
+        assert!(needs_quick_recheck(true, Some(down)));
+        assert!(!needs_quick_recheck(false, Some(down)), "draining");
+        assert!(!needs_quick_recheck(true, Some(up)));
+        assert!(!needs_quick_recheck(true, None), "never polled");
+        // Rising again: still down until `rise` successes, so still asked.
+        assert!(needs_quick_recheck(true, Some(down.observe(true, 2, 1))));
     }
 
     #[test]

@@ -65,6 +65,15 @@ impl RoundSummary {
     }
 }
 
+/// Which servers a round asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// Only enabled servers judged down: the quick re-check that notices a
+    /// relay's return within seconds without polling healthy ones more.
+    Down,
+}
+
 /// One round over all servers. `on_written` runs after each
 /// server's result is committed (the server uses it to refresh routing).
 pub async fn run_round(
@@ -72,6 +81,17 @@ pub async fn run_round(
     fetcher: &Fetcher,
     settings: &PollSettings,
     on_written: &(dyn Fn() + Sync),
+) -> Result<RoundSummary> {
+    run_round_of(db, fetcher, settings, on_written, Which::All).await
+}
+
+/// `run_round` over the servers `which` selects.
+pub async fn run_round_of(
+    db: &Pool,
+    fetcher: &Fetcher,
+    settings: &PollSettings,
+    on_written: &(dyn Fn() + Sync),
+    which: Which,
 ) -> Result<RoundSummary> {
     let round_start = Instant::now();
     let started_at = store::now_ms();
@@ -85,6 +105,17 @@ pub async fn run_round(
         .map(|h| (h.server_id, h.health()))
         .collect();
     drop(conn);
+    let servers: Vec<_> = servers
+        .into_iter()
+        .filter(|s| which == Which::All || health::needs_quick_recheck(s.enabled, health.get(&s.id).copied()))
+        .collect();
+    if servers.is_empty() {
+        return Ok(RoundSummary {
+            started_at,
+            duration_ms: 0,
+            servers: Vec::new(),
+        });
+    }
 
     let mut tasks = JoinSet::new();
     for s in &servers {
@@ -97,7 +128,7 @@ pub async fn run_round(
         tasks.spawn(async move {
             let t0 = Instant::now();
             let started = store::now_ms();
-            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
+            let result = match tokio::time::timeout(limit, fetcher.report(&base)).await {
                 Ok(r) => r,
                 Err(_) => Err("timed out".to_string()),
             };
@@ -120,11 +151,11 @@ pub async fn run_round(
             ok: result.is_ok(),
             state: next.state,
             latency_ms,
-            source: result.as_ref().ok().map(|(s, _)| *s),
-            mounts: result.as_ref().map(|(_, m)| m.len()).unwrap_or(0),
+            source: result.as_ref().ok().map(|r| r.source),
+            mounts: result.as_ref().map(|r| r.mounts.len()).unwrap_or(0),
             listeners: result
                 .as_ref()
-                .map(|(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum())
+                .map(|r| r.mounts.iter().map(|u| u64::from(u.listeners)).sum())
                 .unwrap_or(0),
             error: result.as_ref().err().cloned(),
         };
@@ -145,7 +176,8 @@ pub async fn run_round(
             started_at: started,
             latency_ms,
             health: next,
-            result,
+            connections: result.as_ref().ok().and_then(|r| r.connections),
+            result: result.map(|r| (r.source, r.mounts)),
         };
         let mut tx = store::write_tx(db).await?;
         store::status::record_poll(&mut tx, &record).await?;
@@ -155,6 +187,13 @@ pub async fn run_round(
     }
     summaries.sort_by(|a, b| a.name.cmp(&b.name));
 
+    if which == Which::Down {
+        return Ok(RoundSummary {
+            started_at,
+            duration_ms: round_start.elapsed().as_millis() as i64,
+            servers: summaries,
+        });
+    }
     let retention_ms = settings.history_retention.as_millis() as i64;
     let mut conn = db.acquire().await?;
     store::status::prune_history(&mut conn, started_at - retention_ms).await?;

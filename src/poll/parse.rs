@@ -100,6 +100,28 @@ fn finish_mount(m: PendingMount, out: &mut Vec<MountUsage>) -> Result<(), String
 
 /// Parses `<load><mount name="/x" listeners="1" max="10">9</mount>…</load>`.
 pub fn parse_load_xsl(body: &[u8]) -> Result<Vec<MountUsage>, String> {
+    parse_load(body).map(|(mounts, _)| mounts)
+}
+
+/// What the root element may add: `<load listener_connections="N">`, the
+/// relay's cumulative count of listeners it accepted (Icecast and
+/// Icecast-KH publish it to stylesheets). Absent in older load.xsl files.
+fn load_connections(e: &BytesStart<'_>) -> Result<Option<u64>, String> {
+    for attr in e.attributes() {
+        let attr = attr.map_err(|e| format!("bad attribute: {e}"))?;
+        if attr.key.as_ref() == "listener_connections" {
+            let v = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| format!("bad attribute value: {e}"))?;
+            return Ok(v.trim().parse::<u64>().ok());
+        }
+    }
+    Ok(None)
+}
+
+/// `parse_load_xsl` plus the root's `listener_connections`.
+pub fn parse_load(body: &[u8]) -> Result<(Vec<MountUsage>, Option<u64>), String> {
+    let mut connections = None;
     let text = std::str::from_utf8(body).map_err(|e| format!("load.xsl is not UTF-8: {e}"))?;
     if text.trim().is_empty() {
         return Err("load.xsl answered an empty body".into());
@@ -117,7 +139,10 @@ pub fn parse_load_xsl(body: &[u8]) -> Result<Vec<MountUsage>, String> {
             Event::Start(e) => {
                 depth += 1;
                 match (depth, e.name().as_ref()) {
-                    (1, "load") => seen_root = true,
+                    (1, "load") => {
+                        seen_root = true;
+                        connections = load_connections(&e)?;
+                    }
                     (1, other) => {
                         return Err(format!("expected <load>, found <{}>", other));
                     }
@@ -126,7 +151,10 @@ pub fn parse_load_xsl(body: &[u8]) -> Result<Vec<MountUsage>, String> {
                 }
             }
             Event::Empty(e) => match (depth + 1, e.name().as_ref()) {
-                (1, "load") => seen_root = true,
+                (1, "load") => {
+                    seen_root = true;
+                    connections = load_connections(&e)?;
+                }
                 (1, other) => {
                     return Err(format!("expected <load>, found <{}>", other));
                 }
@@ -158,7 +186,7 @@ pub fn parse_load_xsl(body: &[u8]) -> Result<Vec<MountUsage>, String> {
     if !seen_root {
         return Err("load.xsl answer has no <load> element".into());
     }
-    Ok(out)
+    Ok((out, connections))
 }
 
 /// Parses Icecast's `/status-json.xsl`, whose `icestats.source` is absent
@@ -229,6 +257,15 @@ mod tests {
             parse_load_xsl(xml).unwrap(),
             vec![m("/live.mp3", 12, Some(100)), m("/hq.ogg", 3, None)]
         );
+    }
+
+    #[test]
+    fn listener_connections_on_the_root() {
+        let xml = br#"<load listener_connections="4711"><mount name="/a" listeners="1" max="2">1</mount></load>"#;
+        let (mounts, connections) = parse_load(xml).unwrap();
+        assert_eq!((mounts.len(), connections), (1, Some(4711)));
+        assert_eq!(parse_load(b"<load/>").unwrap().1, None);
+        assert_eq!(parse_load(b"<load listener_connections=\"x\"/>").unwrap().1, None);
     }
 
     #[test]

@@ -2,14 +2,24 @@
 //!
 //! Each redirect reserves a slot on its mount and its server, so a burst of
 //! listeners between two polls spreads over the relays instead of all going
-//! to the one that looked emptiest at the last poll. A reservation lives in a
-//! one-second bucket of a ring of atomics and stops counting when either
-//! - a poll that started at least `grace` after the bucket ended has counted
-//!   the server (the listener is in `listeners` now, or never came), or
-//! - it is older than the TTL (polling stopped).
+//! to the one that looked emptiest at the last poll.
 //!
-//! Counting is conservative: a listener may be counted both as listener and
-//! as reservation for up to `grace`, never as neither.
+//! A [`Ledger`] keeps the count exact across polls. It counts every
+//! reservation (`issued`) and, at each poll of the relay, reconciles: of the
+//! redirects sent since the previous poll (plus those still pending then),
+//! the ones the relay reports as arrived are now in its `listeners` and stop
+//! counting; the rest stay pending, but only if they were made within
+//! `grace` before the poll (older ones never came). Arrivals are read from
+//! Icecast's cumulative `listener_connections` when `load.xsl` reports it,
+//! else bounded from below by the growth of the mount's `listeners` (which
+//! never overstates arrivals, so the count stays conservative). A slot is
+//! thus counted once: as a reservation until the relay counts it, then as
+//! a listener.
+//!
+//! Between polls a reservation's count is `pending + issued - base`: three
+//! atomic loads, whatever the load. When polls stop (relay down, cron gone)
+//! the one-second ring below takes over, so reservations expire after the
+//! TTL instead of piling up.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -99,6 +109,20 @@ impl ReservationRing {
         total
     }
 
+    /// Reservations in the buckets of seconds `from..=to`, whatever polls
+    /// released (the ledger's reconciliation reads raw history).
+    pub fn count_range(&self, from: u64, to: u64) -> u64 {
+        let from = from.max(to.saturating_sub(SLOTS - 1));
+        let mut total = 0;
+        for s in from..=to {
+            let (sec, count) = unpack(self.slots[(s % SLOTS) as usize].load(Ordering::Acquire));
+            if sec == s {
+                total += count;
+            }
+        }
+        total
+    }
+
     /// A poll that started at `poll_started_ms` counted this server:
     /// reservations from buckets that ended `grace_ms` before it are done.
     pub fn release_counted(&self, poll_started_ms: i64, grace_ms: i64) {
@@ -107,9 +131,187 @@ impl ReservationRing {
     }
 }
 
+const PENDING_BITS: u32 = 24;
+const PENDING_MASK: u64 = (1 << PENDING_BITS) - 1;
+
+/// What one poll of the relay said, for reconciling a [`Ledger`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Start of the poll (ms since the epoch).
+    pub poll_ms: i64,
+    /// Listeners the relay reported (the mount's, or the server's sum).
+    pub listeners: u64,
+    /// The relay's cumulative `listener_connections`, when it reports it
+    /// and it may be attributed to this ledger (one mount per server).
+    pub connections: Option<u64>,
+}
+
+/// Exact reservations of one mount or server; see the module comment.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    ring: ReservationRing,
+    issued: AtomicU64,
+    /// `base << PENDING_BITS | pending`, swapped as one so a reader never
+    /// sees the base of one poll with the pending count of another.
+    state: AtomicU64,
+    /// Until this second `pending + issued - base` is within the TTL;
+    /// afterwards (no poll for a while) the ring's count is used. 0 = never
+    /// reconciled.
+    fast_until_s: AtomicU64,
+    last: std::sync::Mutex<Option<Observation>>,
+}
+
+impl Ledger {
+    pub fn add(&self, now_s: u64) {
+        self.ring.add(now_s);
+        self.issued.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Takes back a reservation made by `add(now_s)`.
+    pub fn remove(&self, now_s: u64) {
+        self.ring.remove(now_s);
+        self.issued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Reservations that still count at `now_s`.
+    pub fn count(&self, now_s: u64, ttl_s: u64) -> u64 {
+        if now_s < self.fast_until_s.load(Ordering::Acquire) {
+            let issued = self.issued.load(Ordering::Acquire);
+            let (base, pending) = unpack_state(self.state.load(Ordering::Acquire));
+            pending + issued.saturating_sub(base)
+        } else {
+            self.ring.count(now_s, ttl_s)
+        }
+    }
+
+    /// Every reservation ever made (minus those taken back).
+    pub fn issued(&self) -> u64 {
+        self.issued.load(Ordering::Acquire)
+    }
+
+    /// Folds in a poll of the relay. Redirects made in the poll's own
+    /// second are treated as made after it (they may not be counted yet).
+    /// An observation not newer than the last one changes nothing.
+    pub fn reconcile(&self, obs: Observation, grace_ms: i64, ttl_s: u64) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|l| l.poll_ms >= obs.poll_ms) {
+            return;
+        }
+        let poll_s = (obs.poll_ms.max(0) / 1000) as u64;
+        let grace_start_s = ((obs.poll_ms - grace_ms).max(0) / 1000) as u64;
+        let now_issued = self.issued.load(Ordering::Acquire);
+        let after = self.ring.count_range(poll_s, poll_s + SLOTS - 1);
+        let issued_at_poll = now_issued.saturating_sub(after);
+        let recent = if poll_s > grace_start_s {
+            self.ring.count_range(grace_start_s, poll_s - 1)
+        } else {
+            0
+        };
+        let (base, pending) = unpack_state(self.state.load(Ordering::Acquire));
+        let candidates = pending + issued_at_poll.saturating_sub(base);
+        let arrived = match *last {
+            Some(prev) => {
+                let grown = obs.listeners.saturating_sub(prev.listeners);
+                let connected = match (prev.connections, obs.connections) {
+                    (Some(a), Some(b)) if b >= a => b - a,
+                    _ => 0,
+                };
+                grown.max(connected)
+            }
+            None => 0,
+        };
+        let still_pending = candidates.saturating_sub(arrived).min(recent);
+        self.state.store(
+            (issued_at_poll << PENDING_BITS) | still_pending.min(PENDING_MASK),
+            Ordering::Release,
+        );
+        self.ring.release_counted(obs.poll_ms, grace_ms);
+        let fast_until = (grace_start_s + ttl_s.clamp(1, SLOTS)).max(poll_s + 1);
+        self.fast_until_s.store(fast_until, Ordering::Release);
+        *last = Some(obs);
+    }
+}
+
+fn unpack_state(v: u64) -> (u64, u64) {
+    (v >> PENDING_BITS, v & PENDING_MASK)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+
+    fn obs(poll_ms: i64, listeners: u64, connections: Option<u64>) -> Observation {
+        Observation {
+            poll_ms,
+            listeners,
+            connections,
+        }
+    }
+
+    #[test]
+    fn ledger_counts_each_reservation_until_a_poll_sees_it_arrive() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 0, Some(0)), 5000, 60);
+        for _ in 0..3 {
+            l.add(1002);
+        }
+        assert_eq!(l.count(1003, 60), 3);
+        // Poll at 1004.0, within the grace of all three: the relay counted
+        // 3 new connections, so none is pending (the double count).
+        l.reconcile(obs(1_004_000, 3, Some(3)), 5000, 60);
+        assert_eq!(l.count(1004, 60), 0);
+        l.add(1004);
+        assert_eq!(l.count(1005, 60), 1, "made in the poll's second: kept");
+    }
+
+    #[test]
+    fn ledger_keeps_recent_no_shows_pending_and_drops_old_ones() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 10, Some(100)), 5000, 60);
+        l.add(1001); // older than the grace at the next poll
+        l.add(1008);
+        l.add(1008);
+        // One connection arrived: it takes the oldest; of the two left,
+        // only the two made within the grace can still come.
+        l.reconcile(obs(1_010_000, 11, Some(101)), 5000, 60);
+        assert_eq!(l.count(1010, 60), 2);
+        // Nothing more arrived by a poll long after: nothing is pending.
+        l.reconcile(obs(1_020_000, 11, Some(101)), 5000, 60);
+        assert_eq!(l.count(1020, 60), 0);
+    }
+
+    #[test]
+    fn ledger_without_connections_trusts_only_listener_growth() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 10, None), 5000, 60);
+        for _ in 0..4 {
+            l.add(1008);
+        }
+        // Listeners grew by 1 (others may have left): 3 stay pending.
+        l.reconcile(obs(1_010_000, 11, None), 5000, 60);
+        assert_eq!(l.count(1010, 60), 3);
+    }
+
+    #[test]
+    fn ledger_falls_back_to_the_ring_when_polls_stop() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 0, None), 5000, 30);
+        l.add(1001);
+        assert_eq!(l.count(1020, 30), 1);
+        assert_eq!(l.count(1040, 30), 0, "expired with the TTL");
+        l.add(1040);
+        assert_eq!(l.count(1041, 30), 1);
+    }
+
+    #[test]
+    fn ledger_ignores_an_older_observation() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_010_000, 0, Some(5)), 5000, 60);
+        l.add(1011);
+        l.reconcile(obs(1_000_000, 0, Some(0)), 5000, 60);
+        assert_eq!(l.count(1012, 60), 1);
+    }
 
     #[test]
     fn counts_within_ttl() {

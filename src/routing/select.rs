@@ -2,17 +2,30 @@
 //! reservations), so every rule here is unit-tested without I/O.
 //!
 //! 1. A mount is a candidate when its server is enabled and up, the last
-//!    poll listed it, and it has a free slot after reservations.
+//!    poll listed it, and it has a free slot after reservations. A listener
+//!    who came over HTTPS is offered relays with an `https_url` first, and
+//!    only those when the stream has `require_https`.
 //! 2. Candidates are grouped into distance rings around the client: the
 //!    nearest candidate opens ring 0, and every candidate within
 //!    `max(1.25 × d, d + 300 km)` of that distance `d` is in the same ring;
 //!    the next candidate beyond opens ring 1, and so on. Without client
 //!    coordinates but with a country, same-country relays form ring 0.
 //!    Without any location there is one ring (load-only choice).
-//! 3. Within the first ring, the most free capacity × weight wins; equal
-//!    scores prefer the client's country, then chance decides.
+//! 3. Within the first ring the mount that would be least full wins:
+//!    lowest `(used + 1) / (capacity × weight)`, where `used` is listeners
+//!    plus reservations and `capacity` the mount's limit (or the server's
+//!    when only that is known). A mount whose limit nobody knows gets the
+//!    mean capacity of the known candidates as its fair share (or 1 when no
+//!    limit is known at all: then the least loaded by weight wins), so it
+//!    fills alongside the others and never draws every listener. Relays of
+//!    equal weight thus fill evenly by fraction at any load. Equal scores
+//!    prefer the client's country, then chance decides.
 //! 4. The winner's slot is reserved; if a concurrent request took the last
-//!    slot first, the next in order is tried.
+//!    slot first, selection runs again.
+//!
+//! `choose` (the redirect path) makes two passes over the stream's mounts
+//! and allocates nothing; `rank` orders every mount for the admin,
+//! playlists and the explain page by the same rules.
 
 use rand::Rng;
 
@@ -20,9 +33,6 @@ use crate::domain::CountryCode;
 
 use super::snapshot::{Coords, MountEntry, ServerEntry, Snapshot, StreamEntry};
 
-/// Free capacity an unlimited mount on an uncapped server is treated as
-/// having, so among unlimited relays the least loaded wins.
-pub const UNLIMITED_CAPACITY: u64 = 1_000_000;
 /// Relays within this factor of the nearest distance count as equally near…
 pub const BAND_FACTOR: f64 = 1.25;
 /// …or within this many kilometres of it, whichever is wider.
@@ -88,11 +98,15 @@ impl Point {
     /// Through the chord: the same great-circle distance as the haversine
     /// formula, whose `h` is the squared half chord.
     pub fn distance_km(self, o: Point) -> f64 {
-        const R: f64 = 6371.0088;
+        chord2_to_km(self.chord2(o))
+    }
+
+    /// The squared chord to `o`: grows with the distance, so comparing
+    /// these needs no square root or arcsine.
+    pub fn chord2(self, o: Point) -> f64 {
         let [x, y, z] = self.0;
         let [a, b, c] = o.0;
-        let chord = ((x - a).powi(2) + (y - b).powi(2) + (z - c).powi(2)).sqrt();
-        2.0 * R * (chord / 2.0).min(1.0).asin()
+        (x - a) * (x - a) + (y - b) * (y - b) + (z - c) * (z - c)
     }
 }
 
@@ -103,12 +117,12 @@ pub fn band_limit(d: f64) -> f64 {
 
 /// Free slots of `m` on `s` after reservations (`None` = unlimited).
 pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (Option<u64>, u64) {
-    let reserved = m.counters.ring.count(now_s, ttl_s);
+    let reserved = m.counters.ledger.count(now_s, ttl_s);
     let mount_free = m
         .max
         .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved));
     let server_free = s.max_listeners.map(|max| {
-        u64::from(max).saturating_sub(s.listeners + s.counters.ring.count(now_s, ttl_s))
+        u64::from(max).saturating_sub(s.listeners + s.counters.ledger.count(now_s, ttl_s))
     });
     let free = match (mount_free, server_free) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -164,6 +178,7 @@ fn assess(
     client_point: Option<Point>,
     now_s: u64,
     ttl_s: u64,
+    fair_share: u64,
 ) -> Assessed {
     let m = &snap.mounts[idx];
     let s = &snap.servers[m.server];
@@ -186,8 +201,7 @@ fn assess(
         (Some(_), None) if same_country => Some(0.0),
         _ => None,
     };
-    let capacity = free
-        .unwrap_or_else(|| UNLIMITED_CAPACITY.saturating_sub(u64::from(m.listeners) + reserved));
+    let load = load_of(m, s, reserved, fair_share, now_s, ttl_s);
     Assessed {
         mount: idx,
         free,
@@ -196,8 +210,50 @@ fn assess(
         distance_km,
         same_country,
         ring: 0,
-        score: capacity.saturating_mul(u64::from(s.weight)),
+        score: load.score(),
     }
+}
+
+/// How full a mount would be with one more listener, as a fraction
+/// `used / room` compared exactly (cross-multiplied), lower is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    used: u64,
+    room: u64,
+}
+
+impl Load {
+    fn better_than(self, o: Load) -> std::cmp::Ordering {
+        (u128::from(self.used) * u128::from(o.room)).cmp(&(u128::from(o.used) * u128::from(self.room)))
+    }
+
+    /// A number that grows as the load shrinks, for the ordering in `rank`.
+    pub fn score(self) -> u64 {
+        ((u128::from(self.room) << 32) / u128::from(self.used.max(1))).min(u128::from(u64::MAX)) as u64
+    }
+}
+
+/// The capacity a mount is filled against (see rule 3), with the slot
+/// the listener would take.
+fn load_of(m: &MountEntry, s: &ServerEntry, reserved: u64, fair_share: u64, now_s: u64, ttl_s: u64) -> Load {
+    let (used, capacity) = match (m.max, s.max_listeners) {
+        (Some(max), _) => (u64::from(m.listeners) + reserved, u64::from(max)),
+        (None, Some(max)) => (
+            s.listeners + s.counters.ledger.count(now_s, ttl_s),
+            u64::from(max),
+        ),
+        (None, None) => (u64::from(m.listeners) + reserved, fair_share),
+    };
+    Load {
+        used: used + 1,
+        room: capacity.max(1) * u64::from(s.weight.max(1)),
+    }
+}
+
+/// Mean limit of the serving mounts whose limit is known: what a mount of
+/// unknown limit is treated as (1 when none is known).
+fn fair_share(sum: u64, known: u64) -> u64 {
+    if known == 0 { 1 } else { (sum / known).max(1) }
 }
 
 /// Every mount of the stream, candidates first in the order they would be
@@ -211,10 +267,11 @@ pub fn rank(
     rng: &mut impl Rng,
 ) -> Vec<Assessed> {
     let point = client.coords.map(Point::new);
+    let share = stream_fair_share(snap, stream);
     let mut all: Vec<(Assessed, u32)> = stream
         .mounts
         .iter()
-        .map(|&i| (assess(snap, i, client, point, now_s, ttl_s), rng.random()))
+        .map(|&i| (assess(snap, i, client, point, now_s, ttl_s, share), rng.random()))
         .collect();
 
     if client.coords.is_some() {
@@ -277,37 +334,222 @@ fn order_key(a: &Assessed, tiebreak: u32) -> u128 {
 pub fn try_reserve(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> bool {
     let m = &snap.mounts[mount];
     let s = &snap.servers[m.server];
-    m.counters.ring.add(now_s);
-    s.counters.ring.add(now_s);
+    m.counters.ledger.add(now_s);
+    s.counters.ledger.add(now_s);
     let mount_ok = m.max.is_none_or(|max| {
-        u64::from(m.listeners) + m.counters.ring.count(now_s, ttl_s) <= u64::from(max)
+        u64::from(m.listeners) + m.counters.ledger.count(now_s, ttl_s) <= u64::from(max)
     });
     let server_ok = s
         .max_listeners
-        .is_none_or(|max| s.listeners + s.counters.ring.count(now_s, ttl_s) <= u64::from(max));
+        .is_none_or(|max| s.listeners + s.counters.ledger.count(now_s, ttl_s) <= u64::from(max));
     if mount_ok && server_ok {
         true
     } else {
-        m.counters.ring.remove(now_s);
-        s.counters.ring.remove(now_s);
+        m.counters.ledger.remove(now_s);
+        s.counters.ledger.remove(now_s);
         false
     }
 }
 
+/// The fair share of a mount of unknown limit in this stream (rule 3),
+/// over the mounts that could serve now.
+fn stream_fair_share(snap: &Snapshot, stream: &StreamEntry) -> u64 {
+    let (mut sum, mut known) = (0u64, 0u64);
+    for &i in &stream.mounts {
+        let m = &snap.mounts[i];
+        let s = &snap.servers[m.server];
+        if let (true, Some(max)) = (serving(m, s), m.max.or(s.max_listeners)) {
+            sum += u64::from(max);
+            known += 1;
+        }
+    }
+    fair_share(sum, known)
+}
+
+fn serving(m: &MountEntry, s: &ServerEntry) -> bool {
+    m.live && s.enabled && s.health.is_up()
+}
+
+/// Where the client stands, for `choose`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    /// The request came over HTTPS.
+    pub https: bool,
+}
+
+/// How near a candidate is, comparable without trigonometry: the squared
+/// chord for located relays; `NEAR` for a located client's own country
+/// when the relay has no coordinates (rule: counts as local).
+type Nearness = f64;
+
 /// Picks and reserves the best mount; `None` when nothing has a free slot.
+/// Two passes over the stream's mounts and no allocation: the first finds
+/// the nearest candidate (the ring-0 bound), the HTTPS tier and the fair
+/// share, the second the least loaded mount within them.
 pub fn choose(
     snap: &Snapshot,
     stream: &StreamEntry,
     client: &ClientGeo,
+    want: Want,
     now_s: u64,
     ttl_s: u64,
     rng: &mut impl Rng,
 ) -> Option<usize> {
-    rank(snap, stream, client, now_s, ttl_s, rng)
-        .into_iter()
-        .take_while(|a| a.excluded.is_none())
-        .map(|a| a.mount)
-        .find(|&m| try_reserve(snap, m, now_s, ttl_s))
+    // A concurrent request may take the winner's last slot; then the
+    // winner is full and the next pass picks another (bounded: each retry
+    // follows a slot someone else took).
+    for _ in 0..8 {
+        let m = pick(snap, stream, client, want, now_s, ttl_s, rng)?;
+        if try_reserve(snap, m, now_s, ttl_s) {
+            return Some(m);
+        }
+    }
+    None
+}
+
+/// What the first pass learned.
+struct Bounds {
+    /// Only mounts of this HTTPS tier are eligible (0: has https_url).
+    tier: u8,
+    /// Ring 0: the nearest located candidate's ring bound as a squared
+    /// chord; `None` when no candidate has a distance.
+    ring0: Option<f64>,
+    /// A country-only client with a same-country candidate.
+    country_ring: bool,
+    share: u64,
+}
+
+fn nearness(snap: &Snapshot, m: &MountEntry, client: &ClientGeo, point: Option<Point>, same_country: bool) -> Option<Nearness> {
+    let p = point?;
+    match snap.server_point(m.server) {
+        Some(sp) => Some(p.chord2(sp)),
+        None if same_country => Some(0.0),
+        None => None,
+    }
+    .filter(|_| client.coords.is_some())
+}
+
+fn https_tier(s: &ServerEntry, stream: &StreamEntry, want: Want) -> Option<u8> {
+    match (want.https, s.https_url.is_some()) {
+        (false, _) | (true, true) => Some(0),
+        (true, false) if stream.require_https => None,
+        (true, false) => Some(1),
+    }
+}
+
+fn bounds(snap: &Snapshot, stream: &StreamEntry, client: &ClientGeo, point: Option<Point>, want: Want, now_s: u64, ttl_s: u64) -> Option<Bounds> {
+    let mut tier = u8::MAX;
+    let mut nearest = f64::INFINITY;
+    let mut country_ring = false;
+    let (mut sum, mut known) = (0u64, 0u64);
+    for &i in &stream.mounts {
+        let m = &snap.mounts[i];
+        let s = &snap.servers[m.server];
+        if !serving(m, s) {
+            continue;
+        }
+        if let Some(max) = m.max.or(s.max_listeners) {
+            sum += u64::from(max);
+            known += 1;
+        }
+        let Some(t) = https_tier(s, stream, want) else {
+            continue;
+        };
+        if t > tier || free_slots(m, s, now_s, ttl_s).0 == Some(0) {
+            continue;
+        }
+        if t < tier {
+            tier = t;
+            nearest = f64::INFINITY;
+            country_ring = false;
+        }
+        let same_country = matches!((client.country, s.country), (Some(a), Some(b)) if a == b);
+        country_ring |= same_country;
+        if let Some(n) = nearness(snap, m, client, point, same_country) {
+            nearest = nearest.min(n);
+        }
+    }
+    if tier == u8::MAX {
+        return None;
+    }
+    let ring0 = nearest.is_finite().then(|| {
+        let d = chord2_to_km(nearest);
+        km_to_chord2(band_limit(d))
+    });
+    Some(Bounds {
+        tier,
+        ring0,
+        country_ring: country_ring && client.coords.is_none(),
+        share: fair_share(sum, known),
+    })
+}
+
+fn pick(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    client: &ClientGeo,
+    want: Want,
+    now_s: u64,
+    ttl_s: u64,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    let point = client.coords.map(Point::new);
+    let b = bounds(snap, stream, client, point, want, now_s, ttl_s)?;
+    let mut best: Option<(usize, Load, bool)> = None;
+    let mut ties = 0u32;
+    for &i in &stream.mounts {
+        let m = &snap.mounts[i];
+        let s = &snap.servers[m.server];
+        if !serving(m, s) || https_tier(s, stream, want) != Some(b.tier) {
+            continue;
+        }
+        let same_country = matches!((client.country, s.country), (Some(a), Some(c)) if a == c);
+        let in_ring = match b.ring0 {
+            Some(limit) => nearness(snap, m, client, point, same_country).is_some_and(|n| n <= limit),
+            None if b.country_ring => same_country,
+            None => true,
+        };
+        if !in_ring {
+            continue;
+        }
+        let (free, reserved) = free_slots(m, s, now_s, ttl_s);
+        if free == Some(0) {
+            continue;
+        }
+        let load = load_of(m, s, reserved, b.share, now_s, ttl_s);
+        let order = match best {
+            None => std::cmp::Ordering::Less,
+            Some((_, l, c)) => load.better_than(l).then(c.cmp(&same_country)),
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                best = Some((i, load, same_country));
+                ties = 1;
+            }
+            std::cmp::Ordering::Equal => {
+                // Reservoir sampling: each of the tied mounts equally likely.
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = Some((i, load, same_country));
+                }
+            }
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+    best.map(|(i, _, _)| i)
+}
+
+const EARTH_R: f64 = 6371.0088;
+
+fn chord2_to_km(c2: f64) -> f64 {
+    2.0 * EARTH_R * (c2.sqrt() / 2.0).min(1.0).asin()
+}
+
+fn km_to_chord2(km: f64) -> f64 {
+    let half = (km / (2.0 * EARTH_R)).min(std::f64::consts::FRAC_PI_2);
+    let c = 2.0 * half.sin();
+    // A hair wider than exact, so a relay exactly at the bound stays in.
+    c * c * (1.0 + 1e-12) + 1e-15
 }
 
 /// Whether the stream's geo-restriction lets this client in.
@@ -332,7 +574,7 @@ mod tests {
 
     fn pick<'a>(snap: &'a Snapshot, client: &ClientGeo, seed: u64) -> Option<&'a str> {
         let mut rng = StdRng::seed_from_u64(seed);
-        choose(snap, &snap.streams[0], client, NOW, TTL, &mut rng)
+        choose(snap, &snap.streams[0], client, Want::default(), NOW, TTL, &mut rng)
             .map(|m| snap.servers[snap.mounts[m].server].name.as_str())
     }
 
@@ -350,11 +592,17 @@ mod tests {
     }
 
     #[test]
-    fn weight_scales_free_capacity() {
+    fn weight_scales_the_fill_target() {
+        // Weight 300 at 20% full counts as 7% of its weighted capacity,
+        // against 11% for the other at 10%.
+        let mut a = relay("a", 20, Some(100));
+        a.weight = 300;
+        let s = snapshot(vec![a, relay("b", 10, Some(100))]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("a"));
         let mut a = relay("a", 50, Some(100));
         a.weight = 300;
-        let s = snapshot(vec![a, relay("b", 0, Some(100))]);
-        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("a"));
+        let s = snapshot(vec![a, relay("b", 10, Some(100))]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("b"));
     }
 
     #[test]
@@ -505,8 +753,96 @@ mod tests {
         let mut nyc = located("nyc", "US", 40.71, -74.0);
         nyc.weight = 10_000;
         let s = snapshot(vec![fra, ams, nyc]);
-        for seed in 0..5 {
-            assert_eq!(pick(&s, &at(52.52, 13.40), seed), Some("ams"));
+        let mut got = std::collections::HashMap::new();
+        for seed in 0..40 {
+            *got.entry(pick(&s, &at(52.52, 13.40), seed).unwrap()).or_insert(0) += 1;
+        }
+        // Three to one, as the weights say; none across the ocean.
+        assert!((29..=31).contains(&got["ams"]), "{got:?}");
+        assert_eq!(got.get("nyc"), None);
+    }
+
+    #[test]
+    fn known_limits_fill_evenly_by_fraction_at_every_load() {
+        let limits = [20, 50, 50, 100, 200];
+        let s = snapshot(limits.iter().map(|&m| relay("r", 0, Some(m))).collect());
+        let mut rng = StdRng::seed_from_u64(5);
+        for n in 1..=420 {
+            choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng)
+                .unwrap();
+            let fill: Vec<f64> = s
+                .mounts
+                .iter()
+                .map(|m| m.counters.ledger.count(NOW, TTL) as f64 / f64::from(m.max.unwrap()))
+                .collect();
+            let spread = fill.iter().cloned().fold(0.0, f64::max) - fill.iter().cloned().fold(1.0, f64::min);
+            assert!(spread <= 0.10 + 1e-9, "after {n}: {fill:?}");
+        }
+        let none = choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng);
+        assert_eq!(none, None, "exactly the capacity, then nothing");
+    }
+
+    #[test]
+    fn unknown_limit_takes_a_fair_share_not_everything() {
+        // Two known relays of 100 and one whose limit nobody knows: it is
+        // filled as if it had 100, so 300 listeners split about evenly.
+        let s = snapshot(vec![relay("a", 0, Some(100)), relay("b", 0, Some(100)), relay("u", 0, None)]);
+        let mut rng = StdRng::seed_from_u64(6);
+        for _ in 0..150 {
+            choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng)
+                .unwrap();
+        }
+        let counts: Vec<u64> = s.mounts.iter().map(|m| m.counters.ledger.count(NOW, TTL)).collect();
+        assert!(counts.iter().all(|&c| (49..=51).contains(&c)), "{counts:?}");
+        // Once the known ones are full, the unknown one takes the rest.
+        for _ in 0..200 {
+            choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng)
+                .unwrap();
+        }
+        let counts: Vec<u64> = s.mounts.iter().map(|m| m.counters.ledger.count(NOW, TTL)).collect();
+        assert_eq!(counts, vec![100, 100, 150]);
+    }
+
+    #[test]
+    fn https_listeners_prefer_https_relays_and_may_be_kept_off_http() {
+        let mut s = snapshot(vec![relay("plain", 0, Some(100)), relay("tls", 90, Some(100))]);
+        s.servers[1].https_url = Some("https://tls".into());
+        let mut rng = StdRng::seed_from_u64(7);
+        let https = Want { https: true };
+        let st = &s.streams[0];
+        assert_eq!(choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng), Some(1));
+        assert_eq!(choose(&s, st, &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng), Some(0));
+        for _ in 0..9 {
+            choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng).unwrap();
+        }
+        // The https relay is full: http is the fallback, unless forbidden.
+        assert_eq!(choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng), Some(0));
+        s.streams[0].require_https = true;
+        let st = &s.streams[0];
+        assert_eq!(choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng), None);
+    }
+
+    #[test]
+    fn choose_agrees_with_rank_on_the_ring_and_the_least_loaded() {
+        // Random situations: the winner is always a ring-0 candidate that
+        // rank puts first or ties with it.
+        let mut rng = StdRng::seed_from_u64(11);
+        for round in 0..200 {
+            let relays: Vec<_> = (0..8)
+                .map(|_| {
+                    let mut r = located("x", "DE", rng.random_range(-60.0..60.0), rng.random_range(-180.0..180.0));
+                    r.listeners = rng.random_range(0..100);
+                    r
+                })
+                .collect();
+            let s = snapshot(relays);
+            let client = at(rng.random_range(-60.0..60.0), rng.random_range(-180.0..180.0));
+            let ranked = rank(&s, &s.streams[0], &client, NOW, TTL, &mut StdRng::seed_from_u64(round));
+            let first = &ranked[0];
+            let m = choose(&s, &s.streams[0], &client, Want::default(), NOW, TTL, &mut rng).unwrap();
+            let a = ranked.iter().find(|a| a.mount == m).unwrap();
+            assert_eq!(a.ring, 0, "round {round}");
+            assert_eq!(s.mounts[m].listeners, s.mounts[first.mount].listeners, "round {round}");
         }
     }
 
@@ -725,6 +1061,7 @@ mod tests {
         let mut st = StreamEntry {
             allowed_countries: Some(vec![CountryCode::parse("DE").unwrap()]),
             allow_unknown: true,
+            require_https: false,
             mounts: vec![],
             counters: Arc::new(StreamCounters::default()),
             id: 1,

@@ -16,18 +16,18 @@ use crate::error::Result;
 use crate::poll::health::Health;
 use crate::store;
 
-use super::reservations::ReservationRing;
+use super::reservations::{Ledger, Observation};
 use super::select::Point;
 
 #[derive(Debug, Default)]
 pub struct MountCounters {
-    pub ring: ReservationRing,
+    pub ledger: Ledger,
     pub redirects: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 pub struct ServerCounters {
-    pub ring: ReservationRing,
+    pub ledger: Ledger,
     pub redirects: AtomicU64,
     pub poll_errors: AtomicU64,
 }
@@ -133,7 +133,10 @@ pub struct MountEntry {
     /// Listed by the relay's last successful poll.
     pub live: bool,
     pub listeners: u32,
+    /// The limit selection enforces: the relay's, the operator's
+    /// (`configured_max`), or the lower of both; `None` = nobody knows.
     pub max: Option<u32>,
+    pub configured_max: Option<u32>,
     pub counters: Arc<MountCounters>,
 }
 
@@ -145,6 +148,8 @@ pub struct StreamEntry {
     pub fallback_url: Option<String>,
     pub allowed_countries: Option<Vec<CountryCode>>,
     pub allow_unknown: bool,
+    /// Listeners who came over HTTPS go only to relays with an https_url.
+    pub require_https: bool,
     pub mounts: Vec<usize>,
     pub counters: Arc<StreamCounters>,
 }
@@ -217,14 +222,23 @@ impl Snapshot {
     }
 }
 
+/// How reservations are reconciled with polls: the connect grace (a
+/// redirect older than this at a poll has arrived or never will) and the
+/// TTL after which an unreconciled reservation stops counting.
+#[derive(Debug, Clone, Copy)]
+pub struct Reconcile {
+    pub grace_ms: i64,
+    pub ttl_s: u64,
+}
+
 /// Reads the store into a new snapshot. `resolved` holds GeoIP locations of
-/// servers that have none configured; `grace_ms` is the connect grace used
-/// to release reservations a poll has since counted.
+/// servers that have none configured; every mount's and server's
+/// reservations are reconciled with the server's last successful poll.
 pub async fn load(
     db: &store::Pool,
     counters: &Counters,
     resolved: &HashMap<i64, ResolvedLocation>,
-    grace_ms: i64,
+    rec: Reconcile,
 ) -> Result<Snapshot> {
     // One read transaction, so the snapshot is consistent even while a poll
     // or an import commits.
@@ -242,10 +256,16 @@ pub async fn load(
 
     let mut usage_by_mount: HashMap<(i64, &str), &store::status::MountStatusRow> = HashMap::new();
     let mut server_listeners: HashMap<i64, u64> = HashMap::new();
+    let mut server_mounts: HashMap<i64, usize> = HashMap::new();
     for u in &usage {
         usage_by_mount.insert((u.server_id, u.mount.as_str()), u);
         *server_listeners.entry(u.server_id).or_default() += u.listeners.max(0) as u64;
+        *server_mounts.entry(u.server_id).or_default() += 1;
     }
+    let connections = |h: Option<&store::status::HealthRow>| {
+        h.and_then(|h| h.listener_connections)
+            .and_then(|c| u64::try_from(c).ok())
+    };
 
     let mut servers = Vec::with_capacity(server_rows.len());
     let mut server_index = HashMap::new();
@@ -253,7 +273,12 @@ pub async fn load(
         let h = health.get(&row.id);
         let counters = counters.server(row.id);
         if let Some(at) = h.and_then(|h| h.last_success_at) {
-            counters.ring.release_counted(at, grace_ms);
+            let obs = Observation {
+                poll_ms: at,
+                listeners: server_listeners.get(&row.id).copied().unwrap_or(0),
+                connections: connections(h),
+            };
+            counters.ledger.reconcile(obs, rec.grace_ms, rec.ttl_s);
         }
         let geo = resolved.get(&row.id).copied().unwrap_or_default();
         let configured_country = row
@@ -303,6 +328,7 @@ pub async fn load(
             fallback_url: row.fallback_url.clone(),
             allowed_countries: row.allowed_countries(),
             allow_unknown: row.allow_unknown,
+            require_https: row.require_https,
             mounts: Vec::new(),
             counters: counters.stream(row.id),
         })
@@ -320,9 +346,26 @@ pub async fn load(
         };
         let u = usage_by_mount.get(&(row.server_id, row.mount.as_str()));
         let counters = counters.mount(row.id);
+        let listeners = u
+            .map(|u| u.listeners.clamp(0, u32::MAX as i64) as u32)
+            .unwrap_or(0);
         if let Some(at) = servers[server].last_success_at {
-            counters.ring.release_counted(at, grace_ms);
+            // The server's arrivals are this mount's only when the relay
+            // carries nothing else.
+            let only_mount = server_mounts.get(&row.server_id) == Some(&1) && u.is_some();
+            let obs = Observation {
+                poll_ms: at,
+                listeners: u64::from(listeners),
+                connections: connections(health.get(&row.server_id)).filter(|_| only_mount),
+            };
+            counters.ledger.reconcile(obs, rec.grace_ms, rec.ttl_s);
         }
+        let reported = u
+            .and_then(|u| u.max_listeners)
+            .map(|m| m.clamp(0, u32::MAX as i64) as u32);
+        let configured_max = row
+            .max_listeners
+            .map(|m| m.clamp(0, u32::MAX as i64) as u32);
         streams[stream].mounts.push(mounts.len());
         mounts.push(MountEntry {
             id: row.id,
@@ -330,12 +373,12 @@ pub async fn load(
             stream,
             path: row.mount.clone(),
             live: u.is_some(),
-            listeners: u
-                .map(|u| u.listeners.clamp(0, u32::MAX as i64) as u32)
-                .unwrap_or(0),
-            max: u
-                .and_then(|u| u.max_listeners)
-                .map(|m| m.clamp(0, u32::MAX as i64) as u32),
+            listeners,
+            max: match (reported, configured_max) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            configured_max,
             counters,
         });
     }

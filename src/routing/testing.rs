@@ -78,6 +78,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             live: r.live,
             listeners: r.listeners,
             max: r.max,
+            configured_max: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -88,6 +89,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
         fallback_url: None,
         allowed_countries: None,
         allow_unknown: true,
+        require_https: false,
         mounts: (0..mounts.len()).collect(),
         counters: Arc::new(StreamCounters::default()),
     };

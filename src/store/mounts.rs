@@ -12,6 +12,8 @@ pub struct MountRow {
     pub stream_id: i64,
     pub server_id: i64,
     pub mount: String,
+    /// The operator's limit for this mount (`None`: the relay's own).
+    pub max_listeners: Option<i64>,
     pub server_name: String,
     pub stream_name: String,
 }
@@ -32,7 +34,7 @@ impl MountRow {
     }
 }
 
-const SELECT: &str = "SELECT m.id, m.stream_id, m.server_id, m.mount, \
+const SELECT: &str = "SELECT m.id, m.stream_id, m.server_id, m.mount, m.max_listeners, \
                       sv.name AS server_name, st.name AS stream_name \
                       FROM mounts m JOIN servers sv ON sv.id = m.server_id \
                       JOIN streams st ON st.id = m.stream_id";

@@ -19,6 +19,8 @@ pub struct HealthRow {
     pub last_success_at: Option<i64>,
     pub latency_ms: Option<i64>,
     pub source: Option<String>,
+    /// The relay's cumulative `listener_connections` at that poll.
+    pub listener_connections: Option<i64>,
 }
 
 impl HealthRow {
@@ -43,7 +45,7 @@ pub struct MountStatusRow {
 pub async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
     Ok(sqlx::query_as::<_, HealthRow>(
         "SELECT server_id, state, consecutive_failures, consecutive_successes, last_error, \
-         last_error_at, last_poll_at, last_success_at, latency_ms, source FROM server_health",
+         last_error_at, last_poll_at, last_success_at, latency_ms, source, listener_connections FROM server_health",
     )
     .fetch_all(conn)
     .await?)
@@ -52,7 +54,7 @@ pub async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
 pub async fn health_of(conn: &mut SqliteConnection, server_id: i64) -> Result<Option<HealthRow>> {
     Ok(sqlx::query_as::<_, HealthRow>(
         "SELECT server_id, state, consecutive_failures, consecutive_successes, last_error, \
-         last_error_at, last_poll_at, last_success_at, latency_ms, source FROM server_health WHERE server_id = ?",
+         last_error_at, last_poll_at, last_success_at, latency_ms, source, listener_connections FROM server_health WHERE server_id = ?",
     )
     .bind(server_id)
     .fetch_optional(conn)
@@ -90,6 +92,8 @@ pub struct PollRecord {
     pub health: Health,
     /// `Ok((source, mounts))` or the error text.
     pub result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+    /// The relay's cumulative `listener_connections`, when it reports it.
+    pub connections: Option<u64>,
 }
 
 /// Writes one server's poll outcome. On success the server's mount list is
@@ -103,13 +107,16 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
     };
     sqlx::query(
         "INSERT INTO server_health (server_id, state, consecutive_failures, consecutive_successes, \
-           last_error, last_error_at, last_poll_at, last_success_at, latency_ms, source) \
-         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?6 END, ?6, ?7, ?8, ?9) \
+           last_error, last_error_at, last_poll_at, last_success_at, latency_ms, source, \
+           listener_connections) \
+         VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?5 IS NULL THEN NULL ELSE ?6 END, ?6, ?7, ?8, ?9, ?10) \
          ON CONFLICT (server_id) DO UPDATE SET state = ?2, consecutive_failures = ?3, \
            consecutive_successes = ?4, last_error = COALESCE(?5, last_error), \
            last_error_at = CASE WHEN ?5 IS NULL THEN last_error_at ELSE ?6 END, \
            last_poll_at = ?6, last_success_at = COALESCE(?7, last_success_at), \
-           latency_ms = ?8, source = COALESCE(?9, source)",
+           latency_ms = ?8, source = COALESCE(?9, source), \
+           listener_connections = CASE WHEN ?7 IS NULL THEN listener_connections ELSE ?10 END",
+
     )
     .bind(r.server_id)
     .bind(r.health.state.as_str())
@@ -120,6 +127,7 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
     .bind(last_success)
     .bind(r.latency_ms)
     .bind(source)
+    .bind(r.connections.map(|c| c.min(i64::MAX as u64) as i64))
     .execute(&mut *conn)
     .await?;
 

@@ -14,6 +14,8 @@ pub struct StreamRow {
     pub fallback_url: Option<String>,
     pub allowed_countries: Option<String>,
     pub allow_unknown: bool,
+    /// Listeners who came over HTTPS go only to relays with an https_url.
+    pub require_https: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -50,7 +52,8 @@ impl StreamRow {
 }
 
 const COLUMNS: &str =
-    "id, name, description, fallback_url, allowed_countries, allow_unknown, created_at, updated_at";
+    "id, name, description, fallback_url, allowed_countries, allow_unknown, require_https, \
+     created_at, updated_at";
 
 fn countries_column(s: &StreamSpec) -> Option<String> {
     s.allowed_countries.as_ref().map(|list| {

@@ -130,7 +130,7 @@ async fn api_status(State(state): State<AppState>) -> Response {
             state: s.health.state.as_str(),
             listeners: s.listeners,
             max_listeners: s.max_listeners,
-            reserved: s.counters.ring.count(now_s, ttl),
+            reserved: s.counters.ledger.count(now_s, ttl),
             weight: s.weight,
             country: s.country.map(|c| c.to_string()),
             latitude: s.coords.map(|c| c.lat),

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use askama::Template;
@@ -19,6 +20,7 @@ use subtle::ConstantTimeEq;
 use super::client_ip::{ClientInfo, client_info};
 use super::or_unlimited;
 use crate::app::AppState;
+use crate::routing::clients::{Verdict, agent_hash};
 use crate::routing::select;
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
 use crate::routing::{ClientGeo, Snapshot};
@@ -89,38 +91,35 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     let reserve = method != Method::HEAD;
     let now_s = state.now_s();
     let ttl = state.settings.reservation_ttl_s();
-    let mut rng = rand::rng();
-    let ranked = select::rank(&snap, stream, &geo, now_s, ttl, &mut rng);
-    let candidates = ranked.iter().take_while(|a| a.excluded.is_none());
-    let mut chosen = Vec::with_capacity(if format == Format::Redirect { 1 } else { 5 });
-    for a in candidates {
-        let take =
-            !reserve || !chosen.is_empty() || select::try_reserve(&snap, a.mount, now_s, ttl);
-        if take {
-            chosen.push(a.mount);
-            if format == Format::Redirect || chosen.len() == 5 {
-                break;
-            }
-        }
+    let want = select::Want {
+        https: client.https,
+    };
+    if format == Format::Redirect && reserve {
+        let agent = headers
+            .get(header::USER_AGENT)
+            .map_or(&b""[..], |v| v.as_bytes());
+        let listener = Listener {
+            client: &client,
+            geo,
+            want,
+            agent: agent_hash(agent),
+            query: uri.query(),
+        };
+        let snap = arc_swap::Guard::into_inner(snap);
+        return listen(&state, snap, name, &listener).await;
     }
+    let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
+    let chosen = ranked_candidates(&snap, stream, &geo, want, reserve, format, now_s, ttl);
     if chosen.is_empty() {
         return full(&state, stream);
     }
-    let first = &snap.mounts[chosen[0]];
     if reserve {
-        first.counters.redirects.fetch_add(1, Ordering::Relaxed);
-        snap.servers[first.server]
-            .counters
-            .redirects
-            .fetch_add(1, Ordering::Relaxed);
+        count_redirect(&snap, chosen[0]);
     }
-    let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
     match format {
         Format::Redirect => {
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
-            let location = url_of(chosen[0]);
-            tracing::debug!(stream = %stream.name, client = %client.ip, %location, "redirect");
-            redirect(&location)
+            redirect(&url_of(chosen[0]))
         }
         Format::M3u | Format::Pls => {
             stream.counters.playlist.fetch_add(1, Ordering::Relaxed);
@@ -128,6 +127,124 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
             playlist(format, stream, &urls)
         }
     }
+}
+
+/// A listener's request, as the redirect path needs it.
+struct Listener<'a> {
+    client: &'a ClientInfo,
+    geo: ClientGeo,
+    want: select::Want,
+    agent: u64,
+    query: Option<&'a str>,
+}
+
+/// The redirect itself: a repeat goes where the client went before, a
+/// new listener gets the best mount and a reservation. When the stream
+/// looks full, fresh counts are awaited (`--full-recheck`): listeners who
+/// left since the last poll have freed slots the balancer cannot see yet.
+/// Allocates nothing but the answer unless the stream is full.
+async fn listen(
+    state: &AppState,
+    mut snap: Arc<Snapshot>,
+    name: &str,
+    l: &Listener<'_>,
+) -> Response {
+    let settings = &state.settings;
+    let grace_ms = settings.reservation_grace.as_millis() as i64;
+    let ttl = settings.reservation_ttl_s();
+    let now_ms = crate::store::now_ms();
+    let Some(stream) = snap.stream(name) else {
+        return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
+    };
+    let verdict = state.clients.judge(
+        l.client.ip,
+        stream.id,
+        l.agent,
+        now_ms,
+        grace_ms,
+        settings.max_reservations_per_client,
+    );
+    if let Verdict::Same(id) = verdict
+        && let Some(m) = serving_mount(&snap, stream, id)
+    {
+        stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
+        return redirect(&mount_url(&snap, m, l.client, l.query));
+    }
+    let deadline = tokio::time::Instant::now() + settings.full_recheck;
+    loop {
+        let Some(stream) = snap.stream(name) else {
+            return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
+        };
+        let now_s = state.now_s();
+        let chosen = select::choose(&snap, stream, &l.geo, l.want, now_s, ttl, &mut rand::rng());
+        if let Some(m) = chosen {
+            count_redirect(&snap, m);
+            stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
+            state
+                .clients
+                .record(l.client.ip, stream.id, l.agent, snap.mounts[m].id, now_ms);
+            let location = mount_url(&snap, m, l.client, l.query);
+            tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
+            return redirect(&location);
+        }
+        if !state.await_fresh_counts(deadline).await {
+            return full(state, stream);
+        }
+        snap = state.snapshot.load_full();
+    }
+}
+
+/// Mount `id` of the stream, if it could take a listener now.
+fn serving_mount(snap: &Snapshot, stream: &StreamEntry, id: i64) -> Option<usize> {
+    stream.mounts.iter().copied().find(|&m| {
+        let mount = &snap.mounts[m];
+        let s = &snap.servers[mount.server];
+        mount.id == id && mount.live && s.enabled && s.health.is_up()
+    })
+}
+
+fn count_redirect(snap: &Snapshot, m: usize) {
+    let mount = &snap.mounts[m];
+    mount.counters.redirects.fetch_add(1, Ordering::Relaxed);
+    snap.servers[mount.server]
+        .counters
+        .redirects
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Playlists (and HEAD, which reserves nothing): the best few candidates
+/// in order, a slot reserved on the first only (a player takes the first).
+#[allow(clippy::too_many_arguments)]
+fn ranked_candidates(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    geo: &ClientGeo,
+    want: select::Want,
+    reserve: bool,
+    format: Format,
+    now_s: u64,
+    ttl: u64,
+) -> Vec<usize> {
+    let ranked = select::rank(snap, stream, geo, now_s, ttl, &mut rand::rng());
+    let limit = if format == Format::Redirect { 1 } else { 5 };
+    let usable = |m: usize| {
+        let s = &snap.servers[snap.mounts[m].server];
+        !(want.https && stream.require_https && s.https_url.is_none())
+    };
+    let mut chosen = Vec::with_capacity(limit);
+    for a in ranked.iter().take_while(|a| a.excluded.is_none()) {
+        if !usable(a.mount) {
+            continue;
+        }
+        let take = !reserve || !chosen.is_empty() || select::try_reserve(snap, a.mount, now_s, ttl);
+        if take {
+            chosen.push(a.mount);
+            if chosen.len() == limit {
+                break;
+            }
+        }
+    }
+    chosen
 }
 
 /// Says why, and where the stream can be heard, so a listener (or their

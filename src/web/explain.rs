@@ -456,7 +456,7 @@ mod tests {
             let e = run(&s, at(52.52, 13.40, "DE"), true);
             assert_eq!(e.chosen().unwrap().reserved, 0);
         }
-        assert_eq!(s.mounts[0].counters.ring.count(NOW, TTL), 0);
+        assert_eq!(s.mounts[0].counters.ledger.count(NOW, TTL), 0);
     }
 
     #[test]
