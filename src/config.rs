@@ -24,6 +24,9 @@ pub struct Settings {
     pub reservation_grace: Duration,
     /// Password for the `admin` user created on first start.
     pub admin_password: Option<String>,
+    /// How long in-flight requests and background tasks get to finish
+    /// after a stop signal.
+    pub shutdown_timeout: Duration,
     /// Reservations one client address may hold per stream within the
     /// grace window (different players behind one address).
     pub max_reservations_per_client: usize,
@@ -48,6 +51,7 @@ impl Settings {
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
+            shutdown_timeout: Duration::from_secs(10),
             max_reservations_per_client: 4,
             down_recheck: Duration::from_secs(2),
             full_recheck: Duration::from_secs(1),
@@ -84,6 +88,7 @@ impl std::fmt::Debug for Settings {
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_reservations_per_client", &self.max_reservations_per_client)
             .field("down_recheck", &self.down_recheck)
             .field("full_recheck", &self.full_recheck)

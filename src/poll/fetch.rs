@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::parse::{MountUsage, parse_load, parse_status_json};
+use super::parse::{parse_load, parse_status_json};
+use crate::domain::MountUsage;
 
 /// What one poll read from a relay.
 #[derive(Debug, Clone)]

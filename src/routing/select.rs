@@ -29,20 +29,14 @@
 
 use rand::Rng;
 
-use crate::domain::CountryCode;
+use crate::domain::{ClientGeo, Point};
 
-use super::snapshot::{Coords, MountEntry, ServerEntry, Snapshot, StreamEntry};
+use super::snapshot::{MountEntry, ServerEntry, Snapshot, StreamEntry};
 
 /// Relays within this factor of the nearest distance count as equally near…
 pub const BAND_FACTOR: f64 = 1.25;
 /// …or within this many kilometres of it, whichever is wider.
 pub const BAND_KM: f64 = 300.0;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ClientGeo {
-    pub country: Option<CountryCode>,
-    pub coords: Option<Coords>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Excluded {
@@ -75,39 +69,6 @@ pub struct Assessed {
     pub same_country: bool,
     pub ring: u32,
     pub score: u64,
-}
-
-/// Great-circle distance in km.
-pub fn distance_km(a: Coords, b: Coords) -> f64 {
-    Point::new(a).distance_km(Point::new(b))
-}
-
-/// A location as a unit vector. The snapshot keeps one per relay, so the
-/// distance from a client to each of many relays costs a square root and
-/// an arcsine rather than a full haversine (the trigonometry was most of
-/// the selection time with 100 relays).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point([f64; 3]);
-
-impl Point {
-    pub fn new(c: Coords) -> Point {
-        let (lat, lon) = (c.lat.to_radians(), c.lon.to_radians());
-        Point([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()])
-    }
-
-    /// Through the chord: the same great-circle distance as the haversine
-    /// formula, whose `h` is the squared half chord.
-    pub fn distance_km(self, o: Point) -> f64 {
-        chord2_to_km(self.chord2(o))
-    }
-
-    /// The squared chord to `o`: grows with the distance, so comparing
-    /// these needs no square root or arcsine.
-    pub fn chord2(self, o: Point) -> f64 {
-        let [x, y, z] = self.0;
-        let [a, b, c] = o.0;
-        (x - a) * (x - a) + (y - b) * (y - b) + (z - c) * (z - c)
-    }
 }
 
 /// Where the ring opened by a relay `d` km away ends.
@@ -569,6 +530,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
+    use crate::domain::{Coords, CountryCode, distance_km};
     use crate::routing::snapshot::StreamCounters;
     use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
 

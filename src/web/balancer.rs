@@ -19,11 +19,12 @@ use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::or_unlimited;
-use crate::app::AppState;
+use crate::domain::ClientGeo;
+use crate::routing::Snapshot;
 use crate::routing::clients::{Verdict, agent_hash};
 use crate::routing::select;
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
-use crate::routing::{ClientGeo, Snapshot};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -70,16 +71,19 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     };
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let (name, format) = split_format(&name);
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let Some(stream) = snap.stream(name) else {
-        state.metrics.unknown_stream.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics()
+            .unknown_stream
+            .fetch_add(1, Ordering::Relaxed);
         return plain(
             StatusCode::NOT_FOUND,
             format!("No stream named {name:?} here.\n"),
         );
     };
-    let client = client_info(peer.ip(), headers, &state.settings.trusted_proxies);
-    let geo = state.geo.lookup(client.ip);
+    let client = client_info(peer.ip(), headers, &state.settings().trusted_proxies);
+    let geo = state.geo().lookup(client.ip);
     if !select::allowed(stream, &geo) {
         stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);
         return plain(
@@ -89,8 +93,8 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     }
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let now_s = state.clock().now_s();
+    let ttl = state.settings().reservation_ttl_s();
     let want = select::Want {
         https: client.https,
     };
@@ -149,14 +153,14 @@ async fn listen(
     name: &str,
     l: &Listener<'_>,
 ) -> Response {
-    let settings = &state.settings;
+    let settings = state.settings();
     let grace_ms = settings.reservation_grace.as_millis() as i64;
     let ttl = settings.reservation_ttl_s();
-    let now_ms = crate::store::now_ms();
+    let now_ms = state.clock().now_ms();
     let Some(stream) = snap.stream(name) else {
         return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
     };
-    let verdict = state.clients.judge(
+    let verdict = state.clients().judge(
         l.client.ip,
         stream.id,
         l.agent,
@@ -175,13 +179,13 @@ async fn listen(
         let Some(stream) = snap.stream(name) else {
             return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
         };
-        let now_s = state.now_s();
+        let now_s = state.clock().now_s();
         let chosen = select::choose(&snap, stream, &l.geo, l.want, now_s, ttl, &mut rand::rng());
         if let Some(m) = chosen {
             count_redirect(&snap, m);
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
             state
-                .clients
+                .clients()
                 .record(l.client.ip, stream.id, l.agent, snap.mounts[m].id, now_ms);
             let location = mount_url(&snap, m, l.client, l.query);
             tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
@@ -190,7 +194,7 @@ async fn listen(
         if !state.await_fresh_counts(deadline).await {
             return full(state, stream);
         }
-        snap = state.snapshot.load_full();
+        snap = arc_swap::Guard::into_inner(state.snapshot());
     }
 }
 
@@ -308,7 +312,7 @@ fn full(state: &AppState, stream: &StreamEntry) -> Response {
         return redirect(url);
     }
     stream.counters.full.fetch_add(1, Ordering::Relaxed);
-    let retry = state.settings.poll_interval.as_secs().clamp(5, 60);
+    let retry = state.settings().poll_interval.as_secs().clamp(5, 60);
     let mut resp = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
@@ -374,7 +378,7 @@ fn playlist(format: Format, stream: &StreamEntry, urls: &[String]) -> Response {
 }
 
 async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = &state.settings.poll_token else {
+    let Some(token) = &state.settings().poll_token else {
         return plain(
             StatusCode::FORBIDDEN,
             "Polling over HTTP is disabled: start the balancer with --poll-token.\n".into(),
@@ -416,8 +420,8 @@ struct IndexPage {
 
 /// Free slots and listeners per stream as selection sees them now.
 pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let now_s = state.clock().now_s();
+    let ttl = state.settings().reservation_ttl_s();
     snap.streams
         .iter()
         .map(|st| {
@@ -434,7 +438,7 @@ pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     IndexPage {
         streams: stream_rows(&state, &snap),
     }
