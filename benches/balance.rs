@@ -14,7 +14,9 @@
 //! Scenarios: `flash` (3x capacity in 10 s), `churn` (offered load 90% of
 //! capacity), `death` (the 200-slot relay killed at 60% load, then
 //! brought back), `all`. Options: `--poll 5|15` (seconds, default both),
-//! `--refuse 403|503`, `--source load|status-json`, `--seed N`.
+//! `--refuse 403|503`, `--source load|status-json`, `--seed N`,
+//! `--full-recheck S` (the balancer's setting; 0 = answer 503 at once).
+//! The binary built before issue 9's changes has no `--full-recheck`.
 
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ struct Options {
     refuse: u16,
     source: Source,
     seed: u64,
+    /// `--full-recheck` of the balancer (seconds; 0 = off).
+    full_recheck_s: u64,
 }
 
 /// One fake relay. `held` is the truth the balancer is measured against.
@@ -222,6 +226,9 @@ struct Tally {
     full: AtomicU64,
     /// 503 from the balancer while some live relay had a free slot.
     full_with_room: AtomicU64,
+    /// 503 while some relay had had a free slot for 2 s or more: room a
+    /// balancer that polls (and re-polls when full) could have known of.
+    full_with_known_room: AtomicU64,
     /// Sent to a relay that was not accepting connections (dead).
     sent_to_dead: AtomicU64,
 }
@@ -233,6 +240,7 @@ struct Counts {
     overflow: u64,
     full: u64,
     full_with_room: u64,
+    full_with_known_room: u64,
     sent_to_dead: u64,
 }
 
@@ -245,6 +253,7 @@ impl Tally {
             overflow: get(&self.overflow),
             full: get(&self.full),
             full_with_room: get(&self.full_with_room),
+            full_with_known_room: get(&self.full_with_known_room),
             sent_to_dead: get(&self.sent_to_dead),
         }
     }
@@ -258,6 +267,7 @@ impl Counts {
             overflow: self.overflow - o.overflow,
             full: self.full - o.full,
             full_with_room: self.full_with_room - o.full_with_room,
+            full_with_known_room: self.full_with_known_room - o.full_with_known_room,
             sent_to_dead: self.sent_to_dead - o.sent_to_dead,
         }
     }
@@ -270,6 +280,24 @@ struct World {
     /// Counting starts here (after the warm-up).
     counting: AtomicBool,
     next_ip: AtomicU32,
+    /// Some relay has had room for at least `KNOWN_ROOM`.
+    known_room: AtomicBool,
+}
+
+const KNOWN_ROOM: Duration = Duration::from_secs(2);
+
+/// Keeps `World::known_room` current, looking ten times a second.
+async fn watch_room(world: Arc<World>) {
+    let mut since: Vec<Option<Instant>> = vec![None; world.relays.len()];
+    loop {
+        let now = Instant::now();
+        for (i, r) in world.relays.iter().enumerate() {
+            since[i] = if r.room() > 0 { since[i].or(Some(now)) } else { None };
+        }
+        let known = since.iter().flatten().any(|t| now - *t >= KNOWN_ROOM);
+        world.known_room.store(known, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl World {
@@ -376,6 +404,9 @@ async fn listener(world: Arc<World>, until: Instant, mut retry_when_refused: boo
                 if world.room() > 0 {
                     world.count(&world.tally.full_with_room);
                 }
+                if world.known_room.load(Ordering::SeqCst) {
+                    world.count(&world.tally.full_with_known_room);
+                }
                 if !retry_when_refused {
                     return;
                 }
@@ -469,8 +500,9 @@ async fn start_world(options: Options) -> (Arc<World>, tempfile::TempDir) {
     settings.poll.timeout = Duration::from_secs(2);
     settings.trusted_proxies = vec![icecast_balancer::config::parse_cidr("127.0.0.1").unwrap()];
     settings.admin_password = Some("balance-simulator-password".into());
+    settings.full_recheck = Duration::from_secs(options.full_recheck_s);
     let app = Application::build(settings).await.unwrap();
-    let balancer = app.local_addr();
+    let balancer = app.local_addr().unwrap();
     let state = app.state();
     let mut toml = String::new();
     for r in &relays {
@@ -487,7 +519,7 @@ async fn start_world(options: Options) -> (Arc<World>, tempfile::TempDir) {
         ));
     }
     let file = config_file::parse(&toml).unwrap();
-    config_file::apply(&state.db, &file).await.unwrap();
+    config_file::apply(state.writer(), &file).await.unwrap();
     state.refresh().await.unwrap();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     // The scheduler's first round runs at start; wait for relays to be up.
@@ -497,7 +529,9 @@ async fn start_world(options: Options) -> (Arc<World>, tempfile::TempDir) {
         tally: Tally::default(),
         counting: AtomicBool::new(false),
         next_ip: AtomicU32::new(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1))),
+        known_room: AtomicBool::new(false),
     });
+    tokio::spawn(watch_room(world.clone()));
     state.poll_now().await.unwrap();
     state.poll_now().await.unwrap();
     (world, dir)
@@ -527,8 +561,8 @@ fn print_report(options: &Options, r: &Report) {
             format!("{:.0}%", 100.0 * mean / f64::from(LIMITS[i]))
         })
         .collect();
-    // The widest gap between relay fill fractions, sampled once a second.
-    let spread = r
+    // The gap between relay fill fractions, sampled once a second.
+    let spreads: Vec<f64> = r
         .samples
         .iter()
         .map(|s| {
@@ -541,27 +575,32 @@ fn print_report(options: &Options, r: &Report) {
             let min = f.iter().cloned().fold(1.0, f64::min);
             max - min
         })
-        .fold(0.0, f64::max);
+        .collect();
+    let spread = spreads.iter().cloned().fold(0.0, f64::max);
+    let mean_spread = spreads.iter().sum::<f64>() / spreads.len().max(1) as f64;
     let served = t.served;
     let ideal = r
         .ideal
         .map(|i| format!("{served} of {i} ({:.1}%)", 100.0 * served as f64 / i.max(1) as f64))
         .unwrap_or_else(|| served.to_string());
     println!(
-        "{:<8} poll {:>2}s refuse {} | arrivals {:>5} | overflow {:>4} | 503 {:>5} (with room {:>4}) \
-         | sent to dead {:>3} | served {} | occupancy {:.0}% | fill {} | max spread {:.0} pts{}",
+        "{:<8} poll {:>2}s full-recheck {} refuse {} | arrivals {:>5} | overflow {:>4} | 503 {:>5} (with room {:>4}, room known 2 s {:>4}) \
+         | sent to dead {:>3} | served {} | occupancy {:.0}% | fill {} | spread max {:.0} mean {:.0} pts{}",
         r.scenario,
         options.poll_s,
+        options.full_recheck_s,
         options.refuse,
         t.arrivals,
         t.overflow,
         t.full,
         t.full_with_room,
+        t.full_with_known_room,
         t.sent_to_dead,
         ideal,
         100.0 * occupancy,
         fills.join("/"),
         100.0 * spread,
+        100.0 * mean_spread,
         r.note
     );
 }
@@ -694,6 +733,7 @@ fn parse_args() -> (Vec<String>, Vec<u64>, Options) {
         refuse: 403,
         source: Source::Load,
         seed: 9,
+        full_recheck_s: 1,
     };
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     while let Some(a) = args.next() {
@@ -705,6 +745,9 @@ fn parse_args() -> (Vec<String>, Vec<u64>, Options) {
                     Some("status-json") => Source::StatusJson,
                     _ => Source::Load,
                 }
+            }
+            "--full-recheck" => {
+                options.full_recheck_s = args.next().and_then(|v| v.parse().ok()).unwrap_or(1)
             }
             "--seed" => options.seed = args.next().and_then(|v| v.parse().ok()).unwrap_or(9),
             s => scenarios.push(s.to_string()),

@@ -78,7 +78,7 @@ pub fn parse(text: &str) -> Result<ConfigFile> {
 
 struct ParsedStream {
     spec: StreamSpec,
-    mounts: Option<Vec<(String, MountPath)>>,
+    mounts: Option<Vec<(String, MountPath, Option<u32>)>>,
     label: String,
 }
 
@@ -135,7 +135,7 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
                                 p.mount, p.server
                             ));
                         }
-                        out.push((p.server.to_string(), p.mount));
+                        out.push((p.server.to_string(), p.mount, p.max_listeners));
                     }
                     Err(e) => {
                         problems.extend(e.0.iter().map(|(f, m)| format!("{mlabel}: {f}: {m}")))
@@ -237,7 +237,7 @@ async fn wanted_mounts(ctx: &mut ChangeTx, p: &ParsedStream) -> Result<Option<Mo
         return Ok(None);
     };
     let mut wanted = MountSet::new();
-    for (server, mount) in list {
+    for (server, mount, _) in list {
         let Some(row) = store::servers::find_by_name(ctx.conn(), server).await? else {
             return Err(rejected(
                 &p.label,
@@ -272,7 +272,10 @@ async fn apply_mounts(
     for ((p, &id), w) in streams.iter().zip(ids).zip(wanted) {
         let Some(w) = w else { continue };
         match changes::replace_mounts(ctx, id, &w).await {
-            Ok((added, _)) => report.mounts_added.extend(added.iter().map(|m| m.label())),
+            Ok((added, _)) => {
+                report.mounts_added.extend(added.iter().map(|m| m.label()));
+                apply_mount_limits(ctx, p, id).await?;
+            }
             Err(Error::Conflict { value, .. }) => {
                 return Err(rejected(
                     &p.label,
@@ -281,6 +284,22 @@ async fn apply_mounts(
             }
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Gives each of the stream's mounts the limit the file names (none when
+/// the file names none: the file is the whole truth for its mounts).
+async fn apply_mount_limits(ctx: &mut ChangeTx, p: &ParsedStream, stream_id: i64) -> Result<()> {
+    let Some(list) = &p.mounts else {
+        return Ok(());
+    };
+    for row in store::mounts::for_stream(ctx.conn(), stream_id).await? {
+        let wanted = list
+            .iter()
+            .find(|(server, mount, _)| *server == row.server_name && mount.as_str() == row.mount)
+            .and_then(|(_, _, max)| *max);
+        changes::set_mount_limit(ctx, row.id, wanted).await?;
     }
     Ok(())
 }
@@ -303,6 +322,7 @@ pub async fn export(db: &Pool) -> Result<ConfigFile> {
             .map(|m| MountInput {
                 server: m.server_name.clone(),
                 mount: m.mount.clone(),
+                max_listeners: m.max_listeners,
             })
             .collect();
         streams.push(StreamInput {

@@ -218,6 +218,10 @@ pub struct StreamInput {
     pub allowed_countries: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unknown: Option<bool>,
+    /// Listeners who came over HTTPS go only to relays with an `https_url`
+    /// (browsers block http:// audio on an https:// page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_https: Option<bool>,
     /// `None` (key absent) leaves a stream's mounts as they are; a list
     /// (even empty) is the complete set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -236,6 +240,7 @@ impl From<&StreamSpec> for StreamInput {
                 .as_ref()
                 .map(|l| l.iter().map(ToString::to_string).collect()),
             allow_unknown: Some(s.allow_unknown),
+            require_https: s.require_https.then_some(true),
             mounts: None,
         }
     }
@@ -249,6 +254,7 @@ pub struct StreamSpec {
     /// `None`: listeners from anywhere. Sorted and deduplicated.
     pub allowed_countries: Option<Vec<CountryCode>>,
     pub allow_unknown: bool,
+    pub require_https: bool,
 }
 
 pub const MAX_DESCRIPTION: usize = 1000;
@@ -296,6 +302,7 @@ impl StreamInput {
             fallback_url,
             allowed_countries,
             allow_unknown: self.allow_unknown.unwrap_or(true),
+            require_https: self.require_https.unwrap_or(false),
         })
     }
 }
@@ -305,25 +312,45 @@ impl StreamInput {
 pub struct MountInput {
     pub server: String,
     pub mount: String,
+    /// The mount's limit when the relay reports none (status-json.xsl, a
+    /// mount without `<max-listeners>`), else the lower of both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_listeners: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MountSpec {
     pub server: Slug,
     pub mount: MountPath,
+    pub max_listeners: Option<u32>,
 }
+
+/// The largest mount limit accepted (Icecast's own ceiling is far below).
+pub const MAX_MOUNT_LISTENERS: i64 = 1_000_000;
 
 impl MountInput {
     pub fn parse(&self) -> Result<MountSpec, FieldErrors> {
         let mut e = FieldErrors::default();
         let server = e.take("server", Slug::parse(&self.server));
         let mount = e.take("mount", MountPath::parse(&self.mount));
+        let max_listeners = match self.max_listeners {
+            None => None,
+            Some(n) if (1..=MAX_MOUNT_LISTENERS).contains(&n) => Some(n as u32),
+            Some(_) => {
+                e.push(
+                    "max_listeners",
+                    format!("a whole number from 1 to {MAX_MOUNT_LISTENERS}, or empty for the relay's own"),
+                );
+                None
+            }
+        };
         if !e.is_empty() {
             return Err(e);
         }
         Ok(MountSpec {
             server: server.expect("checked"),
             mount: mount.expect("checked"),
+            max_listeners,
         })
     }
 }

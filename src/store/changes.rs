@@ -247,6 +247,21 @@ pub async fn add_mount(
     Ok(row)
 }
 
+/// Sets a mount's own limit (`None`: the relay's); audited when it changes.
+pub async fn set_mount_limit(ctx: &mut ChangeTx, id: i64, max: Option<u32>) -> Result<MountRow> {
+    let row = mounts::get(ctx.conn(), id).await?;
+    let max = max.map(i64::from);
+    if row.max_listeners == max {
+        return Ok(row);
+    }
+    mounts::set_max_listeners(ctx.conn(), id, max).await?;
+    let before = mounts::audit_text_with_limit(&row.server_name, &row.mount, row.max_listeners);
+    let after = mounts::audit_text_with_limit(&row.server_name, &row.mount, max);
+    ctx.record(Action::Update, Kind::Mount, &row.label(), Some(before), Some(after))
+        .await?;
+    mounts::get(ctx.conn(), id).await
+}
+
 pub async fn remove_mount(ctx: &mut ChangeTx, id: i64) -> Result<MountRow> {
     let row = mounts::get(ctx.conn(), id).await?;
     mounts::delete(ctx.conn(), id).await?;

@@ -28,6 +28,15 @@ pub fn audit_text(server: &str, mount: &str) -> String {
     format!("server = {server:?}\nmount = {mount:?}\n")
 }
 
+/// `audit_text` with the mount's own limit, when it has one.
+pub fn audit_text_with_limit(server: &str, mount: &str, max: Option<i64>) -> String {
+    let mut t = audit_text(server, mount);
+    if let Some(m) = max {
+        t.push_str(&format!("max_listeners = {m}\n"));
+    }
+    t
+}
+
 impl MountRow {
     pub fn label(&self) -> String {
         label(&self.stream_name, &self.mount, &self.server_name)
@@ -90,6 +99,15 @@ pub async fn insert(
     .fetch_one(conn)
     .await
     .map_err(|e| Error::from_unique(e, "mount", mount.as_str()))
+}
+
+pub async fn set_max_listeners(conn: &mut SqliteConnection, id: i64, max: Option<i64>) -> Result<()> {
+    sqlx::query("UPDATE mounts SET max_listeners = ? WHERE id = ?")
+        .bind(max)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {

@@ -47,6 +47,7 @@ impl StreamRow {
                 .map_err(|e| bad("fallback_url", e))?,
             allowed_countries: self.allowed_countries(),
             allow_unknown: self.allow_unknown,
+            require_https: self.require_https,
         })
     }
 }
@@ -95,13 +96,14 @@ pub async fn insert(conn: &mut SqliteConnection, s: &StreamSpec) -> Result<i64> 
     let now = now_ms();
     sqlx::query_scalar::<_, i64>(
         "INSERT INTO streams (name, description, fallback_url, allowed_countries, allow_unknown, \
-         created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         require_https, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(s.name.as_str())
     .bind(&s.description)
     .bind(s.fallback_url.as_ref().map(HttpUrl::as_str))
     .bind(countries_column(s))
     .bind(s.allow_unknown)
+    .bind(s.require_https)
     .bind(now)
     .bind(now)
     .fetch_one(conn)
@@ -112,13 +114,14 @@ pub async fn insert(conn: &mut SqliteConnection, s: &StreamSpec) -> Result<i64> 
 pub async fn update(conn: &mut SqliteConnection, id: i64, s: &StreamSpec) -> Result<()> {
     let done = sqlx::query(
         "UPDATE streams SET name = ?, description = ?, fallback_url = ?, allowed_countries = ?, \
-         allow_unknown = ?, updated_at = ? WHERE id = ?",
+         allow_unknown = ?, require_https = ?, updated_at = ? WHERE id = ?",
     )
     .bind(s.name.as_str())
     .bind(&s.description)
     .bind(s.fallback_url.as_ref().map(HttpUrl::as_str))
     .bind(countries_column(s))
     .bind(s.allow_unknown)
+    .bind(s.require_https)
     .bind(now_ms())
     .bind(id)
     .execute(conn)

@@ -40,6 +40,7 @@ pub struct StreamForm {
     /// Comma- or space-separated ISO codes; empty = no restriction.
     pub allowed_countries: String,
     pub allow_unknown: Option<String>,
+    pub require_https: Option<String>,
     pub csrf_token: String,
 }
 
@@ -58,6 +59,7 @@ impl StreamForm {
             fallback_url: Some(self.fallback_url.clone()),
             allowed_countries: (!countries.is_empty()).then_some(countries),
             allow_unknown: Some(self.allow_unknown.is_some()),
+            require_https: Some(self.require_https.is_some()),
             mounts: None,
         }
     }
@@ -73,6 +75,7 @@ impl StreamForm {
                 .unwrap_or_default()
                 .replace(',', ", "),
             allow_unknown: r.allow_unknown.then(|| "on".into()),
+            require_https: r.require_https.then(|| "on".into()),
             csrf_token: String::new(),
         }
     }
@@ -142,6 +145,9 @@ struct FormPage {
 pub struct MountForm {
     pub server: String,
     pub mount: String,
+    /// Blank: the relay's own limit.
+    #[serde(default)]
+    pub max_listeners: String,
     pub csrf_token: String,
 }
 
@@ -365,9 +371,15 @@ async fn add_mount(
     Form(form): Form<MountForm>,
 ) -> Result<Response> {
     user.check_csrf(&form.csrf_token)?;
+    let max_listeners = match form.max_listeners.trim() {
+        "" => None,
+        // Out of range or not a number: the parse below names the field.
+        t => Some(t.parse::<i64>().unwrap_or(-1)),
+    };
     let input = MountInput {
         server: form.server.clone(),
         mount: form.mount.clone(),
+        max_listeners,
     };
     let again = |errors: FieldErrors| async {
         let page = page_for(
@@ -396,7 +408,12 @@ async fn add_mount(
         drop(tx);
         return again(e).await;
     };
-    if let Err(e) = changes::add_mount(&mut tx, id, server.id, &spec.mount).await {
+    let added = changes::add_mount(&mut tx, id, server.id, &spec.mount).await;
+    let added = match added {
+        Ok(row) => changes::set_mount_limit(&mut tx, row.id, spec.max_listeners).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = added {
         drop(tx);
         let mut errors = FieldErrors::default();
         match e {
