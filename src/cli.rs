@@ -107,8 +107,9 @@ pub struct Options {
     #[arg(long, global = true, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub reservation_grace: u64,
     /// Reservations one client address may hold per stream at once (players
-    /// behind one NAT); a repeat from the same player takes none.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=10))]
+    /// behind one NAT); a repeat from the same player takes none. 0 turns
+    /// the check off (e.g. behind a proxy that hides client addresses).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub max_reservations_per_client: u64,
     /// Seconds between re-checks of relays that are down (0: only with the regular polls).
     #[arg(long, global = true, env = "ICECAST_BALANCER_DOWN_RECHECK", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]

@@ -160,14 +160,19 @@ async fn listen(
     let Some(stream) = snap.stream(name) else {
         return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
     };
-    let verdict = state.clients().judge(
+    let book = settings.max_reservations_per_client > 0;
+    let verdict = if !book {
+        Verdict::New
+    } else {
+        state.clients().judge(
         l.client.ip,
         stream.id,
         l.agent,
         now_ms,
         grace_ms,
         settings.max_reservations_per_client,
-    );
+        )
+    };
     if let Verdict::Same(id) = verdict
         && let Some(m) = serving_mount(&snap, stream, id)
     {
@@ -184,9 +189,10 @@ async fn listen(
         if let Some(m) = chosen {
             count_redirect(&snap, m);
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
-            state
-                .clients()
-                .record(l.client.ip, stream.id, l.agent, snap.mounts[m].id, now_ms);
+            if book {
+                let id = snap.mounts[m].id;
+                state.clients().record(l.client.ip, stream.id, l.agent, id, now_ms);
+            }
             let location = mount_url(&snap, m, l.client, l.query);
             tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
             return redirect(&location);

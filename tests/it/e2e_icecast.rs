@@ -247,3 +247,74 @@ async fn load_xsl_reports_listeners_limits_and_unlimited() {
             .any(|m| m.mount.as_str() == "/live.mp3" && m.listeners == 1 && m.max == Some(5))
     );
 }
+
+/// Issue 9's acceptance test: a relay with load.xsl and one without it
+/// (polled through status-json.xsl, which hides max-listeners) whose limit
+/// is in the balancer's configuration take exactly their limits in a burst
+/// of real listeners, and Icecast refuses nobody.
+#[tokio::test]
+async fn a_burst_fills_two_real_relays_to_their_limits_one_known_only_from_the_config() {
+    let Some(a) = Icecast::start(&[("/live.mp3", Some(3))]).await else {
+        return;
+    };
+    let Some(b) = Icecast::start_with(&[("/live.mp3", Some(4))], false).await else {
+        return;
+    };
+    let _sa = a.push_source("/live.mp3").await;
+    let _sb = b.push_source("/live.mp3").await;
+    let app = TestApp::spawn_with(|s| s.reservation_grace = Duration::from_secs(1)).await;
+    app.import(&format!(
+        "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\n\
+         [[servers]]\nname = \"relay-b\"\nurl = \"{}\"\n\
+         [[streams]]\nname = \"live\"\nmounts = [{{ server = \"relay-a\", mount = \"/live.mp3\" }}, \
+         {{ server = \"relay-b\", mount = \"/live.mp3\", max_listeners = 4 }}]\n",
+        a.url(),
+        b.url()
+    ))
+    .await;
+    let summary = app.poll().await;
+    assert_eq!(summary.server("relay-a").source, Some("load.xsl"));
+    assert_eq!(summary.server("relay-b").source, Some("status-json.xsl"));
+
+    // Seven slots: seven listeners at once all get in, each on a relay
+    // that accepts them (`listen` asserts Icecast's 200).
+    let app = std::sync::Arc::new(app);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..7 {
+        let app = app.clone();
+        burst.spawn(async move { listen(&app).await });
+    }
+    let mut per_relay: HashMap<String, u32> = HashMap::new();
+    let mut held = Vec::new();
+    while let Some(joined) = burst.join_next().await {
+        let (relay, task) = joined.unwrap().expect("a slot was free");
+        *per_relay.entry(relay).or_default() += 1;
+        held.push(task);
+    }
+    assert_eq!(per_relay.get(&a.url()), Some(&3), "{per_relay:?}");
+    assert_eq!(per_relay.get(&b.url()), Some(&4), "{per_relay:?}");
+    assert_eq!(a.listeners_settled("/live.mp3", 3).await, 3);
+    assert_eq!(b.listeners_settled("/live.mp3", 4).await, 4);
+    // The eighth waits for fresh counts, and is told the truth: full.
+    assert_eq!(listen(&app).await.err(), Some(503));
+    // A poll after the grace counts each listener once: still exactly full,
+    // and one leaving frees exactly one slot, on its relay.
+    app.advance(Duration::from_millis(1500));
+    app.poll().await;
+    assert_eq!(listen(&app).await.err(), Some(503));
+    held.pop().unwrap().abort();
+    let mut total = 7;
+    for _ in 0..100 {
+        total = a.listeners("/live.mp3").await + b.listeners("/live.mp3").await;
+        if total == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(total, 6, "Icecast never saw the listener leave");
+    app.advance(Duration::from_millis(1500));
+    app.poll().await;
+    let (_, task) = listen(&app).await.expect("the freed slot");
+    held.push(task);
+    assert_eq!(listen(&app).await.err(), Some(503));
+}

@@ -63,6 +63,9 @@ impl TestApp {
         settings.poll_interval = Duration::ZERO;
         settings.poll.timeout = Duration::from_secs(2);
         settings.admin_password = Some("correct horse battery staple".into());
+        // Every test listener comes from 127.0.0.1: the one-client-one-slot
+        // book would see them as one client. Its own tests turn it on.
+        settings.max_reservations_per_client = 0;
         configure(&mut settings);
         let clock = Clock::system();
         let app = Application::build_with_clock(settings, clock.clone())
