@@ -221,8 +221,12 @@ impl Ledger {
             None => 0,
         };
         let still_pending = candidates.saturating_sub(arrived).min(recent);
+        // More arrivals than candidates: redirects of the poll's own second
+        // that were made before it started (and counted) are among them;
+        // they move to before the base instead of counting on.
+        let early = arrived.saturating_sub(candidates).min(after);
         self.state.store(
-            (issued_at_poll << PENDING_BITS) | still_pending.min(PENDING_MASK),
+            ((issued_at_poll + early) << PENDING_BITS) | still_pending.min(PENDING_MASK),
             Ordering::Release,
         );
         self.ring.release_counted(obs.poll_ms, grace_ms);
@@ -263,6 +267,27 @@ mod tests {
         assert_eq!(l.count(1004, 60), 0);
         l.add(1004);
         assert_eq!(l.count(1005, 60), 1, "made in the poll's second: kept");
+    }
+
+    #[test]
+    fn ledger_counts_once_a_redirect_made_in_the_polls_own_second() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 0, Some(0)), 5000, 60);
+        // Two redirects at 1004.1 s, both connected before a poll at
+        // 1004.6 s: the poll counts them, so they stop counting as
+        // reservations even though they share the poll's second.
+        l.add(1004);
+        l.add(1004);
+        l.reconcile(obs(1_004_600, 2, Some(2)), 5000, 60);
+        assert_eq!(l.count(1005, 60), 0);
+        // A third in that second that had not arrived keeps counting.
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 0, Some(0)), 5000, 60);
+        for _ in 0..3 {
+            l.add(1004);
+        }
+        l.reconcile(obs(1_004_600, 2, Some(2)), 5000, 60);
+        assert_eq!(l.count(1005, 60), 1);
     }
 
     #[test]

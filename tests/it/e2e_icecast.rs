@@ -295,7 +295,7 @@ async fn a_burst_fills_two_real_relays_to_their_limits_one_known_only_from_the_c
     assert_eq!(per_relay.get(&b.url()), Some(&4), "{per_relay:?}");
     assert_eq!(a.listeners_settled("/live.mp3", 3).await, 3);
     assert_eq!(b.listeners_settled("/live.mp3", 4).await, 4);
-    // The eighth waits for fresh counts, and is told the truth: full.
+    // The eighth is told the truth: full.
     assert_eq!(listen(&app).await.err(), Some(503));
     // A poll after the grace counts each listener once: still exactly full,
     // and one leaving frees exactly one slot, on its relay.

@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod balancer;
+mod capacity;
 mod browser;
 mod cli;
 mod e2e_icecast;

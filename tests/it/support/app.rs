@@ -66,6 +66,8 @@ impl TestApp {
         // Every test listener comes from 127.0.0.1: the one-client-one-slot
         // book would see them as one client. Its own tests turn it on.
         settings.max_reservations_per_client = 0;
+        // Tests poll explicitly; a full stream must not start polls of its own.
+        settings.full_recheck = Duration::ZERO;
         configure(&mut settings);
         let clock = Clock::system();
         let app = Application::build_with_clock(settings, clock.clone())

@@ -1,0 +1,208 @@
+//! Issue 9, against fake relays: a slot counted once across a poll, one
+//! client one slot, HTTPS listeners kept off http:// relays, a down relay's
+//! return noticed within seconds, and the mount limit in the config file.
+
+use std::time::Duration;
+
+use crate::support::app::{ResponseExt, TestApp};
+use crate::support::eventually;
+use crate::support::fake_relay::{FakeRelay, Mode};
+
+fn one_relay_config(relay: &FakeRelay, extra: &str) -> String {
+    format!(
+        "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n{extra}\
+         mounts = [{{ server = \"relay-a\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    )
+}
+
+fn load(listeners: u32, max: u32, connections: Option<u32>) -> String {
+    let root = match connections {
+        Some(c) => format!("<load listener_connections=\"{c}\">"),
+        None => "<load>".into(),
+    };
+    format!(
+        "{root}<mount name=\"/live.mp3\" listeners=\"{listeners}\" max=\"{max}\">{}</mount></load>",
+        max - listeners
+    )
+}
+
+async fn reserved(app: &TestApp) -> u64 {
+    app.api_status().await["streams"][0]["mounts"][0]["reserved"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A poll within the grace that already counts the redirected listeners
+/// frees their reservations: the old accounting counted them twice and
+/// answered 503 with a slot free.
+#[tokio::test]
+async fn a_poll_that_counts_the_arrivals_frees_their_reservations() {
+    // With listener_connections (load.xsl of this project) and without
+    // (an older load.xsl: the growth of `listeners` tells).
+    for connections in [true, false] {
+        let relay = FakeRelay::start(&[]).await;
+        let conn = |n| connections.then_some(n);
+        relay.set_mode(Mode::Body(load(0, 4, conn(10))));
+        let app = TestApp::spawn().await;
+        app.import(&one_relay_config(&relay, "")).await;
+        app.poll().await;
+        for _ in 0..3 {
+            app.sent_to("live").await;
+        }
+        assert_eq!(reserved(&app).await, 3);
+        relay.set_mode(Mode::Body(load(3, 4, conn(13))));
+        app.advance(Duration::from_millis(500));
+        app.poll().await;
+        assert_eq!(reserved(&app).await, 0, "connections: {connections}");
+        app.sent_to("live").await;
+        let r = app.get("/icecast_balancer/live/").await;
+        assert_eq!(r.status(), 503, "exactly the limit, never more");
+    }
+}
+
+/// Of redirects the relay has not seen arrive, those within the grace
+/// still count: the poll may simply have come first.
+#[tokio::test]
+async fn redirects_not_yet_arrived_keep_their_slots() {
+    let relay = FakeRelay::start(&[]).await;
+    relay.set_mode(Mode::Body(load(0, 3, Some(0))));
+    let app = TestApp::spawn().await;
+    app.import(&one_relay_config(&relay, "")).await;
+    app.poll().await;
+    app.sent_to("live").await;
+    app.sent_to("live").await;
+    relay.set_mode(Mode::Body(load(1, 3, Some(1))));
+    app.advance(Duration::from_millis(500));
+    app.poll().await;
+    assert_eq!(reserved(&app).await, 1);
+    app.sent_to("live").await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+}
+
+#[tokio::test]
+async fn a_repeat_from_the_same_player_takes_no_second_slot() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10))]).await;
+    let app = TestApp::spawn_with(|s| s.max_reservations_per_client = 2).await;
+    app.import(&one_relay_config(&relay, "")).await;
+    app.poll().await;
+    let get = async |agent: &str| {
+        let r = app.get_with("/icecast_balancer/live/", "user-agent", agent).await;
+        r.redirect_target()
+    };
+    let first = get("VLC/3.0.20").await;
+    assert_eq!(get("VLC/3.0.20").await, first);
+    assert_eq!(reserved(&app).await, 1, "a retry is not a second listener");
+    get("mpv/0.38").await;
+    assert_eq!(reserved(&app).await, 2, "another player behind the address");
+    for i in 0..12 {
+        get(&format!("flood-{i}")).await;
+    }
+    assert_eq!(reserved(&app).await, 2, "at most 2 per address and stream");
+    // After the grace the address is a new client again.
+    app.advance(Duration::from_secs(6));
+    get("VLC/3.0.20").await;
+    assert_eq!(reserved(&app).await, 3);
+}
+
+#[tokio::test]
+async fn https_listeners_go_to_https_relays_and_never_to_http_when_required() {
+    let plain = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let tls = FakeRelay::start(&[("/live.mp3", 90, Some(100))]).await;
+    let config = |require: bool| {
+        format!(
+            "[[servers]]\nname = \"plain\"\nurl = \"{}\"\n[[servers]]\nname = \"tls\"\nurl = \"{}\"\n\
+             https_url = \"https://tls.example.com\"\n[[streams]]\nname = \"live\"\n\
+             require_https = {require}\nmounts = [{{ server = \"plain\", mount = \"/live.mp3\" }}, \
+             {{ server = \"tls\", mount = \"/live.mp3\" }}]\n",
+            plain.url, tls.url
+        )
+    };
+    let app =
+        TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    app.import(&config(false)).await;
+    app.poll().await;
+    let https = async || {
+        app.get_with("/icecast_balancer/live/", "x-forwarded-proto", "https")
+            .await
+    };
+    // Emptier, but http://: an https listener still goes to the https relay.
+    assert_eq!(https().await.redirect_target(), "https://tls.example.com/live.mp3");
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", plain.url));
+    tls.set_listeners("/live.mp3", 100);
+    app.poll().await;
+    // Full: without the setting, http:// is better than nothing…
+    assert_eq!(https().await.redirect_target(), format!("{}/live.mp3", plain.url));
+    // …with it, an https listener is told there is no room.
+    app.import(&config(true)).await;
+    assert_eq!(https().await.status(), 503);
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", plain.url));
+    let exported = icecast_balancer::config_file::export(app.state.db()).await.unwrap();
+    let text = icecast_balancer::config_file::to_toml(&exported).unwrap();
+    assert!(text.contains("require_https = true"), "{text}");
+}
+
+#[tokio::test]
+async fn a_relay_that_comes_back_is_used_within_seconds_not_intervals() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10))]).await;
+    relay.set_mode(Mode::Status(500));
+    let app = TestApp::spawn_with(|s| {
+        // One regular round at start, the next in an hour: only the quick
+        // re-check can notice the return.
+        s.poll_interval = Duration::from_secs(3600);
+        s.down_recheck = Duration::from_millis(200);
+    })
+    .await;
+    app.import(&one_relay_config(&relay, "")).await;
+    app.poll().await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    let hits = relay.hits();
+    relay.set_mode(Mode::LoadXsl);
+    let back = eventually(Duration::from_secs(20), async || {
+        app.get("/icecast_balancer/live/").await.status() == 302
+    })
+    .await;
+    assert!(back, "the relay's return was not noticed");
+    // Healthy now: the quick re-check leaves it alone.
+    let after = relay.hits();
+    assert!(after > hits);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(relay.hits(), after, "a healthy relay is not re-checked");
+}
+
+#[tokio::test]
+async fn a_mount_limit_in_the_config_applies_when_the_relay_reports_none() {
+    // status-json.xsl hides max-listeners: the configured 2 is the limit.
+    let relay = FakeRelay::start(&[("/live.mp3", 0, None)]).await;
+    relay.set_mode(Mode::StatusJsonOnly);
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"relay-a\", mount = \"/live.mp3\", max_listeners = 2 }}]\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    app.sent_to("live").await;
+    app.sent_to("live").await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    let exported = icecast_balancer::config_file::export(app.state.db()).await.unwrap();
+    let text = icecast_balancer::config_file::to_toml(&exported).unwrap();
+    assert!(text.contains("max_listeners = 2"), "{text}");
+    // A bad limit is refused, naming the entry, and changes nothing.
+    let bad = icecast_balancer::config_file::parse(&format!(
+        "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"relay-a\", mount = \"/live.mp3\", max_listeners = 0 }}]\n",
+        relay.url
+    ));
+    let refused = match bad {
+        Err(e) => e.to_string(),
+        Ok(f) => icecast_balancer::config_file::apply(app.state.writer(), &f)
+            .await
+            .unwrap_err()
+            .to_string(),
+    };
+    assert!(refused.contains("max_listeners"), "{refused}");
+    let again = icecast_balancer::config_file::export(app.state.db()).await.unwrap();
+    assert_eq!(icecast_balancer::config_file::to_toml(&again).unwrap(), text);
+}
