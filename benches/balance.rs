@@ -292,7 +292,11 @@ async fn watch_room(world: Arc<World>) {
     loop {
         let now = Instant::now();
         for (i, r) in world.relays.iter().enumerate() {
-            since[i] = if r.room() > 0 { since[i].or(Some(now)) } else { None };
+            since[i] = if r.room() > 0 {
+                since[i].or(Some(now))
+            } else {
+                None
+            };
         }
         let known = since.iter().flatten().any(|t| now - *t >= KNOWN_ROOM);
         world.known_room.store(known, Ordering::SeqCst);
@@ -329,9 +333,10 @@ async fn ask_balancer(world: &World, ip: u32) -> Option<Asked> {
     let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
     Some(match status {
         302 => {
-            let loc = head
-                .lines()
-                .find_map(|l| l.strip_prefix("location: ").or(l.strip_prefix("Location: ")))?;
+            let loc = head.lines().find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or(l.strip_prefix("Location: "))
+            })?;
             let port = loc.split(':').nth(2)?.split('/').next()?.parse().ok()?;
             Asked::Redirect(port)
         }
@@ -581,7 +586,12 @@ fn print_report(options: &Options, r: &Report) {
     let served = t.served;
     let ideal = r
         .ideal
-        .map(|i| format!("{served} of {i} ({:.1}%)", 100.0 * served as f64 / i.max(1) as f64))
+        .map(|i| {
+            format!(
+                "{served} of {i} ({:.1}%)",
+                100.0 * served as f64 / i.max(1) as f64
+            )
+        })
         .unwrap_or_else(|| served.to_string());
     println!(
         "{:<8} poll {:>2}s full-recheck {} refuse {} | arrivals {:>5} | overflow {:>4} | 503 {:>5} (with room {:>4}, room known 2 s {:>4}) \
@@ -716,7 +726,10 @@ async fn death(options: Options) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let note = match first {
-            Some(d) => format!(" | first listener on the returned relay after {:.1} s", d.as_secs_f64()),
+            Some(d) => format!(
+                " | first listener on the returned relay after {:.1} s",
+                d.as_secs_f64()
+            ),
             None => " | the returned relay got no listener in 40 s".into(),
         };
         (None, note)

@@ -89,7 +89,10 @@ impl std::fmt::Debug for Settings {
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
             .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("max_reservations_per_client", &self.max_reservations_per_client)
+            .field(
+                "max_reservations_per_client",
+                &self.max_reservations_per_client,
+            )
             .field("down_recheck", &self.down_recheck)
             .field("full_recheck", &self.full_recheck)
             .field(

@@ -181,7 +181,8 @@ pub async fn run_round_of(
     let servers: Vec<_> = servers
         .into_iter()
         .filter(|s| {
-            which == Which::All || crate::domain::health::needs_quick_recheck(s.enabled, health.get(&s.id).copied())
+            which == Which::All
+                || crate::domain::health::needs_quick_recheck(s.enabled, health.get(&s.id).copied())
         })
         .collect();
     if servers.is_empty() {

@@ -256,7 +256,10 @@ mod tests {
         let (mounts, connections) = parse_load(xml).unwrap();
         assert_eq!((mounts.len(), connections), (1, Some(4711)));
         assert_eq!(parse_load(b"<load/>").unwrap().1, None);
-        assert_eq!(parse_load(b"<load listener_connections=\"x\"/>").unwrap().1, None);
+        assert_eq!(
+            parse_load(b"<load listener_connections=\"x\"/>").unwrap().1,
+            None
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! that, requests are sent where the latest went, again without a slot.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -83,9 +83,7 @@ pub fn agent_hash(agent: &[u8]) -> u64 {
 
 impl ClientBook {
     fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Recent>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -110,7 +108,9 @@ impl ClientBook {
             return Verdict::Same(g.mount);
         }
         match given.last() {
-            Some(g) if given.len() >= max_per_client.clamp(1, MAX_PER_CLIENT) => Verdict::Same(g.mount),
+            Some(g) if given.len() >= max_per_client.clamp(1, MAX_PER_CLIENT) => {
+                Verdict::Same(g.mount)
+            }
             _ => Verdict::New,
         }
     }
@@ -169,8 +169,16 @@ mod tests {
         assert_eq!(b.judge(IP, 1, vlc, 1000, 5000, 4), Verdict::New);
         b.record(IP, 1, vlc, 42, 1000);
         assert_eq!(b.judge(IP, 1, vlc, 5999, 5000, 4), Verdict::Same(42));
-        assert_eq!(b.judge(IP, 2, vlc, 2000, 5000, 4), Verdict::New, "other stream");
-        assert_eq!(b.judge(IP, 1, vlc, 6001, 5000, 4), Verdict::New, "after the grace");
+        assert_eq!(
+            b.judge(IP, 2, vlc, 2000, 5000, 4),
+            Verdict::New,
+            "other stream"
+        );
+        assert_eq!(
+            b.judge(IP, 1, vlc, 6001, 5000, 4),
+            Verdict::New,
+            "after the grace"
+        );
     }
 
     #[test]
@@ -181,7 +189,10 @@ mod tests {
             assert_eq!(b.judge(IP, 1, a, 1000, 5000, 3), Verdict::New);
             b.record(IP, 1, a, i64::from(i), 1000);
         }
-        assert_eq!(b.judge(IP, 1, agent_hash(b"fourth"), 1000, 5000, 3), Verdict::Same(2));
+        assert_eq!(
+            b.judge(IP, 1, agent_hash(b"fourth"), 1000, 5000, 3),
+            Verdict::Same(2)
+        );
         b.sweep(7000, 5000);
         assert!(b.is_empty());
     }

@@ -244,7 +244,6 @@ fn unpack_state(v: u64) -> (u64, u64) {
 mod tests {
     use super::*;
 
-
     fn obs(poll_ms: i64, listeners: u64, connections: Option<u64>) -> Observation {
         Observation {
             poll_ms,

@@ -185,18 +185,27 @@ pub struct Load {
 
 impl Load {
     fn better_than(self, o: Load) -> std::cmp::Ordering {
-        (u128::from(self.used) * u128::from(o.room)).cmp(&(u128::from(o.used) * u128::from(self.room)))
+        (u128::from(self.used) * u128::from(o.room))
+            .cmp(&(u128::from(o.used) * u128::from(self.room)))
     }
 
     /// A number that grows as the load shrinks, for the ordering in `rank`.
     pub fn score(self) -> u64 {
-        ((u128::from(self.room) << 32) / u128::from(self.used.max(1))).min(u128::from(u64::MAX)) as u64
+        ((u128::from(self.room) << 32) / u128::from(self.used.max(1))).min(u128::from(u64::MAX))
+            as u64
     }
 }
 
 /// The capacity a mount is filled against (see rule 3), with the slot
 /// the listener would take.
-fn load_of(m: &MountEntry, s: &ServerEntry, reserved: u64, fair_share: u64, now_s: u64, ttl_s: u64) -> Load {
+fn load_of(
+    m: &MountEntry,
+    s: &ServerEntry,
+    reserved: u64,
+    fair_share: u64,
+    now_s: u64,
+    ttl_s: u64,
+) -> Load {
     let (used, capacity) = match (m.max, s.max_listeners) {
         (Some(max), _) => (u64::from(m.listeners) + reserved, u64::from(max)),
         (None, Some(max)) => (
@@ -214,7 +223,7 @@ fn load_of(m: &MountEntry, s: &ServerEntry, reserved: u64, fair_share: u64, now_
 /// Mean limit of the serving mounts whose limit is known: what a mount of
 /// unknown limit is treated as (1 when none is known).
 fn fair_share(sum: u64, known: u64) -> u64 {
-    if known == 0 { 1 } else { (sum / known).max(1) }
+    sum.checked_div(known).unwrap_or(1).max(1)
 }
 
 /// Every mount of the stream, candidates first in the order they would be
@@ -232,7 +241,12 @@ pub fn rank(
     let mut all: Vec<(Assessed, u32)> = stream
         .mounts
         .iter()
-        .map(|&i| (assess(snap, i, client, point, now_s, ttl_s, share), rng.random()))
+        .map(|&i| {
+            (
+                assess(snap, i, client, point, now_s, ttl_s, share),
+                rng.random(),
+            )
+        })
         .collect();
 
     if client.coords.is_some() {
@@ -380,7 +394,13 @@ struct Bounds {
     share: u64,
 }
 
-fn nearness(snap: &Snapshot, m: &MountEntry, client: &ClientGeo, point: Option<Point>, same_country: bool) -> Option<Nearness> {
+fn nearness(
+    snap: &Snapshot,
+    m: &MountEntry,
+    client: &ClientGeo,
+    point: Option<Point>,
+    same_country: bool,
+) -> Option<Nearness> {
     let p = point?;
     match snap.server_point(m.server) {
         Some(sp) => Some(p.chord2(sp)),
@@ -398,7 +418,15 @@ fn https_tier(s: &ServerEntry, stream: &StreamEntry, want: Want) -> Option<u8> {
     }
 }
 
-fn bounds(snap: &Snapshot, stream: &StreamEntry, client: &ClientGeo, point: Option<Point>, want: Want, now_s: u64, ttl_s: u64) -> Option<Bounds> {
+fn bounds(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    client: &ClientGeo,
+    point: Option<Point>,
+    want: Want,
+    now_s: u64,
+    ttl_s: u64,
+) -> Option<Bounds> {
     let mut tier = u8::MAX;
     let mut nearest = f64::INFINITY;
     let mut country_ring = false;
@@ -466,7 +494,9 @@ fn pick(
         }
         let same_country = matches!((client.country, s.country), (Some(a), Some(c)) if a == c);
         let in_ring = match b.ring0 {
-            Some(limit) => nearness(snap, m, client, point, same_country).is_some_and(|n| n <= limit),
+            Some(limit) => {
+                nearness(snap, m, client, point, same_country).is_some_and(|n| n <= limit)
+            }
             None if b.country_ring => same_country,
             None => true,
         };
@@ -536,8 +566,16 @@ mod tests {
 
     fn pick<'a>(snap: &'a Snapshot, client: &ClientGeo, seed: u64) -> Option<&'a str> {
         let mut rng = StdRng::seed_from_u64(seed);
-        choose(snap, &snap.streams[0], client, Want::default(), NOW, TTL, &mut rng)
-            .map(|m| snap.servers[snap.mounts[m].server].name.as_str())
+        choose(
+            snap,
+            &snap.streams[0],
+            client,
+            Want::default(),
+            NOW,
+            TTL,
+            &mut rng,
+        )
+        .map(|m| snap.servers[snap.mounts[m].server].name.as_str())
     }
 
     fn at(lat: f64, lon: f64) -> ClientGeo {
@@ -717,7 +755,8 @@ mod tests {
         let s = snapshot(vec![fra, ams, nyc]);
         let mut got = std::collections::HashMap::new();
         for seed in 0..40 {
-            *got.entry(pick(&s, &at(52.52, 13.40), seed).unwrap()).or_insert(0) += 1;
+            *got.entry(pick(&s, &at(52.52, 13.40), seed).unwrap())
+                .or_insert(0) += 1;
         }
         // Three to one, as the weights say; none across the ocean.
         assert!((29..=31).contains(&got["ams"]), "{got:?}");
@@ -730,17 +769,34 @@ mod tests {
         let s = snapshot(limits.iter().map(|&m| relay("r", 0, Some(m))).collect());
         let mut rng = StdRng::seed_from_u64(5);
         for n in 1..=420 {
-            choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng)
-                .unwrap();
+            choose(
+                &s,
+                &s.streams[0],
+                &ClientGeo::default(),
+                Want::default(),
+                NOW,
+                TTL,
+                &mut rng,
+            )
+            .unwrap();
             let fill: Vec<f64> = s
                 .mounts
                 .iter()
                 .map(|m| m.counters.ledger.count(NOW, TTL) as f64 / f64::from(m.max.unwrap()))
                 .collect();
-            let spread = fill.iter().cloned().fold(0.0, f64::max) - fill.iter().cloned().fold(1.0, f64::min);
+            let spread =
+                fill.iter().cloned().fold(0.0, f64::max) - fill.iter().cloned().fold(1.0, f64::min);
             assert!(spread <= 0.10 + 1e-9, "after {n}: {fill:?}");
         }
-        let none = choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng);
+        let none = choose(
+            &s,
+            &s.streams[0],
+            &ClientGeo::default(),
+            Want::default(),
+            NOW,
+            TTL,
+            &mut rng,
+        );
         assert_eq!(none, None, "exactly the capacity, then nothing");
     }
 
@@ -748,40 +804,91 @@ mod tests {
     fn unknown_limit_takes_a_fair_share_not_everything() {
         // Two known relays of 100 and one whose limit nobody knows: it is
         // filled as if it had 100, so 300 listeners split about evenly.
-        let s = snapshot(vec![relay("a", 0, Some(100)), relay("b", 0, Some(100)), relay("u", 0, None)]);
+        let s = snapshot(vec![
+            relay("a", 0, Some(100)),
+            relay("b", 0, Some(100)),
+            relay("u", 0, None),
+        ]);
         let mut rng = StdRng::seed_from_u64(6);
         for _ in 0..150 {
-            choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng)
-                .unwrap();
+            choose(
+                &s,
+                &s.streams[0],
+                &ClientGeo::default(),
+                Want::default(),
+                NOW,
+                TTL,
+                &mut rng,
+            )
+            .unwrap();
         }
-        let counts: Vec<u64> = s.mounts.iter().map(|m| m.counters.ledger.count(NOW, TTL)).collect();
+        let counts: Vec<u64> = s
+            .mounts
+            .iter()
+            .map(|m| m.counters.ledger.count(NOW, TTL))
+            .collect();
         assert!(counts.iter().all(|&c| (49..=51).contains(&c)), "{counts:?}");
         // Once the known ones are full, the unknown one takes the rest.
         for _ in 0..200 {
-            choose(&s, &s.streams[0], &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng)
-                .unwrap();
+            choose(
+                &s,
+                &s.streams[0],
+                &ClientGeo::default(),
+                Want::default(),
+                NOW,
+                TTL,
+                &mut rng,
+            )
+            .unwrap();
         }
-        let counts: Vec<u64> = s.mounts.iter().map(|m| m.counters.ledger.count(NOW, TTL)).collect();
+        let counts: Vec<u64> = s
+            .mounts
+            .iter()
+            .map(|m| m.counters.ledger.count(NOW, TTL))
+            .collect();
         assert_eq!(counts, vec![100, 100, 150]);
     }
 
     #[test]
     fn https_listeners_prefer_https_relays_and_may_be_kept_off_http() {
-        let mut s = snapshot(vec![relay("plain", 0, Some(100)), relay("tls", 90, Some(100))]);
+        let mut s = snapshot(vec![
+            relay("plain", 0, Some(100)),
+            relay("tls", 90, Some(100)),
+        ]);
         s.servers[1].https_url = Some("https://tls".into());
         let mut rng = StdRng::seed_from_u64(7);
         let https = Want { https: true };
         let st = &s.streams[0];
-        assert_eq!(choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng), Some(1));
-        assert_eq!(choose(&s, st, &ClientGeo::default(), Want::default(), NOW, TTL, &mut rng), Some(0));
+        assert_eq!(
+            choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng),
+            Some(1)
+        );
+        assert_eq!(
+            choose(
+                &s,
+                st,
+                &ClientGeo::default(),
+                Want::default(),
+                NOW,
+                TTL,
+                &mut rng
+            ),
+            Some(0)
+        );
         for _ in 0..9 {
             choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng).unwrap();
         }
         // The https relay is full: http is the fallback, unless forbidden.
-        assert_eq!(choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng), Some(0));
+        assert_eq!(
+            choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng),
+            Some(0)
+        );
         s.streams[0].require_https = true;
         let st = &s.streams[0];
-        assert_eq!(choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng), None);
+        assert_eq!(
+            choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng),
+            None
+        );
     }
 
     #[test]
@@ -792,19 +899,46 @@ mod tests {
         for round in 0..200 {
             let relays: Vec<_> = (0..8)
                 .map(|_| {
-                    let mut r = located("x", "DE", rng.random_range(-60.0..60.0), rng.random_range(-180.0..180.0));
+                    let mut r = located(
+                        "x",
+                        "DE",
+                        rng.random_range(-60.0..60.0),
+                        rng.random_range(-180.0..180.0),
+                    );
                     r.listeners = rng.random_range(0..100);
                     r
                 })
                 .collect();
             let s = snapshot(relays);
-            let client = at(rng.random_range(-60.0..60.0), rng.random_range(-180.0..180.0));
-            let ranked = rank(&s, &s.streams[0], &client, NOW, TTL, &mut StdRng::seed_from_u64(round));
+            let client = at(
+                rng.random_range(-60.0..60.0),
+                rng.random_range(-180.0..180.0),
+            );
+            let ranked = rank(
+                &s,
+                &s.streams[0],
+                &client,
+                NOW,
+                TTL,
+                &mut StdRng::seed_from_u64(round),
+            );
             let first = &ranked[0];
-            let m = choose(&s, &s.streams[0], &client, Want::default(), NOW, TTL, &mut rng).unwrap();
+            let m = choose(
+                &s,
+                &s.streams[0],
+                &client,
+                Want::default(),
+                NOW,
+                TTL,
+                &mut rng,
+            )
+            .unwrap();
             let a = ranked.iter().find(|a| a.mount == m).unwrap();
             assert_eq!(a.ring, 0, "round {round}");
-            assert_eq!(s.mounts[m].listeners, s.mounts[first.mount].listeners, "round {round}");
+            assert_eq!(
+                s.mounts[m].listeners, s.mounts[first.mount].listeners,
+                "round {round}"
+            );
         }
     }
 

@@ -257,8 +257,14 @@ pub async fn set_mount_limit(ctx: &mut ChangeTx, id: i64, max: Option<u32>) -> R
     mounts::set_max_listeners(ctx.conn(), id, max).await?;
     let before = mounts::audit_text_with_limit(&row.server_name, &row.mount, row.max_listeners);
     let after = mounts::audit_text_with_limit(&row.server_name, &row.mount, max);
-    ctx.record(Action::Update, Kind::Mount, &row.label(), Some(before), Some(after))
-        .await?;
+    ctx.record(
+        Action::Update,
+        Kind::Mount,
+        &row.label(),
+        Some(before),
+        Some(after),
+    )
+    .await?;
     mounts::get(ctx.conn(), id).await
 }
 

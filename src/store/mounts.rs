@@ -101,7 +101,11 @@ pub async fn insert(
     .map_err(|e| Error::from_unique(e, "mount", mount.as_str()))
 }
 
-pub async fn set_max_listeners(conn: &mut SqliteConnection, id: i64, max: Option<i64>) -> Result<()> {
+pub async fn set_max_listeners(
+    conn: &mut SqliteConnection,
+    id: i64,
+    max: Option<i64>,
+) -> Result<()> {
     sqlx::query("UPDATE mounts SET max_listeners = ? WHERE id = ?")
         .bind(max)
         .bind(id)

@@ -52,8 +52,7 @@ impl StreamRow {
     }
 }
 
-const COLUMNS: &str =
-    "id, name, description, fallback_url, allowed_countries, allow_unknown, require_https, \
+const COLUMNS: &str = "id, name, description, fallback_url, allowed_countries, allow_unknown, require_https, \
      created_at, updated_at";
 
 fn countries_column(s: &StreamSpec) -> Option<String> {

@@ -158,19 +158,22 @@ async fn listen(
     let ttl = settings.reservation_ttl_s();
     let now_ms = state.clock().now_ms();
     let Some(stream) = snap.stream(name) else {
-        return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!("No stream named {name:?} here.\n"),
+        );
     };
     let book = settings.max_reservations_per_client > 0;
     let verdict = if !book {
         Verdict::New
     } else {
         state.clients().judge(
-        l.client.ip,
-        stream.id,
-        l.agent,
-        now_ms,
-        grace_ms,
-        settings.max_reservations_per_client,
+            l.client.ip,
+            stream.id,
+            l.agent,
+            now_ms,
+            grace_ms,
+            settings.max_reservations_per_client,
         )
     };
     if let Verdict::Same(id) = verdict
@@ -182,7 +185,10 @@ async fn listen(
     let deadline = tokio::time::Instant::now() + settings.full_recheck;
     loop {
         let Some(stream) = snap.stream(name) else {
-            return plain(StatusCode::NOT_FOUND, format!("No stream named {name:?} here.\n"));
+            return plain(
+                StatusCode::NOT_FOUND,
+                format!("No stream named {name:?} here.\n"),
+            );
         };
         let now_s = state.clock().now_s();
         let chosen = select::choose(&snap, stream, &l.geo, l.want, now_s, ttl, &mut rand::rng());
@@ -191,7 +197,9 @@ async fn listen(
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
             if book {
                 let id = snap.mounts[m].id;
-                state.clients().record(l.client.ip, stream.id, l.agent, id, now_ms);
+                state
+                    .clients()
+                    .record(l.client.ip, stream.id, l.agent, id, now_ms);
             }
             let location = mount_url(&snap, m, l.client, l.query);
             tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");

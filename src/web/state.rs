@@ -189,7 +189,10 @@ impl AppState {
                 }
             });
         }
-        matches!(tokio::time::timeout_at(deadline, seen.changed()).await, Ok(Ok(())))
+        matches!(
+            tokio::time::timeout_at(deadline, seen.changed()).await,
+            Ok(Ok(()))
+        )
     }
 
     /// Polls only the relays judged down, so a relay's return is used
@@ -213,8 +216,15 @@ impl AppState {
         let on_written = move || this.request_refresh();
         let which = crate::poll::Which::Down;
         let poll = &inner.settings.poll;
-        crate::poll::run_round_of(&inner.db, &inner.fetcher, poll, &inner.clock, &on_written, which)
-            .await?;
+        crate::poll::run_round_of(
+            &inner.db,
+            &inner.fetcher,
+            poll,
+            &inner.clock,
+            &on_written,
+            which,
+        )
+        .await?;
         self.refresh().await
     }
 

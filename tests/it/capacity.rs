@@ -87,7 +87,9 @@ async fn a_repeat_from_the_same_player_takes_no_second_slot() {
     app.import(&one_relay_config(&relay, "")).await;
     app.poll().await;
     let get = async |agent: &str| {
-        let r = app.get_with("/icecast_balancer/live/", "user-agent", agent).await;
+        let r = app
+            .get_with("/icecast_balancer/live/", "user-agent", agent)
+            .await;
         r.redirect_target()
     };
     let first = get("VLC/3.0.20").await;
@@ -127,17 +129,25 @@ async fn https_listeners_go_to_https_relays_and_never_to_http_when_required() {
             .await
     };
     // Emptier, but http://: an https listener still goes to the https relay.
-    assert_eq!(https().await.redirect_target(), "https://tls.example.com/live.mp3");
+    assert_eq!(
+        https().await.redirect_target(),
+        "https://tls.example.com/live.mp3"
+    );
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", plain.url));
     tls.set_listeners("/live.mp3", 100);
     app.poll().await;
     // Full: without the setting, http:// is better than nothing…
-    assert_eq!(https().await.redirect_target(), format!("{}/live.mp3", plain.url));
+    assert_eq!(
+        https().await.redirect_target(),
+        format!("{}/live.mp3", plain.url)
+    );
     // …with it, an https listener is told there is no room.
     app.import(&config(true)).await;
     assert_eq!(https().await.status(), 503);
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", plain.url));
-    let exported = icecast_balancer::config_file::export(app.state.db()).await.unwrap();
+    let exported = icecast_balancer::config_file::export(app.state.db())
+        .await
+        .unwrap();
     let text = icecast_balancer::config_file::to_toml(&exported).unwrap();
     assert!(text.contains("require_https = true"), "{text}");
 }
@@ -186,7 +196,9 @@ async fn a_mount_limit_in_the_config_applies_when_the_relay_reports_none() {
     app.sent_to("live").await;
     app.sent_to("live").await;
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
-    let exported = icecast_balancer::config_file::export(app.state.db()).await.unwrap();
+    let exported = icecast_balancer::config_file::export(app.state.db())
+        .await
+        .unwrap();
     let text = icecast_balancer::config_file::to_toml(&exported).unwrap();
     assert!(text.contains("max_listeners = 2"), "{text}");
     // A bad limit is refused, naming the entry, and changes nothing.
@@ -203,6 +215,11 @@ async fn a_mount_limit_in_the_config_applies_when_the_relay_reports_none() {
             .to_string(),
     };
     assert!(refused.contains("max_listeners"), "{refused}");
-    let again = icecast_balancer::config_file::export(app.state.db()).await.unwrap();
-    assert_eq!(icecast_balancer::config_file::to_toml(&again).unwrap(), text);
+    let again = icecast_balancer::config_file::export(app.state.db())
+        .await
+        .unwrap();
+    assert_eq!(
+        icecast_balancer::config_file::to_toml(&again).unwrap(),
+        text
+    );
 }

@@ -8,8 +8,8 @@ mod support;
 
 mod admin;
 mod balancer;
-mod capacity;
 mod browser;
+mod capacity;
 mod cli;
 mod e2e_icecast;
 mod geo;

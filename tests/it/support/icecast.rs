@@ -161,7 +161,10 @@ impl Icecast {
         while Instant::now() < deadline {
             // status.xsl ships with Icecast, so relays without load.xsl
             // are judged up by the same probe.
-            if let Ok(r) = client.get(format!("{}/status.xsl", self.url())).send().await
+            if let Ok(r) = client
+                .get(format!("{}/status.xsl", self.url()))
+                .send()
+                .await
                 && r.status() == 200
             {
                 return;
