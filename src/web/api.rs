@@ -92,8 +92,11 @@ struct ApiMount<'a> {
     mount: &'a str,
     live: bool,
     listeners: u32,
-    /// `null` means unlimited.
+    /// The limit enforced (`null`: nobody knows one): the relay's, the
+    /// configured one, or the lower of both.
     max: Option<u32>,
+    /// The mount's `max_listeners` from the configuration.
+    max_configured: Option<u32>,
     free: Option<u64>,
     reserved: u64,
     /// Why selection would skip this mount now; `null` if it is a candidate.
@@ -173,6 +176,7 @@ async fn api_status(State(state): State<AppState>) -> Response {
                         live: m.live,
                         listeners: m.listeners,
                         max: m.max,
+                        max_configured: m.configured_max,
                         free,
                         reserved,
                         excluded,

@@ -196,6 +196,10 @@ async fn a_mount_limit_in_the_config_applies_when_the_relay_reports_none() {
     app.sent_to("live").await;
     app.sent_to("live").await;
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    let status = app.api_status().await;
+    let mount = &status["streams"][0]["mounts"][0];
+    assert_eq!(mount["max"], 2);
+    assert_eq!(mount["max_configured"], 2);
     let exported = icecast_balancer::config_file::export(app.state.db())
         .await
         .unwrap();
