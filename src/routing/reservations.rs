@@ -154,6 +154,12 @@ pub struct Ledger {
     /// `base << PENDING_BITS | pending`, swapped as one so a reader never
     /// sees the base of one poll with the pending count of another.
     state: AtomicU64,
+    /// The state before the last reconcile, and the poll that reconcile
+    /// folded in: a snapshot built before it (whose listener counts are the
+    /// older poll's) must be read with the older state, or a request in
+    /// between would see the arrivals neither as listeners nor reserved.
+    prev_state: AtomicU64,
+    state_poll_ms: std::sync::atomic::AtomicI64,
     /// Until this second `pending + issued - base` is within the TTL;
     /// afterwards (no poll for a while) the ring's count is used. 0 = never
     /// reconciled.
@@ -173,15 +179,31 @@ impl Ledger {
         self.issued.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Reservations that still count at `now_s`.
+    /// Reservations that still count at `now_s`, as of the latest poll.
     pub fn count(&self, now_s: u64, ttl_s: u64) -> u64 {
-        if now_s < self.fast_until_s.load(Ordering::Acquire) {
-            let issued = self.issued.load(Ordering::Acquire);
-            let (base, pending) = unpack_state(self.state.load(Ordering::Acquire));
-            pending + issued.saturating_sub(base)
-        } else {
-            self.ring.count(now_s, ttl_s)
+        self.count_seen(now_s, ttl_s, i64::MAX)
+    }
+
+    /// Reservations that still count at `now_s` for a reader whose
+    /// listener counts come from the poll that started at `seen_poll_ms`.
+    pub fn count_seen(&self, now_s: u64, ttl_s: u64, seen_poll_ms: i64) -> u64 {
+        if now_s >= self.fast_until_s.load(Ordering::SeqCst) {
+            return self.ring.count(now_s, ttl_s);
         }
+        let issued = self.issued.load(Ordering::SeqCst);
+        let packed = loop {
+            let poll = self.state_poll_ms.load(Ordering::SeqCst);
+            let v = if seen_poll_ms >= poll {
+                self.state.load(Ordering::SeqCst)
+            } else {
+                self.prev_state.load(Ordering::SeqCst)
+            };
+            if self.state_poll_ms.load(Ordering::SeqCst) == poll {
+                break v;
+            }
+        };
+        let (base, pending) = unpack_state(packed);
+        pending + issued.saturating_sub(base)
     }
 
     /// Every reservation ever made (minus those taken back).
@@ -225,13 +247,25 @@ impl Ledger {
         // that were made before it started (and counted) are among them;
         // they move to before the base instead of counting on.
         let early = arrived.saturating_sub(candidates).min(after);
+        // Readers go by `state_poll_ms`: the old state stays readable for
+        // snapshots of the older poll (see `count_seen`).
+        self.prev_state
+            .store(self.state.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.state_poll_ms.store(obs.poll_ms, Ordering::SeqCst);
         self.state.store(
             ((issued_at_poll + early) << PENDING_BITS) | still_pending.min(PENDING_MASK),
-            Ordering::Release,
+            Ordering::SeqCst,
         );
         self.ring.release_counted(obs.poll_ms, grace_ms);
+        // The older state may still be read: keep the fast path only while
+        // both are within the TTL.
         let fast_until = (grace_start_s + ttl_s.clamp(1, SLOTS)).max(poll_s + 1);
-        self.fast_until_s.store(fast_until, Ordering::Release);
+        let fast_until = match *last {
+            Some(prev) => fast_until
+                .min(((prev.poll_ms - grace_ms).max(0) / 1000) as u64 + ttl_s.clamp(1, SLOTS)),
+            None => fast_until,
+        };
+        self.fast_until_s.store(fast_until, Ordering::SeqCst);
         *last = Some(obs);
     }
 }
@@ -326,6 +360,20 @@ mod tests {
         assert_eq!(l.count(1040, 30), 0, "expired with the TTL");
         l.add(1040);
         assert_eq!(l.count(1041, 30), 1);
+    }
+
+    #[test]
+    fn a_snapshot_of_the_older_poll_reads_the_older_state() {
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 0, Some(0)), 5000, 60);
+        l.add(1002);
+        l.add(1002);
+        // The poll at 1004 s counted both; a request still holding the
+        // snapshot of the poll at 1000 s (0 listeners) must see them as
+        // reserved, the new snapshot (2 listeners) not.
+        l.reconcile(obs(1_004_000, 2, Some(2)), 5000, 60);
+        assert_eq!(l.count_seen(1004, 60, 1_000_000), 2);
+        assert_eq!(l.count_seen(1004, 60, 1_004_000), 0);
     }
 
     #[test]

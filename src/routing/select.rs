@@ -78,12 +78,14 @@ pub fn band_limit(d: f64) -> f64 {
 
 /// Free slots of `m` on `s` after reservations (`None` = unlimited).
 pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (Option<u64>, u64) {
-    let reserved = m.counters.ledger.count(now_s, ttl_s);
+    let seen = s.last_success_at.unwrap_or(i64::MIN);
+    let reserved = m.counters.ledger.count_seen(now_s, ttl_s, seen);
     let mount_free = m
         .max
         .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved));
     let server_free = s.max_listeners.map(|max| {
-        u64::from(max).saturating_sub(s.listeners + s.counters.ledger.count(now_s, ttl_s))
+        u64::from(max)
+            .saturating_sub(s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen))
     });
     let free = match (mount_free, server_free) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -209,7 +211,10 @@ fn load_of(
     let (used, capacity) = match (m.max, s.max_listeners) {
         (Some(max), _) => (u64::from(m.listeners) + reserved, u64::from(max)),
         (None, Some(max)) => (
-            s.listeners + s.counters.ledger.count(now_s, ttl_s),
+            s.listeners
+                + s.counters
+                    .ledger
+                    .count_seen(now_s, ttl_s, s.last_success_at.unwrap_or(i64::MIN)),
             u64::from(max),
         ),
         (None, None) => (u64::from(m.listeners) + reserved, fair_share),
@@ -309,14 +314,15 @@ fn order_key(a: &Assessed, tiebreak: u32) -> u128 {
 pub fn try_reserve(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> bool {
     let m = &snap.mounts[mount];
     let s = &snap.servers[m.server];
+    let seen = s.last_success_at.unwrap_or(i64::MIN);
     m.counters.ledger.add(now_s);
     s.counters.ledger.add(now_s);
     let mount_ok = m.max.is_none_or(|max| {
-        u64::from(m.listeners) + m.counters.ledger.count(now_s, ttl_s) <= u64::from(max)
+        u64::from(m.listeners) + m.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
     });
-    let server_ok = s
-        .max_listeners
-        .is_none_or(|max| s.listeners + s.counters.ledger.count(now_s, ttl_s) <= u64::from(max));
+    let server_ok = s.max_listeners.is_none_or(|max| {
+        s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
+    });
     if mount_ok && server_ok {
         true
     } else {
