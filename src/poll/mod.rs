@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::domain::{Clock, Health, HealthState};
+use crate::domain::{Clock, Health, HealthState, MountUsage, PollSource};
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
-use fetch::Fetcher;
+use fetch::{FetchError, Fetcher};
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -46,7 +46,7 @@ pub struct ServerSummary {
     pub ok: bool,
     pub state: HealthState,
     pub latency_ms: i64,
-    pub source: Option<&'static str>,
+    pub source: Option<PollSource>,
     pub mounts: usize,
     pub listeners: u64,
     pub error: Option<String>,
@@ -70,7 +70,9 @@ struct Fetched {
     id: i64,
     started_ms: i64,
     elapsed: Duration,
-    result: std::result::Result<fetch::Report, String>,
+    result: std::result::Result<(PollSource, Vec<MountUsage>), FetchError>,
+    /// The relay's cumulative `listener_connections` (load.xsl only).
+    connections: Option<u64>,
 }
 
 /// Asks every server at once; each task is bounded in time.
@@ -91,15 +93,17 @@ fn fetch_all(
         tasks.spawn(async move {
             let t0 = Instant::now();
             let started_ms = clock.now_ms();
-            let result = match tokio::time::timeout(limit, fetcher.report(&base)).await {
+            let report = match tokio::time::timeout(limit, fetcher.report(&base)).await {
                 Ok(r) => r,
-                Err(_) => Err("timed out".to_string()),
+                Err(_) => Err(FetchError::Overran),
             };
+            let connections = report.as_ref().ok().and_then(|r| r.2);
             Fetched {
                 id,
                 started_ms,
                 elapsed: t0.elapsed(),
-                result,
+                result: report.map(|(s, m, _)| (s, m)),
+                connections,
             }
         });
     }
@@ -114,10 +118,10 @@ fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> S
         ok: usage.is_some(),
         state: next.state,
         latency_ms: f.elapsed.as_millis() as i64,
-        source: usage.map(|r| r.source),
-        mounts: usage.map_or(0, |r| r.mounts.len()),
-        listeners: usage.map_or(0, |r| r.mounts.iter().map(|u| u64::from(u.listeners)).sum()),
-        error: f.result.as_ref().err().cloned(),
+        source: usage.map(|(s, _)| *s),
+        mounts: usage.map_or(0, |(_, m)| m.len()),
+        listeners: usage.map_or(0, |(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum()),
+        error: f.result.as_ref().err().map(ToString::to_string),
     }
 }
 
@@ -136,15 +140,6 @@ fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSumma
     }
 }
 
-/// Which servers a round asks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    All,
-    /// Only enabled servers judged down: the quick re-check that notices a
-    /// relay's return within seconds without polling healthy ones more.
-    Down,
-}
-
 /// One round over all servers. `on_written` runs after each
 /// server's result is committed (the server uses it to refresh routing).
 pub async fn run_round(
@@ -155,6 +150,15 @@ pub async fn run_round(
     on_written: &(dyn Fn() + Sync),
 ) -> Result<RoundSummary> {
     run_round_of(db, fetcher, settings, clock, on_written, Which::All).await
+}
+
+/// Which servers a round asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Which {
+    All,
+    /// Only enabled servers judged down: the quick re-check that notices a
+    /// relay's return within seconds without polling healthy ones more.
+    Down,
 }
 
 /// `run_round` over the servers `which` selects.
@@ -209,8 +213,8 @@ pub async fn run_round_of(
             started_at: f.started_ms,
             latency_ms: summary.latency_ms,
             health: next,
-            connections: f.result.as_ref().ok().and_then(|r| r.connections),
-            result: f.result.map(|r| (r.source, r.mounts)),
+            connections: f.connections,
+            result: f.result.map_err(|e| e.to_string()),
         };
         let mut tx = store::write_tx(db).await?;
         store::status::record_poll(&mut tx, &record).await?;

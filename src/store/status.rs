@@ -3,7 +3,7 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
-use crate::domain::{Health, MountUsage};
+use crate::domain::{Health, MountUsage, PollSource};
 use crate::error::Result;
 
 #[derive(Debug, Clone, FromRow)]
@@ -90,7 +90,7 @@ pub struct PollRecord {
     pub latency_ms: i64,
     pub health: Health,
     /// `Ok((source, mounts))` or the error text.
-    pub result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+    pub result: std::result::Result<(PollSource, Vec<MountUsage>), String>,
     /// The relay's cumulative `listener_connections`, when it reports it.
     pub connections: Option<u64>,
 }
@@ -101,7 +101,7 @@ pub struct PollRecord {
 /// are kept for the dashboard, while health decides whether they are used.
 pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<()> {
     let (error, source, last_success) = match &r.result {
-        Ok((source, _)) => (None, Some(*source), Some(r.started_at)),
+        Ok((source, _)) => (None, Some(source.file()), Some(r.started_at)),
         Err(e) => (Some(e.as_str()), None, None),
     };
     sqlx::query(
@@ -115,7 +115,6 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
            last_poll_at = ?6, last_success_at = COALESCE(?7, last_success_at), \
            latency_ms = ?8, source = COALESCE(?9, source), \
            listener_connections = CASE WHEN ?7 IS NULL THEN listener_connections ELSE ?10 END",
-
     )
     .bind(r.server_id)
     .bind(r.health.state.as_str())

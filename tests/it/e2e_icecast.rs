@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::support::app::{ResponseExt, SummaryExt, TestApp};
 use crate::support::icecast::{Icecast, skip};
+use icecast_balancer::domain::PollSource;
 
 fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
@@ -273,8 +274,11 @@ async fn a_burst_fills_two_real_relays_to_their_limits_one_known_only_from_the_c
     ))
     .await;
     let summary = app.poll().await;
-    assert_eq!(summary.server("relay-a").source, Some("load.xsl"));
-    assert_eq!(summary.server("relay-b").source, Some("status-json.xsl"));
+    assert_eq!(summary.server("relay-a").source, Some(PollSource::LoadXsl));
+    assert_eq!(
+        summary.server("relay-b").source,
+        Some(PollSource::StatusJson)
+    );
 
     // Seven slots: seven listeners at once all get in, each on a relay
     // that accepts them (`listen` asserts Icecast's 200).

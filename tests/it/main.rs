@@ -10,6 +10,7 @@ mod admin;
 mod balancer;
 mod browser;
 mod capacity;
+mod changes;
 mod cli;
 mod e2e_icecast;
 mod geo;
