@@ -724,7 +724,7 @@ async fn dashboard_shows_streams_servers_mounts_and_a_chart() {
     assert!(page.contains("Polled 1 server"));
     assert!(
         page.contains(
-            "<span class=\"stat\">7</span> listeners · capacity 20 · free 13 · reserved 0"
+            "data-live=\"stream-1-listeners\">7</span> listeners · capacity <span data-live=\"stream-1-capacity\">20</span> · free <span data-live=\"stream-1-free\">13</span> · reserved <span data-live=\"stream-1-reserved\">0</span>"
         ),
         "{page}"
     );

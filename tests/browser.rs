@@ -56,7 +56,7 @@ async fn operator_sets_up_a_stream_in_the_browser() {
     let dashboard = browser.wait_for("Polled 1 server in").await;
     assert!(dashboard.contains("fra-1"));
     assert!(dashboard.contains("/live.mp3"));
-    assert!(dashboard.contains("<span class=\"stat\">12</span>"));
+    assert!(dashboard.contains("-listeners\">12</span> listeners"));
     assert!(dashboard.contains("<svg class=\"chart\""));
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots/dashboard.png");
     browser.screenshot(&shot).await;

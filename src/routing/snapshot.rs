@@ -121,6 +121,8 @@ pub struct ServerEntry {
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     pub latency_ms: Option<i64>,
+    /// How the last good poll read the relay (`load.xsl`, `status-json.xsl`).
+    pub source: Option<String>,
     pub counters: Arc<ServerCounters>,
 }
 
@@ -290,6 +292,7 @@ pub async fn load(
             last_error: h.and_then(|h| h.last_error.clone()),
             last_error_at: h.and_then(|h| h.last_error_at),
             latency_ms: h.and_then(|h| h.latency_ms),
+            source: h.and_then(|h| h.source.clone()),
             counters,
         });
     }

@@ -7,7 +7,9 @@
 
 pub mod audit;
 pub mod auth;
+pub mod chart;
 pub mod dashboard;
+pub mod live;
 pub mod servers;
 pub mod streams;
 
@@ -247,6 +249,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router<AppState> {
         .route("/admin", get(|| async { Redirect::permanent("/admin/") }))
         .merge(auth::router())
         .merge(dashboard::router())
+        .merge(live::router())
         .merge(servers::router())
         .merge(streams::router())
         .merge(audit::router())

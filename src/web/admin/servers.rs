@@ -151,6 +151,16 @@ pub struct ServerLine {
     pub latency: String,
     pub error: String,
     pub location: String,
+    /// `load.xsl`, `status-json.xsl`, or empty before the first good poll.
+    pub read_via: String,
+}
+
+impl ServerLine {
+    /// The relay answered through status-json.xsl because load.xsl is
+    /// missing (404): worth telling the operator to install it.
+    pub fn lacks_load_xsl(&self) -> bool {
+        self.read_via == crate::poll::fetch::STATUS_JSON
+    }
 }
 
 fn source(s: LocationSource) -> &'static str {
@@ -196,6 +206,7 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
                 .map(|e| format!("{e} ({})", ago(s.last_error_at)))
                 .unwrap_or_default(),
             location: location_text(s),
+            read_via: s.source.clone().unwrap_or_default(),
         })
         .collect()
 }
@@ -231,6 +242,7 @@ struct FormPage {
     mounts: Vec<MountLine>,
     draining: bool,
     status_line: String,
+    read_via: String,
 }
 
 fn render(status: StatusCode, page: FormPage) -> Response {
@@ -252,6 +264,7 @@ async fn new_form(ctx: Ctx) -> Response {
             mounts: vec![],
             draining: false,
             status_line: String::new(),
+            read_via: String::new(),
         },
     )
 }
@@ -274,6 +287,7 @@ async fn create(
                 mounts: vec![],
                 draining: false,
                 status_line: String::new(),
+                read_via: String::new(),
             },
         )
     };
@@ -358,14 +372,16 @@ async fn page_for(
         ),
         None => "not polled yet".into(),
     };
-    let location = state
-        .snapshot
-        .load()
-        .servers
-        .iter()
-        .find(|s| s.id == id)
-        .map_or_else(|| "unknown".into(), location_text);
-    let status_line = format!("{status_line} · location: {location}");
+    let snap = state.snapshot.load();
+    let entry = snap.servers.iter().find(|s| s.id == id);
+    let location = entry.map_or_else(|| "unknown".into(), location_text);
+    let read_via = entry.and_then(|s| s.source.clone()).unwrap_or_default();
+    let via = if read_via.is_empty() {
+        String::new()
+    } else {
+        format!(" · read through {read_via}")
+    };
+    let status_line = format!("{status_line} · location: {location}{via}");
     Ok(FormPage {
         ctx,
         id: Some(id),
@@ -374,6 +390,7 @@ async fn page_for(
         errors,
         mounts,
         status_line,
+        read_via,
     })
 }
 
