@@ -246,6 +246,7 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await?;
         background.abort();
+        flush_country_counts(&state).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -256,8 +257,28 @@ async fn background_tasks(state: AppState) {
         scheduler(state.clone()),
         refresher(state.clone()),
         watch_geoip(state.clone()),
+        country_flusher(state.clone()),
         watch_other_writers(state)
     );
+}
+
+/// Redirects are counted per country in memory; this writes them out.
+const COUNTRY_FLUSH_EVERY: Duration = Duration::from_secs(60);
+
+async fn country_flusher(state: AppState) {
+    let mut tick = tokio::time::interval(COUNTRY_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        flush_country_counts(&state).await;
+    }
+}
+
+pub async fn flush_country_counts(state: &AppState) {
+    let flushed = crate::routing::countries::flush(&state.db, &state.counters, store::now_ms());
+    if let Err(e) = flushed.await {
+        tracing::warn!(error = %e, "cannot write per-country redirect counts; kept for the next try");
+    }
 }
 
 /// How often the GeoIP file is checked for a replacement: a `stat`, cheap.

@@ -40,6 +40,8 @@ pub struct StreamCounters {
     pub full: AtomicU64,
     pub forbidden: AtomicU64,
     pub playlist: AtomicU64,
+    /// Redirects by client country, until the next flush to the store.
+    pub countries: super::countries::CountryTally,
 }
 
 #[derive(Debug, Default)]
@@ -66,6 +68,15 @@ impl Counters {
     }
     pub fn stream(&self, id: i64) -> Arc<StreamCounters> {
         entry(&self.streams, id)
+    }
+    /// Every stream's counters (also of streams deleted since), by id.
+    pub fn all_streams(&self) -> Vec<(i64, Arc<StreamCounters>)> {
+        self.streams
+            .lock()
+            .expect("counter registry poisoned")
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect()
     }
 }
 

@@ -5,6 +5,7 @@
 //! several writes into one transaction (import does; a form save is one).
 
 pub mod audit;
+pub mod countries;
 pub mod mounts;
 pub mod servers;
 pub mod sessions;

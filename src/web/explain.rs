@@ -582,7 +582,11 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
         // Bad input is answered inside the page, on the form.
         let (status, html) = get(&state, "nope", "198.51.100.1").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
-        assert!(html.contains("No stream named &#34;nope&#34;") || html.contains("No stream named &quot;nope&quot;"), "{html}");
+        assert!(
+            html.contains("No stream named &#34;nope&#34;")
+                || html.contains("No stream named &quot;nope&quot;"),
+            "{html}"
+        );
         assert!(html.contains("<h1>Explain a choice</h1>"));
 
         let (status, html) = get(&state, "live", "not-an-ip").await;

@@ -192,7 +192,9 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
     let start = now_ms - range.span_ms();
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
-    let x = |t: i64| LEFT + (t - start).clamp(0, range.span_ms()) as f64 / range.span_ms() as f64 * plot_w;
+    let x = |t: i64| {
+        LEFT + (t - start).clamp(0, range.span_ms()) as f64 / range.span_ms() as f64 * plot_w
+    };
     let y = |v: i64| TOP + (1.0 - v as f64 / ymax) * plot_h;
     let base = H - BOTTOM;
     let mut out = format!(

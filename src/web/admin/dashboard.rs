@@ -154,10 +154,7 @@ fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<Mo
         .filter_map(|&i| {
             let a = ranked.iter().find(|a| a.mount == i)?;
             let m = &snap.mounts[i];
-            let known = !matches!(
-                a.excluded,
-                Some(Excluded::ServerDown | Excluded::NotLive)
-            );
+            let known = !matches!(a.excluded, Some(Excluded::ServerDown | Excluded::NotLive));
             let shown = |v: String| if known { v } else { UNKNOWN.into() };
             Some(MountRow {
                 id: m.id,

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod auth;
 pub mod chart;
+pub mod countries;
 pub mod dashboard;
 pub mod live;
 pub mod servers;
@@ -250,6 +251,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router<AppState> {
         .merge(auth::router())
         .merge(dashboard::router())
         .merge(live::router())
+        .merge(countries::router())
         .merge(servers::router())
         .merge(streams::router())
         .merge(audit::router())
