@@ -13,11 +13,10 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::Ctx;
-use crate::app::AppState;
 use crate::error::{Error, Result};
-use crate::routing::countries::flush;
 use crate::store;
 use crate::store::countries::{CountryTotal, HOUR_MS};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -116,9 +115,9 @@ async fn page(
     Query(q): Query<CountryQuery>,
 ) -> Result<Response> {
     // What was counted since the last background flush shows at once.
-    flush(&state.db, &state.counters, store::now_ms()).await?;
+    state.flush_country_counts().await?;
     let days = q.days();
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let streams: Vec<String> = snap.streams.iter().map(|s| s.name.clone()).collect();
     let chosen = match q.stream.as_deref() {
         Some(n) => Some(
@@ -129,8 +128,8 @@ async fn page(
     };
     let mut totals = Vec::new();
     if let Some(st) = chosen {
-        let mut conn = state.db.acquire().await?;
-        let since = store::countries::hour_of(store::now_ms()) - (days * 24 - 1) * HOUR_MS;
+        let mut conn = state.db().acquire().await?;
+        let since = store::countries::hour_of(state.clock().now_ms()) - (days * 24 - 1) * HOUR_MS;
         totals = store::countries::totals(&mut conn, st.id, since).await?;
     }
     let total: i64 = totals.iter().map(|t| t.redirects).sum();
@@ -167,21 +166,20 @@ fn iso_hour(ms: i64) -> String {
 /// narrows it to that stream. Names are slugs and codes letters, so no
 /// field needs quoting.
 async fn csv(State(state): State<AppState>, Query(q): Query<CountryQuery>) -> Result<Response> {
-    flush(&state.db, &state.counters, store::now_ms()).await?;
+    state.flush_country_counts().await?;
     let days = q.days();
     let stream = match q.stream.as_deref().filter(|s| !s.is_empty()) {
         Some(n) => Some(
             state
-                .snapshot
-                .load()
+                .snapshot()
                 .stream(n)
                 .map(|s| (s.id, s.name.clone()))
                 .ok_or_else(|| Error::NotFound(format!("No stream named {n:?}.")))?,
         ),
         None => None,
     };
-    let since = store::countries::hour_of(store::now_ms()) - (days * 24 - 1) * HOUR_MS;
-    let mut conn = state.db.acquire().await?;
+    let since = store::countries::hour_of(state.clock().now_ms()) - (days * 24 - 1) * HOUR_MS;
+    let mut conn = state.db().acquire().await?;
     let rows = store::countries::hourly(&mut conn, stream.as_ref().map(|s| s.0), since).await?;
     let mut body = String::from("hour_utc,stream,country,redirects\n");
     for r in rows {

@@ -14,15 +14,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::chart::{self, Range, Series};
-use super::servers::{CsrfForm, ServerLine, server_lines};
+use super::widgets::{CsrfForm, ServerLine, or_unlimited, server_lines};
 use super::{AdminUser, Ctx, redirect_with_flash};
-use crate::app::AppState;
 use crate::error::Result;
-use crate::routing::Snapshot;
 use crate::routing::select::{self, Excluded};
 use crate::routing::snapshot::StreamEntry;
-use crate::store;
-use crate::web::or_unlimited;
+use crate::routing::{Routing, Snapshot};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -113,7 +111,7 @@ async fn stream_series(
     range: Range,
     now_ms: i64,
 ) -> Result<Vec<Series>> {
-    let points = store::status::stream_history_by_server(
+    let points = crate::store::status::stream_history_by_server(
         conn,
         stream_id,
         now_ms - range.span_ms(),
@@ -176,11 +174,13 @@ fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<Mo
 /// Everything the dashboard shows now; charts only when `charts` is set
 /// (they cost a history query per stream).
 pub async fn build(state: &AppState, range: Range, charts: bool) -> Result<Dashboard> {
-    let snap = state.snapshot.load_full();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
-    let now = store::now_ms();
-    let mut conn = state.db.acquire().await?;
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
+    let now = state.clock().now_ms();
+    let mut conn = state.db().acquire().await?;
     let mut streams = Vec::new();
     let mut mounts = Vec::new();
     for st in &snap.streams {

@@ -17,9 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::chart::Range;
 use super::dashboard::{self, Dashboard};
 use super::{AdminUser, when};
-use crate::app::AppState;
 use crate::error::Result;
-use crate::store;
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/admin/live", get(live))
@@ -98,13 +97,12 @@ async fn live(
     let charts = q.charts.as_deref() == Some("1");
     let d = dashboard::build(&state, range, charts).await?;
     let mount_live: Vec<(i64, bool)> = state
-        .snapshot
-        .load()
+        .snapshot()
         .mounts
         .iter()
         .map(|m| (m.id, m.live))
         .collect();
     let mut body = flatten(&d, &mount_live);
-    body.updated = when(store::now_ms());
+    body.updated = when(state.clock().now_ms());
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)))
 }

@@ -2,13 +2,12 @@
 //! range, per-country redirect counts with their CSV, and the smaller
 //! fixes (errors inside the page, "—" for unknown, logout message).
 
-mod support;
-
 use serde_json::Value;
-use support::admin::Browser;
-use support::app::TestApp;
-use support::fake_relay::FakeRelay;
-use support::geoip;
+
+use crate::support::admin::Browser;
+use crate::support::app::TestApp;
+use crate::support::fake_relay::FakeRelay;
+use crate::support::geoip;
 
 fn one_stream(url: &str) -> String {
     format!(
