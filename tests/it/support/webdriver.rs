@@ -184,6 +184,28 @@ impl Browser {
         .await;
     }
 
+    /// Runs `script` (a function body; `arguments` holds `args`) in the
+    /// page and returns what it returns.
+    pub async fn execute(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Like [`Browser::execute`], for a script that ends by calling the
+    /// callback passed as its last argument.
+    pub async fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/async",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
     /// Resizes the window, e.g. to a phone's 390×844.
     pub async fn resize(&self, width: u32, height: u32) {
         self.call(
