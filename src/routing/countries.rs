@@ -67,32 +67,6 @@ impl CountryTally {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_by_country_and_drains_to_zero() {
-        let t = CountryTally::default();
-        let de = CountryCode::parse("DE").ok();
-        t.add(de);
-        t.add(de);
-        t.add(CountryCode::parse("ZZ").ok());
-        t.add(CountryCode::parse("AA").ok());
-        t.add(None);
-        let mut got = t.drain();
-        got.sort();
-        let want: Vec<(String, u64)> = [("", 1), ("AA", 1), ("DE", 2), ("ZZ", 1)]
-            .iter()
-            .map(|(c, n)| (c.to_string(), *n))
-            .collect();
-        assert_eq!(got, want);
-        assert!(t.drain().is_empty());
-        t.restore(&want);
-        assert_eq!(t.drain().len(), 4);
-    }
-}
-
 /// How long hourly country counts are kept: over a year, so a yearly
 /// royalty report can be drawn from them.
 pub const RETENTION_MS: i64 = 400 * 24 * 3600 * 1000;
@@ -139,4 +113,30 @@ pub async fn flush(
         }
     }
     written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_country_and_drains_to_zero() {
+        let t = CountryTally::default();
+        let de = CountryCode::parse("DE").ok();
+        t.add(de);
+        t.add(de);
+        t.add(CountryCode::parse("ZZ").ok());
+        t.add(CountryCode::parse("AA").ok());
+        t.add(None);
+        let mut got = t.drain();
+        got.sort();
+        let want: Vec<(String, u64)> = [("", 1), ("AA", 1), ("DE", 2), ("ZZ", 1)]
+            .iter()
+            .map(|(c, n)| (c.to_string(), *n))
+            .collect();
+        assert_eq!(got, want);
+        assert!(t.drain().is_empty());
+        t.restore(&want);
+        assert_eq!(t.drain().len(), 4);
+    }
 }

@@ -2,7 +2,7 @@
 //! stacked area per relay, time and value axes, the current total marked.
 //!
 //! The drawing is small enough (420 units wide) that, scaled to a phone's
-//! width, its 13-unit labels stay about 11 px high.
+//! width, its 15-unit labels stay about 11 px high.
 
 use std::fmt::Write as _;
 
@@ -175,11 +175,11 @@ fn esc(s: &str) -> String {
 
 const W: f64 = 420.0;
 const H: f64 = 210.0;
-const LEFT: f64 = 44.0;
+const LEFT: f64 = 46.0;
 const RIGHT: f64 = 14.0;
 const TOP: f64 = 14.0;
-const BOTTOM: f64 = 34.0;
-const LABEL: &str = "font-size=\"13\" fill=\"#4a535c\"";
+const BOTTOM: f64 = 38.0;
+const LABEL: &str = "font-size=\"15\" fill=\"#4a535c\"";
 
 /// The chart of `series` (one per relay, already ordered) over `range`
 /// ending at `now_ms`. Safe to embed unescaped.
@@ -230,7 +230,7 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
             "<line x1=\"{xx:.1}\" y1=\"{base}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#b9c1ca\"/>\
              <text x=\"{xx:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">{}</text>",
             base + 4.0,
-            base + 18.0,
+            base + 20.0,
             time_label(t, range)
         );
         t += step;
@@ -292,7 +292,7 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
         out,
         "<polyline fill=\"none\" stroke=\"#1d232a\" stroke-width=\"1.5\" points=\"{}\"/>\
          <circle cx=\"{lx:.1}\" cy=\"{ly:.1}\" r=\"3.5\" fill=\"#1d232a\"/>\
-         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" font-weight=\"700\" fill=\"#1d232a\" text-anchor=\"end\">{current}</text></svg>",
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"15\" font-weight=\"700\" fill=\"#1d232a\" text-anchor=\"end\">{current}</text></svg>",
         line.join(" "),
         lx - 6.0,
         (ly - 7.0).max(TOP + 10.0),

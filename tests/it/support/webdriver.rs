@@ -62,7 +62,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--window-size=1280,1000",
+                    "--no-first-run", "--window-size=1280,1000", "--hide-scrollbars",
                     format!("--user-data-dir={}", profile.path().display()),
                 ]
             }
@@ -221,6 +221,23 @@ impl Browser {
             .call(reqwest::Method::GET, "/screenshot", Value::Null)
             .await;
         let png = decode_base64(b64.as_str().unwrap());
+        assert_eq!(&png[1..4], b"PNG");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, png).unwrap();
+    }
+
+    /// The whole page, beyond the window's height (Chromium's DevTools
+    /// command, through chromedriver).
+    pub async fn screenshot_full(&self, to: &Path) {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                json!({"cmd": "Page.captureScreenshot",
+                       "params": {"format": "png", "captureBeyondViewport": true}}),
+            )
+            .await;
+        let png = decode_base64(v["data"].as_str().unwrap());
         assert_eq!(&png[1..4], b"PNG");
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::write(to, png).unwrap();
