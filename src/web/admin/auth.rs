@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{
-    AdminUser, FLASH_COOKIE, Flash, SESSION_COOKIE, client, cookie, is_https, redirect_with_flash,
-    safe_next, set_cookie,
+    AdminUser, FLASH_COOKIE, Flash, Notice, SESSION_COOKIE, client, cookie, is_https,
+    redirect_with_flash, safe_next, set_cookie,
 };
 use crate::error::{Error, Result};
 use crate::store;
@@ -70,7 +70,11 @@ async fn form(State(state): State<AppState>, Query(q): Query<NextQuery>, req: Re
         return Redirect::to(&next).into_response();
     }
     let secure = is_https(&state, &req);
-    let notice = req.extensions().get::<Flash>().and_then(|f| f.0.clone());
+    let notice = req
+        .extensions()
+        .get::<Flash>()
+        .and_then(|f| f.0.clone())
+        .map(|(Notice::Done(t) | Notice::Problem(t))| t);
     let mut r = login_page(
         StatusCode::OK,
         LoginPage {

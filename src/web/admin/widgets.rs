@@ -31,7 +31,7 @@ impl ServerLine {
     /// The relay answered through status-json.xsl because load.xsl is
     /// missing (404): worth telling the operator to install it.
     pub fn lacks_load_xsl(&self) -> bool {
-        self.read_via == crate::poll::fetch::STATUS_JSON
+        self.read_via == crate::domain::PollSource::StatusJson.file()
     }
 }
 
