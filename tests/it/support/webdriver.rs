@@ -39,9 +39,11 @@ impl Browser {
             .spawn()
             .unwrap();
         let pid = driver.id().expect("chromedriver is running");
-        let port = listening_port(pid, Duration::from_secs(15))
+        // Generous: with the whole suite running on two cores, starting
+        // the driver has been seen to take longer than 15 s.
+        let port = listening_port(pid, Duration::from_secs(60))
             .await
-            .expect("chromedriver did not listen within 15 s");
+            .expect("chromedriver did not listen within 60 s");
         let base = format!("http://127.0.0.1:{port}");
         let http = super::app::client();
         let deadline = Instant::now() + Duration::from_secs(15);
