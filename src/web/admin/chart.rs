@@ -227,12 +227,19 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
         let xx = x(t);
         let _ = write!(
             out,
-            "<line x1=\"{xx:.1}\" y1=\"{base}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#b9c1ca\"/>\
-             <text x=\"{xx:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">{}</text>",
+            "<line x1=\"{xx:.1}\" y1=\"{base}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#b9c1ca\"/>",
             base + 4.0,
-            base + 20.0,
-            time_label(t, range)
         );
+        // A label this close to an edge would be cut off or run into the
+        // value axis or the "UTC" note: the tick alone says enough.
+        if xx > LEFT + 18.0 && xx < W - RIGHT - 24.0 {
+            let _ = write!(
+                out,
+                "<text x=\"{xx:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">{}</text>",
+                base + 20.0,
+                time_label(t, range)
+            );
+        }
         t += step;
     }
     let _ = write!(
