@@ -2,6 +2,7 @@
 //! selection function, and the lock-free slot reservations.
 
 pub mod clients;
+pub mod countries;
 pub mod reservations;
 pub mod select;
 pub mod snapshot;

@@ -123,7 +123,13 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     match format {
         Format::Redirect => {
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
-            redirect(&url_of(chosen[0]))
+            // Only listeners count: a HEAD is answered but not a redirect of one.
+            if reserve {
+                stream.counters.countries.add(geo.country);
+            }
+            let location = url_of(chosen[0]);
+            tracing::debug!(stream = %stream.name, client = %client.ip, %location, "redirect");
+            redirect(&location)
         }
         Format::M3u | Format::Pls => {
             stream.counters.playlist.fetch_add(1, Ordering::Relaxed);
@@ -195,6 +201,7 @@ async fn listen(
         if let Some(m) = chosen {
             count_redirect(&snap, m);
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
+            stream.counters.countries.add(l.geo.country);
             if book {
                 let id = snap.mounts[m].id;
                 state

@@ -12,5 +12,6 @@ mod browser;
 mod capacity;
 mod changes;
 mod cli;
+mod console;
 mod e2e_icecast;
 mod geo;
