@@ -18,6 +18,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub poll_token: Option<String>,
+    /// Bearer token that shows error details and poll addresses in `/api/status`.
+    pub api_token: Option<String>,
     pub poll: PollSettings,
     /// How long a redirected listener may take to connect before a poll
     /// is expected to count it.
@@ -36,6 +38,7 @@ impl Settings {
             poll_interval: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
             poll_token: None,
+            api_token: None,
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
@@ -70,6 +73,7 @@ impl std::fmt::Debug for Settings {
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
+            .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
             .field(

@@ -9,6 +9,7 @@ pub mod config_file;
 pub mod domain;
 pub mod error;
 pub mod geo;
+pub mod logging;
 pub mod poll;
 pub mod routing;
 pub mod store;
