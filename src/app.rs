@@ -27,6 +27,7 @@ use crate::store::{self, Pool};
 pub struct Metrics {
     pub unknown_stream: std::sync::atomic::AtomicU64,
     pub poll_rounds: std::sync::atomic::AtomicU64,
+    pub redirect_latency: crate::web::metrics::LatencyHistogram,
 }
 
 pub struct Inner {
@@ -60,6 +61,7 @@ impl AppState {
         // reqwest is built without a default crypto provider so that only
         // one (ring) is compiled; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::web::metrics::process_start_time();
         let db = store::connect(&settings.database).await?;
         let geo = Geo::open(settings.geoip.as_deref())?;
         let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;

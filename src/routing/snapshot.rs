@@ -37,7 +37,10 @@ pub struct ServerCounters {
 pub struct StreamCounters {
     pub redirected: AtomicU64,
     pub fallback: AtomicU64,
+    /// Every relay that is up is full.
     pub full: AtomicU64,
+    /// No relay of the stream is up (or it has none).
+    pub unavailable: AtomicU64,
     pub forbidden: AtomicU64,
     pub playlist: AtomicU64,
 }

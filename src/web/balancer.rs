@@ -60,6 +60,13 @@ async fn stream_named_poll(state: State<AppState>, req: Request) -> Response {
 /// Takes the whole request rather than `HeaderMap`/`Uri` extractors, which
 /// would clone them on every redirect.
 async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let resp = answer(&state, &name, &req);
+    state.metrics.redirect_latency.observe(started.elapsed());
+    resp
+}
+
+fn answer(state: &AppState, name: &str, req: &Request) -> Response {
     let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,7 +74,7 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
         );
     };
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-    let (name, format) = split_format(&name);
+    let (name, format) = split_format(name);
     let snap = state.snapshot.load();
     let Some(stream) = snap.stream(name) else {
         state.metrics.unknown_stream.fetch_add(1, Ordering::Relaxed);
@@ -104,7 +111,11 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
         }
     }
     if chosen.is_empty() {
-        return full(&state, stream);
+        // A candidate that lost the reservation race was full too.
+        let any_up = ranked
+            .iter()
+            .any(|a| matches!(a.excluded, None | Some(select::Excluded::Full)));
+        return full(state, stream, any_up);
     }
     let first = &snap.mounts[chosen[0]];
     if reserve {
@@ -185,12 +196,19 @@ fn plain(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn full(state: &AppState, stream: &StreamEntry) -> Response {
+/// `any_up`: some relay is up but full (counted as `full`), else none is
+/// up (`unavailable`); the listener's answer is the same.
+fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
     if let Some(url) = &stream.fallback_url {
         stream.counters.fallback.fetch_add(1, Ordering::Relaxed);
         return redirect(url);
     }
-    stream.counters.full.fetch_add(1, Ordering::Relaxed);
+    let counter = if any_up {
+        &stream.counters.full
+    } else {
+        &stream.counters.unavailable
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     let retry = state.settings.poll_interval.as_secs().clamp(5, 60);
     let mut resp = plain(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -7,6 +7,7 @@ pub mod balancer;
 pub mod client_ip;
 pub mod csrf;
 pub mod explain;
+pub mod metrics;
 
 use axum::Router;
 use axum::http::header;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin::router(state.clone(), explain::router()))
         .merge(api::router())
+        .merge(metrics::router())
         .route("/static/style.css", get(style))
         // Request spans cost a measurable share of a redirect's time, so
         // the listener routes (added after this layer) log for themselves.

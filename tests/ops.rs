@@ -1,0 +1,206 @@
+//! What an operator watches: metrics (checked by promtool when installed),
+//! /api/status details behind --api-token or an admin session.
+
+mod support;
+
+use support::admin::Browser;
+use support::app::TestApp;
+use support::fake_relay::{FakeRelay, Mode};
+
+fn config(a: &FakeRelay, b: &FakeRelay) -> String {
+    format!(
+        r#"
+[[servers]]
+name = "relay-a"
+url = "{a}"
+[[servers]]
+name = "relay-b"
+url = "http://public-b.example.com:8000"
+poll_url = "{b}"
+[[streams]]
+name = "live"
+mounts = [{{ server = "relay-a", mount = "/live.mp3" }}, {{ server = "relay-b", mount = "/live.mp3" }}]
+[[streams]]
+name = "talk"
+mounts = [{{ server = "relay-b", mount = "/talk.mp3" }}]
+"#,
+        a = a.url,
+        b = b.url
+    )
+}
+
+/// relay-a up with one free slot on live, relay-b failing its polls.
+async fn setup(api_token: Option<&str>) -> (TestApp, FakeRelay, FakeRelay) {
+    let a = FakeRelay::start(&[("/live.mp3", 3, Some(4))]).await;
+    let b = FakeRelay::start(&[("/live.mp3", 0, Some(10)), ("/talk.mp3", 0, Some(10))]).await;
+    b.set_mode(Mode::Status(500));
+    let token = api_token.map(String::from);
+    let app = TestApp::spawn_with(|s| s.api_token = token).await;
+    app.import(&config(&a, &b)).await;
+    app.poll().await;
+    (app, a, b)
+}
+
+fn has_line(metrics: &str, line: &str) -> bool {
+    metrics.lines().any(|l| l == line)
+}
+
+#[tokio::test]
+async fn metrics_tell_full_from_no_relay_up() {
+    let (app, _a, _b) = setup(None).await;
+    app.sent_to("live").await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    assert_eq!(app.get("/icecast_balancer/talk/").await.status(), 503);
+    let m = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        r#"icecast_balancer_redirects_total{stream="live",outcome="full"} 1"#,
+        r#"icecast_balancer_redirects_total{stream="live",outcome="unavailable"} 0"#,
+        r#"icecast_balancer_redirects_total{stream="talk",outcome="unavailable"} 1"#,
+        r#"icecast_balancer_redirects_total{stream="talk",outcome="full"} 0"#,
+        r#"icecast_balancer_server_listeners{server="relay-a"} 3"#,
+        "icecast_balancer_redirect_duration_seconds_count 3",
+        r#"icecast_balancer_redirect_duration_seconds_bucket{le="+Inf"} 3"#,
+    ] {
+        assert!(has_line(&m, line), "missing {line:?} in\n{m}");
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        has_line(
+            &m,
+            &format!(r#"icecast_balancer_build_info{{version="{version}"}} 1"#)
+        ),
+        "{m}"
+    );
+    // relay-a answered, relay-b never did.
+    assert!(
+        m.contains(r#"icecast_balancer_server_last_success_timestamp_seconds{server="relay-a"} 1"#),
+        "{m}"
+    );
+    assert!(
+        !m.contains(r#"icecast_balancer_server_last_success_timestamp_seconds{server="relay-b"}"#)
+    );
+    #[cfg(target_os = "linux")]
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{m}"));
+        let v: f64 = line[name.len() + 1..].parse().unwrap();
+        assert!(v >= 0.0, "{line}");
+    }
+}
+
+/// `promtool check metrics` lints names, types, help and suffixes.
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let Some(promtool) = support::require_binary("promtool") else {
+        return;
+    };
+    let (app, _a, _b) = setup(None).await;
+    app.sent_to("live").await;
+    let r = app.get("/metrics").await;
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let m = r.text().await.unwrap();
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(m.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{m}"
+    );
+}
+
+#[tokio::test]
+async fn api_status_shows_error_details_only_to_the_token_or_an_admin() {
+    let (app, _a, b) = setup(Some("api-s3cret")).await;
+    let relay_b = |v: &serde_json::Value| v["servers"][1].clone();
+
+    let anonymous = app.api_status().await;
+    assert_eq!(anonymous["details"], false);
+    assert_eq!(relay_b(&anonymous)["state"], "down");
+    assert_eq!(relay_b(&anonymous)["last_error"], serde_json::Value::Null);
+    assert!(relay_b(&anonymous).get("poll_url").is_none());
+    let text = anonymous.to_string();
+    assert!(!text.contains(&b.url), "the poll address leaked: {text}");
+
+    let wrong = app
+        .get_with("/api/status", "authorization", "Bearer nope")
+        .await;
+    let wrong: serde_json::Value = serde_json::from_str(&wrong.text().await.unwrap()).unwrap();
+    assert_eq!(wrong["details"], false);
+
+    let with_token = app
+        .get_with("/api/status", "authorization", "Bearer api-s3cret")
+        .await;
+    let with_token: serde_json::Value =
+        serde_json::from_str(&with_token.text().await.unwrap()).unwrap();
+    assert_eq!(with_token["details"], true);
+    assert!(
+        relay_b(&with_token)["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("500")
+    );
+    assert_eq!(relay_b(&with_token)["poll_url"], b.url.as_str());
+
+    let mut admin = Browser::logged_in(&app).await;
+    let page = admin.get("/api/status").await;
+    let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(v["details"], true);
+    assert!(relay_b(&v)["last_error"].as_str().unwrap().contains("500"));
+}
+
+/// The shipped unit stays hardened: `systemd-analyze security` rates it.
+#[test]
+fn systemd_unit_exposure_is_at_most_3() {
+    let Some(analyze) = support::require_binary("systemd-analyze") else {
+        return;
+    };
+    let unit = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/icecast-balancer.service"
+    );
+    let out = std::process::Command::new(analyze)
+        .args(["security", "--offline=true", unit])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() && said.is_empty() {
+        // systemd before 250 has no offline analysis.
+        support::icecast::skip(&format!(
+            "systemd-analyze cannot rate unit files offline: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let overall = said
+        .lines()
+        .find_map(|l| {
+            l.split("exposure level for icecast-balancer.service: ")
+                .nth(1)
+        })
+        .unwrap_or_else(|| panic!("no overall rating in\n{said}"));
+    let level: f64 = overall.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(level <= 3.0, "exposure {overall}\n{said}");
+}
