@@ -3,6 +3,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use icecast_balancer::cli::{self, Cli, Command, GlobalArgs};
+use icecast_balancer::domain::Clock;
+use icecast_balancer::store::changes::Writer;
 use icecast_balancer::store::require_existing;
 use icecast_balancer::{AppState, Application, config_file};
 
@@ -38,7 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Poll(args) => {
             require_existing(database)?;
-            let state = AppState::new(args.settings(&global)).await?;
+            let state = AppState::new(args.settings(&global), Clock::system()).await?;
             let summary = state.poll_now().await?;
             for s in &summary.servers {
                 match &s.error {
@@ -77,7 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let parsed = config_file::parse(&text)?;
             let db = icecast_balancer::store::connect(database).await?;
-            let report = config_file::apply(&db, &parsed).await?;
+            let report = config_file::apply(&Writer::new(db), &parsed).await?;
             print!("{report}");
         }
         Command::Export => {
@@ -89,7 +91,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(cmd) => {
             let db = existing_database(&global).await?;
-            return icecast_balancer::users::run_cli(&db, cmd).await;
+            return cli::run_user_command(&Writer::new(db), cmd).await;
         }
         Command::Completions { shell } => cli::print_completions(shell)?,
         Command::Man { out_dir } => cli::write_man_pages(&out_dir)?,
@@ -116,7 +118,7 @@ async fn reload_geoip_on_sighup(state: AppState) {
         }
     };
     while hup.recv().await.is_some() {
-        if state.geo.is_configured() {
+        if state.geo().is_configured() {
             tracing::info!("SIGHUP: reloading the GeoIP database");
             state.reload_geoip().await;
         } else {

@@ -15,9 +15,10 @@ use serde::Serialize;
 use subtle::ConstantTimeEq;
 
 use super::admin::session_user;
-use crate::app::AppState;
 use crate::error::Result;
+use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -30,7 +31,7 @@ pub fn router() -> Router<AppState> {
 /// included: they still carry listeners), fewest first — the shape the
 /// FastAPI balancer answered, kept for its users' scripts.
 async fn status(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let mut up: Vec<(&str, u64)> = snap
         .servers
         .iter()
@@ -129,7 +130,7 @@ struct ApiStatus<'a> {
 /// Error texts and poll addresses are for the operator: an error such as
 /// "connection refused to http://10.0.0.5:8000" maps the internal network.
 async fn shows_details(state: &AppState, headers: &HeaderMap) -> Result<bool> {
-    if let Some(token) = &state.settings.api_token {
+    if let Some(token) = &state.settings().api_token {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -145,7 +146,7 @@ async fn shows_details(state: &AppState, headers: &HeaderMap) -> Result<bool> {
 /// Poll addresses by server name, read from the store (the snapshot has
 /// no use for them).
 async fn poll_urls(state: &AppState) -> Result<HashMap<String, String>> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let rows = crate::store::servers::list(&mut conn).await?;
     Ok(rows
         .into_iter()
@@ -165,9 +166,11 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         },
         false => HashMap::new(),
     };
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let servers = snap
         .servers
         .iter()

@@ -19,7 +19,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
+use crate::web::AppState;
 use crate::routing::Snapshot;
 use crate::routing::select::free_slots;
 use crate::routing::snapshot::ServerEntry;
@@ -99,13 +99,15 @@ pub fn process_start_time() -> f64 {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut registry = Registry::default();
+    let routing = state.routing();
+    let metrics = state.metrics();
     registry.register_collector(Box::new(Scrape {
-        snap: state.snapshot.load_full(),
-        now_s: state.now_s(),
-        ttl: state.settings.reservation_ttl_s(),
-        unknown_stream: state.metrics.unknown_stream.load(Ordering::Relaxed),
-        poll_rounds: state.metrics.poll_rounds.load(Ordering::Relaxed),
-        latency: state.metrics.redirect_latency.read(),
+        snap: routing.snap,
+        now_s: routing.now_s,
+        ttl: routing.ttl_s,
+        unknown_stream: metrics.unknown_stream.load(Ordering::Relaxed),
+        poll_rounds: metrics.poll_rounds.load(Ordering::Relaxed),
+        latency: metrics.redirect_latency.read(),
     }));
     registry.register_collector(Box::new(Process));
     let mut out = String::new();

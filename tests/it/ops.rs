@@ -1,11 +1,10 @@
 //! What an operator watches: metrics (checked by promtool when installed),
 //! /api/status details behind --api-token or an admin session.
 
-mod support;
-
-use support::admin::Browser;
-use support::app::TestApp;
-use support::fake_relay::{FakeRelay, Mode};
+use crate::support;
+use crate::support::admin::Browser;
+use crate::support::app::TestApp;
+use crate::support::fake_relay::{FakeRelay, Mode};
 
 fn config(a: &FakeRelay, b: &FakeRelay) -> String {
     format!(
