@@ -193,11 +193,23 @@ pub struct Options {
     /// Bearer token that shows error details and poll addresses in /api/status (an admin session sees them too).
     #[arg(long, env = "ICECAST_BALANCER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// URL that gets a JSON POST (with a Slack/Mattermost `text`) when a relay goes down or comes back, or a stream runs low or out of free slots; repeatable (a comma-separated list in the environment).
+    #[arg(long = "alert-webhook", env = "ICECAST_BALANCER_ALERT_WEBHOOK", value_delimiter = ',', value_parser = parse_webhook, hide_env_values = true)]
+    pub alert_webhooks: Vec<String>,
+    /// Alert when a stream's free slots fall below this percentage of its capacity.
+    #[arg(long, env = "ICECAST_BALANCER_ALERT_FREE_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub alert_free_percent: u8,
     #[command(flatten)]
     pub poll: PollArgs,
     /// Seconds a redirected listener has to connect before a poll must count it.
     #[arg(long, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub reservation_grace: u64,
+}
+
+fn parse_webhook(s: &str) -> Result<String, String> {
+    crate::domain::HttpUrl::parse(s.trim())
+        .map(|u| u.as_str().to_string())
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -219,6 +231,8 @@ impl Options {
         s.poll_token = self.poll_token.clone().filter(|t| !t.is_empty());
         s.api_token = self.api_token.clone().filter(|t| !t.is_empty());
         s.reservation_grace = Duration::from_secs(self.reservation_grace);
+        s.alerts.webhooks = self.alert_webhooks.clone();
+        s.alerts.free_percent = self.alert_free_percent;
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());

@@ -2,6 +2,7 @@
 //! that has a free slot. See README.md for the operator's view and
 //! DESIGN.md for the architecture.
 
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;

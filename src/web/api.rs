@@ -7,7 +7,7 @@ use axum::Router;
 use axum::extract::State;
 use std::collections::HashMap;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/status", get(status))
         .route("/api/status", get(api_status))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
 }
 
 /// `{"<server>": listeners, …}` of reachable servers (draining ones
@@ -125,6 +126,42 @@ struct ApiStatus<'a> {
     details: bool,
     servers: Vec<ApiServer<'a>>,
     streams: Vec<ApiStream<'a>>,
+}
+
+/// Ready when the database answers and some stream has a relay that can
+/// take a listener now: what a load balancer or an orchestrator in front
+/// should route by (`/healthz` says only that the process runs).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let answer = |code: StatusCode, text: String| {
+        (code, [(header::CACHE_CONTROL, "no-store")], text).into_response()
+    };
+    let db = sqlx::query_scalar::<_, i64>("SELECT 1")
+        .fetch_one(state.db())
+        .await;
+    if let Err(e) = db {
+        let why = format!("not ready: the database does not answer ({e})\n");
+        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    let r = state.routing();
+    if r.snap.streams.is_empty() {
+        let why = "not ready: no stream is configured\n".to_string();
+        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    let open: Vec<&str> = r
+        .snap
+        .streams
+        .iter()
+        .filter(|st| select::stream_totals(&r.snap, st, r.now_s, r.ttl_s).can_take_listener())
+        .map(|st| st.name.as_str())
+        .collect();
+    if open.is_empty() {
+        let why = format!(
+            "not ready: no relay of any of the {} streams can take a listener (all full, down or not yet polled)\n",
+            r.snap.streams.len()
+        );
+        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    answer(StatusCode::OK, format!("ready: {}\n", open.join(", ")))
 }
 
 /// Error texts and poll addresses are for the operator: an error such as

@@ -19,10 +19,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::web::AppState;
 use crate::routing::Snapshot;
 use crate::routing::select::free_slots;
 use crate::routing::snapshot::ServerEntry;
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))

@@ -203,3 +203,190 @@ fn systemd_unit_exposure_is_at_most_3() {
     let level: f64 = overall.split_whitespace().next().unwrap().parse().unwrap();
     assert!(level <= 3.0, "exposure {overall}\n{said}");
 }
+
+#[tokio::test]
+async fn readyz_says_whether_a_listener_can_be_served() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("no stream is configured"));
+
+    let a = FakeRelay::start(&[("/live.mp3", 3, Some(4))]).await;
+    let b = FakeRelay::start(&[("/live.mp3", 0, Some(10)), ("/talk.mp3", 0, Some(10))]).await;
+    app.import(&config(&a, &b)).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 503, "nothing polled yet");
+    assert!(r.text().await.unwrap().contains("can take a listener"));
+
+    app.poll().await;
+    app.poll().await; // rise 2
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ready: live, talk\n");
+
+    a.set_mode(Mode::Status(500));
+    b.kill();
+    app.poll().await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 503);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("no relay of any of the 2 streams")
+    );
+    assert_eq!(
+        app.get("/healthz").await.status(),
+        200,
+        "alive all the same"
+    );
+}
+
+/// A webhook receiver that fails its first request (500), as a flaky
+/// chat server would, and keeps the JSON bodies it accepted.
+struct Receiver {
+    url: String,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (acc, reqs) = (accepted.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body = loop {
+                    let n = sock.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break None;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some(body.to_string());
+                    }
+                };
+                let Some(body) = body else { continue };
+                let first = reqs.fetch_add(1, Ordering::SeqCst) == 0;
+                let status = if first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                if !first {
+                    acc.lock()
+                        .unwrap()
+                        .push(serde_json::from_str(&body).unwrap());
+                }
+                let answer =
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = sock.write_all(answer.as_bytes()).await;
+            }
+        });
+        Receiver {
+            url,
+            accepted,
+            requests,
+        }
+    }
+
+    fn events(&self) -> Vec<String> {
+        let accepted = self.accepted.lock().unwrap();
+        accepted
+            .iter()
+            .map(|v| v["event"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn alerts_reach_the_webhook_once_per_change_and_are_retried() {
+    use std::time::Duration;
+    let hook = Receiver::start().await;
+    let a = FakeRelay::start(&[("/live.mp3", 10, Some(100))]).await;
+    let b = FakeRelay::start(&[("/live.mp3", 10, Some(100)), ("/talk.mp3", 0, Some(10))]).await;
+    let url = hook.url.clone();
+    let app = TestApp::spawn_with(|s| {
+        s.alerts.webhooks = vec![url];
+        s.poll.rise = 1;
+    })
+    .await;
+    app.import(&config(&a, &b)).await;
+    app.poll().await;
+    let settle = || tokio::time::sleep(Duration::from_millis(1500));
+    settle().await;
+    assert_eq!(
+        hook.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "all well: silence"
+    );
+
+    b.set_mode(Mode::Status(500));
+    app.poll().await;
+    let arrived =
+        support::eventually(Duration::from_secs(10), async || hook.events().len() == 2).await;
+    assert!(arrived, "{:?}", hook.events());
+    // talk has only relay-b: it is out at once.
+    let mut got = hook.events();
+    got.sort();
+    assert_eq!(got, ["server_down", "stream_unavailable"]);
+    assert!(
+        hook.requests.load(std::sync::atomic::Ordering::SeqCst) >= 3,
+        "the refused post was retried"
+    );
+    let down = hook
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|v| v["event"] == "server_down")
+        .cloned()
+        .unwrap();
+    assert_eq!(down["server"], "relay-b");
+    assert!(
+        down["text"]
+            .as_str()
+            .unwrap()
+            .contains("relay relay-b is DOWN"),
+        "{down}"
+    );
+
+    app.poll().await; // still down: nothing new
+    a.set_listeners("/live.mp3", 95);
+    app.poll().await;
+    let arrived =
+        support::eventually(Duration::from_secs(10), async || hook.events().len() == 3).await;
+    assert!(arrived, "{:?}", hook.events());
+    assert_eq!(hook.events()[2], "stream_low");
+
+    b.set_mode(Mode::LoadXsl);
+    app.poll().await;
+    let arrived =
+        support::eventually(Duration::from_secs(10), async || hook.events().len() == 6).await;
+    assert!(arrived, "{:?}", hook.events());
+    let mut last: Vec<String> = hook.events()[3..].to_vec();
+    last.sort();
+    assert_eq!(last, ["server_up", "stream_recovered", "stream_recovered"]);
+    app.poll().await;
+    settle().await;
+    assert_eq!(hook.events().len(), 6, "no repeats: {:?}", hook.events());
+}

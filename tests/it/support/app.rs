@@ -136,7 +136,12 @@ impl TestApp {
 
     /// `/api/status` as the holder of the configured `--api-token` sees it.
     pub async fn api_status_detailed(&self) -> serde_json::Value {
-        let token = self.state.settings().api_token.clone().expect("an api token");
+        let token = self
+            .state
+            .settings()
+            .api_token
+            .clone()
+            .expect("an api token");
         let auth = format!("Bearer {token}");
         let r = self.get_with("/api/status", "authorization", &auth).await;
         serde_json::from_str(&r.text().await.unwrap()).unwrap()
