@@ -136,6 +136,9 @@ impl std::fmt::Debug for Scrape {
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
+/// One per-mount figure, from the scrape and a mount's index.
+type MountValue = fn(&Scrape, usize) -> Option<u64>;
+
 /// One metric family: `samples` of (labels, value).
 fn family<'a, M: EncodeMetric>(
     enc: &mut DescriptorEncoder,
@@ -297,7 +300,7 @@ impl Scrape {
 
     fn encode_mounts(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let snap = &self.snap;
-        let families: [(&str, &str, fn(&Scrape, usize) -> Option<u64>); 4] = [
+        let families: [(&str, &str, MountValue); 4] = [
             (
                 "listeners",
                 "Listeners on a mount at the last poll",
