@@ -30,7 +30,7 @@ if [ "${1:-}" = "--install" ]; then
     dpkg -i "$deb"
     # What the package must have put in place, and a binary that runs.
     for f in /usr/bin/icecast-balancer /usr/bin/icecast-balancer-ctl \
-        /lib/systemd/system/icecast-balancer.service \
+        /usr/lib/systemd/system/icecast-balancer.service \
         /usr/share/icecast-balancer/load.xsl \
         /usr/share/doc/icecast-balancer/README.md \
         /usr/share/doc/icecast-balancer/copyright \
@@ -45,7 +45,7 @@ if [ "${1:-}" = "--install" ]; then
     /usr/bin/icecast-balancer --database "$dir/x.db" import - < /dev/null
     /usr/bin/icecast-balancer --database "$dir/x.db" export > /dev/null
     if command -v systemd-analyze >/dev/null; then
-        systemd-analyze security --offline=true /lib/systemd/system/icecast-balancer.service |
+        systemd-analyze security --offline=true /usr/lib/systemd/system/icecast-balancer.service |
             tail -n 1
     fi
     echo "installed and checked $deb"
