@@ -449,6 +449,26 @@ mod tests {
     }
 
     #[test]
+    fn alert_webhooks_repeat_and_must_be_urls() {
+        let cli = Cli::parse_from(args(
+            "ib serve --alert-webhook http://a.example/h --alert-webhook https://b.example/h --alert-free-percent 25",
+        ));
+        let (g, Command::Serve(o)) = cli.into_parts() else {
+            panic!("not serve")
+        };
+        let s = o.settings(&g);
+        assert_eq!(
+            s.alerts.webhooks,
+            ["http://a.example/h", "https://b.example/h"]
+        );
+        assert_eq!(s.alerts.free_percent, 25);
+        let bad = Cli::try_parse_from(args("ib serve --alert-webhook ftp://x")).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+        let bad = Cli::try_parse_from(args("ib serve --alert-free-percent 101")).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
     fn a_command_refuses_another_commands_flags() {
         let err =
             Cli::try_parse_from(normalize(args("ib export --listen 127.0.0.1:9"))).unwrap_err();

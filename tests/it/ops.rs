@@ -394,8 +394,12 @@ async fn alerts_reach_the_webhook_once_per_change_and_are_retried() {
 /// Every metric the shipped Grafana dashboard queries is one we export.
 #[tokio::test]
 async fn grafana_dashboard_queries_exported_metrics() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/grafana/icecast-balancer.json");
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana/icecast-balancer.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let (app, _a, _b) = setup(None).await;
     app.sent_to("live").await;
     let m = app.get("/metrics").await.text().await.unwrap();
@@ -410,7 +414,11 @@ async fn grafana_dashboard_queries_exported_metrics() {
             let expr = target["expr"].as_str().unwrap();
             for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
                 if word.starts_with("icecast_balancer_") || word.starts_with("process_") {
-                    assert!(exported.contains(word), "{:?} queries {word}, not exported", panel["title"]);
+                    assert!(
+                        exported.contains(word),
+                        "{:?} queries {word}, not exported",
+                        panel["title"]
+                    );
                     checked += 1;
                 }
             }
