@@ -13,7 +13,7 @@ command -v cargo-deb >/dev/null || {
     exit 1
 }
 cargo build --release --locked
-bin=target/release/icecast-balancer
+bin=${CARGO_TARGET_DIR:-target}/release/icecast-balancer
 rm -rf target/assets
 mkdir -p target/assets/completions
 "$bin" man target/assets/man
