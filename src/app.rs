@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::alerts;
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::geo::Reload;
@@ -109,6 +111,7 @@ const TASKS: &[(&str, Task)] = &[
     ("outside-writer watcher", |s, r| {
         Box::pin(watch_other_writers(s, r))
     }),
+    ("alerts", |s, r| Box::pin(alerts(s, r))),
     ("country count flusher", |s, r| {
         Box::pin(country_flusher(s, r))
     }),
@@ -179,6 +182,38 @@ async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, d: Duration) -> bool
         _ = stopping.wait_for(|s| *s) => {}
     }
     *stopping.borrow()
+}
+
+/// How often the alert watcher looks for a new routing snapshot (a
+/// pointer comparison; it judges only new ones).
+const ALERT_CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// Judges every new routing snapshot for alerts and hands them to the
+/// delivery loop through a queue: a slow webhook delays only its alerts.
+async fn alerts(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let settings = state.settings().alerts.clone();
+    if settings.webhooks.is_empty() {
+        return;
+    }
+    let (queue, queued) = tokio::sync::mpsc::channel(256);
+    let mut watcher = alerts::Watcher::new(settings.free_percent);
+    let judge = async move {
+        let mut last = None;
+        while !wait_or_stop(&mut stopping, ALERT_CHECK_EVERY).await {
+            let routing = state.routing();
+            if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &routing.snap)) {
+                continue;
+            }
+            for alert in watcher.observe(&routing) {
+                if queue.try_send(alert).is_err() {
+                    tracing::error!("alert queue full (webhooks failing?); an alert was dropped");
+                }
+            }
+            last = Some(routing.snap);
+        }
+        // Closing the queue lets delivery finish what is queued and end.
+    };
+    tokio::join!(judge, alerts::deliver(settings.webhooks.clone(), queued));
 }
 
 /// How often the GeoIP file is checked for a replacement: a `stat`, cheap.

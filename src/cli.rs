@@ -1,12 +1,19 @@
-//! Command line: `serve` (default), `poll`, `import`, `export`, `user`.
-//! Every flag also reads `ICECAST_BALANCER_<FLAG>` from the environment.
+//! Command line: `serve` (the default), `poll`, `import`, `export`, `user`,
+//! `completions`. Every flag also reads `ICECAST_BALANCER_<FLAG>` from the
+//! environment.
+//!
+//! `--database` and `--log-format` belong to every command; the other flags
+//! to the commands that use them, so each command's `--help` lists only its
+//! own. Flags written before the command are moved after it ([`normalize`]),
+//! as they were accepted anywhere before the commands had flags of their own.
 
+use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::config::{Settings, parse_cidr};
@@ -18,53 +25,95 @@ use crate::{store, users};
 #[command(
     name = "icecast-balancer",
     version,
-    about = "HTTP redirect balancer for Icecast relays"
+    about = "HTTP redirect balancer for Icecast relays",
+    long_about = "HTTP redirect balancer for Icecast relays. With no command it serves \
+                  (the same as `icecast-balancer serve`) and takes serve's flags."
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub opts: Options,
+    pub global: GlobalArgs,
+    /// `serve`'s flags, for `icecast-balancer --listen X` without a command.
+    #[command(
+        flatten,
+        next_help_heading = "Serve options (when no command is given)"
+    )]
+    pub serve: Options,
+}
+
+impl Cli {
+    /// Parses the process's arguments (see [`normalize`]); exits with
+    /// status 2 and a message on a bad flag, as clap does.
+    pub fn parse_args() -> Cli {
+        Cli::parse_from(normalize(std::env::args_os().collect()))
+    }
+
+    /// The command to run: `serve` when none was given.
+    pub fn into_parts(self) -> (GlobalArgs, Command) {
+        (
+            self.global,
+            self.command.unwrap_or(Command::Serve(self.serve)),
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server and the built-in poll scheduler (the default).
-    Serve,
+    Serve(Options),
     /// Poll every server once (disabled ones too, to watch them drain), print a summary, and exit.
-    Poll,
+    Poll(PollArgs),
     /// Apply a TOML config file: create or update by name, all or nothing.
-    Import { file: PathBuf },
+    Import {
+        /// The config file (the format `export` prints); `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Print the configuration in the import format.
     Export,
     /// Manage admin users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (icecast-balancer.1 and one per command) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into.
+        #[arg(value_name = "DIR")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Add a user; the password is read from standard input.
-    Add { name: String },
+    Add {
+        /// Login name: letters, digits, `-` and `_`.
+        name: String,
+    },
     /// Change a user's password, read from standard input.
-    Passwd { name: String },
+    Passwd {
+        /// Login name.
+        name: String,
+    },
     /// List users.
     List,
     /// Remove a user.
-    Remove { name: String },
+    Remove {
+        /// Login name.
+        name: String,
+    },
 }
 
+/// Flags of every command.
 #[derive(Debug, Args)]
-pub struct Options {
-    /// Address to serve HTTP on.
-    #[arg(
-        long,
-        global = true,
-        env = "ICECAST_BALANCER_LISTEN",
-        default_value = "127.0.0.1:8080"
-    )]
-    pub listen: String,
-    /// SQLite database file, created and migrated on start.
+pub struct GlobalArgs {
+    /// SQLite database file; `serve` and `import` create it, the other commands need it to exist.
     #[arg(
         long,
         global = true,
@@ -72,54 +121,106 @@ pub struct Options {
         default_value = "icecast-balancer.db"
     )]
     pub database: PathBuf,
-    /// MaxMind-format GeoIP database (City schema or ip-location-db schema).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_GEOIP")]
-    pub geoip: Option<PathBuf>,
-    /// Seconds between polls; 0 disables the built-in scheduler.
+    /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
     #[arg(
         long,
         global = true,
-        env = "ICECAST_BALANCER_POLL_INTERVAL",
-        default_value_t = 15
+        env = "ICECAST_BALANCER_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
     )]
-    pub poll_interval: u64,
-    /// Proxies whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed (CIDR list).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
-    pub trusted_proxies: Vec<IpNet>,
-    /// Bearer token that enables POST /icecast_balancer/poll.
-    #[arg(
-        long,
-        global = true,
-        env = "ICECAST_BALANCER_POLL_TOKEN",
-        hide_env_values = true
-    )]
-    pub poll_token: Option<String>,
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How relays are polled and judged: `serve` and `poll`.
+#[derive(Debug, Args)]
+pub struct PollArgs {
     /// Seconds a relay may take to answer a poll.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_POLL_TIMEOUT", default_value_t = 5.0, value_parser = parse_seconds)]
+    #[arg(long, env = "ICECAST_BALANCER_POLL_TIMEOUT", default_value_t = 5.0, value_parser = parse_seconds)]
     pub poll_timeout: f64,
     /// Successful polls in a row before a down server is used again.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, env = "ICECAST_BALANCER_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rise: u32,
     /// Failed polls in a row before a server is taken out.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_FALL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, env = "ICECAST_BALANCER_FALL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub fall: u32,
+    /// Days of per-mount listener history to keep.
+    #[arg(long, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub history_days: u64,
+}
+
+impl PollArgs {
+    pub fn settings(&self, global: &GlobalArgs) -> Settings {
+        let mut s = Settings::new(global.database.clone());
+        s.poll.timeout = Duration::from_secs_f64(self.poll_timeout);
+        s.poll.rise = self.rise;
+        s.poll.fall = self.fall;
+        s.poll.history_retention = Duration::from_secs(self.history_days * 24 * 3600);
+        s
+    }
+}
+
+/// `serve`'s flags. A flag added here must not be `global = true`: this
+/// set is flattened twice (top level and `serve`), which clap refuses for
+/// global flags (the `definition_is_valid` test says so).
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Address to serve HTTP on.
+    #[arg(
+        long,
+        env = "ICECAST_BALANCER_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+    /// MaxMind-format GeoIP database (City schema or ip-location-db schema).
+    #[arg(long, env = "ICECAST_BALANCER_GEOIP")]
+    pub geoip: Option<PathBuf>,
+    /// Seconds between polls; 0 disables the built-in scheduler.
+    #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = 15)]
+    pub poll_interval: u64,
+    /// Proxies whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed (CIDR list).
+    #[arg(long, env = "ICECAST_BALANCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Bearer token that enables POST /icecast_balancer/poll.
+    #[arg(long, env = "ICECAST_BALANCER_POLL_TOKEN", hide_env_values = true)]
+    pub poll_token: Option<String>,
+    /// Bearer token that shows error details and poll addresses in /api/status (an admin session sees them too).
+    #[arg(long, env = "ICECAST_BALANCER_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// URL that gets a JSON POST (with a Slack/Mattermost `text`) when a relay goes down or comes back, or a stream runs low or out of free slots; repeatable (a comma-separated list in the environment).
+    #[arg(long = "alert-webhook", env = "ICECAST_BALANCER_ALERT_WEBHOOK", value_delimiter = ',', value_parser = parse_webhook, hide_env_values = true)]
+    pub alert_webhooks: Vec<String>,
+    /// Alert when a stream's free slots fall below this percentage of its capacity.
+    #[arg(long, env = "ICECAST_BALANCER_ALERT_FREE_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub alert_free_percent: u8,
+    #[command(flatten)]
+    pub poll: PollArgs,
     /// Seconds a redirected listener has to connect before a poll must count it.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
+    #[arg(long, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub reservation_grace: u64,
     /// Reservations one client address may hold per stream at once (players
     /// behind one NAT); a repeat from the same player takes none. 0 turns
     /// the check off (e.g. behind a proxy that hides client addresses).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=10))]
+    #[arg(long, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub max_reservations_per_client: u64,
     /// Seconds between re-checks of relays that are down (0: only with the regular polls).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_DOWN_RECHECK", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]
+    #[arg(long, env = "ICECAST_BALANCER_DOWN_RECHECK", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub down_recheck: u64,
     /// Seconds a listener waits for fresh relay counts when a stream looks full (0: answer 503 at once).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_FULL_RECHECK", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10))]
+    #[arg(long, env = "ICECAST_BALANCER_FULL_RECHECK", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub full_recheck: u64,
-    /// Days of per-mount listener history to keep.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
-    pub history_days: u64,
+}
+
+fn parse_webhook(s: &str) -> Result<String, String> {
+    crate::domain::HttpUrl::parse(s.trim())
+        .map(|u| u.as_str().to_string())
+        .map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -132,26 +233,97 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 impl Options {
-    pub fn settings(&self) -> Settings {
-        let mut s = Settings::new(self.database.clone());
+    pub fn settings(&self, global: &GlobalArgs) -> Settings {
+        let mut s = self.poll.settings(global);
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
         s.poll_token = self.poll_token.clone().filter(|t| !t.is_empty());
-        s.poll.timeout = Duration::from_secs_f64(self.poll_timeout);
-        s.poll.rise = self.rise;
-        s.poll.fall = self.fall;
-        s.poll.history_retention = Duration::from_secs(self.history_days * 24 * 3600);
+        s.api_token = self.api_token.clone().filter(|t| !t.is_empty());
         s.reservation_grace = Duration::from_secs(self.reservation_grace);
         s.max_reservations_per_client = self.max_reservations_per_client as usize;
         s.down_recheck = Duration::from_secs(self.down_recheck);
         s.full_recheck = Duration::from_secs(self.full_recheck);
+        s.alerts.webhooks = self.alert_webhooks.clone();
+        s.alerts.free_percent = self.alert_free_percent;
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
         s
     }
+}
+
+/// Moves flags written before the command to just after it:
+/// `icecast-balancer --rise 3 poll` becomes `icecast-balancer poll --rise 3`.
+/// Without a command (serve) or with none recognised, nothing moves.
+pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+    let cmd = Cli::command();
+    let takes_value = |long: &str| {
+        cmd.get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .is_some_and(|a| a.get_action().takes_values())
+    };
+    let mut i = 1;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        if arg == "--" {
+            return args;
+        }
+        if let Some(long) = arg.strip_prefix("--") {
+            i += if !long.contains('=') && takes_value(long) {
+                2
+            } else {
+                1
+            };
+        } else if arg.starts_with('-') {
+            i += 1;
+        } else {
+            if i == 1 || cmd.find_subcommand(arg).is_none() {
+                return args;
+            }
+            let mut out = Vec::with_capacity(args.len());
+            out.push(args[0].clone());
+            out.push(args[i].clone());
+            out.extend_from_slice(&args[1..i]);
+            out.extend_from_slice(&args[i + 1..]);
+            return out;
+        }
+    }
+    args
+}
+
+/// Writes `icecast-balancer.1` and `icecast-balancer-<command>.1` pages.
+pub fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    write_man_page(dir, &cmd, "icecast-balancer")?;
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+    {
+        let name = format!("icecast-balancer-{}", sub.get_name());
+        write_man_page(dir, &sub.clone().name(name.clone()), &name)?;
+    }
+    Ok(())
+}
+
+fn write_man_page(dir: &std::path::Path, cmd: &clap::Command, name: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = dir.join(format!("{name}.1"));
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Prints the completion script for `shell` to standard output.
+pub fn print_completions(shell: clap_complete::Shell) -> std::io::Result<()> {
+    use std::io::Write;
+    // Into memory first: clap_complete panics on a write error (`| head`).
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "icecast-balancer", &mut script);
+    std::io::stdout().write_all(&script)
 }
 
 /// Reads a password: twice without echo on a terminal, one line otherwise.
@@ -225,4 +397,120 @@ pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<OsString> {
+        s.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_before_the_command_move_after_it() {
+        assert_eq!(
+            normalize(args("ib --database x.db --rise 3 poll --fall 2")),
+            args("ib poll --database x.db --rise 3 --fall 2")
+        );
+        assert_eq!(
+            normalize(args("ib --listen=127.0.0.1:1 serve")),
+            args("ib serve --listen=127.0.0.1:1")
+        );
+        assert_eq!(
+            normalize(args("ib --database x.db user add alice")),
+            args("ib user --database x.db add alice")
+        );
+    }
+
+    #[test]
+    fn nothing_moves_without_a_command() {
+        for a in [
+            "ib --listen 127.0.0.1:1",
+            "ib serve --listen poll",
+            "ib",
+            "ib -- poll",
+        ] {
+            assert_eq!(normalize(args(a)), args(a));
+        }
+        // A flag's value that looks like a command is not one.
+        let a = args("ib --database poll");
+        assert_eq!(normalize(a.clone()), a);
+    }
+
+    #[test]
+    fn no_command_means_serve_with_its_flags() {
+        let cli = Cli::parse_from(normalize(args("ib --listen 127.0.0.1:9 --rise 4")));
+        let (_, cmd) = cli.into_parts();
+        let Command::Serve(o) = cmd else {
+            panic!("not serve")
+        };
+        assert_eq!((o.listen.as_str(), o.poll.rise), ("127.0.0.1:9", 4));
+    }
+
+    #[test]
+    fn flags_before_serve_count() {
+        let cli = Cli::parse_from(normalize(args("ib --listen 127.0.0.1:9 serve --fall 3")));
+        let (_, Command::Serve(o)) = cli.into_parts() else {
+            panic!("not serve")
+        };
+        assert_eq!((o.listen.as_str(), o.poll.fall), ("127.0.0.1:9", 3));
+    }
+
+    #[test]
+    fn alert_webhooks_repeat_and_must_be_urls() {
+        let cli = Cli::parse_from(args(
+            "ib serve --alert-webhook http://a.example/h --alert-webhook https://b.example/h --alert-free-percent 25",
+        ));
+        let (g, Command::Serve(o)) = cli.into_parts() else {
+            panic!("not serve")
+        };
+        let s = o.settings(&g);
+        assert_eq!(
+            s.alerts.webhooks,
+            ["http://a.example/h", "https://b.example/h"]
+        );
+        assert_eq!(s.alerts.free_percent, 25);
+        let bad = Cli::try_parse_from(args("ib serve --alert-webhook ftp://x")).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+        let bad = Cli::try_parse_from(args("ib serve --alert-free-percent 101")).unwrap_err();
+        assert_eq!(bad.kind(), clap::error::ErrorKind::ValueValidation);
+    }
+
+    #[test]
+    fn a_command_refuses_another_commands_flags() {
+        let err =
+            Cli::try_parse_from(normalize(args("ib export --listen 127.0.0.1:9"))).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+    }
+
+    #[test]
+    fn help_lists_only_the_commands_flags() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("export")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--database"), "{help}");
+        assert!(
+            !help.contains("--listen") && !help.contains("--geoip"),
+            "{help}"
+        );
+        let poll = cmd
+            .find_subcommand_mut("poll")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            poll.contains("--rise") && !poll.contains("--listen"),
+            "{poll}"
+        );
+    }
 }

@@ -18,6 +18,9 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
     pub poll_token: Option<String>,
+    /// Bearer token that shows error details and poll addresses in `/api/status`.
+    pub api_token: Option<String>,
+    pub alerts: crate::alerts::AlertSettings,
     pub poll: PollSettings,
     /// How long a redirected listener may take to connect before a poll
     /// is expected to count it.
@@ -48,6 +51,8 @@ impl Settings {
             poll_interval: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
             poll_token: None,
+            api_token: None,
+            alerts: Default::default(),
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
@@ -86,6 +91,8 @@ impl std::fmt::Debug for Settings {
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
+            .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .field("alerts", &self.alerts)
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
             .field("shutdown_timeout", &self.shutdown_timeout)

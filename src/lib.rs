@@ -2,6 +2,7 @@
 //! that has a free slot. See README.md for the operator's view and
 //! DESIGN.md for the architecture.
 
+pub mod alerts;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod config_file;
 pub mod domain;
 pub mod error;
 pub mod geo;
+pub mod logging;
 pub mod poll;
 pub mod routing;
 pub mod store;

@@ -2,21 +2,15 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
-use icecast_balancer::cli::{Cli, Command};
+use icecast_balancer::cli::{self, Cli, Command, GlobalArgs};
 use icecast_balancer::domain::Clock;
 use icecast_balancer::store::changes::Writer;
+use icecast_balancer::store::require_existing;
 use icecast_balancer::{AppState, Application, config_file};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli = Cli::parse_args();
+    icecast_balancer::logging::init(cli.global.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -34,16 +28,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let settings = cli.opts.settings();
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    let (global, command) = cli.into_parts();
+    let database = &global.database;
+    match command {
+        Command::Serve(opts) => {
+            let settings = opts.settings(&global);
             let app = Application::build(settings).await?;
             #[cfg(unix)]
             tokio::spawn(reload_geoip_on_sighup(app.state()));
             app.run_until_stopped(shutdown_signal()).await?;
         }
-        Command::Poll => {
-            let state = AppState::new(settings, Clock::system()).await?;
+        Command::Poll(args) => {
+            require_existing(database)?;
+            let state = AppState::new(args.settings(&global), Clock::system()).await?;
             let summary = state.poll_now().await?;
             for s in &summary.servers {
                 match &s.error {
@@ -81,23 +78,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
             let parsed = config_file::parse(&text)?;
-            let db = icecast_balancer::store::connect(&settings.database).await?;
+            let db = icecast_balancer::store::connect(database).await?;
             let report = config_file::apply(&Writer::new(db), &parsed).await?;
             print!("{report}");
         }
         Command::Export => {
-            let db = icecast_balancer::store::connect(&settings.database).await?;
+            let db = existing_database(&global).await?;
             print!(
                 "{}",
                 config_file::to_toml(&config_file::export(&db).await?)?
             );
         }
         Command::User(cmd) => {
-            let db = icecast_balancer::store::connect(&settings.database).await?;
-            return icecast_balancer::cli::run_user_command(&Writer::new(db), cmd).await;
+            let db = existing_database(&global).await?;
+            return cli::run_user_command(&Writer::new(db), cmd).await;
         }
+        Command::Completions { shell } => cli::print_completions(shell)?,
+        Command::Man { out_dir } => cli::write_man_pages(&out_dir)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Only `serve` and `import` create a database: a typo in a path must not
+/// answer from (and leave behind) a new empty one.
+async fn existing_database(global: &GlobalArgs) -> anyhow::Result<icecast_balancer::store::Pool> {
+    require_existing(&global.database)?;
+    icecast_balancer::store::connect(&global.database).await
 }
 
 /// `kill -HUP` reopens the GeoIP database, as daemons reopen their files.

@@ -125,17 +125,55 @@ fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> S
     }
 }
 
-fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSummary) {
+/// A failing relay is logged when its failures start and when its health
+/// changes, then at most this often while it keeps failing.
+const FAILURE_LOG_EVERY_MS: i64 = 5 * 60 * 1000;
+
+/// When each server's ongoing failure was last logged: per process, so a
+/// restart logs each failing relay once again.
+fn failure_logged() -> &'static std::sync::Mutex<HashMap<i64, i64>> {
+    static LOGGED: std::sync::OnceLock<std::sync::Mutex<HashMap<i64, i64>>> =
+        std::sync::OnceLock::new();
+    LOGGED.get_or_init(Default::default)
+}
+
+/// Whether this failure is news: the first of a run, a health change, or
+/// the first for [`FAILURE_LOG_EVERY_MS`]. A success ends the run.
+fn failure_is_news(server_id: i64, failing: bool, changed: bool, now_ms: i64) -> bool {
+    let Ok(mut logged) = failure_logged().lock() else {
+        return true;
+    };
+    if !failing {
+        logged.remove(&server_id);
+        return false;
+    }
+    let due = logged
+        .get(&server_id)
+        .is_none_or(|&at| now_ms - at >= FAILURE_LOG_EVERY_MS);
+    if due || changed {
+        logged.insert(server_id, now_ms);
+    }
+    due || changed
+}
+
+fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSummary, now_ms: i64) {
+    let changed = prev.state != s.state;
+    let news = failure_is_news(server.id, s.error.is_some(), changed, now_ms);
     match &s.error {
-        Some(e) if server.enabled => {
-            tracing::warn!(server = %server.name, state = s.state.as_str(), error = %e, "poll failed")
+        Some(e) if news && server.enabled => {
+            tracing::warn!(server = %server.name, state = s.state.as_str(), error = %e, "poll failed (logged again in 5 minutes if it keeps failing)")
+        }
+        Some(e) if news => {
+            tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
         }
         Some(e) => {
-            tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
+            tracing::debug!(server = %server.name, error = %e, "poll failed again")
         }
         None => {}
     }
-    if prev.state != s.state {
+    if changed && s.state == HealthState::Down {
+        tracing::warn!(server = %server.name, from = prev.state.as_str(), to = s.state.as_str(), "server health changed");
+    } else if changed {
         tracing::info!(server = %server.name, from = prev.state.as_str(), to = s.state.as_str(), "server health changed");
     }
 }
@@ -207,7 +245,7 @@ pub async fn run_round_of(
         let prev = health.get(&f.id).copied().unwrap_or_default();
         let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
         let summary = summarize(server, next, &f);
-        log_outcome(server, prev, &summary);
+        log_outcome(server, prev, &summary, clock.now_ms());
         let record = PollRecord {
             server_id: f.id,
             started_at: f.started_ms,
@@ -240,7 +278,8 @@ pub async fn run_round_of(
         duration_ms: round_start.elapsed().as_millis() as i64,
         servers: summaries,
     };
-    tracing::info!(
+    // Every 15 s by default: routine, so debug; failures are logged above.
+    tracing::debug!(
         servers = summary.servers.len(),
         failed = summary.failed(),
         listeners = summary.servers.iter().map(|s| s.listeners).sum::<u64>(),
@@ -248,4 +287,28 @@ pub async fn run_round_of(
         "poll round done"
     );
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_relay_is_logged_at_start_on_change_and_every_five_minutes() {
+        let id = -4242; // no real server has it; the record is per process
+        let min = 60 * 1000;
+        assert!(failure_is_news(id, true, false, 0));
+        assert!(!failure_is_news(id, true, false, min));
+        assert!(
+            failure_is_news(id, true, true, 2 * min),
+            "a health change is news"
+        );
+        assert!(!failure_is_news(id, true, false, 6 * min));
+        assert!(failure_is_news(id, true, false, 7 * min));
+        assert!(!failure_is_news(id, false, false, 8 * min));
+        assert!(
+            failure_is_news(id, true, false, 8 * min + 1),
+            "a new run of failures"
+        );
+    }
 }

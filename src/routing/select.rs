@@ -106,6 +106,13 @@ pub struct StreamTotals {
     pub reserved: u64,
 }
 
+impl StreamTotals {
+    /// Some relay is up, enabled and has a free slot (or no limit).
+    pub fn can_take_listener(&self) -> bool {
+        self.relays > 0 && self.free != Some(0)
+    }
+}
+
 pub fn stream_totals(
     snap: &Snapshot,
     stream: &StreamEntry,

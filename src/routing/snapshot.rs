@@ -35,7 +35,10 @@ pub struct ServerCounters {
 pub struct StreamCounters {
     pub redirected: AtomicU64,
     pub fallback: AtomicU64,
+    /// Every relay that is up is full.
     pub full: AtomicU64,
+    /// No relay of the stream is up (or it has none).
+    pub unavailable: AtomicU64,
     pub forbidden: AtomicU64,
     pub playlist: AtomicU64,
     /// Redirects by client country, until the next flush to the store.

@@ -50,6 +50,19 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
     Ok(pool)
 }
 
+/// Fails, naming the path and how to set it, when there is no database
+/// file at `path`.
+pub fn require_existing(path: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no database at {}: give its path with --database PATH (or ICECAST_BALANCER_DATABASE); \
+             only `serve` and `import` create one",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// A connection of its own for `PRAGMA data_version`, which only changes
 /// when *another* connection commits: that is how a running server notices
 /// an import or a cron poll made by a different process.

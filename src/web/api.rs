@@ -1,16 +1,21 @@
 //! Machine-readable views: the old balancer's `/status`, a full
-//! `/api/status`, Prometheus `/metrics`, and `/healthz`.
+//! `/api/status` and `/healthz` (`/metrics` is in `metrics`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use subtle::ConstantTimeEq;
+
+use super::admin::session_user;
+use crate::error::Result;
 use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};
 use crate::web::AppState;
@@ -19,8 +24,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/status", get(status))
         .route("/api/status", get(api_status))
-        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
 }
 
 /// `{"<server>": listeners, …}` of reachable servers (draining ones
@@ -73,7 +78,11 @@ struct ApiServer<'a> {
     last_poll_at: Option<i64>,
     last_success_at: Option<i64>,
     latency_ms: Option<i64>,
+    /// Where load.xsl is read; only with details (see [`Details`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    poll_url: Option<String>,
     /// Kept after the server recovers; `last_error_at` says when it was.
+    /// Only with details: an error names internal addresses.
     last_error: Option<&'a str>,
     last_error_at: Option<i64>,
 }
@@ -115,11 +124,88 @@ struct ApiStream<'a> {
 #[derive(Serialize)]
 struct ApiStatus<'a> {
     generated_at: i64,
+    /// Whether error texts and poll addresses are shown (to the API token
+    /// or an admin session); others see health only.
+    details: bool,
     servers: Vec<ApiServer<'a>>,
     streams: Vec<ApiStream<'a>>,
 }
 
-async fn api_status(State(state): State<AppState>) -> Response {
+/// Ready when the database answers and some stream has a relay that can
+/// take a listener now: what a load balancer or an orchestrator in front
+/// should route by (`/healthz` says only that the process runs).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let answer = |code: StatusCode, text: String| {
+        (code, [(header::CACHE_CONTROL, "no-store")], text).into_response()
+    };
+    let db = sqlx::query_scalar::<_, i64>("SELECT 1")
+        .fetch_one(state.db())
+        .await;
+    if let Err(e) = db {
+        let why = format!("not ready: the database does not answer ({e})\n");
+        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    let r = state.routing();
+    if r.snap.streams.is_empty() {
+        let why = "not ready: no stream is configured\n".to_string();
+        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    let open: Vec<&str> = r
+        .snap
+        .streams
+        .iter()
+        .filter(|st| select::stream_totals(&r.snap, st, r.now_s, r.ttl_s).can_take_listener())
+        .map(|st| st.name.as_str())
+        .collect();
+    if open.is_empty() {
+        let why = format!(
+            "not ready: no relay of any of the {} streams can take a listener (all full, down or not yet polled)\n",
+            r.snap.streams.len()
+        );
+        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    }
+    answer(StatusCode::OK, format!("ready: {}\n", open.join(", ")))
+}
+
+/// Error texts and poll addresses are for the operator: an error such as
+/// "connection refused to http://10.0.0.5:8000" maps the internal network.
+async fn shows_details(state: &AppState, headers: &HeaderMap) -> Result<bool> {
+    if let Some(token) = &state.settings().api_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Ok(true);
+        }
+    }
+    Ok(session_user(state, headers).await?.is_some())
+}
+
+/// Poll addresses by server name, read from the store (the snapshot has
+/// no use for them).
+async fn poll_urls(state: &AppState) -> Result<HashMap<String, String>> {
+    let mut conn = state.db().acquire().await?;
+    let rows = crate::store::servers::list(&mut conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.name.clone(), r.poll_base().to_string()))
+        .collect())
+}
+
+async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let details = match shows_details(&state, &headers).await {
+        Ok(d) => d,
+        Err(e) => return e.into_response(),
+    };
+    let mut poll_urls = match details {
+        true => match poll_urls(&state).await {
+            Ok(p) => p,
+            Err(e) => return e.into_response(),
+        },
+        false => HashMap::new(),
+    };
     let Routing {
         snap,
         now_s,
@@ -148,7 +234,8 @@ async fn api_status(State(state): State<AppState>) -> Response {
             last_poll_at: s.last_poll_at,
             last_success_at: s.last_success_at,
             latency_ms: s.latency_ms,
-            last_error: s.last_error.as_deref(),
+            poll_url: poll_urls.remove(&s.name),
+            last_error: s.last_error.as_deref().filter(|_| details),
             last_error_at: s.last_error_at,
         })
         .collect();
@@ -200,156 +287,10 @@ async fn api_status(State(state): State<AppState>) -> Response {
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(ApiStatus {
             generated_at: crate::store::now_ms(),
+            details,
             servers,
             streams,
         }),
-    )
-        .into_response()
-}
-
-/// Prometheus label values escape `\`, `"` and newlines.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let Routing {
-        snap,
-        now_s,
-        ttl_s: ttl,
-    } = state.routing();
-    let mut out = String::new();
-
-    out.push_str(
-        "# HELP icecast_balancer_redirects_total Listener requests by stream and outcome.\n",
-    );
-    out.push_str("# TYPE icecast_balancer_redirects_total counter\n");
-    for st in &snap.streams {
-        let c = &st.counters;
-        for (outcome, v) in [
-            ("redirect", &c.redirected),
-            ("playlist", &c.playlist),
-            ("fallback", &c.fallback),
-            ("full", &c.full),
-            ("forbidden", &c.forbidden),
-        ] {
-            let _ = writeln!(
-                out,
-                "icecast_balancer_redirects_total{{stream=\"{}\",outcome=\"{outcome}\"}} {}",
-                label(&st.name),
-                v.load(Ordering::Relaxed)
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "icecast_balancer_redirects_total{{stream=\"\",outcome=\"unknown_stream\"}} {}",
-        state.metrics().unknown_stream.load(Ordering::Relaxed)
-    );
-
-    out.push_str(
-        "# HELP icecast_balancer_server_up Whether the server is up (1) by rise/fall health.\n",
-    );
-    out.push_str("# TYPE icecast_balancer_server_up gauge\n");
-    for s in &snap.servers {
-        let _ = writeln!(
-            out,
-            "icecast_balancer_server_up{{server=\"{}\"}} {}",
-            label(&s.name),
-            u8::from(s.health.is_up())
-        );
-    }
-    out.push_str(
-        "# HELP icecast_balancer_server_enabled Whether the server takes new listeners.\n",
-    );
-    out.push_str("# TYPE icecast_balancer_server_enabled gauge\n");
-    for s in &snap.servers {
-        let _ = writeln!(
-            out,
-            "icecast_balancer_server_enabled{{server=\"{}\"}} {}",
-            label(&s.name),
-            u8::from(s.enabled)
-        );
-    }
-    out.push_str(
-        "# HELP icecast_balancer_poll_duration_seconds Duration of the last poll of a server.\n",
-    );
-    out.push_str("# TYPE icecast_balancer_poll_duration_seconds gauge\n");
-    for s in &snap.servers {
-        if let Some(ms) = s.latency_ms {
-            let _ = writeln!(
-                out,
-                "icecast_balancer_poll_duration_seconds{{server=\"{}\"}} {:.3}",
-                label(&s.name),
-                ms as f64 / 1000.0
-            );
-        }
-    }
-    out.push_str(
-        "# HELP icecast_balancer_poll_errors_total Failed polls of a server by this process.\n",
-    );
-    out.push_str("# TYPE icecast_balancer_poll_errors_total counter\n");
-    for s in &snap.servers {
-        let _ = writeln!(
-            out,
-            "icecast_balancer_poll_errors_total{{server=\"{}\"}} {}",
-            label(&s.name),
-            s.counters.poll_errors.load(Ordering::Relaxed)
-        );
-    }
-    out.push_str("# HELP icecast_balancer_poll_rounds_total Poll rounds run by this process.\n");
-    out.push_str("# TYPE icecast_balancer_poll_rounds_total counter\n");
-    let _ = writeln!(
-        out,
-        "icecast_balancer_poll_rounds_total {}",
-        state.metrics().poll_rounds.load(Ordering::Relaxed)
-    );
-
-    for (name, help) in [
-        ("listeners", "Listeners on a mount at the last poll."),
-        (
-            "free",
-            "Free slots on a mount after reservations (absent when unlimited).",
-        ),
-        (
-            "reserved",
-            "Slots reserved by redirects since the last poll.",
-        ),
-        (
-            "max_listeners",
-            "Max listeners of a mount (absent when unlimited).",
-        ),
-    ] {
-        let _ = writeln!(out, "# HELP icecast_balancer_mount_{name} {help}");
-        let _ = writeln!(out, "# TYPE icecast_balancer_mount_{name} gauge");
-        for m in &snap.mounts {
-            let s = &snap.servers[m.server];
-            let (free, reserved) = free_slots(m, s, now_s, ttl);
-            let v = match name {
-                "listeners" => Some(u64::from(m.listeners)),
-                "free" => free,
-                "reserved" => Some(reserved),
-                _ => m.max.map(u64::from),
-            };
-            if let Some(v) = v {
-                let _ = writeln!(
-                    out,
-                    "icecast_balancer_mount_{name}{{stream=\"{}\",server=\"{}\",mount=\"{}\"}} {v}",
-                    label(&snap.streams[m.stream].name),
-                    label(&s.name),
-                    label(&m.path)
-                );
-            }
-        }
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
     )
         .into_response()
 }

@@ -12,6 +12,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,14 +64,24 @@ async fn stream_named_poll(state: State<AppState>, req: Request) -> Response {
 /// Takes the whole request rather than `HeaderMap`/`Uri` extractors, which
 /// would clone them on every redirect.
 async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
-    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
+    let started = std::time::Instant::now();
+    // The parts only: a `&Request` (its body) cannot be held across the
+    // wait for fresh counts.
+    let (parts, _body) = req.into_parts();
+    let resp = answer(&state, &name, &parts).await;
+    state.metrics().redirect_latency.observe(started.elapsed());
+    resp
+}
+
+async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
+    let Some(ConnectInfo(peer)) = req.extensions.get::<ConnectInfo<SocketAddr>>().copied() else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "no peer address\n".into(),
         );
     };
-    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
-    let (name, format) = split_format(&name);
+    let (method, uri, headers) = (&req.method, &req.uri, &req.headers);
+    let (name, format) = split_format(name);
     let snap = state.snapshot();
     let Some(stream) = snap.stream(name) else {
         state
@@ -110,12 +121,12 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
             query: uri.query(),
         };
         let snap = arc_swap::Guard::into_inner(snap);
-        return listen(&state, snap, name, &listener).await;
+        return listen(state, snap, name, &listener).await;
     }
     let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
     let chosen = ranked_candidates(&snap, stream, &geo, want, reserve, format, now_s, ttl);
     if chosen.is_empty() {
-        return full(&state, stream);
+        return full(state, stream, any_up(&snap, stream));
     }
     if reserve {
         count_redirect(&snap, chosen[0]);
@@ -213,10 +224,20 @@ async fn listen(
             return redirect(&location);
         }
         if !state.await_fresh_counts(deadline).await {
-            return full(state, stream);
+            return full(state, stream, any_up(&snap, stream));
         }
         snap = arc_swap::Guard::into_inner(state.snapshot());
     }
+}
+
+/// Whether some relay of the stream is up and lists it: a 503 then means
+/// "full", otherwise "no relay available" (counted apart in /metrics).
+fn any_up(snap: &Snapshot, stream: &StreamEntry) -> bool {
+    stream.mounts.iter().any(|&m| {
+        let mount = &snap.mounts[m];
+        let s = &snap.servers[mount.server];
+        mount.live && s.enabled && s.health.is_up()
+    })
 }
 
 /// Mount `id` of the stream, if it could take a listener now.
@@ -327,12 +348,19 @@ fn plain(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn full(state: &AppState, stream: &StreamEntry) -> Response {
+/// `any_up`: some relay is up but full (counted as `full`), else none is
+/// up (`unavailable`); the listener's answer is the same.
+fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
     if let Some(url) = &stream.fallback_url {
         stream.counters.fallback.fetch_add(1, Ordering::Relaxed);
         return redirect(url);
     }
-    stream.counters.full.fetch_add(1, Ordering::Relaxed);
+    let counter = if any_up {
+        &stream.counters.full
+    } else {
+        &stream.counters.unavailable
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     let retry = state.settings().poll_interval.as_secs().clamp(5, 60);
     let mut resp = plain(
         StatusCode::SERVICE_UNAVAILABLE,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod balancer;
 pub mod client_ip;
 pub mod csrf;
+pub mod metrics;
 pub mod state;
 
 pub use state::AppState;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin::router(state.clone()))
         .merge(api::router())
+        .merge(metrics::router())
         .route("/static/style.css", get(style))
         .route("/static/live.js", get(live_js))
         // Request spans cost a measurable share of a redirect's time, so

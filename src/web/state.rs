@@ -26,6 +26,7 @@ use crate::store::{self, Pool};
 pub struct Metrics {
     pub unknown_stream: AtomicU64,
     pub poll_rounds: AtomicU64,
+    pub redirect_latency: super::metrics::LatencyHistogram,
 }
 
 struct Inner {
@@ -60,6 +61,7 @@ impl AppState {
         // reqwest is built without a default crypto provider so that only
         // one (ring) is compiled; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        super::metrics::process_start_time();
         let db = store::connect(&settings.database).await?;
         let geo = open_geo(settings.geoip.clone()).await?;
         let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;

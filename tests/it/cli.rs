@@ -313,10 +313,123 @@ async fn poll_command_prints_a_summary() {
     assert!(stdout.contains("polled 2 servers"), "{stdout}");
 }
 
+/// An empty database, made the way an operator would: an empty import.
+fn new_database(dir: &Path) -> std::path::PathBuf {
+    let db = dir.join("b.db");
+    let out = run(&db, &["import", "-"], Some(""));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    db
+}
+
+/// A mistyped path must not answer from (and leave behind) a new empty
+/// database: `user add` would add a user nobody's server reads.
+#[test]
+fn only_serve_and_import_create_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo.db");
+    for args in [
+        &["export"][..],
+        &["poll"],
+        &["user", "list"],
+        &["user", "add", "alice"],
+        &["user", "remove", "alice"],
+    ] {
+        let out = run(&db, args, Some("s3cure-enough\n"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("no database at {}", db.display())) && err.contains("--database"),
+            "{args:?}: {err}"
+        );
+        assert!(!db.exists(), "{args:?} created the database");
+    }
+    let out = run(&db, &["import", "-"], Some(""));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(db.exists());
+    assert!(run(&db, &["export"], None).status.success());
+}
+
+#[test]
+fn each_command_has_its_own_help() {
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).arg("--help").output().unwrap();
+        assert!(out.status.success());
+        text(&out.stdout)
+    };
+    let export = help(&["export"]);
+    assert!(
+        export.contains("--database") && export.contains("--log-format"),
+        "{export}"
+    );
+    assert!(
+        !export.contains("--listen") && !export.contains("--geoip"),
+        "{export}"
+    );
+    let import = help(&["import"]);
+    assert!(
+        import.contains("<FILE>") && import.contains("standard input"),
+        "{import}"
+    );
+    let serve = help(&["serve"]);
+    assert!(
+        serve.contains("--listen") && serve.contains("--api-token"),
+        "{serve}"
+    );
+    // A serve flag given to another command is an error, not ignored.
+    let out = Command::new(BIN)
+        .args(["export", "--listen", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let script = text(&out.stdout);
+    assert!(
+        script.contains("complete") && script.contains("--poll-interval"),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("man")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(dir.path().join("icecast-balancer.1")).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("listen"));
+    let export = std::fs::read_to_string(dir.path().join("icecast-balancer-export.1")).unwrap();
+    assert!(export.contains("database") && !export.contains("geoip"));
+}
+
+/// Log files and cron mail get no colour codes; JSON lines parse.
+#[test]
+fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let text_log = first_lines_of_serve(&db, &[]);
+    assert!(!text_log.contains('\u{1b}'), "{text_log:?}");
+    assert!(text_log.contains("INFO"), "{text_log}");
+    let json_log = first_lines_of_serve(&db, &[("ICECAST_BALANCER_LOG_FORMAT", "json")]);
+    let first = json_log.lines().next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert!(
+        v["level"].is_string() && v["message"].is_string(),
+        "{first}"
+    );
+}
+
 #[test]
 fn user_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("b.db");
+    let db = new_database(dir.path());
     let out = run(&db, &["user", "add", "ops"], Some("s3cure-enough\n"));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&db, &["user", "add", "ops"], Some("s3cure-enough\n"));

@@ -15,3 +15,4 @@ mod cli;
 mod console;
 mod e2e_icecast;
 mod geo;
+mod ops;

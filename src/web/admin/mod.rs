@@ -209,6 +209,20 @@ pub fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// The user whose session cookie this request carries, if it is valid.
+pub async fn session_user(state: &AppState, headers: &HeaderMap) -> Result<Option<AdminUser>> {
+    let Some(token) = cookie(headers, SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let mut conn = state.db().acquire().await?;
+    let found = store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await?;
+    Ok(found.map(|s| AdminUser {
+        id: s.user_id,
+        name: s.user_name,
+        csrf_token: s.csrf_token,
+    }))
+}
+
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let https = is_https(&state, &req);
     if !matches!(*req.method(), Method::GET | Method::HEAD)
@@ -218,23 +232,9 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     }
     let path = req.uri().path().to_string();
     let public = path == "/admin/login";
-    let user = match cookie(req.headers(), SESSION_COOKIE) {
-        Some(token) => {
-            let found = async {
-                let mut conn = state.db().acquire().await?;
-                store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await
-            }
-            .await;
-            match found {
-                Ok(s) => s.map(|s| AdminUser {
-                    id: s.user_id,
-                    name: s.user_name,
-                    csrf_token: s.csrf_token,
-                }),
-                Err(e) => return e.into_response(),
-            }
-        }
-        None => None,
+    let user = match session_user(&state, req.headers()).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
     };
     match user {
         Some(u) => {

@@ -139,6 +139,19 @@ impl TestApp {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// `/api/status` as the holder of the configured `--api-token` sees it.
+    pub async fn api_status_detailed(&self) -> serde_json::Value {
+        let token = self
+            .state
+            .settings()
+            .api_token
+            .clone()
+            .expect("an api token");
+        let auth = format!("Bearer {token}");
+        let r = self.get_with("/api/status", "authorization", &auth).await;
+        serde_json::from_str(&r.text().await.unwrap()).unwrap()
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {

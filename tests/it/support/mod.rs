@@ -70,3 +70,17 @@ fn listening_ports_now(pid: u32) -> Vec<u16> {
     }
     ports
 }
+
+/// `name` on the PATH, or `None` after a printed skip (a failure under
+/// `ICECAST_BALANCER_E2E=required`).
+pub fn require_binary(name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        icecast::skip(&format!("{name} is not installed"));
+    }
+    found
+}
