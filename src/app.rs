@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Notify};
 
@@ -234,16 +233,13 @@ impl Application {
         let router = crate::web::router(state.clone());
         let background = tokio::spawn(background_tasks(state.clone()));
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        // Redirects are tiny one-write answers: sent at once, not held
-        // back by Nagle waiting for the client's delayed ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+        crate::web::serve::serve(
+            self.listener,
+            router,
+            &state.settings.server,
+            &state.settings.trusted_proxies,
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await?;
         background.abort();
         tracing::info!("stopped");

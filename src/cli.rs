@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::config::{Settings, parse_cidr};
+use crate::config::{ForwardedHeader, ServerLimits, Settings, parse_cidr};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,6 +81,25 @@ pub struct Options {
     /// Proxies whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed (CIDR list).
     #[arg(long, global = true, env = "ICECAST_BALANCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxies: Vec<IpNet>,
+    /// The one header the trusted proxies write the client's address into
+    /// (the scheme comes from X-Forwarded-Proto, or Forwarded's proto=).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub header_timeout: f64,
+    /// Seconds a keep-alive connection may stay open without a request.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = parse_seconds)]
+    pub idle_timeout: f64,
+    /// Open client connections at most; further ones are closed at once.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Open connections from one client address at most (trusted proxies are not limited).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: u64,
+    /// Seconds in-flight requests get after SIGTERM before the process exits.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_SHUTDOWN_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub shutdown_timeout: f64,
     /// Bearer token that enables POST /icecast_balancer/poll.
     #[arg(
         long,
@@ -122,6 +141,14 @@ impl Options {
         s.geoip = self.geoip.clone();
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
+        s.forwarded_header = self.forwarded_header;
+        s.server = ServerLimits {
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            max_connections: self.max_connections as usize,
+            max_per_client: self.max_connections_per_client as usize,
+            shutdown_timeout: Duration::from_secs_f64(self.shutdown_timeout),
+        };
         s.poll_token = self.poll_token.clone().filter(|t| !t.is_empty());
         s.poll.timeout = Duration::from_secs_f64(self.poll_timeout);
         s.poll.rise = self.rise;

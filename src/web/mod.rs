@@ -7,6 +7,7 @@ pub mod balancer;
 pub mod client_ip;
 pub mod csrf;
 pub mod explain;
+pub mod serve;
 
 use axum::Router;
 use axum::http::header;
