@@ -60,7 +60,8 @@ impl AppState {
         // one (ring) is compiled; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = store::connect(&settings.database).await?;
-        let geo = Geo::open(settings.geoip.as_deref())?;
+        let path = settings.geoip.clone();
+        let geo = tokio::task::spawn_blocking(move || Geo::open(path.as_deref())).await??;
         let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;
         let state = AppState(Arc::new(Inner {
             settings,
@@ -178,7 +179,10 @@ impl AppState {
     /// Reopens the GeoIP file now (SIGHUP); on success relays are placed
     /// anew. A broken file keeps the old data (and is logged).
     pub async fn reload_geoip(&self) -> Reload {
-        let r = self.geo.reload();
+        let this = self.clone();
+        let r = tokio::task::spawn_blocking(move || this.geo.reload())
+            .await
+            .unwrap_or(Reload::Failed);
         if r == Reload::Reloaded {
             self.relocate().await;
         }
@@ -279,7 +283,11 @@ async fn watch_geoip(state: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let reloaded = state.geo.reload_if_changed() == Reload::Reloaded;
+        let this = state.clone();
+        // Off the runtime: a reload reads the whole file.
+        let reloaded = tokio::task::spawn_blocking(move || this.geo.reload_if_changed())
+            .await
+            .is_ok_and(|r| r == Reload::Reloaded);
         if reloaded || (cron_mode && placed.elapsed() >= RELOCATE_EVERY) {
             state.relocate().await;
             placed = Instant::now();

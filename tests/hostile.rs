@@ -55,7 +55,11 @@ async fn a_client_sent_forwarded_header_does_not_pick_the_country() {
         .unwrap();
     assert_eq!(r.status(), 451);
     let r = app
-        .get_with("/icecast_balancer/live/", "x-forwarded-for", geoip::BERLIN_V4)
+        .get_with(
+            "/icecast_balancer/live/",
+            "x-forwarded-for",
+            geoip::BERLIN_V4,
+        )
         .await;
     assert_eq!(r.status(), 302);
 }
@@ -92,7 +96,10 @@ async fn varied_forwarded_values_do_not_escape_the_login_limit() {
     for i in 0..(limit + 5) {
         b.extra = vec![
             ("x-forwarded-for".into(), "203.0.113.50".into()),
-            ("forwarded".into(), format!("for=10.9.{}.{}", i / 250, i % 250)),
+            (
+                "forwarded".into(),
+                format!("for=10.9.{}.{}", i / 250, i % 250),
+            ),
         ];
         // A new name each time: only the per-address limit can refuse.
         let p = b.login(&format!("guess{i}"), "wrong").await;
@@ -100,7 +107,10 @@ async fn varied_forwarded_values_do_not_escape_the_login_limit() {
             refused += 1;
         }
     }
-    assert_eq!(refused, 5, "attempts over the per-address limit must be refused");
+    assert_eq!(
+        refused, 5,
+        "attempts over the per-address limit must be refused"
+    );
 }
 
 #[tokio::test]
@@ -152,9 +162,13 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
 async fn an_unfinished_request_head_is_cut_off() {
     let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_secs(1)).await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     assert!(
-        closed_within(&mut s, Duration::from_secs(20)).await.is_some(),
+        closed_within(&mut s, Duration::from_secs(20))
+            .await
+            .is_some(),
         "a half-sent head kept the connection open"
     );
 }
@@ -264,4 +278,82 @@ async fn shutdown_does_not_wait_forever_for_a_slow_client() {
     tokio::time::timeout(Duration::from_secs(20), app.stop())
         .await
         .expect("shutdown waited for a client that never finished its request");
+}
+
+// ---- hostile relays ----------------------------------------------------
+
+async fn one_relay(app: &TestApp, relay: &FakeRelay) {
+    app.import(&format!(
+        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_relay_redirect_is_reported_not_followed() {
+    let internal = FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
+    let relay = FakeRelay::start(&[]).await;
+    let target = format!("{}/load.xsl", internal.url);
+    relay.set_mode(support::fake_relay::Mode::Redirect(target.clone()));
+    let app = TestApp::spawn().await;
+    one_relay(&app, &relay).await;
+    let round = app.poll().await;
+    let s = &round.servers[0];
+    let error = s.error.as_deref().expect("a redirect is an error");
+    assert!(error.contains(&target), "{error}");
+    assert!(error.contains("poll_url"), "{error}");
+    assert_eq!(internal.hits(), 0, "the redirect was followed");
+}
+
+#[tokio::test]
+async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
+    let relay = FakeRelay::start(&[]).await;
+    let name = format!("{}\u{1b}[2J", "x".repeat(1_000_000));
+    relay.set_mode(support::fake_relay::Mode::Body(format!("<{name}/>")));
+    let app = TestApp::spawn().await;
+    one_relay(&app, &relay).await;
+    let round = app.poll().await;
+    let error = round.servers[0].error.clone().unwrap();
+    assert!(error.len() < 500, "error of {} bytes", error.len());
+    let stored: String = sqlx::query_scalar("SELECT last_error FROM server_health")
+        .fetch_one(&app.state.db)
+        .await
+        .unwrap();
+    assert!(stored.len() < 500, "stored error of {} bytes", stored.len());
+    let status = app.get("/api/status").await.text().await.unwrap();
+    assert!(
+        status.len() < 10_000,
+        "/api/status of {} bytes",
+        status.len()
+    );
+    // A relay's escape codes never reach the store as control characters.
+    let relay2 = FakeRelay::start(&[]).await;
+    relay2.set_mode(support::fake_relay::Mode::Body(
+        "<load>\n<mount name=\"/a\" listeners=\"\u{1b}[31mred\">1</mount></load>".into(),
+    ));
+    let app2 = TestApp::spawn().await;
+    one_relay(&app2, &relay2).await;
+    let error = app2.poll().await.servers[0].error.clone().unwrap();
+    assert!(!error.chars().any(char::is_control), "{error:?}");
+    assert!(error.contains("\\u{1b}[31mred"), "{error}");
+}
+
+#[tokio::test]
+async fn unreadable_limits_fail_the_relay_instead_of_opening_it() {
+    let relay = FakeRelay::start(&[]).await;
+    let app = TestApp::spawn().await;
+    one_relay(&app, &relay).await;
+    for body in [
+        r#"<load><mount name="/live.mp3" listeners="0" max="">0</mount></load>"#,
+        r#"<load><mount name="/live.mp3"><![CDATA[]]></mount></load>"#,
+        r#"<load><mount name="/live.mp3"></mount></load>"#,
+        r#"<load><mount name="/live.mp3" listeners="0" max="0">0</mount><mount name="/live.mp3" listeners="0" max="unlimited">unlimited</mount></load>"#,
+        r#"<load><mount name="/live.mp3" listeners="0" max="0">0</mount></load><load><mount name="/live.mp3">unlimited</mount></load>"#,
+    ] {
+        relay.set_mode(support::fake_relay::Mode::Body(body.into()));
+        let round = app.poll().await;
+        assert!(!round.servers[0].ok, "accepted {body}");
+    }
 }

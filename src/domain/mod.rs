@@ -7,6 +7,7 @@
 //! redirect path. Parsing collects *all* field errors at once so a form can
 //! show each message beside its field.
 
+pub mod text;
 mod values;
 
 pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};

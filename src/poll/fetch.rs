@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::parse::{MountUsage, parse_load_xsl, parse_status_json};
+use crate::domain::text::{RELAY_TEXT_MAX, clean};
 
 #[derive(Clone)]
 pub struct Fetcher {
@@ -19,15 +20,25 @@ impl Fetcher {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // A relay's redirect could point anywhere, an internal address
+            // included; the operator fixes poll_url instead (see `get`).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Fetcher { client, max_body })
     }
 
     /// Reads a relay's mounts from `load.xsl`, or from `status-json.xsl`
-    /// when the relay has no load.xsl installed (404).
+    /// when the relay has no load.xsl installed (404). An error is cut and
+    /// escaped: its text comes from the relay and goes to the store, the
+    /// log and the pages.
     pub async fn usage(&self, base: &str) -> Result<(&'static str, Vec<MountUsage>), String> {
+        self.usage_raw(base)
+            .await
+            .map_err(|e| clean(&e, RELAY_TEXT_MAX))
+    }
+
+    async fn usage_raw(&self, base: &str) -> Result<(&'static str, Vec<MountUsage>), String> {
         match self.get(base, LOAD_XSL).await? {
             Some(body) => Ok((LOAD_XSL, parse_load_xsl(&body)?)),
             None => match self.get(base, STATUS_JSON).await? {
@@ -51,6 +62,18 @@ impl Fetcher {
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
+        }
+        if status.is_redirection() {
+            let to = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(format!(
+                "{file}: HTTP {status} to {:?}, not followed: set the server's poll_url to \
+                 where load.xsl really is",
+                clean(&to, 200)
+            ));
         }
         if !status.is_success() {
             return Err(format!("{file}: HTTP {status}"));

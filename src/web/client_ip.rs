@@ -351,7 +351,10 @@ mod tests {
     fn forwarded_mode_ignores_x_forwarded_proto() {
         let c = client_info(
             ip("10.0.0.2"),
-            &h(&[("forwarded", "for=203.0.113.9"), ("x-forwarded-proto", "https")]),
+            &h(&[
+                ("forwarded", "for=203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+            ]),
             &nets(&["10.0.0.0/8"]),
             ForwardedHeader::Forwarded,
         );
@@ -362,7 +365,10 @@ mod tests {
     fn x_forwarded_proto_is_read_from_the_proxy_end() {
         let c = client_info(
             ip("10.0.0.2"),
-            &h(&[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https, http")]),
+            &h(&[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https, http"),
+            ]),
             &nets(&["10.0.0.0/8"]),
             ForwardedHeader::XForwardedFor,
         );

@@ -25,6 +25,8 @@ pub enum Mode {
     Huge(usize),
     /// Answer this body verbatim.
     Body(String),
+    /// Answer `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 #[derive(Debug)]
@@ -122,6 +124,7 @@ async fn misbehave(mode: &Mode) -> Option<Response> {
         }
         Mode::Huge(n) => Some(("x".repeat(*n)).into_response()),
         Mode::Body(b) => Some(b.clone().into_response()),
+        Mode::Redirect(to) => Some((StatusCode::FOUND, [("location", to.clone())]).into_response()),
         _ => None,
     }
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{AdminUser, SESSION_COOKIE, client, cookie, is_https, safe_next, set_cookie};
 use crate::app::AppState;
+use crate::domain::text::Escaped;
 use crate::error::{Error, Result};
 use crate::store;
 use crate::users::{random_secret, verify_nothing, verify_password};
@@ -146,7 +147,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     let Some(user) = user.filter(|_| ok) else {
         let entry = store::audit::Entry::new(&username, "login failed", "session", &ip);
         store::audit::record(&mut conn, entry).await?;
-        tracing::warn!(user = %username, %ip, "failed admin login");
+        tracing::warn!(user = %Escaped(&username), %ip, "failed admin login");
         return Ok(retry(
             "Wrong user name or password.",
             StatusCode::UNAUTHORIZED,
@@ -162,7 +163,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     store::sessions::prune(&mut conn, super::IDLE_TIMEOUT_MS).await?;
     let entry = store::audit::Entry::new(&user.name, "login", "session", &ip);
     store::audit::record(&mut conn, entry).await?;
-    tracing::info!(user = %user.name, %ip, "admin login");
+    tracing::info!(user = %Escaped(&user.name), %ip, "admin login");
     let mut r = Redirect::to(&next).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,

@@ -151,7 +151,12 @@ pub fn client(state: &AppState, req: &Request) -> Option<ClientInfo> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
-            client_info(peer.ip(), req.headers(), &state.settings.trusted_proxies, state.settings.forwarded_header)
+            client_info(
+                peer.ip(),
+                req.headers(),
+                &state.settings.trusted_proxies,
+                state.settings.forwarded_header,
+            )
         })
 }
 
