@@ -27,6 +27,9 @@ pub struct Settings {
     pub reservation_grace: Duration,
     /// Password for the `admin` user created on first start.
     pub admin_password: Option<String>,
+    /// How long in-flight requests and background tasks get to finish
+    /// after a stop signal.
+    pub shutdown_timeout: Duration,
 }
 
 impl Settings {
@@ -44,6 +47,7 @@ impl Settings {
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 
@@ -79,6 +83,7 @@ impl std::fmt::Debug for Settings {
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),
@@ -113,8 +118,6 @@ pub struct ServerLimits {
     /// Open connections from one client address at most (trusted proxies,
     /// which carry many clients, are not limited).
     pub max_per_client: usize,
-    /// After a stop signal, how long in-flight requests may take.
-    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -124,7 +127,6 @@ impl Default for ServerLimits {
             idle_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_per_client: 64,
-            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }

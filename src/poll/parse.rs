@@ -11,17 +11,8 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
-use crate::domain::MountPath;
 use crate::domain::text::clean;
-
-/// One mount as a relay reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountUsage {
-    pub mount: MountPath,
-    pub listeners: u32,
-    /// `None`: Icecast has no max-listeners for this mount ("unlimited").
-    pub max: Option<u32>,
-}
+use crate::domain::{MountPath, MountUsage};
 
 /// The old form's free-slot text: negative when a mount is over its limit.
 fn number(raw: &str, what: &str) -> Result<u32, String> {

@@ -29,12 +29,12 @@ use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::config::ServerLimits;
+use crate::config::Settings;
 
 /// File handles kept free of client connections: the database pool, the
 /// change watcher, the GeoIP file and one socket per relay being polled.
@@ -46,16 +46,17 @@ const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r
 content-length: 0\r\nretry-after: 5\r\n\r\n";
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish for at most `limits.shutdown_timeout`.
-/// Connections from `exempt` (trusted proxies, which carry many clients)
-/// are not counted against the per-client cap.
+/// requests in flight finish for at most `settings.shutdown_timeout`.
+/// Connections from trusted proxies (which carry many clients) are not
+/// counted against the per-client cap.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: &ServerLimits,
-    exempt: &[IpNet],
+    settings: &Settings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let limits = &settings.server;
+    let exempt = &settings.trusted_proxies;
     let cap = connection_cap(limits.max_connections);
     let admission = Admission {
         slots: Arc::new(Semaphore::new(cap)),
@@ -93,7 +94,7 @@ pub async fn serve(
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    drain(conns, limits.shutdown_timeout).await;
+    drain(conns, settings.shutdown_timeout).await;
     Ok(())
 }
 
@@ -288,7 +289,7 @@ async fn connection(
     // Redirects are tiny one-write answers: sent at once, not held back
     // by Nagle waiting for the client's delayed ACK.
     let _ = tcp.set_nodelay(true);
-    let activity = Arc::new(Mutex::new(Activity::new()));
+    let activity = Arc::new(Watch::default());
     let io = TokioIo::new(Watched {
         inner: tcp,
         activity: activity.clone(),
@@ -331,6 +332,36 @@ fn log_end(r: hyper::Result<()>) {
     }
 }
 
+/// A connection's activity and a wake-up for its expiry timer when the
+/// activity changes (a head starts, a request begins or ends).
+struct Watch {
+    state: Mutex<Activity>,
+    changed: Notify,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            state: Mutex::new(Activity::new()),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl Watch {
+    fn update(&self, f: impl FnOnce(&mut Activity)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_one();
+    }
+
+    fn deadline(&self, t: Timeouts) -> Option<Instant> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deadline(t)
+    }
+}
+
 /// Where a connection is between requests, as seen from its bytes and its
 /// requests.
 struct Activity {
@@ -365,37 +396,39 @@ impl Activity {
 }
 
 /// Marks a request in flight for as long as it lives.
-struct Busy(Arc<Mutex<Activity>>);
+struct Busy(Arc<Watch>);
 
 impl Busy {
-    fn begin(activity: &Arc<Mutex<Activity>>) -> Busy {
-        let mut a = activity.lock().unwrap_or_else(PoisonError::into_inner);
-        a.busy += 1;
-        a.head_started = None;
-        Busy(activity.clone())
+    fn begin(watch: &Arc<Watch>) -> Busy {
+        watch.update(|a| {
+            a.busy += 1;
+            a.head_started = None;
+        });
+        Busy(watch.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let mut a = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        a.busy -= 1;
-        a.idle_since = Instant::now();
+        self.0.update(|a| {
+            a.busy -= 1;
+            a.idle_since = Instant::now();
+        });
     }
 }
 
 /// Resolves once the connection has outstayed its head or idle timeout.
-async fn expiry(activity: &Mutex<Activity>, t: Timeouts) {
+async fn expiry(watch: &Watch, t: Timeouts) {
     loop {
-        let deadline = activity
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .deadline(t);
-        match deadline {
-            // Busy: look again later; most answers take milliseconds.
-            None => tokio::time::sleep(t.header.min(t.idle)).await,
+        let wait = match watch.deadline(t) {
             Some(d) if d <= Instant::now() => return,
-            Some(d) => tokio::time::sleep_until(d).await,
+            Some(d) => tokio::time::sleep_until(d),
+            // Busy: no deadline until the request is answered.
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            () = wait => {}
+            () = watch.changed.notified() => {}
         }
     }
 }
@@ -403,7 +436,7 @@ async fn expiry(activity: &Mutex<Activity>, t: Timeouts) {
 /// The socket, noting when bytes of a new request head arrive.
 struct Watched {
     inner: TcpStream,
-    activity: Arc<Mutex<Activity>>,
+    activity: Arc<Watch>,
 }
 
 impl AsyncRead for Watched {
@@ -415,9 +448,12 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            let mut a = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+            let watch = &self.activity;
+            let mut a = watch.state.lock().unwrap_or_else(PoisonError::into_inner);
             if a.busy == 0 && a.head_started.is_none() {
                 a.head_started = Some(Instant::now());
+                drop(a);
+                watch.changed.notify_one();
             }
         }
         r

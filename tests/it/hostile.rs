@@ -2,17 +2,15 @@
 //! proxy, slow and numerous connections, relays that answer with huge or
 //! control-laden text, redirects, or limits that cannot be read.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::support::admin::Browser;
+use crate::support::app::{ResponseExt, TestApp};
+use crate::support::fake_relay::FakeRelay;
+use crate::support::geoip;
 use icecast_balancer::Settings;
 use icecast_balancer::config::ForwardedHeader;
-use support::admin::Browser;
-use support::app::{ResponseExt, TestApp};
-use support::fake_relay::FakeRelay;
-use support::geoip;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -125,7 +123,7 @@ async fn the_audit_log_records_the_proxy_written_address() {
     assert_eq!(b.login("admin", "wrong").await.status, 401);
     let names: Vec<String> =
         sqlx::query_scalar("SELECT object_name FROM audit WHERE action = 'login failed'")
-            .fetch_all(&app.state.db)
+            .fetch_all(app.state.db())
             .await
             .unwrap();
     assert_eq!(names, vec!["203.0.113.7".to_string()]);
@@ -269,7 +267,7 @@ async fn refused_connections_get_a_503_when_the_whole_cap_is_used() {
 async fn shutdown_does_not_wait_forever_for_a_slow_client() {
     let app = TestApp::spawn_with(|s| {
         s.server.header_timeout = Duration::from_secs(300);
-        s.server.shutdown_timeout = Duration::from_secs(1);
+        s.shutdown_timeout = Duration::from_secs(1);
     })
     .await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
@@ -296,7 +294,7 @@ async fn a_relay_redirect_is_reported_not_followed() {
     let internal = FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let relay = FakeRelay::start(&[]).await;
     let target = format!("{}/load.xsl", internal.url);
-    relay.set_mode(support::fake_relay::Mode::Redirect(target.clone()));
+    relay.set_mode(crate::support::fake_relay::Mode::Redirect(target.clone()));
     let app = TestApp::spawn().await;
     one_relay(&app, &relay).await;
     let round = app.poll().await;
@@ -311,14 +309,14 @@ async fn a_relay_redirect_is_reported_not_followed() {
 async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
     let relay = FakeRelay::start(&[]).await;
     let name = format!("{}\u{1b}[2J", "x".repeat(1_000_000));
-    relay.set_mode(support::fake_relay::Mode::Body(format!("<{name}/>")));
+    relay.set_mode(crate::support::fake_relay::Mode::Body(format!("<{name}/>")));
     let app = TestApp::spawn().await;
     one_relay(&app, &relay).await;
     let round = app.poll().await;
     let error = round.servers[0].error.clone().unwrap();
     assert!(error.len() < 500, "error of {} bytes", error.len());
     let stored: String = sqlx::query_scalar("SELECT last_error FROM server_health")
-        .fetch_one(&app.state.db)
+        .fetch_one(app.state.db())
         .await
         .unwrap();
     assert!(stored.len() < 500, "stored error of {} bytes", stored.len());
@@ -330,7 +328,7 @@ async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
     );
     // A relay's escape codes never reach the store as control characters.
     let relay2 = FakeRelay::start(&[]).await;
-    relay2.set_mode(support::fake_relay::Mode::Body(
+    relay2.set_mode(crate::support::fake_relay::Mode::Body(
         "<load>\n<mount name=\"/a\" listeners=\"\u{1b}[31mred\">1</mount></load>".into(),
     ));
     let app2 = TestApp::spawn().await;
@@ -352,7 +350,7 @@ async fn unreadable_limits_fail_the_relay_instead_of_opening_it() {
         r#"<load><mount name="/live.mp3" listeners="0" max="0">0</mount><mount name="/live.mp3" listeners="0" max="unlimited">unlimited</mount></load>"#,
         r#"<load><mount name="/live.mp3" listeners="0" max="0">0</mount></load><load><mount name="/live.mp3">unlimited</mount></load>"#,
     ] {
-        relay.set_mode(support::fake_relay::Mode::Body(body.into()));
+        relay.set_mode(crate::support::fake_relay::Mode::Body(body.into()));
         let round = app.poll().await;
         assert!(!round.servers[0].ok, "accepted {body}");
     }

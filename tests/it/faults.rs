@@ -2,16 +2,14 @@
 //! database replaced by garbage, a FIFO, or overwritten in place) while it
 //! runs. Redirects go on and the process stays up.
 
-mod support;
-
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::support::app::TestApp;
+use crate::support::geoip;
 use icecast_balancer::Settings;
 use icecast_balancer::geo::Reload;
-use support::app::TestApp;
-use support::geoip;
 
 async fn with_geoip() -> (TestApp, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -24,7 +22,7 @@ async fn with_geoip() -> (TestApp, PathBuf) {
 
 fn country(app: &TestApp, ip: &str) -> Option<String> {
     app.state
-        .geo
+        .geo()
         .lookup(ip.parse().unwrap())
         .country
         .map(|c| c.to_string())
