@@ -160,6 +160,9 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
 async fn an_unfinished_request_head_is_cut_off() {
     let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_secs(1)).await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
+    // The head starts after the connection has sat idle a moment, so the
+    // idle timer is what runs when the first bytes arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
