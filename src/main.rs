@@ -70,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.duration_ms,
                 summary.failed()
             );
+            icecast_balancer::store::close(state.db().clone()).await;
         }
         Command::Import { file } => {
             let text = if file.as_os_str() == "-" {
@@ -82,8 +83,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let parsed = config_file::parse(&text)?;
             let db = icecast_balancer::store::connect(&settings.database).await?;
-            let report = config_file::apply(&Writer::new(db), &parsed).await?;
-            print!("{report}");
+            let report = config_file::apply(&Writer::new(db.clone()), &parsed).await;
+            icecast_balancer::store::close(db).await;
+            print!("{}", report?);
         }
         Command::Export => {
             let db = icecast_balancer::store::connect(&settings.database).await?;
@@ -94,7 +96,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(cmd) => {
             let db = icecast_balancer::store::connect(&settings.database).await?;
-            return icecast_balancer::cli::run_user_command(&Writer::new(db), cmd).await;
+            let code = icecast_balancer::cli::run_user_command(&Writer::new(db.clone()), cmd).await;
+            icecast_balancer::store::close(db).await;
+            return code;
         }
     }
     Ok(ExitCode::SUCCESS)
