@@ -113,6 +113,14 @@ pub struct Options {
         hide_env_values = true
     )]
     pub poll_token: Option<String>,
+    /// File holding the poll token (first line), so it shows in no process list.
+    #[arg(
+        long,
+        global = true,
+        env = "ICECAST_BALANCER_POLL_TOKEN_FILE",
+        conflicts_with = "poll_token"
+    )]
+    pub poll_token_file: Option<PathBuf>,
     /// Seconds a relay may take to answer a poll.
     #[arg(long, global = true, env = "ICECAST_BALANCER_POLL_TIMEOUT", default_value_t = 5.0, value_parser = parse_seconds)]
     pub poll_timeout: f64,
@@ -140,7 +148,7 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 impl Options {
-    pub fn settings(&self) -> Settings {
+    pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut s = Settings::new(self.database.clone());
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
@@ -154,7 +162,7 @@ impl Options {
             max_per_client: self.max_connections_per_client as usize,
         };
         s.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
-        s.poll_token = self.poll_token.clone().filter(|t| !t.is_empty());
+        s.poll_token = self.poll_token()?;
         s.poll.timeout = Duration::from_secs_f64(self.poll_timeout);
         s.poll.rise = self.rise;
         s.poll.fall = self.fall;
@@ -163,7 +171,32 @@ impl Options {
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
-        s
+        Ok(s)
+    }
+
+    /// The poll token from its file or the environment. On the command
+    /// line it is visible to every local user in `ps`: still accepted, with
+    /// a warning.
+    fn poll_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.poll_token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --poll-token-file {}: {e}", path.display())
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                anyhow::bail!("--poll-token-file {} is empty", path.display());
+            }
+            return Ok(Some(token));
+        }
+        let on_command_line =
+            std::env::args().any(|a| a == "--poll-token" || a.starts_with("--poll-token="));
+        if on_command_line {
+            tracing::warn!(
+                "--poll-token on the command line is visible in the process list; use \
+                 --poll-token-file or ICECAST_BALANCER_POLL_TOKEN instead"
+            );
+        }
+        Ok(self.poll_token.clone().filter(|t| !t.is_empty()))
     }
 }
 

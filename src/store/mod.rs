@@ -45,7 +45,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
         let create = options(path)?.create_if_missing(true);
         SqliteConnection::connect_with(&create)
             .await
-            .with_context(|| format!("cannot create database {}", path.display()))?
+            .with_context(|| format!("cannot open database {} (creating it)", path.display()))?
             .close()
             .await?;
     }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::support::admin::Browser;
+use crate::support::admin::{Browser, PASSWORD};
 use crate::support::app::{ResponseExt, TestApp};
 use crate::support::fake_relay::FakeRelay;
 use crate::support::geoip;
@@ -357,4 +357,134 @@ async fn unreadable_limits_fail_the_relay_instead_of_opening_it() {
         let round = app.poll().await;
         assert!(!round.servers[0].ok, "accepted {body}");
     }
+}
+
+// ---- logins ------------------------------------------------------------
+
+fn behind_proxy(s: &mut Settings) {
+    s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+fn from(b: &mut Browser, ip: &str) {
+    b.extra = vec![("x-forwarded-for".into(), ip.into())];
+}
+
+#[tokio::test]
+async fn concurrent_attempts_from_one_address_stop_at_the_limit() {
+    let app = TestApp::spawn_with(behind_proxy).await;
+    let limit = icecast_balancer::web::admin::auth::MAX_PER_IP;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let mut b = Browser::new(&app);
+        from(&mut b, "203.0.113.60");
+        tasks.spawn(async move { b.login(&format!("guess{i}"), "wrong").await.status });
+    }
+    let mut evaluated = 0;
+    while let Some(status) = tasks.join_next().await {
+        match status.unwrap() {
+            401 => evaluated += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        evaluated <= limit,
+        "{evaluated} of 60 were evaluated, limit {limit}"
+    );
+}
+
+#[tokio::test]
+async fn strangers_guessing_cannot_lock_the_owner_out() {
+    let app = TestApp::spawn_with(behind_proxy).await;
+    let mut owner = Browser::new(&app);
+    from(&mut owner, "198.51.100.10");
+    assert_eq!(owner.login("admin", PASSWORD).await.status, 303);
+    let mut stranger = Browser::new(&app);
+    for i in 0..icecast_balancer::web::admin::auth::MAX_PER_USER + 2 {
+        from(&mut stranger, &format!("10.0.{}.1", i));
+        stranger.login("admin", "guess").await;
+    }
+    // The owner, from where they logged in before, still gets in…
+    let mut owner = Browser::new(&app);
+    from(&mut owner, "198.51.100.10");
+    assert_eq!(owner.login("admin", PASSWORD).await.status, 303);
+    // …while guessing the name from new addresses stays bounded.
+    from(&mut stranger, "10.9.9.9");
+    assert_eq!(stranger.login("admin", PASSWORD).await.status, 429);
+}
+
+#[tokio::test]
+async fn a_huge_login_name_is_cut_before_it_is_stored() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let name = format!("{}\n\u{1b}[31m", "n".repeat(200_000));
+    let p = b.login(&name, "wrong").await;
+    assert_eq!(p.status, 401);
+    assert!(p.body.len() < 20_000, "page of {} bytes", p.body.len());
+    let longest: i64 = sqlx::query_scalar("SELECT MAX(LENGTH(username)) FROM login_attempts")
+        .fetch_one(app.state.db())
+        .await
+        .unwrap();
+    assert!(longest < 200, "{longest}");
+    let actor: String = sqlx::query_scalar("SELECT actor FROM audit WHERE action = 'login failed'")
+        .fetch_one(app.state.db())
+        .await
+        .unwrap();
+    assert!(actor.len() < 200 && !actor.contains('\n'), "{actor:?}");
+}
+
+#[tokio::test]
+async fn a_next_with_cr_lf_logs_in_to_the_dashboard() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let form = b.get("/admin/login").await;
+    let token = crate::support::admin::scrape(&form.body, "login_token").unwrap();
+    let p = b
+        .post(
+            "/admin/login",
+            &[
+                ("username", "admin"),
+                ("password", PASSWORD),
+                ("login_token", &token),
+                ("next", "/admin/\r\nSet-Cookie: evil=1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.location(), "/admin/");
+    assert!(
+        p.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("icb_session="))
+    );
+}
+
+#[tokio::test]
+async fn admin_pages_cannot_be_framed() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/admin/login").await;
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+}
+
+#[test]
+fn the_poll_token_can_come_from_a_file() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret-token\n").unwrap();
+    let cli = icecast_balancer::cli::Cli::try_parse_from([
+        "icecast-balancer".as_ref(),
+        "--poll-token-file".as_ref(),
+        file.as_os_str(),
+    ])
+    .unwrap();
+    let s = cli.opts.settings().unwrap();
+    assert_eq!(s.poll_token.as_deref(), Some("s3cret-token"));
+    std::fs::write(&file, "").unwrap();
+    assert!(
+        cli.opts.settings().is_err(),
+        "an empty token file was accepted"
+    );
 }
