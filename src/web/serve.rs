@@ -265,6 +265,8 @@ fn raise_file_limit() -> Option<u64> {
             lim.rlim_cur = wanted;
         }
     }
+    // rlim_t is not u64 on every platform.
+    #[allow(clippy::unnecessary_cast)]
     Some(lim.rlim_cur as u64)
 }
 
