@@ -4,7 +4,7 @@
 use sqlx::{FromRow, SqliteConnection};
 
 use crate::domain::text::{RELAY_TEXT_MAX, clean};
-use crate::domain::{Health, MountUsage};
+use crate::domain::{Health, MountUsage, PollSource};
 use crate::error::Result;
 
 #[derive(Debug, Clone, FromRow)]
@@ -89,7 +89,7 @@ pub struct PollRecord {
     pub latency_ms: i64,
     pub health: Health,
     /// `Ok((source, mounts))` or the error text.
-    pub result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+    pub result: std::result::Result<(PollSource, Vec<MountUsage>), String>,
 }
 
 /// Writes one server's poll outcome. On success the server's mount list is
@@ -100,7 +100,7 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
     // The fetcher already cuts relay text; a record from elsewhere must
     // not bring more into the store.
     let (error, source, last_success) = match &r.result {
-        Ok((source, _)) => (None, Some(*source), Some(r.started_at)),
+        Ok((source, _)) => (None, Some(source.file()), Some(r.started_at)),
         Err(e) => (Some(clean(e, RELAY_TEXT_MAX + 100)), None, None),
     };
     sqlx::query(
