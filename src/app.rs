@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -66,31 +65,9 @@ impl Application {
         let (stop, stopping) = watch::channel(false);
         let background = supervise(state.clone(), stopping);
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
-        // Redirects are tiny one-write answers: sent at once, not held
-        // back by Nagle waiting for the client's delayed ACK.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-        let serving = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopped_tx.send(());
-        })
-        .into_future();
-        tokio::pin!(serving);
-        tokio::select! {
-            r = &mut serving => r?,
-            _ = stopped_rx => {
-                // In-flight requests get until the deadline, no longer.
-                if tokio::time::timeout(deadline, &mut serving).await.is_err() {
-                    tracing::warn!(?deadline, "requests still open at the shutdown deadline; closing them");
-                }
-            }
-        }
+        // The connection layer finishes in-flight requests within the
+        // deadline after `shutdown`, then the background tasks stop.
+        crate::web::serve::serve(self.listener, router, state.settings(), shutdown).await?;
         let _ = stop.send(true);
         stop_background(background, deadline).await;
         // What was counted since the last flush is not lost at a stop.
@@ -305,6 +282,57 @@ async fn refresher(state: AppState, mut stopping: watch::Receiver<bool>) {
     }
 }
 
+/// Watches the database file itself: deleted or replaced under the running
+/// server, its open connections go on writing to the old, unlinked file,
+/// whose content is lost at the next restart. Redirects go on (they never
+/// touch the database); the log says so loudly, once a minute, until the
+/// file is back.
+struct FileWatch {
+    path: std::path::PathBuf,
+    identity: Option<(u64, u64)>,
+    last_warned: Option<Instant>,
+}
+
+const FILE_WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl FileWatch {
+    fn new(path: &std::path::Path) -> FileWatch {
+        FileWatch {
+            path: path.to_path_buf(),
+            identity: store::file_identity(path),
+            last_warned: None,
+        }
+    }
+
+    fn check(&mut self) {
+        let now = store::file_identity(&self.path);
+        if now == self.identity {
+            if self.last_warned.take().is_some() {
+                tracing::info!(path = %self.path.display(), "the database file is back");
+            }
+            return;
+        }
+        if self
+            .last_warned
+            .is_some_and(|t| t.elapsed() < FILE_WARN_EVERY)
+        {
+            return;
+        }
+        self.last_warned = Some(Instant::now());
+        let what = if now.is_none() {
+            "was deleted"
+        } else {
+            "was replaced by another file"
+        };
+        tracing::error!(
+            path = %self.path.display(),
+            "the database file {what} while the balancer runs: changes now go to the old \
+             file and are lost at restart; put the file back (or restore a backup made with \
+             sqlite3 .backup) and restart the balancer"
+        );
+    }
+}
+
 /// Notices commits by other processes (import, cron poll, user commands)
 /// through SQLite's data_version and refreshes within a second.
 async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool>) {
@@ -316,7 +344,9 @@ async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool
         }
     };
     let mut last = store::data_version(&mut conn).await.ok();
+    let mut file = FileWatch::new(&state.settings().database);
     while !wait_or_stop(&mut stopping, Duration::from_millis(500)).await {
+        file.check();
         match store::data_version(&mut conn).await {
             Ok(v) if Some(v) != last => {
                 last = Some(v);

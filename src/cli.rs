@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::config::{Settings, parse_cidr};
+use crate::config::{ForwardedHeader, ServerLimits, Settings, parse_cidr};
 use crate::domain::Slug;
 use crate::store::changes::{self, Actor, Writer};
 use crate::{store, users};
@@ -53,7 +53,7 @@ impl Cli {
     pub fn into_parts(self) -> (GlobalArgs, Command) {
         (
             self.global,
-            self.command.unwrap_or(Command::Serve(self.serve)),
+            self.command.unwrap_or(Command::Serve(Box::new(self.serve))),
         )
     }
 }
@@ -61,7 +61,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server and the built-in poll scheduler (the default).
-    Serve(Options),
+    Serve(Box<Options>),
     /// Poll every server once (disabled ones too, to watch them drain), print a summary, and exit.
     Poll(PollArgs),
     /// Apply a TOML config file: create or update by name, all or nothing.
@@ -190,6 +190,32 @@ pub struct Options {
     /// Bearer token that enables POST /icecast_balancer/poll.
     #[arg(long, env = "ICECAST_BALANCER_POLL_TOKEN", hide_env_values = true)]
     pub poll_token: Option<String>,
+    /// The one header the trusted proxies write the client's address into
+    /// (the scheme comes from X-Forwarded-Proto, or Forwarded's proto=).
+    #[arg(long, env = "ICECAST_BALANCER_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, env = "ICECAST_BALANCER_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub header_timeout: f64,
+    /// Seconds a keep-alive connection may stay open without a request.
+    #[arg(long, env = "ICECAST_BALANCER_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = parse_seconds)]
+    pub idle_timeout: f64,
+    /// Open client connections at most; further ones are closed at once.
+    #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Open connections from one client address at most (trusted proxies are not limited).
+    #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: u64,
+    /// Seconds in-flight requests get after SIGTERM before the process exits.
+    #[arg(long, env = "ICECAST_BALANCER_SHUTDOWN_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    pub shutdown_timeout: f64,
+    /// File holding the poll token (first line), so it shows in no process list.
+    #[arg(
+        long,
+        env = "ICECAST_BALANCER_POLL_TOKEN_FILE",
+        conflicts_with = "poll_token"
+    )]
+    pub poll_token_file: Option<PathBuf>,
     /// Bearer token that shows error details and poll addresses in /api/status (an admin session sees them too).
     #[arg(long, env = "ICECAST_BALANCER_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -233,14 +259,22 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 impl Options {
-    pub fn settings(&self, global: &GlobalArgs) -> Settings {
+    pub fn settings(&self, global: &GlobalArgs) -> anyhow::Result<Settings> {
         let mut s = self.poll.settings(global);
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
-        s.poll_token = self.poll_token.clone().filter(|t| !t.is_empty());
+        s.poll_token = self.poll_token()?;
         s.api_token = self.api_token.clone().filter(|t| !t.is_empty());
+        s.forwarded_header = self.forwarded_header;
+        s.server = ServerLimits {
+            header_timeout: Duration::from_secs_f64(self.header_timeout),
+            idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            max_connections: self.max_connections as usize,
+            max_per_client: self.max_connections_per_client as usize,
+        };
+        s.shutdown_timeout = Duration::from_secs_f64(self.shutdown_timeout);
         s.reservation_grace = Duration::from_secs(self.reservation_grace);
         s.max_reservations_per_client = self.max_reservations_per_client as usize;
         s.down_recheck = Duration::from_secs(self.down_recheck);
@@ -250,7 +284,32 @@ impl Options {
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
-        s
+        Ok(s)
+    }
+
+    /// The poll token from its file or the environment. On the command
+    /// line it is visible to every local user in `ps`: still accepted, with
+    /// a warning.
+    fn poll_token(&self) -> anyhow::Result<Option<String>> {
+        if let Some(path) = &self.poll_token_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --poll-token-file {}: {e}", path.display())
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_string();
+            if token.is_empty() {
+                anyhow::bail!("--poll-token-file {} is empty", path.display());
+            }
+            return Ok(Some(token));
+        }
+        let on_command_line =
+            std::env::args().any(|a| a == "--poll-token" || a.starts_with("--poll-token="));
+        if on_command_line {
+            tracing::warn!(
+                "--poll-token on the command line is visible in the process list; use \
+                 --poll-token-file or ICECAST_BALANCER_POLL_TOKEN instead"
+            );
+        }
+        Ok(self.poll_token.clone().filter(|t| !t.is_empty()))
     }
 }
 
@@ -470,7 +529,7 @@ mod tests {
         let (g, Command::Serve(o)) = cli.into_parts() else {
             panic!("not serve")
         };
-        let s = o.settings(&g);
+        let s = o.settings(&g).unwrap();
         assert_eq!(
             s.alerts.webhooks,
             ["http://a.example/h", "https://b.example/h"]

@@ -17,6 +17,9 @@ pub struct Settings {
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// The one forwarding header the trusted proxies write.
+    pub forwarded_header: ForwardedHeader,
+    pub server: ServerLimits,
     pub poll_token: Option<String>,
     /// Bearer token that shows error details and poll addresses in `/api/status`.
     pub api_token: Option<String>,
@@ -50,6 +53,8 @@ impl Settings {
             geoip: None,
             poll_interval: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
+            server: ServerLimits::default(),
             poll_token: None,
             api_token: None,
             alerts: Default::default(),
@@ -90,6 +95,8 @@ impl std::fmt::Debug for Settings {
             .field("geoip", &self.geoip)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
+            .field("server", &self.server)
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
             .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
             .field("alerts", &self.alerts)
@@ -107,6 +114,45 @@ impl std::fmt::Debug for Settings {
                 &self.admin_password.as_ref().map(|_| "<set>"),
             )
             .finish()
+    }
+}
+
+/// Which header a trusted proxy writes the client's address (and scheme)
+/// into. Only that one is read: the others may come from the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, scheme from `X-Forwarded-Proto`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=…;proto=…`.
+    Forwarded,
+    /// `X-Real-IP`, scheme from `X-Forwarded-Proto`.
+    XRealIp,
+}
+
+/// Limits on client connections, so slow or numerous clients cannot hold
+/// the process's file handles or keep it alive after SIGTERM.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Time a client has to send a complete request head.
+    pub header_timeout: Duration,
+    /// Time a keep-alive connection may sit without a request.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one client address at most (trusted proxies,
+    /// which carry many clients, are not limited).
+    pub max_per_client: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_per_client: 64,
+        }
     }
 }
 

@@ -60,7 +60,8 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            let error = self.to_string();
+            tracing::error!(error = %crate::domain::text::Escaped(&error), "request failed");
             "Internal error; the details are in the balancer's log.\n".to_string()
         } else {
             format!("{self}\n")

@@ -1,7 +1,13 @@
 //! GeoIP: where a client (or a relay) is.
 //!
-//! Reads MaxMind DB (`.mmdb`) files with the `maxminddb` crate, memory-mapped
-//! so a 100 MB City database costs page cache, not heap. Two record shapes
+//! Reads MaxMind DB (`.mmdb`) files with the `maxminddb` crate into memory.
+//! Not memory-mapped: `cp new.mmdb city.mmdb` overwrites the file in place,
+//! and a mapping of a file that shrinks under it kills the process with
+//! SIGBUS. A copy costs the file's size in heap (a City database: 60-100
+//! MB) and is immune to whatever happens to the file. Only regular files
+//! are opened, without blocking (a FIFO in its place must not stall the
+//! reload). Callers on the async runtime load in `spawn_blocking`: reading
+//! 100 MB takes a while. Two record shapes
 //! are in use and both are detected when the file is opened:
 //! - the MaxMind schema (GeoLite2/GeoIP2 City and Country, DB-IP Lite in
 //!   MaxMind format): `country.iso_code`, `location.latitude/longitude`,
@@ -23,7 +29,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use maxminddb::{LookupResult, Mmap, PathElement, Reader};
+use maxminddb::{LookupResult, PathElement, Reader};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
@@ -116,7 +122,7 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
 }
 
 struct Database {
-    reader: Reader<Mmap>,
+    reader: Reader<Vec<u8>>,
     info: DatabaseInfo,
 }
 
@@ -263,14 +269,10 @@ impl Geo {
 }
 
 fn load(path: &Path) -> anyhow::Result<(Database, Stamp)> {
-    // Stat first: if the file is replaced while we open it, the next check
+    // Stat first: if the file is replaced while we read it, the next check
     // sees a newer stamp and loads again.
     let st = stamp(path)?;
-    // SAFETY: the balancer never writes the file. A replacement by rename
-    // (what geoipupdate does and the docs ask for) leaves this mapping on
-    // the old inode, so the bytes we read cannot change under us; an
-    // in-place overwrite is documented as unsupported.
-    let reader = unsafe { Reader::open_mmap(path) }?;
+    let reader = Reader::from_source(read_regular_file(path)?)?;
     let schema = detect(&reader)?;
     let meta = reader.metadata();
     let info = DatabaseInfo {
@@ -283,11 +285,30 @@ fn load(path: &Path) -> anyhow::Result<(Database, Stamp)> {
     Ok((Database { reader, info }, st))
 }
 
+/// The whole file, if it is a regular file. Opened non-blocking so that a
+/// FIFO or device put in its place is refused at once instead of waiting
+/// for a writer.
+fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        anyhow::bail!("not a regular file (a FIFO, device or directory)");
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 fn has<S: AsRef<[u8]>>(r: &LookupResult<'_, S>, path: &[PathElement<'_>]) -> bool {
     matches!(r.decode_path::<IgnoredAny>(path), Ok(Some(_)))
 }
 
-fn detect(reader: &Reader<Mmap>) -> anyhow::Result<Schema> {
+fn detect(reader: &Reader<Vec<u8>>) -> anyhow::Result<Schema> {
     use PathElement::Key;
     for item in reader.networks(Default::default())?.take(PROBE_RECORDS) {
         let r = item?;

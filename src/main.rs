@@ -32,7 +32,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database = &global.database;
     match command {
         Command::Serve(opts) => {
-            let settings = opts.settings(&global);
+            let settings = opts.settings(&global)?;
             let app = Application::build(settings).await?;
             #[cfg(unix)]
             tokio::spawn(reload_geoip_on_sighup(app.state()));
@@ -67,6 +67,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.duration_ms,
                 summary.failed()
             );
+            icecast_balancer::store::close(state.db().clone()).await;
         }
         Command::Import { file } => {
             let text = if file.as_os_str() == "-" {
@@ -79,8 +80,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let parsed = config_file::parse(&text)?;
             let db = icecast_balancer::store::connect(database).await?;
-            let report = config_file::apply(&Writer::new(db), &parsed).await?;
-            print!("{report}");
+            let report = config_file::apply(&Writer::new(db.clone()), &parsed).await;
+            icecast_balancer::store::close(db).await;
+            print!("{}", report?);
         }
         Command::Export => {
             let db = existing_database(&global).await?;
@@ -91,7 +93,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(cmd) => {
             let db = existing_database(&global).await?;
-            return cli::run_user_command(&Writer::new(db), cmd).await;
+            let code = cli::run_user_command(&Writer::new(db.clone()), cmd).await;
+            icecast_balancer::store::close(db).await;
+            return code;
         }
         Command::Completions { shell } => cli::print_completions(shell)?,
         Command::Man { out_dir } => cli::write_man_pages(&out_dir)?,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::parse::{parse_load, parse_status_json};
+use crate::domain::text::{RELAY_TEXT_MAX, clean};
 use crate::domain::{MountUsage, PollSource};
 
 /// What one poll read: where, the mounts, and `listener_connections`.
@@ -27,13 +28,25 @@ pub enum FetchError {
     Transport { file: PollSource, detail: String },
     #[error("{file}: HTTP {status}")]
     Status { file: PollSource, status: String },
+    /// Not followed: it could point anywhere, an internal address
+    /// included; the operator fixes `poll_url` instead.
+    #[error(
+        "{file}: HTTP {status} to {location:?}, not followed: set the server's poll_url to \
+         where {file} really is"
+    )]
+    Redirect {
+        file: PollSource,
+        status: String,
+        location: String,
+    },
     #[error("{file}: answer {size}is over the {limit} byte limit")]
     TooLarge {
         file: PollSource,
         size: String,
         limit: usize,
     },
-    /// The answer came but is not what the file should hold.
+    /// The answer came but is not what the file should hold (the text is
+    /// the relay's, cut and escaped).
     #[error("{0}")]
     Invalid(String),
     #[error("neither load.xsl nor status-json.xsl found (HTTP 404): install xsl/load.xsl")]
@@ -48,7 +61,7 @@ impl Fetcher {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Fetcher { client, max_body })
@@ -65,12 +78,12 @@ impl Fetcher {
     /// Icecast-KH ships no status-json.xsl at all).
     pub async fn report(&self, base: &str) -> Result<Report, FetchError> {
         if let Some(body) = self.get(base, PollSource::LoadXsl).await? {
-            let (mounts, connections) = parse_load(&body).map_err(FetchError::Invalid)?;
+            let (mounts, connections) = parse_load(&body).map_err(invalid)?;
             return Ok((PollSource::LoadXsl, mounts, connections));
         }
         match self.get(base, PollSource::StatusJson).await? {
             Some(body) => {
-                let mounts = parse_status_json(&body).map_err(FetchError::Invalid)?;
+                let mounts = parse_status_json(&body).map_err(invalid)?;
                 Ok((PollSource::StatusJson, mounts, None))
             }
             None => Err(FetchError::NotInstalled),
@@ -89,6 +102,19 @@ impl Fetcher {
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
+        }
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| clean(&String::from_utf8_lossy(v.as_bytes()), 200))
+                .unwrap_or_default();
+            let status = status.to_string();
+            return Err(FetchError::Redirect {
+                file,
+                status,
+                location,
+            });
         }
         if !status.is_success() {
             let status = status.to_string();
@@ -113,6 +139,12 @@ impl Fetcher {
     }
 }
 
+/// A parse error quotes the relay's answer: cut and escaped before it goes
+/// to the store, the log and the pages.
+fn invalid(e: String) -> FetchError {
+    FetchError::Invalid(clean(&e, RELAY_TEXT_MAX))
+}
+
 /// reqwest's top-level message is vague ("error sending request"); the
 /// cause chain says what an operator can act on (refused, timed out, DNS).
 fn describe(e: &reqwest::Error, file: PollSource) -> FetchError {
@@ -126,5 +158,6 @@ fn describe(e: &reqwest::Error, file: PollSource) -> FetchError {
         detail.push_str(&s.to_string());
         src = s.source();
     }
+    let detail = clean(&detail, RELAY_TEXT_MAX);
     FetchError::Transport { file, detail }
 }

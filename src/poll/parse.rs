@@ -3,13 +3,18 @@
 //!
 //! Both are strict about structure (a truncated or garbled answer is an
 //! error, never a partial list) and lenient about content they cannot use (a
-//! mount name we could never configure is skipped, not fatal).
+//! mount name we could never configure is skipped, not fatal). A limit that
+//! cannot be read (empty, CDATA, negative, fractional) is an error for the
+//! relay, never "unlimited": failing open would send it every listener. A
+//! mount listed twice is an error too, since either entry could be wrong.
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
+use crate::domain::text::clean;
 use crate::domain::{MountPath, MountUsage};
 
+/// The old form's free-slot text: negative when a mount is over its limit.
 fn number(raw: &str, what: &str) -> Result<u32, String> {
     let t = raw.trim();
     // Icecast prints counts as plain integers; anything else is a broken
@@ -19,13 +24,26 @@ fn number(raw: &str, what: &str) -> Result<u32, String> {
         .map_err(|_| format!("{what} is not a number: {:?}", truncate(t)))
 }
 
+/// A listener count or a limit: a whole number, zero or more.
+fn count(raw: &str, what: &str) -> Result<u32, String> {
+    let t = raw.trim();
+    t.parse::<u64>()
+        .map(|v| v.min(u64::from(u32::MAX)) as u32)
+        .map_err(|_| {
+            format!(
+                "{what} is not a whole number of listeners: {:?}",
+                truncate(t)
+            )
+        })
+}
+
 fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
+    clean(s, 40)
 }
 
 fn is_unlimited(raw: &str) -> bool {
     let t = raw.trim();
-    t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("nan") || t.is_empty()
+    t.eq_ignore_ascii_case("unlimited") || t.eq_ignore_ascii_case("nan")
 }
 
 struct PendingMount {
@@ -33,6 +51,8 @@ struct PendingMount {
     listeners: Option<String>,
     max: Option<String>,
     text: String,
+    /// A CDATA section in the text: never how load.xsl writes a count.
+    cdata: bool,
 }
 
 fn start_mount(e: &BytesStart<'_>) -> Result<PendingMount, String> {
@@ -41,6 +61,7 @@ fn start_mount(e: &BytesStart<'_>) -> Result<PendingMount, String> {
         listeners: None,
         max: None,
         text: String::new(),
+        cdata: false,
     };
     for attr in e.attributes() {
         let attr = attr.map_err(|e| format!("bad attribute: {e}"))?;
@@ -62,14 +83,20 @@ fn finish_mount(m: PendingMount, out: &mut Vec<MountUsage>) -> Result<(), String
     let Ok(mount) = MountPath::parse(&m.name) else {
         return Ok(());
     };
+    if out.iter().any(|u| u.mount == mount) {
+        return Err(format!("mount {mount} is listed twice"));
+    }
+    if m.cdata {
+        return Err(format!("mount {mount}: CDATA where a number belongs"));
+    }
     let usage = match m.listeners {
         Some(l) => MountUsage {
             mount,
-            listeners: number(&l, "listeners")?,
+            listeners: count(&l, "listeners")?,
             max: match m.max.as_deref() {
                 None => None,
                 Some(x) if is_unlimited(x) => None,
-                Some(x) => Some(number(x, "max")?),
+                Some(x) => Some(count(x, "max")?),
             },
         },
         // Old form: the text is the free-slot count and nothing else is
@@ -87,6 +114,17 @@ fn finish_mount(m: PendingMount, out: &mut Vec<MountUsage>) -> Result<(), String
     };
     out.push(usage);
     Ok(())
+}
+
+fn root_once(seen: bool) -> Result<bool, String> {
+    if seen {
+        return Err("load.xsl answer has a second <load> element".into());
+    }
+    Ok(true)
+}
+
+fn wrong_root(name: &str) -> String {
+    format!("expected <load>, found <{}>", clean(name, 60))
 }
 
 /// Parses `<load><mount name="/x" listeners="1" max="10">9</mount>…</load>`.
@@ -131,27 +169,28 @@ pub fn parse_load(body: &[u8]) -> Result<(Vec<MountUsage>, Option<u64>), String>
                 depth += 1;
                 match (depth, e.name().as_ref()) {
                     (1, "load") => {
-                        seen_root = true;
+                        seen_root = root_once(seen_root)?;
                         connections = load_connections(&e)?;
                     }
-                    (1, other) => {
-                        return Err(format!("expected <load>, found <{}>", other));
-                    }
+                    (1, other) => return Err(wrong_root(other)),
                     (2, "mount") => current = Some(start_mount(&e)?),
                     _ => {}
                 }
             }
             Event::Empty(e) => match (depth + 1, e.name().as_ref()) {
                 (1, "load") => {
-                    seen_root = true;
+                    seen_root = root_once(seen_root)?;
                     connections = load_connections(&e)?;
                 }
-                (1, other) => {
-                    return Err(format!("expected <load>, found <{}>", other));
-                }
+                (1, other) => return Err(wrong_root(other)),
                 (2, "mount") => finish_mount(start_mount(&e)?, &mut out)?,
                 _ => {}
             },
+            Event::CData(_) => {
+                if let Some(m) = current.as_mut() {
+                    m.cdata = true;
+                }
+            }
             Event::Text(t) => {
                 if let Some(m) = current.as_mut() {
                     m.text.push_str(&t);
@@ -207,16 +246,17 @@ pub fn parse_status_json(body: &[u8]) -> Result<Vec<MountUsage>, String> {
         let Ok(mount) = MountPath::parse(&path) else {
             continue;
         };
+        if out.iter().any(|u: &MountUsage| u.mount == mount) {
+            return Err(format!("mount {mount} is listed twice"));
+        }
         let listeners = match s.get("listeners") {
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().unwrap_or(0).min(u64::from(u32::MAX)) as u32
-            }
-            Some(serde_json::Value::String(t)) => number(t, "listeners")?,
-            _ => 0,
+            None | Some(serde_json::Value::Null) => 0,
+            Some(v) => json_count(v, "listeners")?
+                .ok_or_else(|| format!("mount {mount}: listeners cannot be \"unlimited\""))?,
         };
         let max = match s.get("max_listeners") {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v.min(u32::MAX as u64) as u32),
-            _ => None,
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => json_count(v, "max_listeners")?,
         };
         out.push(MountUsage {
             mount,
@@ -225,6 +265,20 @@ pub fn parse_status_json(body: &[u8]) -> Result<Vec<MountUsage>, String> {
         });
     }
     Ok(out)
+}
+
+/// A count in status-json: a whole number, zero or more, as a number or as
+/// text; `None` for "unlimited".
+fn json_count(v: &serde_json::Value, what: &str) -> Result<Option<u32>, String> {
+    match v {
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(v) => Ok(Some(v.min(u64::from(u32::MAX)) as u32)),
+            None => Err(format!("{what} is not a whole number of listeners: {n}")),
+        },
+        serde_json::Value::String(t) if is_unlimited(t) => Ok(None),
+        serde_json::Value::String(t) => count(t, what).map(Some),
+        _ => Err(format!("{what} is not a number")),
+    }
 }
 
 #[cfg(test)]
@@ -365,6 +419,75 @@ mod tests {
             parse_status_json(many).unwrap(),
             vec![m("/a", 1, None), m("/b", 2, Some(10))]
         );
+    }
+
+    #[test]
+    fn unreadable_limits_are_errors_not_unlimited() {
+        for bad in [
+            &br#"<load><mount name="/a"><![CDATA[]]></mount></load>"#[..],
+            br#"<load><mount name="/a"><![CDATA[5]]></mount></load>"#,
+            br#"<load><mount name="/a"></mount></load>"#,
+            br#"<load><mount name="/a">  </mount></load>"#,
+            br#"<load><mount name="/a"/></load>"#,
+            br#"<load><mount name="/a" listeners="1" max="">0</mount></load>"#,
+            br#"<load><mount name="/a" listeners="1" max="-5">0</mount></load>"#,
+            br#"<load><mount name="/a" listeners="1" max="2.5">0</mount></load>"#,
+            br#"<load><mount name="/a" listeners="-1" max="5">0</mount></load>"#,
+        ] {
+            let r = parse_load_xsl(bad);
+            assert!(r.is_err(), "{}: {r:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_mount_listed_twice_is_an_error() {
+        let xml = br#"<load><mount name="/a" listeners="1" max="2">1</mount><mount name="/a" listeners="0" max="unlimited">unlimited</mount></load>"#;
+        let e = parse_load_xsl(xml).unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
+        let json = br#"{"icestats":{"source":[
+            {"listenurl":"http://h/a","listeners":1,"max_listeners":2},
+            {"listenurl":"http://h/a","listeners":0}]}}"#;
+        assert!(
+            parse_status_json(json)
+                .unwrap_err()
+                .contains("listed twice")
+        );
+    }
+
+    #[test]
+    fn a_second_root_is_an_error() {
+        for bad in [
+            &b"<load/><load/>"[..],
+            b"<load></load><load><mount name=\"/a\">5</mount></load>",
+        ] {
+            assert!(
+                parse_load_xsl(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn status_json_limits_must_be_whole_and_not_negative() {
+        for max in ["-1", "2.5", "\"x\"", "true", "1e3"] {
+            let body = format!(
+                r#"{{"icestats":{{"source":{{"listenurl":"http://h/a","listeners":1,"max_listeners":{max}}}}}}}"#
+            );
+            let r = parse_status_json(body.as_bytes());
+            assert!(r.is_err(), "max_listeners {max}: {r:?}");
+        }
+        let body = br#"{"icestats":{"source":{"listenurl":"http://h/a","listeners":-3}}}"#;
+        assert!(parse_status_json(body).is_err());
+        let body = br#"{"icestats":{"source":{"listenurl":"http://h/a","listeners":"4","max_listeners":"unlimited"}}}"#;
+        assert_eq!(parse_status_json(body).unwrap(), vec![m("/a", 4, None)]);
+    }
+
+    #[test]
+    fn a_huge_element_name_is_cut_in_the_error() {
+        let xml = format!("<{}/>", "x".repeat(1_000_000));
+        let e = parse_load_xsl(xml.as_bytes()).unwrap_err();
+        assert!(e.len() < 200, "{} bytes", e.len());
     }
 
     #[test]

@@ -24,11 +24,15 @@ use sqlx::{Connection, SqliteConnection, SqlitePool};
 
 pub type Pool = SqlitePool;
 
+/// Connections never create the file: once the database exists, a file
+/// deleted under a running server must make new connections fail loudly,
+/// not start an empty database beside the old one. [`connect`] creates it
+/// once, up front.
 fn options(path: &Path) -> anyhow::Result<SqliteConnectOptions> {
     let url = format!("sqlite://{}", path.display());
     Ok(SqliteConnectOptions::from_str(&url)
         .with_context(|| format!("bad database path {}", path.display()))?
-        .create_if_missing(true)
+        .create_if_missing(false)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
@@ -38,8 +42,17 @@ fn options(path: &Path) -> anyhow::Result<SqliteConnectOptions> {
 
 /// Opens (creating if needed) and migrates the database.
 pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
+    if !path.exists() {
+        let create = options(path)?.create_if_missing(true);
+        SqliteConnection::connect_with(&create)
+            .await
+            .with_context(|| format!("cannot open database {} (creating it)", path.display()))?
+            .close()
+            .await?;
+    }
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        .after_release(|conn, _| Box::pin(reusable(conn)))
         .connect_with(options(path)?)
         .await
         .with_context(|| format!("cannot open database {}", path.display()))?;
@@ -61,6 +74,45 @@ pub fn require_existing(path: &Path) -> anyhow::Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Whether a connection going back to the pool can serve the next caller.
+/// One whose COMMIT or ROLLBACK failed (disk full, read-only file) is still
+/// "in a transaction" as far as sqlx knows, and every later `BEGIN` on it
+/// would fail with "begin_with at non-zero transaction depth": closed
+/// instead, so writes recover by themselves once the fault is gone.
+async fn reusable(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+    // The ping runs after any rollback a dropped transaction queued.
+    if conn.ping().await.is_err() || conn.is_in_transaction() {
+        tracing::warn!("closing a database connection left in a failed transaction");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Writes the WAL back into the database file and closes the pool, so a
+/// plain copy of the file taken after a CLI command has everything.
+pub async fn close(pool: Pool) {
+    if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await
+    {
+        tracing::warn!(error = %e, "WAL checkpoint at exit failed");
+    }
+    pool.close().await;
+}
+
+/// Identity of the database file on disk (device and inode), to notice it
+/// being deleted or replaced under the running server.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Some((m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    Some((0, m.len()))
 }
 
 /// A connection of its own for `PRAGMA data_version`, which only changes

@@ -3,6 +3,7 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
+use crate::domain::text::{RELAY_TEXT_MAX, clean};
 use crate::domain::{Health, MountUsage, PollSource};
 use crate::error::Result;
 
@@ -100,9 +101,11 @@ pub struct PollRecord {
 /// history sample is appended per mount; on failure the last known mounts
 /// are kept for the dashboard, while health decides whether they are used.
 pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<()> {
+    // The fetcher already cuts relay text; a record from elsewhere must
+    // not bring more into the store.
     let (error, source, last_success) = match &r.result {
         Ok((source, _)) => (None, Some(source.file()), Some(r.started_at)),
-        Err(e) => (Some(e.as_str()), None, None),
+        Err(e) => (Some(clean(e, RELAY_TEXT_MAX + 100)), None, None),
     };
     sqlx::query(
         "INSERT INTO server_health (server_id, state, consecutive_failures, consecutive_successes, \

@@ -2,7 +2,7 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
-use super::now_ms;
+use super::{Pool, now_ms};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
@@ -76,23 +76,68 @@ pub async fn delete(conn: &mut SqliteConnection, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn record_attempt(
-    conn: &mut SqliteConnection,
-    ip: &str,
-    username: &str,
-    ok: bool,
-) -> Result<()> {
+/// Failed attempts are kept this long (the rate-limit window needs far
+/// less); successful ones a month, to know an owner's usual addresses.
+const FAILED_KEPT_MS: i64 = 24 * 3600 * 1000;
+const SUCCESS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// What the rate limit decided about a login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Go ahead and check the password; the attempt is already recorded
+    /// as failed under this id (see [`mark_succeeded`]).
+    Allowed(i64),
+    /// Over a limit; the oldest counted failure, to say when it lifts.
+    Limited(Option<i64>),
+}
+
+/// Limits for [`claim_attempt`], counted over `since_ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub since_ms: i64,
+    pub per_ip: i64,
+    pub per_user: i64,
+}
+
+/// Checks the limits and records the attempt in one write transaction, so
+/// concurrent attempts cannot all pass the check before any is recorded.
+/// The per-name limit does not apply to an address this user logged in
+/// from before: strangers guessing a name cannot lock its owner out.
+pub async fn claim_attempt(pool: &Pool, ip: &str, username: &str, l: Limits) -> Result<Claim> {
+    let mut tx = super::write_tx(pool).await?;
+    let (by_ip, by_user, oldest) = recent_failures(&mut tx, ip, username, l.since_ms).await?;
+    let known: bool = sqlx::query_scalar(
+        "SELECT EXISTS(SELECT 1 FROM login_attempts WHERE ok = 1 AND ip = ? AND username = ?)",
+    )
+    .bind(ip)
+    .bind(username)
+    .fetch_one(&mut *tx)
+    .await?;
+    if by_ip >= l.per_ip || (by_user >= l.per_user && !known) {
+        return Ok(Claim::Limited(oldest));
+    }
     let now = now_ms();
-    sqlx::query("INSERT INTO login_attempts (at, ip, username, ok) VALUES (?, ?, ?, ?)")
-        .bind(now)
-        .bind(ip)
-        .bind(username)
-        .bind(ok)
-        .execute(&mut *conn)
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO login_attempts (at, ip, username, ok) VALUES (?, ?, ?, 0) RETURNING id",
+    )
+    .bind(now)
+    .bind(ip)
+    .bind(username)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM login_attempts WHERE (ok = 0 AND at < ?) OR at < ?")
+        .bind(now - FAILED_KEPT_MS)
+        .bind(now - SUCCESS_KEPT_MS)
+        .execute(&mut *tx)
         .await?;
-    // Old attempts only matter within the rate-limit window.
-    sqlx::query("DELETE FROM login_attempts WHERE at < ?")
-        .bind(now - 24 * 3600 * 1000)
+    tx.commit().await?;
+    Ok(Claim::Allowed(id))
+}
+
+/// The attempt claimed as `id` had the right password.
+pub async fn mark_succeeded(conn: &mut SqliteConnection, id: i64) -> Result<()> {
+    sqlx::query("UPDATE login_attempts SET ok = 1 WHERE id = ?")
+        .bind(id)
         .execute(conn)
         .await?;
     Ok(())
@@ -100,7 +145,7 @@ pub async fn record_attempt(
 
 /// Failed attempts since `since_ms` by this IP and for this user name, and
 /// the oldest of them (when the limit will lift).
-pub async fn recent_failures(
+async fn recent_failures(
     conn: &mut SqliteConnection,
     ip: &str,
     username: &str,

@@ -93,7 +93,12 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
             format!("No stream named {name:?} here.\n"),
         );
     };
-    let client = client_info(peer.ip(), headers, &state.settings().trusted_proxies);
+    let client = client_info(
+        peer.ip(),
+        headers,
+        &state.settings().trusted_proxies,
+        state.settings().forwarded_header,
+    );
     let geo = state.geo().lookup(client.ip);
     if !select::allowed(stream, &geo) {
         stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);

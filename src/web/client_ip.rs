@@ -1,11 +1,18 @@
 //! Who the client is. Forwarding headers are believed only from trusted
 //! proxies; otherwise anyone could claim any address (and so any country)
 //! or claim to have come over HTTPS.
+//!
+//! Even from a trusted proxy only the one header it is declared to write
+//! (`--forwarded-header`) is read: a proxy passes the headers it does not
+//! set through untouched, so a client could otherwise send its own
+//! `Forwarded` next to the proxy's `X-Forwarded-For` and pick its address.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 use ipnet::IpNet;
+
+pub use crate::config::ForwardedHeader;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientInfo {
@@ -86,10 +93,41 @@ fn x_forwarded_hops(headers: &HeaderMap) -> Vec<Hop> {
         .collect()
 }
 
+/// `X-Real-IP` names one address, the proxy's peer; there is no chain.
+fn x_real_ip_hops(headers: &HeaderMap) -> Vec<Hop> {
+    let mut values = headers.get_all("x-real-ip").iter();
+    match (values.next(), values.next()) {
+        // Two lines: one came from the client; neither can be told apart.
+        (Some(v), None) => vec![Hop {
+            ip: v.to_str().ok().and_then(parse_node),
+            proto: None,
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn x_forwarded_proto_https(headers: &HeaderMap) -> bool {
+    // The proxy that sets it overwrites it; a client-sent list would only
+    // survive with a misconfigured proxy, and then its first entry is the
+    // client's own claim. Read the last one, what our proxy appended.
+    headers
+        .get_all("x-forwarded-proto")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .last()
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+}
+
 /// The client is the socket peer unless that peer is a trusted proxy; then
-/// it is the right-most forwarded address that is not itself a trusted
-/// proxy. `Forwarded` wins over `X-Forwarded-For` when both are present.
-pub fn client_info(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> ClientInfo {
+/// it is the right-most address in the declared `header` that is not
+/// itself a trusted proxy. Every other forwarding header is ignored.
+pub fn client_info(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    proxies: &[IpNet],
+    header: ForwardedHeader,
+) -> ClientInfo {
     let peer = peer.to_canonical();
     if !trusted(peer, proxies) {
         return ClientInfo {
@@ -97,11 +135,11 @@ pub fn client_info(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> Clie
             https: false,
         };
     }
-    let mut hops = forwarded_hops(headers);
-    let from_forwarded = !hops.is_empty();
-    if !from_forwarded {
-        hops = x_forwarded_hops(headers);
-    }
+    let hops = match header {
+        ForwardedHeader::Forwarded => forwarded_hops(headers),
+        ForwardedHeader::XForwardedFor => x_forwarded_hops(headers),
+        ForwardedHeader::XRealIp => x_real_ip_hops(headers),
+    };
     let mut client = peer;
     let mut proto = None;
     for hop in hops.iter().rev() {
@@ -118,14 +156,11 @@ pub fn client_info(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> Clie
             None => break,
         }
     }
-    let https = if from_forwarded {
-        proto.as_deref() == Some("https")
-    } else {
-        headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    let https = match header {
+        ForwardedHeader::Forwarded => proto.as_deref() == Some("https"),
+        ForwardedHeader::XForwardedFor | ForwardedHeader::XRealIp => {
+            x_forwarded_proto_https(headers)
+        }
     };
     ClientInfo { ip: client, https }
 }
@@ -159,6 +194,7 @@ mod tests {
                 ("x-forwarded-proto", "https"),
             ]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
         );
         assert_eq!(
             c,
@@ -175,6 +211,7 @@ mod tests {
             ip("10.0.0.2"),
             &h(&[("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.1")]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
         );
         // 6.6.6.6 could be spoofed by the client; 203.0.113.9 is what our
         // own proxy saw.
@@ -190,6 +227,7 @@ mod tests {
                 ("x-forwarded-for", "10.0.0.1"),
             ]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
         );
         assert_eq!(c.ip, ip("203.0.113.9"));
     }
@@ -200,6 +238,7 @@ mod tests {
             ip("10.0.0.2"),
             &h(&[("x-forwarded-for", "10.0.0.5, 10.0.0.1")]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
         );
         assert_eq!(c.ip, ip("10.0.0.5"));
     }
@@ -213,6 +252,7 @@ mod tests {
                 "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https;by=10.0.0.2",
             )]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::Forwarded,
         );
         assert_eq!(
             c,
@@ -225,6 +265,7 @@ mod tests {
             ip("10.0.0.2"),
             &h(&[("forwarded", "For=192.0.2.60:8080;Proto=http")]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::Forwarded,
         );
         assert_eq!(
             c,
@@ -241,6 +282,7 @@ mod tests {
             ip("10.0.0.2"),
             &h(&[("forwarded", "for=1.1.1.1, for=unknown, for=10.0.0.9")]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::Forwarded,
         );
         assert_eq!(c.ip, ip("10.0.0.9"));
     }
@@ -254,6 +296,7 @@ mod tests {
                 ("x-forwarded-proto", "https"),
             ]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
         );
         assert_eq!(
             c,
@@ -270,7 +313,83 @@ mod tests {
             ip("10.0.0.2"),
             &h(&[("x-forwarded-for", "not-an-ip")]),
             &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
         );
         assert_eq!(c.ip, ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn only_the_declared_header_is_believed() {
+        // nginx writes X-Forwarded-For and passes the client's own
+        // Forwarded through: the client must not win with it.
+        let headers = h(&[
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-real-ip", "198.51.100.1"),
+        ]);
+        let proxies = nets(&["127.0.0.1/32"]);
+        let peer = ip("127.0.0.1");
+        let pick = |header| client_info(peer, &headers, &proxies, header);
+        assert_eq!(
+            pick(ForwardedHeader::XForwardedFor),
+            ClientInfo {
+                ip: ip("203.0.113.9"),
+                https: false
+            }
+        );
+        assert_eq!(
+            pick(ForwardedHeader::Forwarded),
+            ClientInfo {
+                ip: ip("6.6.6.6"),
+                https: true
+            }
+        );
+        assert_eq!(pick(ForwardedHeader::XRealIp).ip, ip("198.51.100.1"));
+    }
+
+    #[test]
+    fn forwarded_mode_ignores_x_forwarded_proto() {
+        let c = client_info(
+            ip("10.0.0.2"),
+            &h(&[
+                ("forwarded", "for=203.0.113.9"),
+                ("x-forwarded-proto", "https"),
+            ]),
+            &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::Forwarded,
+        );
+        assert!(!c.https);
+    }
+
+    #[test]
+    fn x_forwarded_proto_is_read_from_the_proxy_end() {
+        let c = client_info(
+            ip("10.0.0.2"),
+            &h(&[
+                ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-proto", "https, http"),
+            ]),
+            &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XForwardedFor,
+        );
+        assert!(!c.https);
+    }
+
+    #[test]
+    fn x_real_ip_twice_is_not_believed() {
+        let c = client_info(
+            ip("10.0.0.2"),
+            &h(&[("x-real-ip", "6.6.6.6"), ("x-real-ip", "203.0.113.9")]),
+            &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XRealIp,
+        );
+        assert_eq!(c.ip, ip("10.0.0.2"));
+        let c = client_info(
+            ip("10.0.0.2"),
+            &h(&[("x-real-ip", "[2001:db8::5]")]),
+            &nets(&["10.0.0.0/8"]),
+            ForwardedHeader::XRealIp,
+        );
+        assert_eq!(c.ip, ip("2001:db8::5"));
     }
 }

@@ -7,6 +7,7 @@ pub mod balancer;
 pub mod client_ip;
 pub mod csrf;
 pub mod metrics;
+pub mod serve;
 pub mod state;
 
 pub use state::AppState;

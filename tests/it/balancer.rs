@@ -231,7 +231,24 @@ mounts = [{{ server = "b", mount = "/live.mp3" }}]
         .get_with("/icecast_balancer/live/?a=b", "x-forwarded-proto", "https")
         .await;
     assert_eq!(r.redirect_target(), "https://b.example.com/live.mp3?a=b");
+    // Forwarded is not what this proxy was declared to write.
     let r = trusted
+        .get_with(
+            "/icecast_balancer/live/",
+            "forwarded",
+            "for=203.0.113.5;proto=https",
+        )
+        .await;
+    assert_eq!(r.redirect_target(), format!("{}/live.mp3", b.url));
+
+    let forwarded = TestApp::spawn_with(|s| {
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        s.forwarded_header = icecast_balancer::config::ForwardedHeader::Forwarded;
+    })
+    .await;
+    forwarded.import(&config).await;
+    forwarded.poll().await;
+    let r = forwarded
         .get_with(
             "/icecast_balancer/live/",
             "forwarded",

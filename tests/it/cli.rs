@@ -638,3 +638,20 @@ async fn the_printed_first_start_password_logs_in() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_cli_command_leaves_no_unmerged_wal_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let out = run(&db, &["import", cfg.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A plain copy of the database file alone has the import.
+    let wal = std::fs::metadata(dir.path().join("b.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the import is still in the WAL");
+    let copy = dir.path().join("copy.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let out = run(&copy, &["export"], None);
+    assert!(text(&out.stdout).contains("fra-1"), "{}", text(&out.stderr));
+}

@@ -14,5 +14,7 @@ mod changes;
 mod cli;
 mod console;
 mod e2e_icecast;
+mod faults;
 mod geo;
+mod hostile;
 mod ops;

@@ -7,7 +7,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::FromRequest;
 use axum::extract::{Form, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use super::{
     AdminUser, FLASH_COOKIE, Flash, Notice, SESSION_COOKIE, client, cookie, is_https,
     redirect_with_flash, safe_next, set_cookie,
 };
+use crate::domain::text::{Escaped, clean};
 use crate::error::{Error, Result};
 use crate::store;
 use crate::store::audit::{Action, Entry, Kind};
@@ -31,6 +32,17 @@ pub const WINDOW_MS: i64 = 15 * 60 * 1000;
 pub const MAX_PER_IP: i64 = 5;
 /// …or for one user name (from anywhere).
 pub const MAX_PER_USER: i64 = 10;
+/// Longest user name looked at; longer input is cut to this.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Password checks running at once: half the cores, at least one.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new((cores / 2).max(1))
+    })
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -113,7 +125,9 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         .await
         .map_err(|e| Error::BadRequest(format!("bad login form: {e}")))?;
     let next = safe_next(Some(&f.next));
-    let username = f.username.trim().to_string();
+    // No user name is this long; a longer one is cut before it reaches the
+    // database, the audit log or the page.
+    let username = clean(f.username.trim(), MAX_NAME_CHARS);
     let retry = |error: &str, status: StatusCode| {
         login_page(
             status,
@@ -135,31 +149,38 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         ));
     }
 
-    let mut conn = state.db().acquire().await?;
     let now = store::now_ms();
-    let (by_ip, by_user, oldest) =
-        store::users::recent_failures(&mut conn, &ip, &username, now - WINDOW_MS).await?;
-    if by_ip >= MAX_PER_IP || by_user >= MAX_PER_USER {
-        let wait_s = ((oldest.unwrap_or(now) + WINDOW_MS - now) / 1000).max(1);
-        let mut r = retry(
-            &format!(
-                "Too many failed logins. Try again in {} minutes.",
-                (wait_s + 59) / 60
-            ),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
-        r.headers_mut().insert(
-            header::RETRY_AFTER,
-            wait_s.to_string().parse().expect("digits"),
-        );
-        return Ok(r);
-    }
+    let limits = store::users::Limits {
+        since_ms: now - WINDOW_MS,
+        per_ip: MAX_PER_IP,
+        per_user: MAX_PER_USER,
+    };
+    let attempt = match store::users::claim_attempt(state.db(), &ip, &username, limits).await? {
+        store::users::Claim::Allowed(id) => id,
+        store::users::Claim::Limited(oldest) => {
+            let wait_s = ((oldest.unwrap_or(now) + WINDOW_MS - now) / 1000).max(1);
+            let mut r = retry(
+                &format!(
+                    "Too many failed logins. Try again in {} minutes.",
+                    (wait_s + 59) / 60
+                ),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait_s));
+            return Ok(r);
+        }
+    };
 
+    let mut conn = state.db().acquire().await?;
     let user = store::users::find(&mut conn, &username).await?;
     // argon2 is deliberately slow: off the async workers, so a login
     // flood cannot hold up redirects.
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = f.password.clone();
+    // At most a few hashes at once: a flood of logins from many addresses
+    // queues here instead of taking every core from the redirects.
+    let _turn = hashing_slots().acquire().await;
     let ok = blocking(move || match hash {
         Some(h) => verify_password(&h, &password),
         None => {
@@ -168,11 +189,13 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         }
     })
     .await?;
-    store::users::record_attempt(&mut conn, &ip, &username, ok).await?;
+    if ok {
+        store::users::mark_succeeded(&mut conn, attempt).await?;
+    }
     let Some(user) = user.filter(|_| ok) else {
         let entry = Entry::new(&username, Action::LoginFailed, Kind::Session, &ip);
         store::audit::record(&mut conn, &entry).await?;
-        tracing::warn!(user = %username, %ip, "failed admin login");
+        tracing::warn!(user = %Escaped(&username), %ip, "failed admin login");
         return Ok(retry(
             "Wrong user name or password.",
             StatusCode::UNAUTHORIZED,
@@ -188,7 +211,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     store::sessions::prune(&mut conn, super::IDLE_TIMEOUT_MS).await?;
     let entry = Entry::new(&user.name, Action::Login, Kind::Session, &ip);
     store::audit::record(&mut conn, &entry).await?;
-    tracing::info!(user = %user.name, %ip, "admin login");
+    tracing::info!(user = %Escaped(&user.name), %ip, "admin login");
     let mut r = Redirect::to(&next).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,

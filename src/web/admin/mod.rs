@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::csrf;
@@ -191,7 +192,12 @@ pub fn client(state: &AppState, req: &Request) -> Option<ClientInfo> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
-            client_info(peer.ip(), req.headers(), &state.settings().trusted_proxies)
+            client_info(
+                peer.ip(),
+                req.headers(),
+                &state.settings().trusted_proxies,
+                state.settings().forwarded_header,
+            )
         })
 }
 
@@ -202,7 +208,14 @@ pub fn is_https(state: &AppState, req: &Request) -> bool {
 /// Only local absolute paths, so `next` cannot send anyone off-site.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/admin") && !n.starts_with("//") && !n.contains('\\') => {
+        // Visible ASCII only: a CR or LF would make the Location header
+        // invalid after the login already succeeded.
+        Some(n)
+            if n.starts_with("/admin")
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             n.to_string()
         }
         _ => "/admin/".to_string(),
@@ -296,6 +309,15 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(audit::router())
         .merge(explain::router())
         .layer(middleware::from_fn_with_state(state, guard))
+        // No admin page may be framed by another site (clickjacking).
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        ))
 }
 
 /// A UNIQUE violation becomes a message on its form field; anything else

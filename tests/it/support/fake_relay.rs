@@ -24,6 +24,8 @@ pub enum Mode {
     Huge(usize),
     /// Answer this body verbatim.
     Body(String),
+    /// Answer `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 #[derive(Debug)]
@@ -119,6 +121,7 @@ async fn misbehave(mode: &Mode) -> Option<Response> {
         Mode::Hang => std::future::pending().await,
         Mode::Huge(n) => Some(("x".repeat(*n)).into_response()),
         Mode::Body(b) => Some(b.clone().into_response()),
+        Mode::Redirect(to) => Some((StatusCode::FOUND, [("location", to.clone())]).into_response()),
         _ => None,
     }
 }

@@ -1,0 +1,525 @@
+//! The connection layer between the listening socket and the router.
+//!
+//! A balancer faces its whole audience, so a client must not be able to
+//! hold what others need: a request head has `header_timeout` to arrive,
+//! a keep-alive connection without a request is closed after
+//! `idle_timeout`, the number of open connections (in all and per client
+//! address) is capped well below the file-handle limit so the database and
+//! the poll always find handles, and after a stop signal requests in flight
+//! get `shutdown_timeout` before the connections are dropped.
+//!
+//! The timeouts are kept here rather than by hyper because hyper's header
+//! timer also runs while a keep-alive connection waits, which would make
+//! the idle timeout and the head timeout one and the same.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::config::Settings;
+
+/// File handles kept free of client connections: the database pool, the
+/// change watcher, the GeoIP file and one socket per relay being polled.
+const RESERVED_FDS: u64 = 256;
+
+/// What a refused connection is told, written without reading its request
+/// (it may never send one).
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
+content-length: 0\r\nretry-after: 5\r\n\r\n";
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish for at most `settings.shutdown_timeout`.
+/// Connections from trusted proxies (which carry many clients) are not
+/// counted against the per-client cap.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let limits = &settings.server;
+    let exempt = &settings.trusted_proxies;
+    let cap = connection_cap(limits.max_connections);
+    let admission = Admission {
+        slots: Arc::new(Semaphore::new(cap)),
+        per_client: Arc::new(PerClient::new(limits.max_per_client, exempt)),
+    };
+    let timeouts = Timeouts {
+        header: limits.header_timeout,
+        idle: limits.idle_timeout,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut refused = Refusals::default();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => match admission.admit(peer.ip()) {
+                    Some(ticket) => {
+                        let conn = connection(tcp, peer, router.clone(), timeouts, stop_rx.clone());
+                        conns.spawn(async move {
+                            conn.await;
+                            drop(ticket);
+                        });
+                    }
+                    None => {
+                        let _ = tcp.try_write(REFUSAL);
+                        refused.note(peer.ip());
+                    }
+                },
+                Err(e) => accept_failed(&e).await,
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drain(conns, settings.shutdown_timeout).await;
+    Ok(())
+}
+
+/// Waits for the connections to finish, up to `deadline`; what is left
+/// (a client that never finishes its request) is dropped.
+async fn drain(mut conns: JoinSet<()>, deadline: Duration) {
+    let all_done = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, all_done).await.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            "shutdown deadline reached: closing the connections still open"
+        );
+        conns.abort_all();
+    }
+}
+
+/// Out of file handles (or another transient accept error): waiting a
+/// little lets finished connections give theirs back, where retrying at
+/// once would spin.
+async fn accept_failed(e: &io::Error) {
+    tracing::warn!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Refusals are logged at most once per interval, with their count, so a
+/// flood does not become a flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    since_log: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, ip: IpAddr) {
+        self.since_log += 1;
+        let due = self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+        if due {
+            tracing::warn!(
+                client = %ip,
+                refused = self.since_log,
+                "connection limit reached: refusing connections"
+            );
+            self.since_log = 0;
+            self.last_log = Some(Instant::now());
+        }
+    }
+}
+
+struct Admission {
+    slots: Arc<Semaphore>,
+    per_client: Arc<PerClient>,
+}
+
+/// Held for the life of a connection; gives its places back on drop.
+struct Ticket {
+    _slot: OwnedSemaphorePermit,
+    client: Option<(Arc<PerClient>, IpAddr)>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some((pc, ip)) = self.client.take() {
+            pc.release(ip);
+        }
+    }
+}
+
+impl Admission {
+    fn admit(&self, ip: IpAddr) -> Option<Ticket> {
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        let ip = ip.to_canonical();
+        let client = if self.per_client.is_exempt(ip) {
+            None
+        } else {
+            self.per_client.acquire(ip)?;
+            Some((self.per_client.clone(), ip))
+        };
+        Some(Ticket {
+            _slot: slot,
+            client,
+        })
+    }
+}
+
+struct PerClient {
+    max: usize,
+    exempt: Vec<IpNet>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerClient {
+    fn new(max: usize, exempt: &[IpNet]) -> PerClient {
+        PerClient {
+            max,
+            exempt: exempt.to_vec(),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn is_exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|n| n.contains(&ip))
+    }
+
+    fn acquire(&self, ip: IpAddr) -> Option<()> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(())
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The configured cap, lowered when the process may not open that many
+/// files and still have `RESERVED_FDS` left for everything else.
+fn connection_cap(configured: usize) -> usize {
+    let Some(files) = raise_file_limit() else {
+        return configured;
+    };
+    let room = files.saturating_sub(RESERVED_FDS).max(1) as usize;
+    if room < configured {
+        tracing::warn!(
+            configured,
+            used = room,
+            file_limit = files,
+            "--max-connections lowered to leave file handles for the database and polls \
+             (raise LimitNOFILE to allow more)"
+        );
+        return room;
+    }
+    configured
+}
+
+/// Raises the soft open-file limit to the hard one (systemd's default soft
+/// limit of 1,024 is meant to be raised by the programs that need more)
+/// and returns the limit now in force.
+#[cfg(unix)]
+fn raise_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return None;
+    }
+    let wanted = lim.rlim_max.min(1 << 20);
+    if lim.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = wanted;
+        }
+    }
+    // rlim_t is not u64 on every platform.
+    #[allow(clippy::unnecessary_cast)]
+    Some(lim.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+fn raise_file_limit() -> Option<u64> {
+    None
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    idle: Duration,
+}
+
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Redirects are tiny one-write answers: sent at once, not held back
+    // by Nagle waiting for the client's delayed ACK.
+    let _ = tcp.set_nodelay(true);
+    let activity = Arc::new(Watch::default());
+    let io = TokioIo::new(Watched {
+        inner: tcp,
+        activity: activity.clone(),
+    });
+    let seen = activity.clone();
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let busy = Busy::begin(&seen);
+        // Router is always ready, so calling without poll_ready is fine.
+        let answer = router.clone().call(req);
+        async move {
+            let r: Result<_, Infallible> = answer.await;
+            drop(busy);
+            r
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let expired = expiry(&activity, timeouts);
+    tokio::pin!(expired);
+    tokio::select! {
+        r = conn.as_mut() => return log_end(r),
+        () = expired.as_mut() => return,
+        _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+    }
+    // Stopping: the request in flight finishes; an idle connection is
+    // closed by hyper at once; a half-sent head still times out.
+    tokio::select! {
+        r = conn.as_mut() => log_end(r),
+        () = expired => {}
+    }
+}
+
+fn log_end(r: hyper::Result<()>) {
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// A connection's activity and a wake-up for its expiry timer when the
+/// activity changes (a head starts, a request begins or ends).
+struct Watch {
+    state: Mutex<Activity>,
+    changed: Notify,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            state: Mutex::new(Activity::new()),
+            changed: Notify::new(),
+        }
+    }
+}
+
+impl Watch {
+    fn update(&self, f: impl FnOnce(&mut Activity)) {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_one();
+    }
+
+    fn deadline(&self, t: Timeouts) -> Option<Instant> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .deadline(t)
+    }
+}
+
+/// Where a connection is between requests, as seen from its bytes and its
+/// requests.
+struct Activity {
+    /// Requests being answered.
+    busy: usize,
+    /// When the first byte of the next request head arrived.
+    head_started: Option<Instant>,
+    /// When the connection last became idle.
+    idle_since: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            busy: 0,
+            head_started: None,
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// When the connection is due to be closed, `None` while a request is
+    /// being answered (the handler bounds its own time).
+    fn deadline(&self, t: Timeouts) -> Option<Instant> {
+        if self.busy > 0 {
+            return None;
+        }
+        Some(match self.head_started {
+            Some(at) => at + t.header,
+            None => self.idle_since + t.idle,
+        })
+    }
+}
+
+/// Marks a request in flight for as long as it lives.
+struct Busy(Arc<Watch>);
+
+impl Busy {
+    fn begin(watch: &Arc<Watch>) -> Busy {
+        watch.update(|a| {
+            a.busy += 1;
+            a.head_started = None;
+        });
+        Busy(watch.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.update(|a| {
+            a.busy -= 1;
+            a.idle_since = Instant::now();
+        });
+    }
+}
+
+/// Resolves once the connection has outstayed its head or idle timeout.
+async fn expiry(watch: &Watch, t: Timeouts) {
+    loop {
+        let wait = match watch.deadline(t) {
+            Some(d) if d <= Instant::now() => return,
+            Some(d) => tokio::time::sleep_until(d),
+            // Busy: no deadline until the request is answered.
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            () = wait => {}
+            () = watch.changed.notified() => {}
+        }
+    }
+}
+
+/// The socket, noting when bytes of a new request head arrive.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Watch>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let watch = &self.activity;
+            let mut a = watch.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if a.busy == 0 && a.head_started.is_none() {
+                a.head_started = Some(Instant::now());
+                drop(a);
+                watch.changed.notify_one();
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_client_cap_counts_and_releases() {
+        let pc = Arc::new(PerClient::new(2, &["10.0.0.0/8".parse().unwrap()]));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(pc.acquire(a).is_some());
+        assert!(pc.acquire(a).is_some());
+        assert!(pc.acquire(a).is_none());
+        pc.release(a);
+        assert!(pc.acquire(a).is_some());
+        assert!(pc.is_exempt("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn deadline_follows_the_connection_state() {
+        let t = Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        };
+        let mut a = Activity::new();
+        let start = a.idle_since;
+        assert_eq!(a.deadline(t), Some(start + t.idle));
+        a.head_started = Some(start);
+        assert_eq!(a.deadline(t), Some(start + t.header));
+        a.busy = 1;
+        assert_eq!(a.deadline(t), None);
+    }
+}

@@ -1,0 +1,490 @@
+//! Hostile clients and hostile relays: forged forwarding headers behind a
+//! proxy, slow and numerous connections, relays that answer with huge or
+//! control-laden text, redirects, or limits that cannot be read.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::support::admin::{Browser, PASSWORD};
+use crate::support::app::{ResponseExt, TestApp};
+use crate::support::fake_relay::FakeRelay;
+use crate::support::geoip;
+use icecast_balancer::Settings;
+use icecast_balancer::config::ForwardedHeader;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Behind the README's nginx: the peer is the proxy (127.0.0.1), which
+/// writes `X-Forwarded-For` and passes every other header through.
+async fn behind_nginx(header: ForwardedHeader) -> (TestApp, FakeRelay) {
+    let dir = tempfile::tempdir().unwrap();
+    let mmdb = dir.keep().join("city.mmdb");
+    geoip::replace(&mmdb, &geoip::world(geoip::Schema::MaxMind));
+    let app = TestApp::spawn_with(move |s: &mut Settings| {
+        s.geoip = Some(mmdb);
+        s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        s.forwarded_header = header;
+    })
+    .await;
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    app.import(&format!(
+        "[[servers]]\nname = \"fra\"\nurl = \"{}\"\n\
+         [[streams]]\nname = \"live\"\nallowed_countries = [\"DE\"]\nallow_unknown = false\n\
+         mounts = [{{ server = \"fra\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    (app, relay)
+}
+
+#[tokio::test]
+async fn a_client_sent_forwarded_header_does_not_pick_the_country() {
+    let (app, _relay) = behind_nginx(ForwardedHeader::XForwardedFor).await;
+    // nginx wrote the New York address; the client added a Berlin one.
+    let r = app
+        .client
+        .get(app.url("/icecast_balancer/live/"))
+        .header("x-forwarded-for", geoip::NEW_YORK_V4)
+        .header("forwarded", format!("for={}", geoip::BERLIN_V4))
+        .header("x-real-ip", geoip::BERLIN_V4)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 451);
+    let r = app
+        .get_with(
+            "/icecast_balancer/live/",
+            "x-forwarded-for",
+            geoip::BERLIN_V4,
+        )
+        .await;
+    assert_eq!(r.status(), 302);
+}
+
+#[tokio::test]
+async fn with_forwarded_declared_x_forwarded_for_is_ignored() {
+    let (app, _relay) = behind_nginx(ForwardedHeader::Forwarded).await;
+    let r = app
+        .client
+        .get(app.url("/icecast_balancer/live/"))
+        .header("forwarded", format!("for={}", geoip::NEW_YORK_V4))
+        .header("x-forwarded-for", geoip::BERLIN_V4)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 451);
+    let r = app
+        .get_with(
+            "/icecast_balancer/live/",
+            "forwarded",
+            &format!("for={}", geoip::BERLIN_V4),
+        )
+        .await;
+    r.redirect_target();
+}
+
+#[tokio::test]
+async fn varied_forwarded_values_do_not_escape_the_login_limit() {
+    let app =
+        TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let mut b = Browser::new(&app);
+    let limit = icecast_balancer::web::admin::auth::MAX_PER_IP;
+    let mut refused = 0;
+    for i in 0..(limit + 5) {
+        b.extra = vec![
+            ("x-forwarded-for".into(), "203.0.113.50".into()),
+            (
+                "forwarded".into(),
+                format!("for=10.9.{}.{}", i / 250, i % 250),
+            ),
+        ];
+        // A new name each time: only the per-address limit can refuse.
+        let p = b.login(&format!("guess{i}"), "wrong").await;
+        if p.status == 429 {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 5,
+        "attempts over the per-address limit must be refused"
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_records_the_proxy_written_address() {
+    let app =
+        TestApp::spawn_with(|s| s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()]).await;
+    let mut b = Browser::new(&app);
+    b.extra = vec![
+        ("x-forwarded-for".into(), "203.0.113.7".into()),
+        ("forwarded".into(), "for=6.6.6.6".into()),
+    ];
+    assert_eq!(b.login("admin", "wrong").await.status, 401);
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT object_name FROM audit WHERE action = 'login failed'")
+            .fetch_all(app.state.db())
+            .await
+            .unwrap();
+    assert_eq!(names, vec!["203.0.113.7".to_string()]);
+}
+
+// ---- slow and numerous connections -------------------------------------
+
+/// A connection from `from` (any 127/8 address works on loopback), so a
+/// test can be one client among others.
+async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(to).await.unwrap()
+}
+
+/// Reads until the server closes; `None` if it is still open after `wait`
+/// (a generous bound: the test is about whether, not how fast).
+async fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(wait, read).await.ok()?;
+    Some(got)
+}
+
+#[tokio::test]
+async fn an_unfinished_request_head_is_cut_off() {
+    let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_secs(1)).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    // The head starts after the connection has sat idle a moment, so the
+    // idle timer is what runs when the first bytes arrive.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(20))
+            .await
+            .is_some(),
+        "a half-sent head kept the connection open"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.idle_timeout = Duration::from_secs(1);
+        s.server.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within(&mut s, Duration::from_secs(20))
+        .await
+        .expect("an idle keep-alive connection stayed open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
+
+#[tokio::test]
+async fn one_client_cannot_take_every_connection() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10_000))]).await;
+    // Default limits: the issue's 1,100 connections from one client.
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..1100 {
+        let mut s = connect_from("127.0.0.2", app.addr).await;
+        s.write_all(b"GET /icecast_balancer/live/ HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(s);
+    }
+    for s in held.iter_mut() {
+        let mut b = [0u8; 64];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await {
+            refused += 1;
+            let text = String::from_utf8_lossy(&b[..n]);
+            assert!(n == 0 || text.starts_with("HTTP/1.1 503"), "{text}");
+        }
+    }
+    assert!(refused >= 1000, "only {refused} of 1,100 refused");
+    // Everyone else is still served, and polling still reaches the
+    // database and the relay.
+    for _ in 0..20 {
+        app.sent_to("live").await;
+    }
+    let round = app.poll().await;
+    assert_eq!(round.failed(), 0, "{round:?}");
+    drop(held);
+}
+
+#[tokio::test]
+async fn refused_connections_get_a_503_when_the_whole_cap_is_used() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.max_connections = 4;
+        s.server.max_per_client = 100;
+    })
+    .await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut s = connect_from(&format!("127.0.0.{}", 10 + i), app.addr).await;
+        s.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        held.push(s);
+    }
+    // Give the accept loop time to see them all (not a timing assertion:
+    // the cap is checked below either way).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = connect_from("127.0.0.20", app.addr).await;
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the refused connection was kept open");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 503"));
+    drop(held);
+    // Places come back when connections end.
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Ok(r) = app.client.get(app.url("/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+    }
+    panic!("no place came back after the held connections closed");
+}
+
+#[tokio::test]
+async fn shutdown_does_not_wait_forever_for_a_slow_client() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.header_timeout = Duration::from_secs(300);
+        s.shutdown_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::timeout(Duration::from_secs(20), app.stop())
+        .await
+        .expect("shutdown waited for a client that never finished its request");
+}
+
+// ---- hostile relays ----------------------------------------------------
+
+async fn one_relay(app: &TestApp, relay: &FakeRelay) {
+    app.import(&format!(
+        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn a_relay_redirect_is_reported_not_followed() {
+    let internal = FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
+    let relay = FakeRelay::start(&[]).await;
+    let target = format!("{}/load.xsl", internal.url);
+    relay.set_mode(crate::support::fake_relay::Mode::Redirect(target.clone()));
+    let app = TestApp::spawn().await;
+    one_relay(&app, &relay).await;
+    let round = app.poll().await;
+    let s = &round.servers[0];
+    let error = s.error.as_deref().expect("a redirect is an error");
+    assert!(error.contains(&target), "{error}");
+    assert!(error.contains("poll_url"), "{error}");
+    assert_eq!(internal.hits(), 0, "the redirect was followed");
+}
+
+#[tokio::test]
+async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
+    let relay = FakeRelay::start(&[]).await;
+    let name = format!("{}\u{1b}[2J", "x".repeat(1_000_000));
+    relay.set_mode(crate::support::fake_relay::Mode::Body(format!("<{name}/>")));
+    let app = TestApp::spawn().await;
+    one_relay(&app, &relay).await;
+    let round = app.poll().await;
+    let error = round.servers[0].error.clone().unwrap();
+    assert!(error.len() < 500, "error of {} bytes", error.len());
+    let stored: String = sqlx::query_scalar("SELECT last_error FROM server_health")
+        .fetch_one(app.state.db())
+        .await
+        .unwrap();
+    assert!(stored.len() < 500, "stored error of {} bytes", stored.len());
+    let status = app.get("/api/status").await.text().await.unwrap();
+    assert!(
+        status.len() < 10_000,
+        "/api/status of {} bytes",
+        status.len()
+    );
+    // A relay's escape codes never reach the store as control characters.
+    let relay2 = FakeRelay::start(&[]).await;
+    relay2.set_mode(crate::support::fake_relay::Mode::Body(
+        "<load>\n<mount name=\"/a\" listeners=\"\u{1b}[31mred\">1</mount></load>".into(),
+    ));
+    let app2 = TestApp::spawn().await;
+    one_relay(&app2, &relay2).await;
+    let error = app2.poll().await.servers[0].error.clone().unwrap();
+    assert!(!error.chars().any(char::is_control), "{error:?}");
+    assert!(error.contains("\\u{1b}[31mred"), "{error}");
+}
+
+#[tokio::test]
+async fn unreadable_limits_fail_the_relay_instead_of_opening_it() {
+    let relay = FakeRelay::start(&[]).await;
+    let app = TestApp::spawn().await;
+    one_relay(&app, &relay).await;
+    for body in [
+        r#"<load><mount name="/live.mp3" listeners="0" max="">0</mount></load>"#,
+        r#"<load><mount name="/live.mp3"><![CDATA[]]></mount></load>"#,
+        r#"<load><mount name="/live.mp3"></mount></load>"#,
+        r#"<load><mount name="/live.mp3" listeners="0" max="0">0</mount><mount name="/live.mp3" listeners="0" max="unlimited">unlimited</mount></load>"#,
+        r#"<load><mount name="/live.mp3" listeners="0" max="0">0</mount></load><load><mount name="/live.mp3">unlimited</mount></load>"#,
+    ] {
+        relay.set_mode(crate::support::fake_relay::Mode::Body(body.into()));
+        let round = app.poll().await;
+        assert!(!round.servers[0].ok, "accepted {body}");
+    }
+}
+
+// ---- logins ------------------------------------------------------------
+
+fn behind_proxy(s: &mut Settings) {
+    s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+fn from(b: &mut Browser, ip: &str) {
+    b.extra = vec![("x-forwarded-for".into(), ip.into())];
+}
+
+#[tokio::test]
+async fn concurrent_attempts_from_one_address_stop_at_the_limit() {
+    let app = TestApp::spawn_with(behind_proxy).await;
+    let limit = icecast_balancer::web::admin::auth::MAX_PER_IP;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let mut b = Browser::new(&app);
+        from(&mut b, "203.0.113.60");
+        tasks.spawn(async move { b.login(&format!("guess{i}"), "wrong").await.status });
+    }
+    let mut evaluated = 0;
+    while let Some(status) = tasks.join_next().await {
+        match status.unwrap() {
+            401 => evaluated += 1,
+            429 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        evaluated <= limit,
+        "{evaluated} of 60 were evaluated, limit {limit}"
+    );
+}
+
+#[tokio::test]
+async fn strangers_guessing_cannot_lock_the_owner_out() {
+    let app = TestApp::spawn_with(behind_proxy).await;
+    let mut owner = Browser::new(&app);
+    from(&mut owner, "198.51.100.10");
+    assert_eq!(owner.login("admin", PASSWORD).await.status, 303);
+    let mut stranger = Browser::new(&app);
+    for i in 0..icecast_balancer::web::admin::auth::MAX_PER_USER + 2 {
+        from(&mut stranger, &format!("10.0.{}.1", i));
+        stranger.login("admin", "guess").await;
+    }
+    // The owner, from where they logged in before, still gets in…
+    let mut owner = Browser::new(&app);
+    from(&mut owner, "198.51.100.10");
+    assert_eq!(owner.login("admin", PASSWORD).await.status, 303);
+    // …while guessing the name from new addresses stays bounded.
+    from(&mut stranger, "10.9.9.9");
+    assert_eq!(stranger.login("admin", PASSWORD).await.status, 429);
+}
+
+#[tokio::test]
+async fn a_huge_login_name_is_cut_before_it_is_stored() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let name = format!("{}\n\u{1b}[31m", "n".repeat(200_000));
+    let p = b.login(&name, "wrong").await;
+    assert_eq!(p.status, 401);
+    assert!(p.body.len() < 20_000, "page of {} bytes", p.body.len());
+    let longest: i64 = sqlx::query_scalar("SELECT MAX(LENGTH(username)) FROM login_attempts")
+        .fetch_one(app.state.db())
+        .await
+        .unwrap();
+    assert!(longest < 200, "{longest}");
+    let actor: String = sqlx::query_scalar("SELECT actor FROM audit WHERE action = 'login failed'")
+        .fetch_one(app.state.db())
+        .await
+        .unwrap();
+    assert!(actor.len() < 200 && !actor.contains('\n'), "{actor:?}");
+}
+
+#[tokio::test]
+async fn a_next_with_cr_lf_logs_in_to_the_dashboard() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let form = b.get("/admin/login").await;
+    let token = crate::support::admin::scrape(&form.body, "login_token").unwrap();
+    let p = b
+        .post(
+            "/admin/login",
+            &[
+                ("username", "admin"),
+                ("password", PASSWORD),
+                ("login_token", &token),
+                ("next", "/admin/\r\nSet-Cookie: evil=1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.location(), "/admin/");
+    assert!(
+        p.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("icb_session="))
+    );
+}
+
+#[tokio::test]
+async fn admin_pages_cannot_be_framed() {
+    let app = TestApp::spawn().await;
+    let r = app.get("/admin/login").await;
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+}
+
+#[test]
+fn the_poll_token_can_come_from_a_file() {
+    use clap::Parser;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret-token\n").unwrap();
+    let cli = icecast_balancer::cli::Cli::try_parse_from([
+        "icecast-balancer".as_ref(),
+        "--poll-token-file".as_ref(),
+        file.as_os_str(),
+    ])
+    .unwrap();
+    let s = cli.serve.settings(&cli.global).unwrap();
+    assert_eq!(s.poll_token.as_deref(), Some("s3cret-token"));
+    std::fs::write(&file, "").unwrap();
+    assert!(
+        cli.serve.settings(&cli.global).is_err(),
+        "an empty token file was accepted"
+    );
+}
