@@ -8,6 +8,7 @@ pub mod config;
 pub mod config_file;
 pub mod domain;
 pub mod error;
+pub mod fd_limit;
 pub mod geo;
 pub mod poll;
 pub mod routing;

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    icecast_balancer::fd_limit::raise_and_log();
     let settings = cli.opts.settings();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

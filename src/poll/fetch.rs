@@ -20,6 +20,9 @@ impl Fetcher {
             .timeout(timeout)
             .connect_timeout(timeout)
             .redirect(reqwest::redirect::Policy::limited(3))
+            // No idle connection is kept between rounds: one per relay would
+            // hold thousands of descriptors for a request every 15 s.
+            .pool_max_idle_per_host(0)
             .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Fetcher { client, max_body })

@@ -1,22 +1,34 @@
 //! The poll job: read every enabled relay's per-mount usage, judge health,
 //! and write both to the store. The caller rebuilds the routing snapshot.
 //!
-//! All relays are asked at once and each answer is written as soon as it
-//! arrives, so a relay that hangs until the timeout delays nobody else.
+//! Relays are asked concurrently (at most `concurrency` at a time, so the
+//! sockets open at once stay bounded whatever the number of relays) and
+//! answers are written in batches as they arrive: one transaction per
+//! batch, not per relay, and a relay that hangs until the timeout delays
+//! nobody else's batch.
 
 pub mod fetch;
 pub mod health;
 pub mod parse;
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
 use fetch::Fetcher;
 use health::Health;
+use parse::MountUsage;
+
+/// A batch is written when it has this many results...
+const BATCH_SIZE: usize = 500;
+/// ...or its first result has waited this long.
+const BATCH_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -25,6 +37,11 @@ pub struct PollSettings {
     pub rise: u32,
     pub fall: u32,
     pub history_retention: Duration,
+    /// Relays polled at the same time.
+    pub concurrency: usize,
+    /// Mounts a relay may list beyond its configured ones; the rest are
+    /// not stored (a relay listing thousands would grow the database).
+    pub max_relay_mounts: usize,
 }
 
 impl Default for PollSettings {
@@ -35,6 +52,8 @@ impl Default for PollSettings {
             rise: 2,
             fall: 1,
             history_retention: Duration::from_secs(7 * 24 * 3600),
+            concurrency: 256,
+            max_relay_mounts: 200,
         }
     }
 }
@@ -65,8 +84,11 @@ impl RoundSummary {
     }
 }
 
-/// One round over all servers. `on_written` runs after each
-/// server's result is committed (the server uses it to refresh routing).
+type Fetched = (i64, i64, Duration, std::result::Result<(&'static str, Vec<MountUsage>), String>);
+
+/// One round over all servers. `on_written` runs after each batch but the
+/// last is committed (the server refreshes routing then; after the last,
+/// the caller does).
 pub async fn run_round(
     db: &Pool,
     fetcher: &Fetcher,
@@ -79,85 +101,65 @@ pub async fn run_round(
     // Disabled (draining) servers are polled too: they get no listeners,
     // but the admin shows their remaining listeners leaving.
     let servers = store::servers::list(&mut conn).await?;
-    let health: std::collections::HashMap<i64, Health> = store::status::health_all(&mut conn)
+    let health: HashMap<i64, Health> = store::status::health_all(&mut conn)
         .await?
         .into_iter()
         .map(|h| (h.server_id, h.health()))
         .collect();
+    let mut configured: HashMap<i64, HashSet<String>> = HashMap::new();
+    for m in store::mounts::list(&mut conn).await? {
+        configured.entry(m.server_id).or_default().insert(m.mount);
+    }
     drop(conn);
 
-    let mut tasks = JoinSet::new();
-    for s in &servers {
-        let fetcher = fetcher.clone();
-        let base = s.poll_base().to_string();
-        let id = s.id;
-        // The client timeout already bounds each request; this outer bound
-        // also covers the fallback request and any stall between them.
-        let limit = settings.timeout * 2 + Duration::from_secs(1);
-        tasks.spawn(async move {
-            let t0 = Instant::now();
-            let started = store::now_ms();
-            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
-                Ok(r) => r,
-                Err(_) => Err("timed out".to_string()),
-            };
-            (id, started, t0.elapsed(), result)
-        });
-    }
-
+    let mut tasks = spawn_fetches(&servers, fetcher, settings);
+    let by_id: HashMap<i64, &store::servers::ServerRow> =
+        servers.iter().map(|s| (s.id, s)).collect();
     let mut summaries = Vec::with_capacity(servers.len());
-    while let Some(joined) = tasks.join_next().await {
+    let mut batch = Vec::with_capacity(BATCH_SIZE.min(servers.len()));
+    let mut batch_due: Option<tokio::time::Instant> = None;
+    loop {
+        let joined = match batch_due {
+            Some(due) => tokio::select! {
+                j = tasks.join_next() => j,
+                () = tokio::time::sleep_until(due) => {
+                    write_batch(db, &mut batch).await?;
+                    on_written();
+                    batch_due = None;
+                    continue;
+                }
+            },
+            None => tasks.join_next().await,
+        };
+        let Some(joined) = joined else { break };
         let Ok((id, started, elapsed, result)) = joined else {
             continue;
         };
-        let server = servers.iter().find(|s| s.id == id).expect("spawned above");
+        let Some(server) = by_id.get(&id) else {
+            continue;
+        };
         let prev = health.get(&id).copied().unwrap_or_default();
-        let next = prev.observe(result.is_ok(), settings.rise, settings.fall);
-        let latency_ms = elapsed.as_millis() as i64;
-        let summary = ServerSummary {
-            name: server.name.clone(),
-            enabled: server.enabled,
-            ok: result.is_ok(),
-            state: next.state,
-            latency_ms,
-            source: result.as_ref().ok().map(|(s, _)| *s),
-            mounts: result.as_ref().map(|(_, m)| m.len()).unwrap_or(0),
-            listeners: result
-                .as_ref()
-                .map(|(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum())
-                .unwrap_or(0),
-            error: result.as_ref().err().cloned(),
-        };
-        match &summary.error {
-            Some(e) if server.enabled => {
-                tracing::warn!(server = %server.name, state = next.state.as_str(), error = %e, "poll failed")
-            }
-            Some(e) => {
-                tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
-            }
-            None => {}
-        }
-        if prev.state != next.state {
-            tracing::info!(server = %server.name, from = prev.state.as_str(), to = next.state.as_str(), "server health changed");
-        }
-        let record = PollRecord {
-            server_id: id,
-            started_at: started,
-            latency_ms,
-            health: next,
-            result,
-        };
-        let mut tx = store::write_tx(db).await?;
-        store::status::record_poll(&mut tx, &record).await?;
-        tx.commit().await?;
-        on_written();
+        let empty = HashSet::new();
+        let result = result.map(|(source, mounts)| {
+            let mine = configured.get(&id).unwrap_or(&empty);
+            (source, cap_mounts(&server.name, mounts, mine, settings.max_relay_mounts))
+        });
+        let (summary, record) = judge(server, prev, settings, started, elapsed, result);
         summaries.push(summary);
+        batch.push(record);
+        batch_due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
+        if batch.len() >= BATCH_SIZE {
+            write_batch(db, &mut batch).await?;
+            on_written();
+            batch_due = None;
+        }
     }
+    write_batch(db, &mut batch).await?;
     summaries.sort_by(|a, b| a.name.cmp(&b.name));
 
     let retention_ms = settings.history_retention.as_millis() as i64;
     let mut conn = db.acquire().await?;
-    store::status::prune_history(&mut conn, started_at - retention_ms).await?;
+    store::status::prune_history(&mut conn, started_at, started_at - retention_ms).await?;
 
     let summary = RoundSummary {
         started_at,
@@ -172,4 +174,127 @@ pub async fn run_round(
         "poll round done"
     );
     Ok(summary)
+}
+
+/// Asks every server, at most `settings.concurrency` at once.
+fn spawn_fetches(
+    servers: &[store::servers::ServerRow],
+    fetcher: &Fetcher,
+    settings: &PollSettings,
+) -> JoinSet<Fetched> {
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    // The client timeout already bounds each request; this outer bound
+    // also covers the fallback request and any stall between them.
+    let limit = settings.timeout * 2 + Duration::from_secs(1);
+    let mut tasks = JoinSet::new();
+    for s in servers {
+        let (fetcher, permits) = (fetcher.clone(), permits.clone());
+        let base = s.poll_base().to_string();
+        let id = s.id;
+        tasks.spawn(async move {
+            // Never closed, so acquiring cannot fail; the timing starts once
+            // the relay's turn has come.
+            let _turn = permits.acquire_owned().await.ok();
+            let t0 = Instant::now();
+            let started = store::now_ms();
+            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
+                Ok(r) => r,
+                Err(_) => Err("timed out".to_string()),
+            };
+            (id, started, t0.elapsed(), result)
+        });
+    }
+    tasks
+}
+
+/// Keeps every configured mount the relay lists and at most `cap` others,
+/// in the relay's order.
+fn cap_mounts(
+    server: &str,
+    mounts: Vec<MountUsage>,
+    configured: &HashSet<String>,
+    cap: usize,
+) -> Vec<MountUsage> {
+    let listed = mounts.len();
+    let mut others = 0;
+    let kept: Vec<MountUsage> = mounts
+        .into_iter()
+        .filter(|m| {
+            configured.contains(m.mount.as_str()) || {
+                others += 1;
+                others <= cap
+            }
+        })
+        .collect();
+    if kept.len() < listed {
+        tracing::warn!(
+            server,
+            listed,
+            kept = kept.len(),
+            "relay lists more unconfigured mounts than --max-relay-mounts; the rest are ignored"
+        );
+    }
+    kept
+}
+
+/// The new health of a server from one poll, as a summary line and a
+/// record to write.
+fn judge(
+    server: &store::servers::ServerRow,
+    prev: Health,
+    settings: &PollSettings,
+    started: i64,
+    elapsed: Duration,
+    result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+) -> (ServerSummary, PollRecord) {
+    let next = prev.observe(result.is_ok(), settings.rise, settings.fall);
+    let latency_ms = elapsed.as_millis() as i64;
+    let summary = ServerSummary {
+        name: server.name.clone(),
+        enabled: server.enabled,
+        ok: result.is_ok(),
+        state: next.state,
+        latency_ms,
+        source: result.as_ref().ok().map(|(s, _)| *s),
+        mounts: result.as_ref().map(|(_, m)| m.len()).unwrap_or(0),
+        listeners: result
+            .as_ref()
+            .map(|(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum())
+            .unwrap_or(0),
+        error: result.as_ref().err().cloned(),
+    };
+    match &summary.error {
+        Some(e) if server.enabled => {
+            tracing::warn!(server = %server.name, state = next.state.as_str(), error = %e, "poll failed")
+        }
+        Some(e) => {
+            tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
+        }
+        None => {}
+    }
+    if prev.state != next.state {
+        tracing::info!(server = %server.name, from = prev.state.as_str(), to = next.state.as_str(), "server health changed");
+    }
+    let record = PollRecord {
+        server_id: server.id,
+        started_at: started,
+        latency_ms,
+        health: next,
+        result,
+    };
+    (summary, record)
+}
+
+/// Writes the results gathered so far in one transaction.
+async fn write_batch(db: &Pool, batch: &mut Vec<PollRecord>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store::write_tx(db).await?;
+    for record in batch.iter() {
+        store::status::record_poll(&mut tx, record).await?;
+    }
+    tx.commit().await?;
+    batch.clear();
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! What the poll job learned: server health, the last per-mount usage, and
-//! the bounded history of samples behind the dashboard charts.
+//! the listener history behind the dashboard charts, kept as rollups
+//! (peaks per 5 minutes for a day, per hour for the retention).
 
 use sqlx::{FromRow, SqliteConnection};
 
@@ -129,7 +130,6 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
             .execute(&mut *conn)
             .await?;
         for m in mounts {
-            let max = m.max.map(i64::from);
             sqlx::query(
                 "INSERT OR REPLACE INTO mount_status (server_id, mount, listeners, max_listeners, \
                  seen_at) VALUES (?, ?, ?, ?, ?)",
@@ -137,33 +137,70 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
             .bind(r.server_id)
             .bind(m.mount.as_str())
             .bind(i64::from(m.listeners))
-            .bind(max)
+            .bind(m.max.map(i64::from))
             .bind(r.started_at)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "INSERT INTO mount_history (server_id, mount, at, listeners, max_listeners) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(r.server_id)
-            .bind(m.mount.as_str())
-            .bind(r.started_at)
-            .bind(i64::from(m.listeners))
-            .bind(max)
-            .execute(&mut *conn)
-            .await?;
+            for (table, bucket_ms) in ROLLUPS {
+                add_to_rollup(conn, table, *bucket_ms, r, m).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Drops history older than `before_ms`; returns how many samples went.
-pub async fn prune_history(conn: &mut SqliteConnection, before_ms: i64) -> Result<u64> {
-    Ok(sqlx::query("DELETE FROM mount_history WHERE at < ?")
-        .bind(before_ms)
-        .execute(conn)
+/// History tables and their bucket sizes: 5 minutes for the day the
+/// dashboard draws, hours for the rest of the retention.
+const ROLLUPS: &[(&str, i64)] = &[("history_5m", FINE_BUCKET_MS), ("history_1h", HOUR_MS)];
+pub const FINE_BUCKET_MS: i64 = 5 * 60 * 1000;
+const HOUR_MS: i64 = 3600 * 1000;
+/// How long the 5-minute rollup is kept.
+pub const FINE_KEPT_MS: i64 = 24 * HOUR_MS;
+
+/// Raises the bucket's peak for `m` if it is a configured mount of the
+/// server (a relay's other mounts get no history).
+async fn add_to_rollup(
+    conn: &mut SqliteConnection,
+    table: &str,
+    bucket_ms: i64,
+    r: &PollRecord,
+    m: &MountUsage,
+) -> Result<()> {
+    let bucket = r.started_at.div_euclid(bucket_ms) * bucket_ms;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (mount_id, bucket, listeners) \
+         SELECT id, ?1, ?2 FROM mounts WHERE server_id = ?3 AND mount = ?4 \
+         ON CONFLICT (mount_id, bucket) DO UPDATE SET listeners = MAX(listeners, excluded.listeners)"
+    )))
+    .bind(bucket)
+    .bind(i64::from(m.listeners))
+    .bind(r.server_id)
+    .bind(m.mount.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Drops 5-minute buckets older than a day and hourly ones older than
+/// `before_ms`, then gives the freed pages back to the file system;
+/// returns how many buckets went.
+pub async fn prune_history(conn: &mut SqliteConnection, now_ms: i64, before_ms: i64) -> Result<u64> {
+    let fine = sqlx::query("DELETE FROM history_5m WHERE bucket < ?")
+        .bind(now_ms - FINE_KEPT_MS)
+        .execute(&mut *conn)
         .await?
-        .rows_affected())
+        .rows_affected();
+    let hourly = sqlx::query("DELETE FROM history_1h WHERE bucket < ?")
+        .bind(before_ms)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if fine + hourly > 0 {
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(fine + hourly)
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -172,23 +209,24 @@ pub struct HistoryPoint {
     pub listeners: i64,
 }
 
-/// Listeners of a stream over time: per bucket of `bucket_ms`, the peak of
-/// each mount, summed over the stream's mounts (servers are polled at
-/// slightly different instants, so samples only line up by bucket).
+/// Listeners of a stream over time: per bucket of `bucket_ms` (at least
+/// the rollup's), the peak of each mount, summed over the stream's mounts.
+/// From the 5-minute rollup when `since_ms` is within its day, else hourly.
 pub async fn stream_history(
     conn: &mut SqliteConnection,
     stream_id: i64,
     since_ms: i64,
     bucket_ms: i64,
 ) -> Result<Vec<HistoryPoint>> {
-    Ok(sqlx::query_as::<_, HistoryPoint>(
+    let fine = since_ms >= super::now_ms() - FINE_KEPT_MS;
+    let table = if fine { "history_5m" } else { "history_1h" };
+    Ok(sqlx::query_as::<_, HistoryPoint>(sqlx::AssertSqlSafe(format!(
         "SELECT b AS at, SUM(l) AS listeners FROM ( \
-           SELECT (h.at / ?1) * ?1 AS b, h.server_id, h.mount, MAX(h.listeners) AS l \
-           FROM mount_history h \
-           JOIN mounts m ON m.server_id = h.server_id AND m.mount = h.mount \
-           WHERE m.stream_id = ?2 AND h.at >= ?3 GROUP BY b, h.server_id, h.mount) \
-         GROUP BY b ORDER BY b",
-    )
+           SELECT (h.bucket / ?1) * ?1 AS b, h.mount_id, MAX(h.listeners) AS l \
+           FROM mounts m JOIN {table} h ON h.mount_id = m.id \
+           WHERE m.stream_id = ?2 AND h.bucket >= ?3 GROUP BY b, h.mount_id) \
+         GROUP BY b ORDER BY b"
+    )))
     .bind(bucket_ms.max(1))
     .bind(stream_id)
     .bind(since_ms)

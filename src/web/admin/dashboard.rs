@@ -134,9 +134,12 @@ async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoRespon
     for st in &snap.streams {
         // ThreadRng is not Send: keep it out of the awaits below.
         let ranked = select::rank(&snap, st, &Default::default(), now_s, ttl, &mut rand::rng());
-        // Mounts in the stream's order; `rank` has assessed each of them.
+        // Mounts in the stream's order; `rank` has assessed each of them
+        // (looked up by index: a scan per mount was O(mounts²)).
+        let assessed: std::collections::HashMap<usize, &select::Assessed> =
+            ranked.iter().map(|a| (a.mount, a)).collect();
         for &i in &st.mounts {
-            let Some(a) = ranked.iter().find(|a| a.mount == i) else {
+            let Some(&a) = assessed.get(&i) else {
                 continue;
             };
             let m = &snap.mounts[i];
