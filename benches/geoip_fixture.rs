@@ -20,7 +20,8 @@ use mmdb_writer::ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const USAGE: &str = "geoip_fixture --out FILE.mmdb --addresses FILE.txt [--networks N] [--clients N]";
+const USAGE: &str =
+    "geoip_fixture --out FILE.mmdb --addresses FILE.txt [--networks N] [--clients N]";
 
 /// (country, continent, in the EU, rough centre).
 const COUNTRIES: &[(&str, &str, bool, f64, f64)] = &[
@@ -153,7 +154,8 @@ fn build(opts: &Options, rng: &mut StdRng) -> Result<(Vec<u8>, Vec<String>, Vec<
         }
         let net = Ipv4Net::new(Ipv4Addr::from(base), prefix).map_err(|e| e.to_string())?;
         let p = places[rng.random_range(0..PLACES)].clone();
-        w.insert_value(IpNet::V4(net), p).map_err(|e| e.to_string())?;
+        w.insert_value(IpNet::V4(net), p)
+            .map_err(|e| e.to_string())?;
         inside.push(Ipv4Addr::from(host).to_string());
         placed += 1;
     }
@@ -161,7 +163,8 @@ fn build(opts: &Options, rng: &mut StdRng) -> Result<(Vec<u8>, Vec<String>, Vec<
         let base = (0x2a00_u128 << 112) | ((i as u128) << 80);
         let net = Ipv6Net::new(Ipv6Addr::from(base), 48).map_err(|e| e.to_string())?;
         let p = places[rng.random_range(0..PLACES)].clone();
-        w.insert_value(IpNet::V6(net), p).map_err(|e| e.to_string())?;
+        w.insert_value(IpNet::V6(net), p)
+            .map_err(|e| e.to_string())?;
         inside.push(Ipv6Addr::from(base | rng.random_range(1..u64::MAX) as u128).to_string());
     }
     let bytes = w.to_bytes().map_err(|e| e.to_string())?;

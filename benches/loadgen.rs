@@ -86,7 +86,9 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--rate" => rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--duration" => duration = value()?.parse().map_err(|e| format!("--duration: {e}"))?,
             "--connections" => {
-                connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?
+                connections = value()?
+                    .parse()
+                    .map_err(|e| format!("--connections: {e}"))?
             }
             "--threads" => threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--xff-file" => xff_file = Some(value()?),
@@ -312,7 +314,15 @@ fn main() {
         let deadline = start + opts.duration + Duration::from_secs(10);
         let next = Arc::new(AtomicU64::new(0));
         let tasks: Vec<_> = (0..opts.connections)
-            .map(|_| tokio::spawn(connection(opts.clone(), next.clone(), total, start, deadline)))
+            .map(|_| {
+                tokio::spawn(connection(
+                    opts.clone(),
+                    next.clone(),
+                    total,
+                    start,
+                    deadline,
+                ))
+            })
             .collect();
         let mut tallies = Vec::new();
         for t in tasks {

@@ -24,6 +24,9 @@ pub struct Settings {
     pub reservation_grace: Duration,
     /// Password for the `admin` user created on first start.
     pub admin_password: Option<String>,
+    /// How long in-flight requests and background tasks get to finish
+    /// after a stop signal.
+    pub shutdown_timeout: Duration,
 }
 
 impl Settings {
@@ -39,6 +42,7 @@ impl Settings {
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 
@@ -72,6 +76,7 @@ impl std::fmt::Debug for Settings {
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),

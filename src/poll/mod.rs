@@ -8,7 +8,6 @@
 //! nobody else's batch.
 
 pub mod fetch;
-pub mod health;
 pub mod parse;
 
 use std::collections::{HashMap, HashSet};
@@ -19,11 +18,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::domain::{Clock, Health, HealthState, MountUsage};
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
 use fetch::Fetcher;
-use health::Health;
-use parse::MountUsage;
 
 /// A batch is written when it has this many results...
 const BATCH_SIZE: usize = 500;
@@ -63,7 +61,7 @@ pub struct ServerSummary {
     pub name: String,
     pub enabled: bool,
     pub ok: bool,
-    pub state: health::State,
+    pub state: HealthState,
     pub latency_ms: i64,
     pub source: Option<&'static str>,
     pub mounts: usize,
@@ -84,7 +82,124 @@ impl RoundSummary {
     }
 }
 
-type Fetched = (i64, i64, Duration, std::result::Result<(&'static str, Vec<MountUsage>), String>);
+/// One relay's answer, with when it was asked and how long it took.
+struct Fetched {
+    id: i64,
+    started_ms: i64,
+    elapsed: Duration,
+    result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+}
+
+/// Asks every server, at most `settings.concurrency` at once; each task is
+/// bounded in time from when its turn comes.
+fn fetch_all(
+    servers: &[store::servers::ServerRow],
+    fetcher: &Fetcher,
+    settings: &PollSettings,
+    clock: &Clock,
+) -> JoinSet<Fetched> {
+    let mut tasks = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+    // The client timeout already bounds each request; this outer bound
+    // also covers the fallback request and any stall between them.
+    let limit = settings.timeout * 2 + Duration::from_secs(1);
+    for s in servers {
+        let (fetcher, clock, permits) = (fetcher.clone(), clock.clone(), permits.clone());
+        let base = s.poll_base().to_string();
+        let id = s.id;
+        tasks.spawn(async move {
+            // Never closed, so acquiring cannot fail.
+            let _turn = permits.acquire_owned().await.ok();
+            let t0 = Instant::now();
+            let started_ms = clock.now_ms();
+            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
+                Ok(r) => r,
+                Err(_) => Err("timed out".to_string()),
+            };
+            Fetched {
+                id,
+                started_ms,
+                elapsed: t0.elapsed(),
+                result,
+            }
+        });
+    }
+    tasks
+}
+
+fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> ServerSummary {
+    let usage = f.result.as_ref().ok();
+    ServerSummary {
+        name: server.name.clone(),
+        enabled: server.enabled,
+        ok: usage.is_some(),
+        state: next.state,
+        latency_ms: f.elapsed.as_millis() as i64,
+        source: usage.map(|(s, _)| *s),
+        mounts: usage.map_or(0, |(_, m)| m.len()),
+        listeners: usage.map_or(0, |(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum()),
+        error: f.result.as_ref().err().cloned(),
+    }
+}
+
+fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSummary) {
+    match &s.error {
+        Some(e) if server.enabled => {
+            tracing::warn!(server = %server.name, state = s.state.as_str(), error = %e, "poll failed")
+        }
+        Some(e) => {
+            tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
+        }
+        None => {}
+    }
+    if prev.state != s.state {
+        tracing::info!(server = %server.name, from = prev.state.as_str(), to = s.state.as_str(), "server health changed");
+    }
+}
+
+/// Keeps every configured mount the relay lists and at most `cap` others,
+/// in the relay's order.
+fn cap_mounts(
+    server: &str,
+    mounts: Vec<MountUsage>,
+    configured: Option<&HashSet<String>>,
+    cap: usize,
+) -> Vec<MountUsage> {
+    let listed = mounts.len();
+    let mut others = 0;
+    let kept: Vec<MountUsage> = mounts
+        .into_iter()
+        .filter(|m| {
+            configured.is_some_and(|c| c.contains(m.mount.as_str())) || {
+                others += 1;
+                others <= cap
+            }
+        })
+        .collect();
+    if kept.len() < listed {
+        tracing::warn!(
+            server,
+            listed,
+            kept = kept.len(),
+            "relay lists more unconfigured mounts than --max-relay-mounts; the rest are ignored"
+        );
+    }
+    kept
+}
+
+/// Writes the results gathered so far in one transaction.
+async fn write_batch(db: &Pool, batch: &mut Vec<PollRecord>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store::write_tx(db).await?;
+    for record in batch.iter() {
+        store::status::record_poll(&mut tx, record).await?;
+    }
+    tx.commit().await?;
+    batch.clear();
+    Ok(())
+}
 
 /// One round over all servers. `on_written` runs after each batch but the
 /// last is committed (the server refreshes routing then; after the last,
@@ -93,10 +208,11 @@ pub async fn run_round(
     db: &Pool,
     fetcher: &Fetcher,
     settings: &PollSettings,
+    clock: &Clock,
     on_written: &(dyn Fn() + Sync),
 ) -> Result<RoundSummary> {
     let round_start = Instant::now();
-    let started_at = store::now_ms();
+    let started_at = clock.now_ms();
     let mut conn = db.acquire().await?;
     // Disabled (draining) servers are polled too: they get no listeners,
     // but the admin shows their remaining listeners leaving.
@@ -112,7 +228,7 @@ pub async fn run_round(
     }
     drop(conn);
 
-    let mut tasks = spawn_fetches(&servers, fetcher, settings);
+    let mut tasks = fetch_all(&servers, fetcher, settings, clock);
     let by_id: HashMap<i64, &store::servers::ServerRow> =
         servers.iter().map(|s| (s.id, s)).collect();
     let mut summaries = Vec::with_capacity(servers.len());
@@ -132,19 +248,28 @@ pub async fn run_round(
             None => tasks.join_next().await,
         };
         let Some(joined) = joined else { break };
-        let Ok((id, started, elapsed, result)) = joined else {
+        let Ok(mut f) = joined else { continue };
+        let Some(&server) = by_id.get(&f.id) else {
             continue;
         };
-        let Some(server) = by_id.get(&id) else {
-            continue;
-        };
-        let prev = health.get(&id).copied().unwrap_or_default();
-        let empty = HashSet::new();
-        let result = result.map(|(source, mounts)| {
-            let mine = configured.get(&id).unwrap_or(&empty);
-            (source, cap_mounts(&server.name, mounts, mine, settings.max_relay_mounts))
+        let cap = settings.max_relay_mounts;
+        f.result = f.result.map(|(source, mounts)| {
+            (
+                source,
+                cap_mounts(&server.name, mounts, configured.get(&f.id), cap),
+            )
         });
-        let (summary, record) = judge(server, prev, settings, started, elapsed, result);
+        let prev = health.get(&f.id).copied().unwrap_or_default();
+        let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
+        let summary = summarize(server, next, &f);
+        log_outcome(server, prev, &summary);
+        let record = PollRecord {
+            server_id: f.id,
+            started_at: f.started_ms,
+            latency_ms: summary.latency_ms,
+            health: next,
+            result: f.result,
+        };
         summaries.push(summary);
         batch.push(record);
         batch_due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
@@ -174,127 +299,4 @@ pub async fn run_round(
         "poll round done"
     );
     Ok(summary)
-}
-
-/// Asks every server, at most `settings.concurrency` at once.
-fn spawn_fetches(
-    servers: &[store::servers::ServerRow],
-    fetcher: &Fetcher,
-    settings: &PollSettings,
-) -> JoinSet<Fetched> {
-    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    // The client timeout already bounds each request; this outer bound
-    // also covers the fallback request and any stall between them.
-    let limit = settings.timeout * 2 + Duration::from_secs(1);
-    let mut tasks = JoinSet::new();
-    for s in servers {
-        let (fetcher, permits) = (fetcher.clone(), permits.clone());
-        let base = s.poll_base().to_string();
-        let id = s.id;
-        tasks.spawn(async move {
-            // Never closed, so acquiring cannot fail; the timing starts once
-            // the relay's turn has come.
-            let _turn = permits.acquire_owned().await.ok();
-            let t0 = Instant::now();
-            let started = store::now_ms();
-            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
-                Ok(r) => r,
-                Err(_) => Err("timed out".to_string()),
-            };
-            (id, started, t0.elapsed(), result)
-        });
-    }
-    tasks
-}
-
-/// Keeps every configured mount the relay lists and at most `cap` others,
-/// in the relay's order.
-fn cap_mounts(
-    server: &str,
-    mounts: Vec<MountUsage>,
-    configured: &HashSet<String>,
-    cap: usize,
-) -> Vec<MountUsage> {
-    let listed = mounts.len();
-    let mut others = 0;
-    let kept: Vec<MountUsage> = mounts
-        .into_iter()
-        .filter(|m| {
-            configured.contains(m.mount.as_str()) || {
-                others += 1;
-                others <= cap
-            }
-        })
-        .collect();
-    if kept.len() < listed {
-        tracing::warn!(
-            server,
-            listed,
-            kept = kept.len(),
-            "relay lists more unconfigured mounts than --max-relay-mounts; the rest are ignored"
-        );
-    }
-    kept
-}
-
-/// The new health of a server from one poll, as a summary line and a
-/// record to write.
-fn judge(
-    server: &store::servers::ServerRow,
-    prev: Health,
-    settings: &PollSettings,
-    started: i64,
-    elapsed: Duration,
-    result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
-) -> (ServerSummary, PollRecord) {
-    let next = prev.observe(result.is_ok(), settings.rise, settings.fall);
-    let latency_ms = elapsed.as_millis() as i64;
-    let summary = ServerSummary {
-        name: server.name.clone(),
-        enabled: server.enabled,
-        ok: result.is_ok(),
-        state: next.state,
-        latency_ms,
-        source: result.as_ref().ok().map(|(s, _)| *s),
-        mounts: result.as_ref().map(|(_, m)| m.len()).unwrap_or(0),
-        listeners: result
-            .as_ref()
-            .map(|(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum())
-            .unwrap_or(0),
-        error: result.as_ref().err().cloned(),
-    };
-    match &summary.error {
-        Some(e) if server.enabled => {
-            tracing::warn!(server = %server.name, state = next.state.as_str(), error = %e, "poll failed")
-        }
-        Some(e) => {
-            tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
-        }
-        None => {}
-    }
-    if prev.state != next.state {
-        tracing::info!(server = %server.name, from = prev.state.as_str(), to = next.state.as_str(), "server health changed");
-    }
-    let record = PollRecord {
-        server_id: server.id,
-        started_at: started,
-        latency_ms,
-        health: next,
-        result,
-    };
-    (summary, record)
-}
-
-/// Writes the results gathered so far in one transaction.
-async fn write_batch(db: &Pool, batch: &mut Vec<PollRecord>) -> Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let mut tx = store::write_tx(db).await?;
-    for record in batch.iter() {
-        store::status::record_poll(&mut tx, record).await?;
-    }
-    tx.commit().await?;
-    batch.clear();
-    Ok(())
 }

@@ -4,9 +4,8 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
+use crate::domain::{Health, MountUsage};
 use crate::error::Result;
-use crate::poll::health::Health;
-use crate::poll::parse::MountUsage;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct HealthRow {
@@ -184,7 +183,11 @@ async fn add_to_rollup(
 /// Drops 5-minute buckets older than a day and hourly ones older than
 /// `before_ms`, then gives the freed pages back to the file system;
 /// returns how many buckets went.
-pub async fn prune_history(conn: &mut SqliteConnection, now_ms: i64, before_ms: i64) -> Result<u64> {
+pub async fn prune_history(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+    before_ms: i64,
+) -> Result<u64> {
     let fine = sqlx::query("DELETE FROM history_5m WHERE bucket < ?")
         .bind(now_ms - FINE_KEPT_MS)
         .execute(&mut *conn)
@@ -211,25 +214,31 @@ pub struct HistoryPoint {
 
 /// Listeners of a stream over time: per bucket of `bucket_ms` (at least
 /// the rollup's), the peak of each mount, summed over the stream's mounts.
-/// From the 5-minute rollup when `since_ms` is within its day, else hourly.
+/// Buckets under an hour come from the 5-minute rollup (the last day
+/// only), longer ones from the hourly one.
 pub async fn stream_history(
     conn: &mut SqliteConnection,
     stream_id: i64,
     since_ms: i64,
     bucket_ms: i64,
 ) -> Result<Vec<HistoryPoint>> {
-    let fine = since_ms >= super::now_ms() - FINE_KEPT_MS;
-    let table = if fine { "history_5m" } else { "history_1h" };
-    Ok(sqlx::query_as::<_, HistoryPoint>(sqlx::AssertSqlSafe(format!(
-        "SELECT b AS at, SUM(l) AS listeners FROM ( \
+    let table = if bucket_ms < HOUR_MS {
+        "history_5m"
+    } else {
+        "history_1h"
+    };
+    Ok(
+        sqlx::query_as::<_, HistoryPoint>(sqlx::AssertSqlSafe(format!(
+            "SELECT b AS at, SUM(l) AS listeners FROM ( \
            SELECT (h.bucket / ?1) * ?1 AS b, h.mount_id, MAX(h.listeners) AS l \
            FROM mounts m JOIN {table} h ON h.mount_id = m.id \
            WHERE m.stream_id = ?2 AND h.bucket >= ?3 GROUP BY b, h.mount_id) \
          GROUP BY b ORDER BY b"
-    )))
-    .bind(bucket_ms.max(1))
-    .bind(stream_id)
-    .bind(since_ms)
-    .fetch_all(conn)
-    .await?)
+        )))
+        .bind(bucket_ms.max(1))
+        .bind(stream_id)
+        .bind(since_ms)
+        .fetch_all(conn)
+        .await?,
+    )
 }

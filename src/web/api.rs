@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,7 +27,7 @@ pub fn router() -> Router<AppState> {
 /// included: they still carry listeners), fewest first — the shape the
 /// FastAPI balancer answered, kept for its users' scripts.
 async fn status(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let mut up: Vec<(&str, u64)> = snap
         .servers
         .iter()
@@ -116,9 +117,11 @@ struct ApiStatus<'a> {
 }
 
 async fn api_status(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let servers = snap
         .servers
         .iter()
@@ -210,9 +213,11 @@ fn label(v: &str) -> String {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let mut out = String::new();
 
     out.push_str(
@@ -239,7 +244,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "icecast_balancer_redirects_total{{stream=\"\",outcome=\"unknown_stream\"}} {}",
-        state.metrics.unknown_stream.load(Ordering::Relaxed)
+        state.metrics().unknown_stream.load(Ordering::Relaxed)
     );
 
     out.push_str(
@@ -297,7 +302,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "icecast_balancer_poll_rounds_total {}",
-        state.metrics.poll_rounds.load(Ordering::Relaxed)
+        state.metrics().poll_rounds.load(Ordering::Relaxed)
+    );
+    out.push_str(
+        "# HELP icecast_balancer_snapshot_rebuilds_total Routing snapshots built from the database.\n",
+    );
+    out.push_str("# TYPE icecast_balancer_snapshot_rebuilds_total counter\n");
+    let _ = writeln!(
+        out,
+        "icecast_balancer_snapshot_rebuilds_total {}",
+        state.metrics().snapshot_rebuilds.load(Ordering::Relaxed)
     );
 
     for (name, help) in [
