@@ -3,24 +3,40 @@
 //! thousands of relays while serving listeners needs more, and raising the
 //! soft limit up to the hard one needs no privilege.
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
-/// in force (soft, hard).
+/// The limit in force (soft, hard).
 #[cfg(unix)]
-pub fn raise() -> std::io::Result<(u64, u64)> {
+pub fn current() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit/setrlimit only read or write the struct passed in.
+    // SAFETY: getrlimit only writes the struct passed in.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+#[cfg(not(unix))]
+pub fn current() -> std::io::Result<(u64, u64)> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
+/// in force (soft, hard).
+#[cfg(unix)]
+pub fn raise() -> std::io::Result<(u64, u64)> {
+    let (soft, hard) = current()?;
+    let mut lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
     if lim.rlim_cur < lim.rlim_max {
         let raised = libc::rlimit {
             rlim_cur: lim.rlim_max,
             rlim_max: lim.rlim_max,
         };
-        // SAFETY: as above.
+        // SAFETY: setrlimit only reads the struct passed in.
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
             return Err(std::io::Error::last_os_error());
         }

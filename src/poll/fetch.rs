@@ -6,9 +6,17 @@ use std::time::Duration;
 use super::parse::{parse_load_xsl, parse_status_json};
 use crate::domain::MountUsage;
 
+/// Two clients: one keeping an idle connection per relay between rounds
+/// (new connections every round would leave thousands of sockets in
+/// TIME_WAIT and slow every `connect`), and one keeping none, for networks
+/// too large for the descriptor budget.
 #[derive(Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    pooled: reqwest::Client,
+    fresh: reqwest::Client,
+    /// Relays up to which idle connections are kept.
+    keep_alive_max: usize,
+    use_fresh: bool,
     max_body: usize,
 }
 
@@ -16,17 +24,39 @@ pub const LOAD_XSL: &str = "load.xsl";
 pub const STATUS_JSON: &str = "status-json.xsl";
 
 impl Fetcher {
-    pub fn new(timeout: Duration, max_body: usize) -> anyhow::Result<Fetcher> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            // No idle connection is kept between rounds: one per relay would
-            // hold thousands of descriptors for a request every 15 s.
-            .pool_max_idle_per_host(0)
-            .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Fetcher { client, max_body })
+    /// `keep_alive_max`: the most relays for which an idle connection each
+    /// fits in the descriptor budget.
+    pub fn new(
+        timeout: Duration,
+        max_body: usize,
+        keep_alive_max: usize,
+    ) -> anyhow::Result<Fetcher> {
+        let client = |idle_per_host: usize| {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::limited(3))
+                .pool_max_idle_per_host(idle_per_host)
+                // Longer than any sensible poll interval.
+                .pool_idle_timeout(Duration::from_secs(120))
+                .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        Ok(Fetcher {
+            pooled: client(1)?,
+            fresh: client(0)?,
+            keep_alive_max,
+            use_fresh: false,
+            max_body,
+        })
+    }
+
+    /// The fetcher for a round over `relays`: idle connections are kept
+    /// only when one per relay fits the budget.
+    pub fn for_round(&self, relays: usize) -> Fetcher {
+        let mut f = self.clone();
+        f.use_fresh = relays > self.keep_alive_max;
+        f
     }
 
     /// Reads a relay's mounts from `load.xsl`, or from `status-json.xsl`
@@ -46,8 +76,12 @@ impl Fetcher {
     /// `Ok(None)` on 404, the body on 2xx, an error otherwise.
     async fn get(&self, base: &str, file: &str) -> Result<Option<Vec<u8>>, String> {
         let url = format!("{}/{file}", base.trim_end_matches('/'));
-        let mut resp = self
-            .client
+        let client = if self.use_fresh {
+            &self.fresh
+        } else {
+            &self.pooled
+        };
+        let mut resp = client
             .get(&url)
             .send()
             .await

@@ -99,6 +99,7 @@ fn fetch_all(
     clock: &Clock,
 ) -> JoinSet<Fetched> {
     let mut tasks = JoinSet::new();
+    let fetcher = fetcher.for_round(servers.len());
     let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     // The client timeout already bounds each request; this outer bound
     // also covers the fallback request and any stall between them.

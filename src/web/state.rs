@@ -65,7 +65,14 @@ impl AppState {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = store::connect(&settings.database).await?;
         let geo = open_geo(settings.geoip.clone()).await?;
-        let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;
+        // Half the descriptors may go to idle relay connections; the rest
+        // stay for listeners, the database and the round's new sockets.
+        let keep_alive_max = crate::fd_limit::current().map_or(512, |(soft, _)| soft as usize / 2);
+        let fetcher = Fetcher::new(
+            settings.poll.timeout,
+            settings.poll.max_body,
+            keep_alive_max,
+        )?;
         let version_conn = match store::watcher_connection(&settings.database).await {
             Ok(c) => Some(c),
             Err(e) => {
