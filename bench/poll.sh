@@ -11,8 +11,8 @@
 # a debug log during one extra round. After ROUNDS rounds: RSS and open
 # descriptors. At the largest count: redirect latency (constant rate,
 # benches/loadgen.rs) idle and during back-to-back rounds, a round with
-# one relay in ten black-holed, and a round under a soft descriptor limit
-# of 1,024 (prlimit).
+# one relay in ten black-holed, and rounds under a descriptor limit of
+# 1,024 (prlimit: soft only, then soft and hard).
 #
 #   bench/poll.sh
 #   RELAYS="1000" ROUNDS=10 RATE=2000 bench/poll.sh
@@ -133,14 +133,18 @@ for n in $RELAYS; do
     wait "$rounds_pid" || true
     stop_server
 
-    echo "  under a soft descriptor limit of 1,024 (prlimit --nofile=1024:$(ulimit -Hn)):"
-    start_server "$DB" prlimit --nofile=1024:"$(ulimit -Hn)"
-    for r in 1 2; do
-      echo "    round $r: $(round)"
+    # A soft limit of 1,024 as systemd sets it (the server raises it to the
+    # hard limit), then a hard limit of 1,024 too (it cannot).
+    for limit in "1024:$(ulimit -Hn)" 1024:1024; do
+      echo "  under prlimit --nofile=$limit:"
+      start_server "$DB" prlimit --nofile="$limit"
+      for r in 1 2; do
+        echo "    round $r: $(round)"
+      done
+      echo "    open descriptors $(fds "$SPID"); log errors: $(grep -c -i 'error' "$WORK/server.log" || true)"
+      grep -i -m2 'unable to open\|too many open' "$WORK/server.log" | cut -c1-160 | sed 's/^/      /' || true
+      stop_server
     done
-    echo "    open descriptors $(fds "$SPID"); log errors: $(grep -c -i 'error' "$WORK/server.log" || true)"
-    grep -i -m2 'unable to open\|too many open' "$WORK/server.log" | cut -c1-160 | sed 's/^/      /' || true
-    stop_server
   fi
 done
 
