@@ -125,9 +125,15 @@ fn parse_args() -> Result<Option<Options>, String> {
     }
 }
 
-/// Writes the database; returns one address inside each network and the
-/// gaps left between networks (addresses of unknown location).
-fn build(opts: &Options, rng: &mut StdRng) -> Result<(Vec<u8>, Vec<String>, Vec<String>), String> {
+/// The database's bytes, one address inside each network, and addresses
+/// in the gaps left between networks (unknown location).
+struct Built {
+    bytes: Vec<u8>,
+    inside: Vec<String>,
+    gaps: Vec<String>,
+}
+
+fn build(opts: &Options, rng: &mut StdRng) -> Result<Built, String> {
     let places: Vec<Value> = (0..PLACES).map(|n| place(rng, n)).collect();
     let mut w = mmdb_writer::Writer::new("DBIP-City-Lite");
     let (mut inside, mut gaps) = (Vec::new(), Vec::new());
@@ -138,7 +144,7 @@ fn build(opts: &Options, rng: &mut StdRng) -> Result<(Vec<u8>, Vec<String>, Vec<
     let mut placed = 0;
     while placed < opts.networks - v6 && a < (224u64 << 24) {
         let mut prefix = rng.random_range(16..=28u8);
-        while a % (1u64 << (32 - prefix)) != 0 {
+        while !a.is_multiple_of(1u64 << (32 - prefix)) {
             prefix += 1;
         }
         let size = 1u64 << (32 - prefix);
@@ -168,7 +174,11 @@ fn build(opts: &Options, rng: &mut StdRng) -> Result<(Vec<u8>, Vec<String>, Vec<
         inside.push(Ipv6Addr::from(base | rng.random_range(1..u64::MAX) as u128).to_string());
     }
     let bytes = w.to_bytes().map_err(|e| e.to_string())?;
-    Ok((bytes, inside, gaps))
+    Ok(Built {
+        bytes,
+        inside,
+        gaps,
+    })
 }
 
 /// Nine in ten clients located (one in ten of those IPv6), the rest in
@@ -195,7 +205,11 @@ fn clients(rng: &mut StdRng, n: usize, inside: &[String], gaps: &[String]) -> Ve
 fn run(opts: &Options) -> Result<(), String> {
     let start = Instant::now();
     let mut rng = StdRng::seed_from_u64(2026);
-    let (bytes, inside, gaps) = build(opts, &mut rng)?;
+    let Built {
+        bytes,
+        inside,
+        gaps,
+    } = build(opts, &mut rng)?;
     std::fs::write(&opts.out, &bytes).map_err(|e| format!("{}: {e}", opts.out))?;
     let list = clients(&mut rng, opts.clients, &inside, &gaps);
     std::fs::write(&opts.addresses, list.join("\n") + "\n")

@@ -5,6 +5,8 @@
 
 /// The limit in force (soft, hard).
 #[cfg(unix)]
+// `rlim_t` is u64 on Linux but not on every Unix.
+#[allow(clippy::unnecessary_cast)]
 pub fn current() -> std::io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -25,6 +27,7 @@ pub fn current() -> std::io::Result<(u64, u64)> {
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the limit now
 /// in force (soft, hard).
 #[cfg(unix)]
+#[allow(clippy::unnecessary_cast)]
 pub fn raise() -> std::io::Result<(u64, u64)> {
     let (soft, hard) = current()?;
     let mut lim = libc::rlimit {
