@@ -18,10 +18,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::domain::{Clock, Health, HealthState, MountUsage};
+use crate::domain::{Clock, Health, HealthState, MountUsage, PollSource};
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
-use fetch::Fetcher;
+use fetch::{FetchError, Fetcher};
 
 /// A batch is written when it has this many results...
 const BATCH_SIZE: usize = 500;
@@ -63,7 +63,7 @@ pub struct ServerSummary {
     pub ok: bool,
     pub state: HealthState,
     pub latency_ms: i64,
-    pub source: Option<&'static str>,
+    pub source: Option<PollSource>,
     pub mounts: usize,
     pub listeners: u64,
     pub error: Option<String>,
@@ -87,7 +87,7 @@ struct Fetched {
     id: i64,
     started_ms: i64,
     elapsed: Duration,
-    result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+    result: std::result::Result<(PollSource, Vec<MountUsage>), FetchError>,
 }
 
 /// Asks every server, at most `settings.concurrency` at once; each task is
@@ -115,7 +115,7 @@ fn fetch_all(
             let started_ms = clock.now_ms();
             let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
                 Ok(r) => r,
-                Err(_) => Err("timed out".to_string()),
+                Err(_) => Err(FetchError::Overran),
             };
             Fetched {
                 id,
@@ -139,7 +139,7 @@ fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> S
         source: usage.map(|(s, _)| *s),
         mounts: usage.map_or(0, |(_, m)| m.len()),
         listeners: usage.map_or(0, |(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum()),
-        error: f.result.as_ref().err().cloned(),
+        error: f.result.as_ref().err().map(ToString::to_string),
     }
 }
 
@@ -269,7 +269,7 @@ pub async fn run_round(
             started_at: f.started_ms,
             latency_ms: summary.latency_ms,
             health: next,
-            result: f.result,
+            result: f.result.map_err(|e| e.to_string()),
         };
         summaries.push(summary);
         batch.push(record);
