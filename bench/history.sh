@@ -50,9 +50,12 @@ INSERT INTO mount_history (server_id, mount, at, listeners, max_listeners)
 SELECT m.server_id, m.mount, $NOW - t.k * 15000, (t.k * 7 + m.id) % 400, 1000 FROM t, mounts m;
 SQL
 else
-  echo "rollups: a week at $MOUNTS mounts (5-minute peaks for a day, hourly for 7 days)..."
+  echo "rollups: a week at $MOUNTS mounts (minute peaks for 2 h, 5-minute for a day, hourly for 7 days)..."
   sqlite3 "$DB" <<SQL
 PRAGMA journal_mode = WAL;
+WITH RECURSIVE t(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM t WHERE k < 119)
+INSERT INTO history_1m (mount_id, bucket, listeners)
+SELECT m.id, ($NOW / 60000 - t.k) * 60000, (t.k * 7 + m.id) % 400 FROM t, mounts m;
 WITH RECURSIVE t(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM t WHERE k < 287)
 INSERT INTO history_5m (mount_id, bucket, listeners)
 SELECT m.id, ($NOW / 300000 - t.k) * 300000, (t.k * 7 + m.id) % 400 FROM t, mounts m;

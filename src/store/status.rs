@@ -140,7 +140,7 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
             .bind(r.started_at)
             .execute(&mut *conn)
             .await?;
-            for (table, bucket_ms) in ROLLUPS {
+            for (table, bucket_ms, _) in ROLLUPS {
                 add_to_rollup(conn, table, *bucket_ms, r, m).await?;
             }
         }
@@ -148,13 +148,26 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
     Ok(())
 }
 
-/// History tables and their bucket sizes: 5 minutes for the day the
-/// dashboard draws, hours for the rest of the retention.
-const ROLLUPS: &[(&str, i64)] = &[("history_5m", FINE_BUCKET_MS), ("history_1h", HOUR_MS)];
-pub const FINE_BUCKET_MS: i64 = 5 * 60 * 1000;
+/// History tables, their bucket sizes and how long each is kept (`None`:
+/// the configured retention): minutes for the dashboard's last hour, 5
+/// minutes for its day, hours for its week and the rest.
+const ROLLUPS: &[(&str, i64, Option<i64>)] = &[
+    ("history_1m", MIN_MS, Some(2 * HOUR_MS)),
+    ("history_5m", 5 * MIN_MS, Some(24 * HOUR_MS)),
+    ("history_1h", HOUR_MS, None),
+];
+const MIN_MS: i64 = 60 * 1000;
 const HOUR_MS: i64 = 3600 * 1000;
-/// How long the 5-minute rollup is kept.
-pub const FINE_KEPT_MS: i64 = 24 * HOUR_MS;
+
+/// The coarsest rollup whose buckets divide `bucket_ms` (the finest for
+/// anything smaller).
+fn rollup_for(bucket_ms: i64) -> &'static str {
+    ROLLUPS
+        .iter()
+        .rev()
+        .find(|(_, size, _)| bucket_ms >= *size && bucket_ms % size == 0)
+        .map_or("history_1m", |(t, _, _)| t)
+}
 
 /// Raises the bucket's peak for `m` if it is a configured mount of the
 /// server (a relay's other mounts get no history).
@@ -180,30 +193,31 @@ async fn add_to_rollup(
     Ok(())
 }
 
-/// Drops 5-minute buckets older than a day and hourly ones older than
-/// `before_ms`, then gives the freed pages back to the file system;
+/// Drops the buckets each rollup no longer keeps (the hourly one: older
+/// than `before_ms`), then gives the freed pages back to the file system;
 /// returns how many buckets went.
 pub async fn prune_history(
     conn: &mut SqliteConnection,
     now_ms: i64,
     before_ms: i64,
 ) -> Result<u64> {
-    let fine = sqlx::query("DELETE FROM history_5m WHERE bucket < ?")
-        .bind(now_ms - FINE_KEPT_MS)
+    let mut gone = 0;
+    for (table, _, kept) in ROLLUPS {
+        let cutoff = kept.map_or(before_ms, |k| now_ms - k);
+        gone += sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE bucket < ?"
+        )))
+        .bind(cutoff)
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    let hourly = sqlx::query("DELETE FROM history_1h WHERE bucket < ?")
-        .bind(before_ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if fine + hourly > 0 {
+    }
+    if gone > 0 {
         sqlx::query("PRAGMA incremental_vacuum")
             .execute(&mut *conn)
             .await?;
     }
-    Ok(fine + hourly)
+    Ok(gone)
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -214,19 +228,14 @@ pub struct HistoryPoint {
 
 /// Listeners of a stream over time: per bucket of `bucket_ms` (at least
 /// the rollup's), the peak of each mount, summed over the stream's mounts.
-/// Buckets under an hour come from the 5-minute rollup (the last day
-/// only), longer ones from the hourly one.
+/// Read from the coarsest rollup whose buckets divide `bucket_ms`.
 pub async fn stream_history(
     conn: &mut SqliteConnection,
     stream_id: i64,
     since_ms: i64,
     bucket_ms: i64,
 ) -> Result<Vec<HistoryPoint>> {
-    let table = if bucket_ms < HOUR_MS {
-        "history_5m"
-    } else {
-        "history_1h"
-    };
+    let table = rollup_for(bucket_ms);
     Ok(
         sqlx::query_as::<_, HistoryPoint>(sqlx::AssertSqlSafe(format!(
             "SELECT b AS at, SUM(l) AS listeners FROM ( \
@@ -241,4 +250,34 @@ pub async fn stream_history(
         .fetch_all(conn)
         .await?,
     )
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct RelayPoint {
+    pub at: i64,
+    pub server_id: i64,
+    pub listeners: i64,
+}
+
+/// Like [`stream_history`], but one line per relay (the peak of each of
+/// its mounts of the stream per bucket, summed), for stacked charts.
+pub async fn stream_history_by_server(
+    conn: &mut SqliteConnection,
+    stream_id: i64,
+    since_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<RelayPoint>> {
+    let table = rollup_for(bucket_ms);
+    Ok(sqlx::query_as::<_, RelayPoint>(sqlx::AssertSqlSafe(format!(
+        "SELECT b AS at, server_id, SUM(l) AS listeners FROM ( \
+           SELECT (h.bucket / ?1) * ?1 AS b, m.server_id, h.mount_id, MAX(h.listeners) AS l \
+           FROM mounts m JOIN {table} h ON h.mount_id = m.id \
+           WHERE m.stream_id = ?2 AND h.bucket >= ?3 GROUP BY b, h.mount_id) \
+         GROUP BY b, server_id ORDER BY server_id, b"
+    )))
+    .bind(bucket_ms.max(1))
+    .bind(stream_id)
+    .bind(since_ms)
+    .fetch_all(conn)
+    .await?)
 }

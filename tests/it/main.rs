@@ -11,6 +11,7 @@ mod balancer;
 mod browser;
 mod changes;
 mod cli;
+mod console;
 mod e2e_icecast;
 mod geo;
 mod scale;

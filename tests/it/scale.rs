@@ -46,6 +46,7 @@ async fn a_relay_listing_thousands_of_mounts_stores_its_configured_one_and_a_cap
     .await;
     assert_eq!(live, 7);
     // History only for the configured mount, however many the relay lists.
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_1m").await, 1);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM history_5m").await, 1);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM history_1h").await, 1);
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", relay.url));
