@@ -270,13 +270,20 @@ async fn quick_recheck(state: AppState, mut stopping: watch::Receiver<bool>) {
     }
 }
 
+/// How long the refresher waits after a request before rebuilding, so the
+/// requests of a burst (poll batches, the watcher) make one rebuild.
+const REFRESH_COALESCE: Duration = Duration::from_millis(100);
+
 async fn refresher(state: AppState, mut stopping: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = state.refresh_requested() => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        if let Err(e) = state.refresh().await {
+        if wait_or_stop(&mut stopping, REFRESH_COALESCE).await {
+            return;
+        }
+        if let Err(e) = state.refresh_if_requested().await {
             tracing::error!(error = %e, "routing refresh failed");
         }
     }
@@ -333,28 +340,17 @@ impl FileWatch {
     }
 }
 
-/// Notices commits by other processes (import, cron poll, user commands)
-/// through SQLite's data_version and refreshes within a second.
+/// Notices commits no rebuild has read yet, above all by other processes
+/// (import, cron poll, user commands), through SQLite's data_version, and
+/// asks for a rebuild within a second. The server's own commits are
+/// followed by a rebuild anyway and do not count.
 async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool>) {
-    let mut conn = match store::watcher_connection(&state.settings().database).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch the database for outside changes");
-            return;
-        }
-    };
-    let mut last = store::data_version(&mut conn).await.ok();
     let mut file = FileWatch::new(&state.settings().database);
     while !wait_or_stop(&mut stopping, Duration::from_millis(500)).await {
         file.check();
-        match store::data_version(&mut conn).await {
-            Ok(v) if Some(v) != last => {
-                last = Some(v);
-                if let Err(e) = state.refresh().await {
-                    tracing::error!(error = %e, "routing refresh failed");
-                }
-            }
-            Ok(_) => {}
+        match state.changed_since_snapshot().await {
+            Ok(true) => state.request_refresh(),
+            Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "data_version check failed"),
         }
     }

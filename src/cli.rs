@@ -153,6 +153,12 @@ pub struct PollArgs {
     /// Days of per-mount listener history to keep.
     #[arg(long, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub history_days: u64,
+    /// Relays polled at the same time (bounds the sockets a round opens).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_POLL_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub poll_concurrency: u64,
+    /// Mounts a relay may list beyond its configured ones; more are ignored.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RELAY_MOUNTS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=100000))]
+    pub max_relay_mounts: u64,
 }
 
 impl PollArgs {
@@ -162,6 +168,8 @@ impl PollArgs {
         s.poll.rise = self.rise;
         s.poll.fall = self.fall;
         s.poll.history_retention = Duration::from_secs(self.history_days * 24 * 3600);
+        s.poll.concurrency = self.poll_concurrency as usize;
+        s.poll.max_relay_mounts = self.max_relay_mounts as usize;
         s
     }
 }

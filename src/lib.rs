@@ -9,6 +9,7 @@ pub mod config;
 pub mod config_file;
 pub mod domain;
 pub mod error;
+pub mod fd_limit;
 pub mod geo;
 pub mod logging;
 pub mod poll;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    icecast_balancer::fd_limit::raise_and_log();
     let (global, command) = cli.into_parts();
     let database = &global.database;
     match command {

@@ -10,9 +10,17 @@ use crate::domain::{MountUsage, PollSource};
 /// What one poll read: where, the mounts, and `listener_connections`.
 pub type Report = (PollSource, Vec<MountUsage>, Option<u64>);
 
+/// Two clients: one keeping an idle connection per relay between rounds
+/// (new connections every round would leave thousands of sockets in
+/// TIME_WAIT and slow every `connect`), and one keeping none, for networks
+/// too large for the descriptor budget.
 #[derive(Clone)]
 pub struct Fetcher {
-    client: reqwest::Client,
+    pooled: reqwest::Client,
+    fresh: reqwest::Client,
+    /// Relays up to which idle connections are kept.
+    keep_alive_max: usize,
+    use_fresh: bool,
     max_body: usize,
 }
 
@@ -57,14 +65,39 @@ pub enum FetchError {
 }
 
 impl Fetcher {
-    pub fn new(timeout: Duration, max_body: usize) -> anyhow::Result<Fetcher> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Fetcher { client, max_body })
+    /// `keep_alive_max`: the most relays for which an idle connection each
+    /// fits in the descriptor budget.
+    pub fn new(
+        timeout: Duration,
+        max_body: usize,
+        keep_alive_max: usize,
+    ) -> anyhow::Result<Fetcher> {
+        let client = |idle_per_host: usize| {
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(idle_per_host)
+                // Longer than any sensible poll interval.
+                .pool_idle_timeout(Duration::from_secs(120))
+                .user_agent(concat!("icecast-balancer/", env!("CARGO_PKG_VERSION")))
+                .build()
+        };
+        Ok(Fetcher {
+            pooled: client(1)?,
+            fresh: client(0)?,
+            keep_alive_max,
+            use_fresh: false,
+            max_body,
+        })
+    }
+
+    /// The fetcher for a round over `relays`: idle connections are kept
+    /// only when one per relay fits the budget.
+    pub fn for_round(&self, relays: usize) -> Fetcher {
+        let mut f = self.clone();
+        f.use_fresh = relays > self.keep_alive_max;
+        f
     }
 
     /// Reads a relay's mounts from `load.xsl`, or from `status-json.xsl`
@@ -93,8 +126,12 @@ impl Fetcher {
     /// `Ok(None)` on 404, the body on 2xx, an error otherwise.
     async fn get(&self, base: &str, file: PollSource) -> Result<Option<Vec<u8>>, FetchError> {
         let url = format!("{}/{file}", base.trim_end_matches('/'));
-        let mut resp = self
-            .client
+        let client = if self.use_fresh {
+            &self.fresh
+        } else {
+            &self.pooled
+        };
+        let mut resp = client
             .get(&url)
             .send()
             .await

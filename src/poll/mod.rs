@@ -1,22 +1,32 @@
 //! The poll job: read every enabled relay's per-mount usage, judge health,
 //! and write both to the store. The caller rebuilds the routing snapshot.
 //!
-//! All relays are asked at once and each answer is written as soon as it
-//! arrives, so a relay that hangs until the timeout delays nobody else.
+//! Relays are asked concurrently (at most `concurrency` at a time, so the
+//! sockets open at once stay bounded whatever the number of relays) and
+//! answers are written in batches as they arrive: one transaction per
+//! batch, not per relay, and a relay that hangs until the timeout delays
+//! nobody else's batch.
 
 pub mod fetch;
 pub mod parse;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::domain::{Clock, Health, HealthState, MountUsage, PollSource};
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
 use fetch::{FetchError, Fetcher};
+
+/// A batch is written when it has this many results...
+const BATCH_SIZE: usize = 500;
+/// ...or its first result has waited this long.
+const BATCH_WAIT: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -25,6 +35,11 @@ pub struct PollSettings {
     pub rise: u32,
     pub fall: u32,
     pub history_retention: Duration,
+    /// Relays polled at the same time.
+    pub concurrency: usize,
+    /// Mounts a relay may list beyond its configured ones; the rest are
+    /// not stored (a relay listing thousands would grow the database).
+    pub max_relay_mounts: usize,
 }
 
 impl Default for PollSettings {
@@ -35,6 +50,8 @@ impl Default for PollSettings {
             rise: 2,
             fall: 1,
             history_retention: Duration::from_secs(7 * 24 * 3600),
+            concurrency: 256,
+            max_relay_mounts: 200,
         }
     }
 }
@@ -75,7 +92,8 @@ struct Fetched {
     connections: Option<u64>,
 }
 
-/// Asks every server at once; each task is bounded in time.
+/// Asks every server, at most `settings.concurrency` at once; each task is
+/// bounded in time from when its turn comes.
 fn fetch_all(
     servers: &[store::servers::ServerRow],
     fetcher: &Fetcher,
@@ -83,14 +101,18 @@ fn fetch_all(
     clock: &Clock,
 ) -> JoinSet<Fetched> {
     let mut tasks = JoinSet::new();
+    let fetcher = fetcher.for_round(servers.len());
+    let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     // The client timeout already bounds each request; this outer bound
     // also covers the fallback request and any stall between them.
     let limit = settings.timeout * 2 + Duration::from_secs(1);
     for s in servers {
-        let (fetcher, clock) = (fetcher.clone(), clock.clone());
+        let (fetcher, clock, permits) = (fetcher.clone(), clock.clone(), permits.clone());
         let base = s.poll_base().to_string();
         let id = s.id;
         tasks.spawn(async move {
+            // Never closed, so acquiring cannot fail.
+            let _turn = permits.acquire_owned().await.ok();
             let t0 = Instant::now();
             let started_ms = clock.now_ms();
             let report = match tokio::time::timeout(limit, fetcher.report(&base)).await {
@@ -178,8 +200,53 @@ fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSumma
     }
 }
 
-/// One round over all servers. `on_written` runs after each
-/// server's result is committed (the server uses it to refresh routing).
+/// Keeps every configured mount the relay lists and at most `cap` others,
+/// in the relay's order.
+fn cap_mounts(
+    server: &str,
+    mounts: Vec<MountUsage>,
+    configured: Option<&HashSet<String>>,
+    cap: usize,
+) -> Vec<MountUsage> {
+    let listed = mounts.len();
+    let mut others = 0;
+    let kept: Vec<MountUsage> = mounts
+        .into_iter()
+        .filter(|m| {
+            configured.is_some_and(|c| c.contains(m.mount.as_str())) || {
+                others += 1;
+                others <= cap
+            }
+        })
+        .collect();
+    if kept.len() < listed {
+        tracing::warn!(
+            server,
+            listed,
+            kept = kept.len(),
+            "relay lists more unconfigured mounts than --max-relay-mounts; the rest are ignored"
+        );
+    }
+    kept
+}
+
+/// Writes the results gathered so far in one transaction.
+async fn write_batch(db: &Pool, batch: &mut Vec<PollRecord>) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut tx = store::write_tx(db).await?;
+    for record in batch.iter() {
+        store::status::record_poll(&mut tx, record).await?;
+    }
+    tx.commit().await?;
+    batch.clear();
+    Ok(())
+}
+
+/// One round over all servers. `on_written` runs after each batch but the
+/// last is committed (the server refreshes routing then; after the last,
+/// the caller does).
 pub async fn run_round(
     db: &Pool,
     fetcher: &Fetcher,
@@ -219,6 +286,10 @@ pub async fn run_round_of(
         .into_iter()
         .map(|h| (h.server_id, h.health()))
         .collect();
+    let mut configured: HashMap<i64, HashSet<String>> = HashMap::new();
+    for m in store::mounts::list(&mut conn).await? {
+        configured.entry(m.server_id).or_default().insert(m.mount);
+    }
     drop(conn);
     let servers: Vec<_> = servers
         .into_iter()
@@ -236,12 +307,36 @@ pub async fn run_round_of(
     }
 
     let mut tasks = fetch_all(&servers, fetcher, settings, clock);
+    let by_id: HashMap<i64, &store::servers::ServerRow> =
+        servers.iter().map(|s| (s.id, s)).collect();
     let mut summaries = Vec::with_capacity(servers.len());
-    while let Some(joined) = tasks.join_next().await {
-        let Ok(f) = joined else { continue };
-        let Some(server) = servers.iter().find(|s| s.id == f.id) else {
+    let mut batch = Vec::with_capacity(BATCH_SIZE.min(servers.len()));
+    let mut batch_due: Option<tokio::time::Instant> = None;
+    loop {
+        let joined = match batch_due {
+            Some(due) => tokio::select! {
+                j = tasks.join_next() => j,
+                () = tokio::time::sleep_until(due) => {
+                    write_batch(db, &mut batch).await?;
+                    on_written();
+                    batch_due = None;
+                    continue;
+                }
+            },
+            None => tasks.join_next().await,
+        };
+        let Some(joined) = joined else { break };
+        let Ok(mut f) = joined else { continue };
+        let Some(&server) = by_id.get(&f.id) else {
             continue;
         };
+        let cap = settings.max_relay_mounts;
+        f.result = f.result.map(|(source, mounts)| {
+            (
+                source,
+                cap_mounts(&server.name, mounts, configured.get(&f.id), cap),
+            )
+        });
         let prev = health.get(&f.id).copied().unwrap_or_default();
         let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
         let summary = summarize(server, next, &f);
@@ -254,12 +349,16 @@ pub async fn run_round_of(
             connections: f.connections,
             result: f.result.map_err(|e| e.to_string()),
         };
-        let mut tx = store::write_tx(db).await?;
-        store::status::record_poll(&mut tx, &record).await?;
-        tx.commit().await?;
-        on_written();
         summaries.push(summary);
+        batch.push(record);
+        batch_due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
+        if batch.len() >= BATCH_SIZE {
+            write_batch(db, &mut batch).await?;
+            on_written();
+            batch_due = None;
+        }
     }
+    write_batch(db, &mut batch).await?;
     summaries.sort_by(|a, b| a.name.cmp(&b.name));
 
     if which == Which::Down {
@@ -271,7 +370,7 @@ pub async fn run_round_of(
     }
     let retention_ms = settings.history_retention.as_millis() as i64;
     let mut conn = db.acquire().await?;
-    store::status::prune_history(&mut conn, started_at - retention_ms).await?;
+    store::status::prune_history(&mut conn, started_at, started_at - retention_ms).await?;
 
     let summary = RoundSummary {
         started_at,

@@ -60,6 +60,9 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
         .run(&pool)
         .await
         .with_context(|| format!("cannot migrate database {}", path.display()))?;
+    incremental_vacuum_mode(&pool)
+        .await
+        .with_context(|| format!("cannot set up space reclaiming in {}", path.display()))?;
     Ok(pool)
 }
 
@@ -113,6 +116,26 @@ pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
     }
     #[cfg(not(unix))]
     Some((0, m.len()))
+}
+
+/// Pruned history gives its pages back to the file system (`PRAGMA
+/// incremental_vacuum` after each prune) only in `auto_vacuum =
+/// INCREMENTAL` mode, which an existing file enters through one `VACUUM`:
+/// done once, at the first start that needs it.
+async fn incremental_vacuum_mode(pool: &Pool) -> sqlx::Result<()> {
+    const INCREMENTAL: i64 = 2;
+    let mut conn = pool.acquire().await?;
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&mut *conn)
+        .await?;
+    if mode != INCREMENTAL {
+        tracing::info!("switching the database to incremental vacuum (one VACUUM)");
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// A connection of its own for `PRAGMA data_version`, which only changes

@@ -1,5 +1,6 @@
 //! What the poll job learned: server health, the last per-mount usage, and
-//! the bounded history of samples behind the dashboard charts.
+//! the listener history behind the dashboard charts, kept as rollups
+//! (peaks per 5 minutes for a day, per hour for the retention).
 
 use sqlx::{FromRow, SqliteConnection};
 
@@ -138,7 +139,6 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
             .execute(&mut *conn)
             .await?;
         for m in mounts {
-            let max = m.max.map(i64::from);
             sqlx::query(
                 "INSERT OR REPLACE INTO mount_status (server_id, mount, listeners, max_listeners, \
                  seen_at) VALUES (?, ?, ?, ?, ?)",
@@ -146,33 +146,88 @@ pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<
             .bind(r.server_id)
             .bind(m.mount.as_str())
             .bind(i64::from(m.listeners))
-            .bind(max)
+            .bind(m.max.map(i64::from))
             .bind(r.started_at)
             .execute(&mut *conn)
             .await?;
-            sqlx::query(
-                "INSERT INTO mount_history (server_id, mount, at, listeners, max_listeners) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(r.server_id)
-            .bind(m.mount.as_str())
-            .bind(r.started_at)
-            .bind(i64::from(m.listeners))
-            .bind(max)
-            .execute(&mut *conn)
-            .await?;
+            for (table, bucket_ms, _) in ROLLUPS {
+                add_to_rollup(conn, table, *bucket_ms, r, m).await?;
+            }
         }
     }
     Ok(())
 }
 
-/// Drops history older than `before_ms`; returns how many samples went.
-pub async fn prune_history(conn: &mut SqliteConnection, before_ms: i64) -> Result<u64> {
-    Ok(sqlx::query("DELETE FROM mount_history WHERE at < ?")
-        .bind(before_ms)
-        .execute(conn)
+/// History tables, their bucket sizes and how long each is kept (`None`:
+/// the configured retention): minutes for the dashboard's last hour, 5
+/// minutes for its day, hours for its week and the rest.
+const ROLLUPS: &[(&str, i64, Option<i64>)] = &[
+    ("history_1m", MIN_MS, Some(2 * HOUR_MS)),
+    ("history_5m", 5 * MIN_MS, Some(24 * HOUR_MS)),
+    ("history_1h", HOUR_MS, None),
+];
+const MIN_MS: i64 = 60 * 1000;
+const HOUR_MS: i64 = 3600 * 1000;
+
+/// The coarsest rollup whose buckets divide `bucket_ms` (the finest for
+/// anything smaller).
+fn rollup_for(bucket_ms: i64) -> &'static str {
+    ROLLUPS
+        .iter()
+        .rev()
+        .find(|(_, size, _)| bucket_ms >= *size && bucket_ms % size == 0)
+        .map_or("history_1m", |(t, _, _)| t)
+}
+
+/// Raises the bucket's peak for `m` if it is a configured mount of the
+/// server (a relay's other mounts get no history).
+async fn add_to_rollup(
+    conn: &mut SqliteConnection,
+    table: &str,
+    bucket_ms: i64,
+    r: &PollRecord,
+    m: &MountUsage,
+) -> Result<()> {
+    let bucket = r.started_at.div_euclid(bucket_ms) * bucket_ms;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (mount_id, bucket, listeners) \
+         SELECT id, ?1, ?2 FROM mounts WHERE server_id = ?3 AND mount = ?4 \
+         ON CONFLICT (mount_id, bucket) DO UPDATE SET listeners = MAX(listeners, excluded.listeners)"
+    )))
+    .bind(bucket)
+    .bind(i64::from(m.listeners))
+    .bind(r.server_id)
+    .bind(m.mount.as_str())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Drops the buckets each rollup no longer keeps (the hourly one: older
+/// than `before_ms`), then gives the freed pages back to the file system;
+/// returns how many buckets went.
+pub async fn prune_history(
+    conn: &mut SqliteConnection,
+    now_ms: i64,
+    before_ms: i64,
+) -> Result<u64> {
+    let mut gone = 0;
+    for (table, _, kept) in ROLLUPS {
+        let cutoff = kept.map_or(before_ms, |k| now_ms - k);
+        gone += sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE bucket < ?"
+        )))
+        .bind(cutoff)
+        .execute(&mut *conn)
         .await?
-        .rows_affected())
+        .rows_affected();
+    }
+    if gone > 0 {
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(gone)
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -181,28 +236,30 @@ pub struct HistoryPoint {
     pub listeners: i64,
 }
 
-/// Listeners of a stream over time: per bucket of `bucket_ms`, the peak of
-/// each mount, summed over the stream's mounts (servers are polled at
-/// slightly different instants, so samples only line up by bucket).
+/// Listeners of a stream over time: per bucket of `bucket_ms` (at least
+/// the rollup's), the peak of each mount, summed over the stream's mounts.
+/// Read from the coarsest rollup whose buckets divide `bucket_ms`.
 pub async fn stream_history(
     conn: &mut SqliteConnection,
     stream_id: i64,
     since_ms: i64,
     bucket_ms: i64,
 ) -> Result<Vec<HistoryPoint>> {
-    Ok(sqlx::query_as::<_, HistoryPoint>(
-        "SELECT b AS at, SUM(l) AS listeners FROM ( \
-           SELECT (h.at / ?1) * ?1 AS b, h.server_id, h.mount, MAX(h.listeners) AS l \
-           FROM mount_history h \
-           JOIN mounts m ON m.server_id = h.server_id AND m.mount = h.mount \
-           WHERE m.stream_id = ?2 AND h.at >= ?3 GROUP BY b, h.server_id, h.mount) \
-         GROUP BY b ORDER BY b",
+    let table = rollup_for(bucket_ms);
+    Ok(
+        sqlx::query_as::<_, HistoryPoint>(sqlx::AssertSqlSafe(format!(
+            "SELECT b AS at, SUM(l) AS listeners FROM ( \
+           SELECT (h.bucket / ?1) * ?1 AS b, h.mount_id, MAX(h.listeners) AS l \
+           FROM mounts m JOIN {table} h ON h.mount_id = m.id \
+           WHERE m.stream_id = ?2 AND h.bucket >= ?3 GROUP BY b, h.mount_id) \
+         GROUP BY b ORDER BY b"
+        )))
+        .bind(bucket_ms.max(1))
+        .bind(stream_id)
+        .bind(since_ms)
+        .fetch_all(conn)
+        .await?,
     )
-    .bind(bucket_ms.max(1))
-    .bind(stream_id)
-    .bind(since_ms)
-    .fetch_all(conn)
-    .await?)
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -220,14 +277,14 @@ pub async fn stream_history_by_server(
     since_ms: i64,
     bucket_ms: i64,
 ) -> Result<Vec<RelayPoint>> {
-    Ok(sqlx::query_as::<_, RelayPoint>(
+    let table = rollup_for(bucket_ms);
+    Ok(sqlx::query_as::<_, RelayPoint>(sqlx::AssertSqlSafe(format!(
         "SELECT b AS at, server_id, SUM(l) AS listeners FROM ( \
-           SELECT (h.at / ?1) * ?1 AS b, h.server_id, h.mount, MAX(h.listeners) AS l \
-           FROM mount_history h \
-           JOIN mounts m ON m.server_id = h.server_id AND m.mount = h.mount \
-           WHERE m.stream_id = ?2 AND h.at >= ?3 GROUP BY b, h.server_id, h.mount) \
-         GROUP BY b, server_id ORDER BY server_id, b",
-    )
+           SELECT (h.bucket / ?1) * ?1 AS b, m.server_id, h.mount_id, MAX(h.listeners) AS l \
+           FROM mounts m JOIN {table} h ON h.mount_id = m.id \
+           WHERE m.stream_id = ?2 AND h.bucket >= ?3 GROUP BY b, h.mount_id) \
+         GROUP BY b, server_id ORDER BY server_id, b"
+    )))
     .bind(bucket_ms.max(1))
     .bind(stream_id)
     .bind(since_ms)

@@ -245,6 +245,12 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .iter()
         .map(|st| {
             let ranked = select::rank(&snap, st, &Default::default(), now_s, ttl, &mut rng);
+            // By mount index, so each mount's verdict is one lookup, not a
+            // scan of the ranking (which made this O(mounts²)).
+            let excluded_of: std::collections::HashMap<usize, Option<&'static str>> = ranked
+                .iter()
+                .map(|a| (a.mount, a.excluded.map(|e| e.reason())))
+                .collect();
             let mounts: Vec<ApiMount> = st
                 .mounts
                 .iter()
@@ -252,11 +258,7 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
                     let m = &snap.mounts[i];
                     let s = &snap.servers[m.server];
                     let (free, reserved) = free_slots(m, s, now_s, ttl);
-                    let excluded = ranked
-                        .iter()
-                        .find(|a| a.mount == i)
-                        .and_then(|a| a.excluded)
-                        .map(|e| e.reason());
+                    let excluded = excluded_of.get(&i).copied().flatten();
                     ApiMount {
                         server: &s.name,
                         mount: &m.path,

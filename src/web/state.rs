@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
+use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, Notify, watch};
 
 use crate::config::Settings;
@@ -27,6 +28,7 @@ pub struct Metrics {
     pub unknown_stream: AtomicU64,
     pub poll_rounds: AtomicU64,
     pub redirect_latency: super::metrics::LatencyHistogram,
+    pub snapshot_rebuilds: AtomicU64,
 }
 
 struct Inner {
@@ -50,6 +52,14 @@ struct Inner {
     refreshed: watch::Sender<u64>,
     /// When the last poll for a full stream was started.
     full_recheck_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// A rebuild was asked for and has not started yet.
+    refresh_pending: AtomicBool,
+    /// A connection of its own for `PRAGMA data_version`, which changes
+    /// when any other connection (ours in the pool or another process)
+    /// commits; `None` if it could not be opened.
+    version_conn: Mutex<Option<SqliteConnection>>,
+    /// The data_version the current snapshot was built after (-1: unknown).
+    built_at_version: AtomicI64,
 }
 
 /// Cheap to clone; handlers get it through axum's `State`.
@@ -64,7 +74,21 @@ impl AppState {
         super::metrics::process_start_time();
         let db = store::connect(&settings.database).await?;
         let geo = open_geo(settings.geoip.clone()).await?;
-        let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;
+        // Half the descriptors may go to idle relay connections; the rest
+        // stay for listeners, the database and the round's new sockets.
+        let keep_alive_max = crate::fd_limit::current().map_or(512, |(soft, _)| soft as usize / 2);
+        let fetcher = Fetcher::new(
+            settings.poll.timeout,
+            settings.poll.max_body,
+            keep_alive_max,
+        )?;
+        let version_conn = match store::watcher_connection(&settings.database).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the database for outside changes");
+                None
+            }
+        };
         let state = AppState(Arc::new(Inner {
             settings,
             writer: Writer::new(db.clone()),
@@ -82,6 +106,9 @@ impl AppState {
             refresh_wanted: Notify::new(),
             refreshed: watch::Sender::new(0),
             full_recheck_at: std::sync::Mutex::new(None),
+            refresh_pending: AtomicBool::new(false),
+            version_conn: Mutex::new(version_conn),
+            built_at_version: AtomicI64::new(-1),
         }));
         state.refresh().await?;
         Ok(state)
@@ -157,6 +184,12 @@ impl AppState {
     /// Rebuilds the routing snapshot from the store and swaps it in.
     pub async fn refresh(&self) -> Result<()> {
         let _one_at_a_time = self.0.refresh_lock.lock().await;
+        // Whatever was asked for before this point is read below.
+        self.0.refresh_pending.store(false, Ordering::SeqCst);
+        // Read before the snapshot: a commit in between makes the version
+        // look newer than the snapshot, which costs one more rebuild, never
+        // a missed change.
+        let version = self.data_version().await;
         let resolved = self.resolved();
         let rec = snapshot::Reconcile {
             grace_ms: self.0.settings.reservation_grace.as_millis() as i64,
@@ -165,6 +198,23 @@ impl AppState {
         let snap = snapshot::load(&self.0.db, &self.0.counters, &resolved, rec).await?;
         self.0.snapshot.store(Arc::new(snap));
         self.0.refreshed.send_modify(|n| *n += 1);
+        self.0
+            .built_at_version
+            .store(version.unwrap_or(-1), Ordering::SeqCst);
+        self.0
+            .metrics
+            .snapshot_rebuilds
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Rebuilds if a rebuild was asked for and none has started since: the
+    /// background refresher waits a moment after a request and then builds
+    /// once for every request that came in meanwhile.
+    pub async fn refresh_if_requested(&self) -> Result<()> {
+        if self.0.refresh_pending.load(Ordering::SeqCst) {
+            self.refresh().await?;
+        }
         Ok(())
     }
 
@@ -239,7 +289,31 @@ impl AppState {
 
     /// Asks the background refresher for a rebuild without waiting.
     pub fn request_refresh(&self) {
+        self.0.refresh_pending.store(true, Ordering::SeqCst);
         self.0.refresh_wanted.notify_one();
+    }
+
+    /// Whether anything was committed since the current snapshot was
+    /// built, by this process or another (import, cron poll, user
+    /// commands). Our own commits are covered by the rebuild that follows
+    /// them, so this only fires for changes no rebuild has read yet.
+    pub async fn changed_since_snapshot(&self) -> Result<bool> {
+        let Some(now) = self.data_version().await else {
+            return Ok(false);
+        };
+        Ok(now != self.0.built_at_version.load(Ordering::SeqCst))
+    }
+
+    async fn data_version(&self) -> Option<i64> {
+        let mut guard = self.0.version_conn.lock().await;
+        let conn = guard.as_mut()?;
+        match store::data_version(conn).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "data_version check failed");
+                None
+            }
+        }
     }
 
     /// Waits for the next [`AppState::request_refresh`].
@@ -282,8 +356,10 @@ impl AppState {
         let summary = summary?;
         inner.metrics.poll_rounds.fetch_add(1, Ordering::Relaxed);
         let snap = self.snapshot();
+        let by_name: HashMap<&str, &crate::routing::snapshot::ServerEntry> =
+            snap.servers.iter().map(|e| (e.name.as_str(), e)).collect();
         for s in summary.servers.iter().filter(|s| !s.ok) {
-            if let Some(e) = snap.servers.iter().find(|e| e.name == s.name) {
+            if let Some(e) = by_name.get(s.name.as_str()) {
                 e.counters.poll_errors.fetch_add(1, Ordering::Relaxed);
             }
         }

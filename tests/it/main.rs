@@ -18,3 +18,4 @@ mod faults;
 mod geo;
 mod hostile;
 mod ops;
+mod scale;

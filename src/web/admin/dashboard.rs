@@ -146,11 +146,14 @@ async fn stream_series(
 fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<MountRow> {
     // ThreadRng is not Send: callers keep it out of their awaits.
     let ranked = select::rank(snap, st, &Default::default(), now_s, ttl, &mut rand::rng());
-    // Mounts in the stream's order; `rank` has assessed each of them.
+    // Mounts in the stream's order; `rank` has assessed each of them
+    // (looked up by index: a scan per mount was O(mounts²)).
+    let assessed: std::collections::HashMap<usize, &select::Assessed> =
+        ranked.iter().map(|a| (a.mount, a)).collect();
     st.mounts
         .iter()
         .filter_map(|&i| {
-            let a = ranked.iter().find(|a| a.mount == i)?;
+            let a = *assessed.get(&i)?;
             let m = &snap.mounts[i];
             let known = !matches!(a.excluded, Some(Excluded::ServerDown | Excluded::NotLive));
             let shown = |v: String| if known { v } else { UNKNOWN.into() };

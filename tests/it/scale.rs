@@ -1,0 +1,158 @@
+//! What one relay or a large network can cost the database: the cap on
+//! mounts stored per relay, history for configured mounts only and kept as
+//! peaks per bucket, and pruning that gives the space back.
+
+use crate::support::app::TestApp;
+use crate::support::fake_relay::FakeRelay;
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let mut conn = app.state.db().acquire().await.unwrap();
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+async fn one_relay(mounts: &[(&str, u32, Option<u32>)]) -> (TestApp, FakeRelay) {
+    let relay = FakeRelay::start(mounts).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"big\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"big\", mount = \"/live.mp3\" }}]\n",
+        relay.url
+    ))
+    .await;
+    (app, relay)
+}
+
+#[tokio::test]
+async fn a_relay_listing_thousands_of_mounts_stores_its_configured_one_and_a_capped_rest() {
+    let names: Vec<String> = (0..3000).map(|i| format!("/extra-{i}.mp3")).collect();
+    let mut listed: Vec<(&str, u32, Option<u32>)> =
+        names.iter().map(|n| (n.as_str(), 1, None)).collect();
+    // Listed last, so a cap that kept only the first mounts would lose it.
+    listed.push(("/live.mp3", 7, Some(100)));
+    let (app, relay) = one_relay(&listed).await;
+    let summary = app.poll().await;
+    assert!(summary.servers[0].ok, "{:?}", summary.servers[0].error);
+
+    let stored = count(&app, "SELECT COUNT(*) FROM mount_status").await;
+    let cap = app.state.settings().poll.max_relay_mounts as i64;
+    assert_eq!(stored, cap + 1, "the cap plus the configured mount");
+    let live = count(
+        &app,
+        "SELECT listeners FROM mount_status WHERE mount = '/live.mp3'",
+    )
+    .await;
+    assert_eq!(live, 7);
+    // History only for the configured mount, however many the relay lists.
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_1m").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_5m").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_1h").await, 1);
+    assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", relay.url));
+}
+
+#[tokio::test]
+async fn history_keeps_the_peak_of_each_bucket_in_one_row() {
+    let (app, relay) = one_relay(&[("/live.mp3", 5, None), ("/other.mp3", 9, None)]).await;
+    app.poll().await;
+    relay.set_listeners("/live.mp3", 30);
+    app.poll().await;
+    relay.set_listeners("/live.mp3", 12);
+    app.poll().await;
+    // Three polls within a bucket: one row per rollup, holding the peak.
+    // (A poll straddling a 5-minute boundary makes two rows, both <= 30.)
+    let rows = count(&app, "SELECT COUNT(*) FROM history_5m").await;
+    assert!((1..=2).contains(&rows), "{rows} rows");
+    assert_eq!(
+        count(&app, "SELECT MAX(listeners) FROM history_5m").await,
+        30
+    );
+    assert_eq!(
+        count(&app, "SELECT MAX(listeners) FROM history_1h").await,
+        30
+    );
+}
+
+#[tokio::test]
+async fn old_buckets_are_pruned_and_deleted_mounts_take_their_history() {
+    let (app, _relay) = one_relay(&[("/live.mp3", 5, None)]).await;
+    app.poll().await;
+    let mut conn = app.state.db().acquire().await.unwrap();
+    let now = icecast_balancer::store::now_ms();
+    let day = 24 * 3600 * 1000;
+    for (table, at) in [
+        ("history_5m", now - 2 * day),
+        ("history_1h", now - 30 * day),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (mount_id, bucket, listeners) SELECT id, {at}, 1 FROM mounts"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    let gone = icecast_balancer::store::status::prune_history(&mut conn, now, now - 7 * day)
+        .await
+        .unwrap();
+    assert_eq!(gone, 2);
+    drop(conn);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_5m").await, 1);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_1h").await, 1);
+    // The file is in incremental-vacuum mode, so pruning returns pages.
+    assert_eq!(count(&app, "PRAGMA auto_vacuum").await, 2);
+
+    app.import("[[streams]]\nname = \"live\"\nmounts = []\n")
+        .await;
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_5m").await, 0);
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM history_1h").await, 0);
+}
+
+#[tokio::test]
+async fn a_round_over_many_relays_rebuilds_routing_a_few_times_not_once_per_relay() {
+    let mut relays = Vec::new();
+    let mut config = String::new();
+    for i in 0..40 {
+        let r = FakeRelay::start(&[("/live.mp3", i, None)]).await;
+        config.push_str(&format!(
+            "[[servers]]\nname = \"r{i}\"\nurl = \"{}\"\n",
+            r.url
+        ));
+        relays.push(r);
+    }
+    let mounts: Vec<String> = (0..40)
+        .map(|i| format!("{{ server = \"r{i}\", mount = \"/live.mp3\" }}"))
+        .collect();
+    config.push_str(&format!(
+        "[[streams]]\nname = \"live\"\nmounts = [{}]\n",
+        mounts.join(", ")
+    ));
+    let app = TestApp::spawn().await;
+    app.import(&config).await;
+    // Let the watcher see the import settle before counting.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+
+    let rebuilds = || {
+        app.state
+            .metrics()
+            .snapshot_rebuilds
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = rebuilds();
+    let summary = app.poll().await;
+    assert_eq!(summary.failed(), 0);
+    let during = rebuilds() - before;
+    assert!(
+        (1..=4).contains(&during),
+        "{during} rebuilds for one round over 40 relays"
+    );
+    // Long enough for the data_version watcher (every 500 ms) to act on the
+    // round's commits if it took them for outside changes: the rebuild at
+    // the end of the round has read them all already.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        rebuilds() - before,
+        during,
+        "the watcher rebuilt after our own commits"
+    );
+}
