@@ -423,6 +423,13 @@ fn read_password() -> anyhow::Result<String> {
 /// `icecast-balancer user …`: every change goes through the write path
 /// (actor "cli"), so it is audited and reaches a running server.
 pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    if let UserCommand::List = cmd {
+        // A read: no write lock.
+        for u in store::users::list(&mut *writer.pool().acquire().await?).await? {
+            println!("{}", u.name);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut ctx = writer.begin(Actor::new("cli")).await?;
     match cmd {
         UserCommand::Add { name } => {
@@ -450,11 +457,8 @@ pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Resu
             writer.commit(ctx).await?;
             println!("password of {name} changed; its sessions were ended");
         }
-        UserCommand::List => {
-            for u in store::users::list(ctx.conn()).await? {
-                println!("{}", u.name);
-            }
-        }
+        // Answered above, without the write lock.
+        UserCommand::List => {}
         UserCommand::Remove { name } => {
             changes::delete_user(&mut ctx, &name)
                 .await

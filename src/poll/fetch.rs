@@ -47,10 +47,11 @@ pub enum FetchError {
         status: String,
         location: String,
     },
-    #[error("{file}: answer {size}is over the {limit} byte limit")]
+    #[error("{file}: answer {}is over the {limit} byte limit", size_text(*.size))]
     TooLarge {
         file: PollSource,
-        size: String,
+        /// The announced length, when the relay sent one.
+        size: Option<u64>,
         limit: usize,
     },
     /// The answer came but is not what the file should hold (the text is
@@ -161,13 +162,13 @@ impl Fetcher {
         if let Some(len) = resp.content_length()
             && len > limit as u64
         {
-            let size = format!("of {len} bytes ");
+            let size = Some(len);
             return Err(FetchError::TooLarge { file, size, limit });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, file))? {
             if body.len() + chunk.len() > limit {
-                let size = String::new();
+                let size = None;
                 return Err(FetchError::TooLarge { file, size, limit });
             }
             body.extend_from_slice(&chunk);
@@ -180,6 +181,10 @@ impl Fetcher {
 /// to the store, the log and the pages.
 fn invalid(e: String) -> FetchError {
     FetchError::Invalid(clean(&e, RELAY_TEXT_MAX))
+}
+
+fn size_text(size: Option<u64>) -> String {
+    size.map_or_else(String::new, |n| format!("of {n} bytes "))
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the

@@ -124,6 +124,11 @@ impl Writer {
         Ok(Some(committed))
     }
 
+    /// The pool, for reads that need no transaction.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Every commit from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.changed.subscribe()
