@@ -16,9 +16,12 @@ pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
@@ -52,7 +55,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
     }
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
-        .after_release(|conn, _| Box::pin(reusable(conn)))
+        .after_release(|conn, meta| Box::pin(reusable(conn, meta)))
         .connect_with(options(path)?)
         .await
         .with_context(|| format!("cannot open database {}", path.display()))?;
@@ -84,13 +87,55 @@ pub fn require_existing(path: &Path) -> anyhow::Result<()> {
 /// "in a transaction" as far as sqlx knows, and every later `BEGIN` on it
 /// would fail with "begin_with at non-zero transaction depth": closed
 /// instead, so writes recover by themselves once the fault is gone.
-async fn reusable(conn: &mut SqliteConnection) -> sqlx::Result<bool> {
+async fn reusable(conn: &mut SqliteConnection, meta: PoolConnectionMetadata) -> sqlx::Result<bool> {
     // The ping runs after any rollback a dropped transaction queued.
     if conn.ping().await.is_err() || conn.is_in_transaction() {
         tracing::warn!("closing a database connection left in a failed transaction");
         return Ok(false);
     }
+    if opened_before_read_only_seen(meta.age) {
+        tracing::warn!("closing a database connection that may have opened its WAL read-only");
+        return Ok(false);
+    }
     Ok(true)
+}
+
+/// When a write last found the database read-only, in ms since
+/// [`process_start`]; 0 for never.
+static READ_ONLY_SEEN_MS: AtomicU64 = AtomicU64::new(0);
+
+fn process_start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn since_start_ms(at: Instant) -> u64 {
+    at.saturating_duration_since(process_start()).as_millis() as u64 + 1
+}
+
+/// A connection opened while the WAL file could not be written keeps it
+/// read-only for the connection's life, even after the fault is gone (and
+/// SQLite offers no call to ask). So once a write is refused as read-only,
+/// every connection that existed then is retired on release; those opened
+/// afterwards are retired too if the fault is still there, and the first
+/// ones opened once it is gone stay.
+fn note_write_error(e: &sqlx::Error) {
+    const SQLITE_READONLY: &str = "8";
+    let read_only = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == SQLITE_READONLY);
+    if read_only {
+        READ_ONLY_SEEN_MS.fetch_max(since_start_ms(Instant::now()), Ordering::Relaxed);
+    }
+}
+
+fn opened_before_read_only_seen(age: Duration) -> bool {
+    let seen = READ_ONLY_SEEN_MS.load(Ordering::Relaxed);
+    let opened = Instant::now()
+        .checked_sub(age)
+        .unwrap_or_else(process_start);
+    seen != 0 && since_start_ms(opened) <= seen
 }
 
 /// Writes the WAL back into the database file and closes the pool, so a
@@ -156,7 +201,11 @@ pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
 /// that reads first could fail outright if another connection wrote in
 /// between.
 pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+    let tx = pool.begin_with("BEGIN IMMEDIATE").await;
+    if let Err(e) = &tx {
+        note_write_error(e);
+    }
+    tx
 }
 
 /// The system clock, for timestamps that only record when something was
