@@ -104,6 +104,16 @@ pub struct Options {
     /// Days of per-mount listener history to keep.
     #[arg(long, global = true, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub history_days: u64,
+    /// Redis/Valkey through which several instances share configuration and slots:
+    /// redis://[user:password@]host:port[/db], rediss://… (TLS) or unix:///path.sock.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_CLUSTER", hide_env_values = true, value_parser = crate::cluster::parse_url)]
+    pub cluster: Option<String>,
+    /// Prefix of every Redis key, so several balancers can share one Redis.
+    #[arg(long, global = true, env = "ICECAST_BALANCER_CLUSTER_PREFIX", default_value = "icecast-balancer", value_parser = crate::cluster::parse_name)]
+    pub cluster_prefix: String,
+    /// This instance's name among the members and in the audit log (default: host name/listen address).
+    #[arg(long, global = true, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
+    pub cluster_instance: Option<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<f64, String> {
@@ -131,6 +141,17 @@ impl Options {
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
+        s.cluster = self
+            .cluster
+            .clone()
+            .map(|url| crate::cluster::ClusterSettings {
+                url,
+                prefix: self.cluster_prefix.clone(),
+                instance: self
+                    .cluster_instance
+                    .clone()
+                    .unwrap_or_else(|| crate::cluster::default_instance(&self.listen)),
+            });
         s
     }
 }

@@ -24,6 +24,8 @@ pub struct Settings {
     pub reservation_grace: Duration,
     /// Password for the `admin` user created on first start.
     pub admin_password: Option<String>,
+    /// Redis/Valkey shared by several instances (`--cluster`).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 impl Settings {
@@ -39,6 +41,7 @@ impl Settings {
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
+            cluster: None,
         }
     }
 
@@ -76,6 +79,7 @@ impl std::fmt::Debug for Settings {
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),
             )
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod fake_relay;
 pub mod geoip;
 pub mod icecast;
+pub mod redis;
 pub mod webdriver;
 
 /// A loopback port free right now, for a child process that cannot be
