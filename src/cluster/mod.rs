@@ -158,6 +158,7 @@ pub struct Cluster {
     heartbeat: Script,
     lease: Script,
     clock: fn() -> i64,
+    modes: tokio::sync::watch::Sender<Mode>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -176,7 +177,9 @@ impl Cluster {
         let client = Client::open(settings.url.as_str())
             .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redacted(&settings.url)))?;
         let now = clock();
+        let (modes, _) = tokio::sync::watch::channel(Mode::Joining { since_ms: now });
         Ok(Arc::new(Cluster {
+            modes,
             settings,
             client,
             conn: Mutex::new(None),
@@ -204,6 +207,18 @@ impl Cluster {
 
     pub fn mode(&self) -> Mode {
         self.state().mode
+    }
+
+    /// Follows the mode: the server polls again once a split has settled.
+    pub fn modes(&self) -> tokio::sync::watch::Receiver<Mode> {
+        self.modes.subscribe()
+    }
+
+    /// How long after a split begins every slot leased before it has been
+    /// handed out: a poll that starts this much plus the connect grace
+    /// later lets the split shares begin.
+    pub fn split_settles_after() -> Duration {
+        Duration::from_secs(slots::LEASE_SECONDS + 1)
     }
 
     pub fn key(&self, parts: &[&str]) -> String {
@@ -243,8 +258,17 @@ impl Cluster {
         self.state().members.counts(now, &self.settings.instance)
     }
 
+    /// The Redis data generation joined, while slots are shared.
+    pub fn shared_generation(&self) -> Option<String> {
+        let st = self.state();
+        match st.mode {
+            Mode::Shared => st.generation.clone(),
+            _ => None,
+        }
+    }
+
     /// A connection, opened if there is none.
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+    pub(crate) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
         if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Ok(c);
         }
@@ -274,8 +298,10 @@ impl Cluster {
         }
         st.generation = None;
         st.last_error = Some(error);
+        let mode = st.mode;
         drop(st);
         self.leases.clear();
+        self.modes.send_if_modified(|m| std::mem::replace(m, mode) != mode);
     }
 
     /// One heartbeat: registers, reads the members, and (re)joins when
@@ -350,6 +376,8 @@ impl Cluster {
             }
             st.generation = Some(generation);
             st.mode = Mode::Shared;
+            drop(st);
+            self.modes.send_if_modified(|m| std::mem::replace(m, Mode::Shared) != Mode::Shared);
         }
     }
 
@@ -398,13 +426,20 @@ impl Cluster {
     /// from the local lease when it can; otherwise leases a block (one
     /// Redis round trip, shared by concurrent requests), or when split
     /// decides from this instance's share.
-    pub async fn take(&self, v: &MountView<'_>) -> bool {
+    pub async fn take(self: &Arc<Self>, v: &MountView<'_>) -> bool {
         if v.is_unlimited() {
             return true;
         }
         let now_s = self.now_s();
         let entry = self.leases.of(v.id);
-        if lock(&entry.lease).take(now_s) {
+        let (taken, running_low) = {
+            let mut l = lock(&entry.lease);
+            (l.take(now_s), l.running_low(now_s))
+        };
+        if taken {
+            if running_low && self.mode() == Mode::Shared {
+                self.prefetch(entry, v.to_owned());
+            }
             return true;
         }
         if let Some(allowed) = self.split_answer(v) {
@@ -421,6 +456,24 @@ impl Cluster {
                 self.split_answer(v).unwrap_or(false)
             }
         }
+    }
+
+    /// Leases the next block in the background while the current one
+    /// still lasts, so a busy mount rarely waits for Redis.
+    fn prefetch(self: &Arc<Self>, entry: Arc<slots::MountLease>, v: slots::OwnedView) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Ok(_one_refill) = entry.refill.try_lock() else {
+                return;
+            };
+            let now_s = this.now_s();
+            if !lock(&entry.lease).running_low(now_s) {
+                return;
+            }
+            if let Err(e) = this.refill(&entry.lease, &v.view(), now_s).await {
+                this.lost(e);
+            }
+        });
     }
 
     /// The answer without Redis, when split or not yet joined.
@@ -463,6 +516,7 @@ impl Cluster {
         let mut l = lock(lease);
         l.names = Some((v.server.to_string(), v.mount.to_string()));
         l.add(bucket, granted as u64);
+        l.last_block = granted as u64;
         l.last_sum = Some(msum.max(0) as u64);
         Ok(())
     }

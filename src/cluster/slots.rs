@@ -100,7 +100,48 @@ pub struct MountView<'a> {
     pub own_server: u64,
 }
 
+/// A [`MountView`] that can move into a background task.
+#[derive(Debug, Clone)]
+pub struct OwnedView {
+    id: i64,
+    server: String,
+    mount: String,
+    mount_free: Option<u64>,
+    server_free: Option<u64>,
+    counts_from_s: u64,
+    own_mount: u64,
+    own_server: u64,
+}
+
+impl OwnedView {
+    pub fn view(&self) -> MountView<'_> {
+        MountView {
+            id: self.id,
+            server: &self.server,
+            mount: &self.mount,
+            mount_free: self.mount_free,
+            server_free: self.server_free,
+            counts_from_s: self.counts_from_s,
+            own_mount: self.own_mount,
+            own_server: self.own_server,
+        }
+    }
+}
+
 impl MountView<'_> {
+    pub fn to_owned(&self) -> OwnedView {
+        OwnedView {
+            id: self.id,
+            server: self.server.to_string(),
+            mount: self.mount.to_string(),
+            mount_free: self.mount_free,
+            server_free: self.server_free,
+            counts_from_s: self.counts_from_s,
+            own_mount: self.own_mount,
+            own_server: self.own_server,
+        }
+    }
+
     pub fn is_unlimited(&self) -> bool {
         self.mount_free.is_none() && self.server_free.is_none()
     }
@@ -157,6 +198,9 @@ pub struct Lease {
     pub last_sum: Option<u64>,
     /// (server, mount) as named in Redis, once leased.
     pub names: Option<(String, String)>,
+    /// Size of the last grant: a new block is fetched ahead when less
+    /// than half of it is left.
+    pub last_block: u64,
 }
 
 impl Lease {
@@ -191,6 +235,11 @@ impl Lease {
         Some(self.blocks.remove(i))
     }
 
+    /// Less than half a block left (and the last lease got something).
+    pub fn running_low(&self, now_s: u64) -> bool {
+        self.last_block > 1 && self.available(now_s) * 2 < self.last_block
+    }
+
     pub fn add(&mut self, end_s: u64, n: u64) {
         if n > 0 {
             self.blocks.push((end_s, n));
@@ -201,6 +250,7 @@ impl Lease {
     pub fn clear(&mut self) {
         self.blocks.clear();
         self.last_sum = None;
+        self.last_block = 0;
     }
 }
 

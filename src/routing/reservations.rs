@@ -83,12 +83,17 @@ impl ReservationRing {
         }
     }
 
+    /// The first second whose reservations still count at `now_s`.
+    pub fn window_start(&self, now_s: u64, ttl_s: u64) -> u64 {
+        let ttl = ttl_s.clamp(1, SLOTS);
+        (now_s + 1)
+            .saturating_sub(ttl)
+            .max(self.released_before.load(Ordering::Acquire))
+    }
+
     /// Reservations that still count at `now_s`.
     pub fn count(&self, now_s: u64, ttl_s: u64) -> u64 {
-        let ttl = ttl_s.clamp(1, SLOTS);
-        let oldest = (now_s + 1)
-            .saturating_sub(ttl)
-            .max(self.released_before.load(Ordering::Acquire));
+        let oldest = self.window_start(now_s, ttl_s);
         let mut total = 0;
         for s in oldest..=now_s {
             let (sec, count) = unpack(self.slots[(s % SLOTS) as usize].load(Ordering::Acquire));
