@@ -113,6 +113,19 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| crate::error::Error::Other(e.into()))
 }
 
+/// Created here rather than by a migration: only a database that is part
+/// of a cluster needs it.
+pub async fn ensure_table(db: &Pool) -> Result<()> {
+    let mut c = db.acquire().await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS cluster_sync \
+         (object TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT)",
+    )
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
 /// What this database last shared: object → (version, body).
 pub async fn synced(conn: &mut SqliteConnection) -> Result<BTreeMap<ObjectKey, (i64, Option<String>)>> {
     let rows: Vec<(String, i64, Option<String>)> =
@@ -426,6 +439,10 @@ impl super::Cluster {
     /// instance runs: a round after every local commit and twice a second.
     pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
         let sync = ConfigSync::new(&self.settings().prefix, &self.settings().instance);
+        if let Err(e) = ensure_table(&db).await {
+            tracing::error!(error = %e, "cluster: cannot keep track of the shared configuration; it is not synced");
+            return;
+        }
         let mut committed = writer.subscribe();
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

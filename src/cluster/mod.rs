@@ -252,6 +252,25 @@ impl Cluster {
         }
     }
 
+    /// The cluster's lines for `/metrics`.
+    pub fn metrics(&self) -> String {
+        let st = self.status();
+        let now = (self.clock)();
+        let absent = st.members.iter().filter(|m| !m.present).count();
+        let age = st.last_contact_ms.map_or(-1.0, |t| (now - t) as f64 / 1000.0);
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP icecast_balancer_cluster_{name} {help}\n# TYPE icecast_balancer_cluster_{name} gauge\nicecast_balancer_cluster_{name} {value}\n"
+            ));
+        };
+        gauge("shared", "1 while slots are shared through Redis, 0 while split.", u8::from(st.slots == "shared").to_string());
+        gauge("members", "Instances seen in the last minute, this one included.", st.members.len().max(1).to_string());
+        gauge("members_absent", "Instances seen in the last minute that are not in touch with Redis now.", absent.to_string());
+        gauge("last_contact_age_seconds", "Seconds since Redis last answered (-1: never).", format!("{age:.3}"));
+        out
+    }
+
     /// (members seen in the last minute, of which absent).
     fn member_counts(&self) -> (u64, u64) {
         let now = (self.clock)();
