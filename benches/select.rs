@@ -11,20 +11,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use icecast_balancer::domain::ClientGeo;
 use icecast_balancer::domain::CountryCode;
+use icecast_balancer::domain::{Coords, LocationSource};
+use icecast_balancer::domain::{Health, HealthState as State};
 use icecast_balancer::geo::Geo;
-use icecast_balancer::poll::health::{Health, State};
-use icecast_balancer::routing::ClientGeo;
 use icecast_balancer::routing::select;
 use icecast_balancer::routing::snapshot::{
-    Coords, LocationSource, MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot,
-    StreamCounters, StreamEntry,
+    MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot, StreamCounters, StreamEntry,
 };
 use mmdb_writer::Value;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[path = "../tests/support/geoip.rs"]
+#[path = "../tests/it/support/geoip.rs"]
 mod geoip;
 
 const COUNTRIES: &[(&str, &str)] = &[

@@ -1,202 +1,23 @@
 //! Application assembly, shared by `main` and the tests: open the store,
 //! build the first snapshot, bind the listener (port 0 in tests), and run
-//! the server with its background tasks until told to stop.
+//! the server next to its supervised background tasks until told to stop.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::config::Settings;
-use crate::error::Result;
-use crate::geo::{Geo, Reload};
-use crate::poll::{RoundSummary, fetch::Fetcher};
-use crate::routing::snapshot::{self, LocationSource, ResolvedLocation};
-use crate::routing::{Counters, Snapshot};
-use crate::store::{self, Pool};
-
-/// Process-wide counters that belong to no stream.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub unknown_stream: std::sync::atomic::AtomicU64,
-    pub poll_rounds: std::sync::atomic::AtomicU64,
-}
-
-pub struct Inner {
-    pub settings: Settings,
-    pub db: Pool,
-    pub snapshot: ArcSwap<Snapshot>,
-    pub counters: Counters,
-    pub metrics: Metrics,
-    pub fetcher: Fetcher,
-    pub geo: Geo,
-    /// GeoIP locations of servers without configured coordinates.
-    pub resolved: std::sync::Mutex<HashMap<i64, ResolvedLocation>>,
-    poll_lock: Mutex<()>,
-    refresh_lock: Mutex<()>,
-    refresh_wanted: Notify,
-}
-
-/// Cheap to clone; handlers get it through axum's `State`.
-#[derive(Clone)]
-pub struct AppState(pub Arc<Inner>);
-
-impl std::ops::Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub async fn new(settings: Settings) -> anyhow::Result<AppState> {
-        // reqwest is built without a default crypto provider so that only
-        // one (ring) is compiled; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let db = store::connect(&settings.database).await?;
-        let geo = Geo::open(settings.geoip.as_deref())?;
-        let fetcher = Fetcher::new(settings.poll.timeout, settings.poll.max_body)?;
-        let state = AppState(Arc::new(Inner {
-            settings,
-            db,
-            snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            counters: Counters::default(),
-            metrics: Metrics::default(),
-            fetcher,
-            geo,
-            resolved: Default::default(),
-            poll_lock: Mutex::new(()),
-            refresh_lock: Mutex::new(()),
-            refresh_wanted: Notify::new(),
-        }));
-        state.refresh().await?;
-        Ok(state)
-    }
-
-    /// Rebuilds the routing snapshot from the store and swaps it in. Admin
-    /// handlers await this so the next request already sees their change.
-    pub async fn refresh(&self) -> Result<()> {
-        let _one_at_a_time = self.refresh_lock.lock().await;
-        let resolved = self.resolved.lock().expect("poisoned").clone();
-        let grace_ms = self.settings.reservation_grace.as_millis() as i64;
-        let snap = snapshot::load(&self.db, &self.counters, &resolved, grace_ms).await?;
-        self.snapshot.store(Arc::new(snap));
-        Ok(())
-    }
-
-    /// Asks the background refresher for a rebuild without waiting.
-    pub fn request_refresh(&self) {
-        self.refresh_wanted.notify_one();
-    }
-
-    /// Runs one poll round now (rounds never overlap) and refreshes. The
-    /// GeoIP locations of relays are refreshed alongside, so a relay that
-    /// moved (new DNS, new database) is placed anew at every poll.
-    pub async fn poll_now(&self) -> Result<RoundSummary> {
-        let _one_round_at_a_time = self.poll_lock.lock().await;
-        let this = self.clone();
-        let on_written = move || this.request_refresh();
-        let (summary, ()) = tokio::join!(
-            crate::poll::run_round(&self.db, &self.fetcher, &self.settings.poll, &on_written),
-            self.resolve_server_locations()
-        );
-        let summary = summary?;
-        self.metrics
-            .poll_rounds
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let snap = self.snapshot.load();
-        for s in summary.servers.iter().filter(|s| !s.ok) {
-            if let Some(e) = snap.servers.iter().find(|e| e.name == s.name) {
-                e.counters
-                    .poll_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        self.refresh().await?;
-        Ok(summary)
-    }
-
-    /// Looks up in GeoIP the host of every enabled server that lacks a
-    /// configured location or country (the snapshot falls back to this).
-    /// An IP literal needs no DNS; a name that does not resolve now keeps
-    /// what it resolved to before. Never on the redirect path.
-    pub async fn resolve_server_locations(&self) {
-        if !self.geo.is_configured() {
-            return;
-        }
-        let snap = self.snapshot.load_full();
-        let wanted = snap.servers.iter().filter(|s| {
-            s.enabled
-                && (s.coords_source != LocationSource::Configured
-                    || s.country_source != LocationSource::Configured)
-        });
-        let limit = self.settings.poll.timeout;
-        let mut lookups = tokio::task::JoinSet::new();
-        for s in wanted {
-            let (id, url) = (s.id, s.url.clone());
-            lookups.spawn(async move {
-                let addr = tokio::time::timeout(limit, host_address(&url))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no DNS answer within {limit:?}")));
-                (id, url, addr)
-            });
-        }
-        let before = self.resolved.lock().expect("poisoned").clone();
-        let mut resolved = HashMap::new();
-        while let Some(joined) = lookups.join_next().await {
-            let Ok((id, url, addr)) = joined else {
-                continue;
-            };
-            match addr {
-                Ok(ip) => {
-                    let g = self.geo.lookup(ip);
-                    resolved.insert(
-                        id,
-                        ResolvedLocation {
-                            country: g.country,
-                            coords: g.coords,
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(%url, error = %e, "cannot resolve a relay's host for GeoIP");
-                    if let Some(old) = before.get(&id) {
-                        resolved.insert(id, *old);
-                    }
-                }
-            }
-        }
-        *self.resolved.lock().expect("poisoned") = resolved;
-    }
-
-    /// Reopens the GeoIP file now (SIGHUP); on success relays are placed
-    /// anew. A broken file keeps the old data (and is logged).
-    pub async fn reload_geoip(&self) -> Reload {
-        let r = self.geo.reload();
-        if r == Reload::Reloaded {
-            self.relocate().await;
-        }
-        r
-    }
-
-    async fn relocate(&self) {
-        self.resolve_server_locations().await;
-        if let Err(e) = self.refresh().await {
-            tracing::error!(error = %e, "routing refresh failed");
-        }
-    }
-
-    pub fn now_s(&self) -> u64 {
-        (store::now_ms() / 1000) as u64
-    }
-}
+use crate::domain::Clock;
+use crate::geo::Reload;
+use crate::store;
+use crate::web::AppState;
 
 pub struct Application {
     listener: TcpListener,
@@ -205,11 +26,17 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Clock::system()).await
+    }
+
+    /// As [`Application::build`], with a clock tests can move forward.
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
-        let state = AppState::new(settings).await?;
-        crate::users::ensure_admin(&state.db, state.settings.admin_password.as_deref()).await?;
+        let state = AppState::new(settings, clock).await?;
+        let password = state.settings().admin_password.clone();
+        crate::users::ensure_admin(state.writer(), password.as_deref()).await?;
         Ok(Application { listener, state })
     }
 
@@ -217,47 +44,135 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound")
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
     pub fn state(&self) -> AppState {
         self.state.clone()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then finishes in-flight requests
+    /// and stops the background tasks, each within the shutdown deadline.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state;
+        let deadline = state.settings().shutdown_timeout;
         let router = crate::web::router(state.clone());
-        let background = tokio::spawn(background_tasks(state.clone()));
+        let (stop, stopping) = watch::channel(false);
+        let background = supervise(state.clone(), stopping);
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         // Redirects are tiny one-write answers: sent at once, not held
         // back by Nagle waiting for the client's delayed ACK.
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await?;
-        background.abort();
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopped_tx.send(());
+        })
+        .into_future();
+        tokio::pin!(serving);
+        tokio::select! {
+            r = &mut serving => r?,
+            _ = stopped_rx => {
+                // In-flight requests get until the deadline, no longer.
+                if tokio::time::timeout(deadline, &mut serving).await.is_err() {
+                    tracing::warn!(?deadline, "requests still open at the shutdown deadline; closing them");
+                }
+            }
+        }
+        let _ = stop.send(true);
+        stop_background(background, deadline).await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-async fn background_tasks(state: AppState) {
-    tokio::join!(
-        scheduler(state.clone()),
-        refresher(state.clone()),
-        watch_geoip(state.clone()),
-        watch_other_writers(state)
-    );
+/// A background loop: runs until `stopping` turns true.
+type Task = fn(AppState, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+const TASKS: &[(&str, Task)] = &[
+    ("poll scheduler", |s, r| Box::pin(scheduler(s, r))),
+    ("routing refresher", |s, r| Box::pin(refresher(s, r))),
+    ("GeoIP watcher", |s, r| Box::pin(watch_geoip(s, r))),
+    ("outside-writer watcher", |s, r| {
+        Box::pin(watch_other_writers(s, r))
+    }),
+    ("cluster heartbeat", |s, r| {
+        Box::pin(cluster_heartbeat(s, r))
+    }),
+    ("cluster configuration", |s, r| {
+        Box::pin(cluster_config(s, r))
+    }),
+    ("poll after a split", |s, r| {
+        Box::pin(poll_after_split(s, r))
+    }),
+];
+
+/// Runs every background loop under a supervisor of its own: a loop that
+/// panics is logged and restarted (after a pause, so a loop that panics at
+/// once cannot spin); one that returns before shutdown is logged.
+fn supervise(state: AppState, stopping: watch::Receiver<bool>) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    for &(name, task) in TASKS {
+        let (state, stopping) = (state.clone(), stopping.clone());
+        set.spawn(async move {
+            loop {
+                let run = tokio::spawn(task(state.clone(), stopping.clone()));
+                match run.await {
+                    Ok(()) if *stopping.borrow() => return,
+                    Ok(()) => {
+                        tracing::debug!(task = name, "background task finished");
+                        return;
+                    }
+                    Err(e) if e.is_panic() => {
+                        tracing::error!(
+                            task = name,
+                            "background task panicked; restarting it in 1 s"
+                        );
+                    }
+                    Err(_) => return,
+                }
+                if wait_or_stop(&mut stopping.clone(), RESTART_PAUSE).await {
+                    return;
+                }
+            }
+        });
+    }
+    set
+}
+
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
+
+async fn stop_background(mut set: JoinSet<()>, deadline: Duration) {
+    let all = async { while set.join_next().await.is_some() {} };
+    if tokio::time::timeout(deadline, all).await.is_err() {
+        tracing::warn!(
+            ?deadline,
+            "background tasks still running at the shutdown deadline; aborting them"
+        );
+        set.abort_all();
+    }
+}
+
+/// Sleeps for `d` unless told to stop first; true when stopping.
+async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, d: Duration) -> bool {
+    if *stopping.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+    *stopping.borrow()
 }
 
 /// How often the GeoIP file is checked for a replacement: a `stat`, cheap.
@@ -270,20 +185,17 @@ const RELOCATE_EVERY: Duration = Duration::from_secs(300);
 /// after a reload. With the built-in scheduler every poll (the first one
 /// at start) places them too; in cron mode this task does, at start and
 /// now and then.
-async fn watch_geoip(state: AppState) {
-    if !state.geo.is_configured() {
+async fn watch_geoip(state: AppState, mut stopping: watch::Receiver<bool>) {
+    if !state.geo().is_configured() {
         return;
     }
-    let cron_mode = state.settings.poll_interval.is_zero();
+    let cron_mode = state.settings().poll_interval.is_zero();
     if cron_mode {
         state.relocate().await;
     }
     let mut placed = Instant::now();
-    let mut tick = tokio::time::interval(GEOIP_CHECK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let reloaded = state.geo.reload_if_changed() == Reload::Reloaded;
+    while !wait_or_stop(&mut stopping, GEOIP_CHECK_EVERY).await {
+        let reloaded = state.reload_geoip_if_changed().await == Reload::Reloaded;
         if reloaded || (cron_mode && placed.elapsed() >= RELOCATE_EVERY) {
             state.relocate().await;
             placed = Instant::now();
@@ -291,42 +203,32 @@ async fn watch_geoip(state: AppState) {
     }
 }
 
-/// The address a server URL's host stands for (the first DNS answer).
-async fn host_address(url: &str) -> std::result::Result<IpAddr, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-    let host = parsed.host_str().ok_or("the URL has no host")?;
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    tokio::net::lookup_host((bare, port))
-        .await
-        .map_err(|e| e.to_string())?
-        .next()
-        .map(|a| a.ip())
-        .ok_or_else(|| format!("{bare} has no address"))
-}
-
-async fn scheduler(state: AppState) {
-    let every = state.settings.poll_interval;
+async fn scheduler(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let every = state.settings().poll_interval;
     if every.is_zero() {
         tracing::info!("built-in poll scheduler disabled (--poll-interval 0)");
         return;
     }
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now();
     loop {
-        tick.tick().await;
         if let Err(e) = state.poll_now().await {
             tracing::error!(error = %e, "poll round failed");
+        }
+        // A round that overran starts the next one at once, never a burst.
+        next = (next + every).max(tokio::time::Instant::now());
+        let pause = next.saturating_duration_since(tokio::time::Instant::now());
+        if wait_or_stop(&mut stopping, pause).await {
+            return;
         }
     }
 }
 
-async fn refresher(state: AppState) {
+async fn refresher(state: AppState, mut stopping: watch::Receiver<bool>) {
     loop {
-        state.refresh_wanted.notified().await;
+        tokio::select! {
+            _ = state.refresh_requested() => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
         if let Err(e) = state.refresh().await {
             tracing::error!(error = %e, "routing refresh failed");
         }
@@ -335,8 +237,8 @@ async fn refresher(state: AppState) {
 
 /// Notices commits by other processes (import, cron poll, user commands)
 /// through SQLite's data_version and refreshes within a second.
-async fn watch_other_writers(state: AppState) {
-    let mut conn = match store::watcher_connection(&state.settings.database).await {
+async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let mut conn = match store::watcher_connection(&state.settings().database).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "cannot watch the database for outside changes");
@@ -344,8 +246,7 @@ async fn watch_other_writers(state: AppState) {
         }
     };
     let mut last = store::data_version(&mut conn).await.ok();
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    while !wait_or_stop(&mut stopping, Duration::from_millis(500)).await {
         match store::data_version(&mut conn).await {
             Ok(v) if Some(v) != last => {
                 last = Some(v);
@@ -355,6 +256,69 @@ async fn watch_other_writers(state: AppState) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "data_version check failed"),
+        }
+    }
+}
+
+/// Heartbeats while the instance runs (with `--cluster`); on (re)joining
+/// this instance's outstanding reservations are counted again first.
+async fn cluster_heartbeat(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    let s = state.clone();
+    let held = move || {
+        let r = s.routing();
+        crate::web::cluster_slots::held(&r.snap, r.now_s, r.ttl_s)
+    };
+    tokio::select! {
+        _ = cluster.run(held) => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+}
+
+/// Keeps the configuration in step with the other instances.
+async fn cluster_config(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    let run = cluster.run_config(state.db().clone(), state.writer().clone());
+    tokio::select! {
+        _ = run => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+}
+
+/// When Redis goes away, the split shares start with the first poll that
+/// began after every shared lease could have been used and connected: this
+/// runs that poll then rather than at the next scheduled round.
+async fn poll_after_split(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    let mut modes = cluster.modes();
+    let settle =
+        crate::cluster::Cluster::split_settles_after() + state.settings().reservation_grace;
+    loop {
+        tokio::select! {
+            changed = modes.changed() => if changed.is_err() { return },
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let split = matches!(*modes.borrow(), crate::cluster::Mode::Split { .. });
+        if !split {
+            continue;
+        }
+        // A little past the second boundary the counters are kept in.
+        if wait_or_stop(&mut stopping, settle + Duration::from_millis(1100)).await {
+            return;
+        }
+        if matches!(cluster.mode(), crate::cluster::Mode::Split { .. }) {
+            tracing::info!(
+                "cluster: polling now so this instance's share of free slots can be used"
+            );
+            if let Err(e) = state.poll_now().await {
+                tracing::error!(error = %e, "poll round failed");
+            }
         }
     }
 }

@@ -1,13 +1,18 @@
 //! Command line: `serve` (default), `poll`, `import`, `export`, `user`.
 //! Every flag also reads `ICECAST_BALANCER_<FLAG>` from the environment.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::config::{Settings, parse_cidr};
+use crate::domain::Slug;
+use crate::store::changes::{self, Actor, Writer};
+use crate::{store, users};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -154,4 +159,77 @@ impl Options {
             });
         s
     }
+}
+
+/// Reads a password: twice without echo on a terminal, one line otherwise.
+fn read_password() -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let ask = |prompt: &str| -> anyhow::Result<String> {
+        eprint!("{prompt}");
+        std::io::stderr().flush()?;
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+        read?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let first = ask("Password: ")?;
+    let second = ask("Again: ")?;
+    if first != second {
+        anyhow::bail!("the passwords differ");
+    }
+    Ok(first)
+}
+
+/// `icecast-balancer user …`: every change goes through the write path
+/// (actor "cli"), so it is audited and reaches a running server.
+pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let mut ctx = writer.begin(Actor::new("cli")).await?;
+    match cmd {
+        UserCommand::Add { name } => {
+            let name = Slug::parse(&name).map_err(|e| anyhow::anyhow!("user name: {e}"))?;
+            if store::users::find(ctx.conn(), name.as_str())
+                .await?
+                .is_some()
+            {
+                anyhow::bail!("a user named {name:?} already exists (use `user passwd`)");
+            }
+            let password = read_password()?;
+            users::check_password(&password)?;
+            changes::create_user(&mut ctx, name.as_str(), &users::hash_password(&password)?)
+                .await?;
+            writer.commit(ctx).await?;
+            println!("user {name} added");
+        }
+        UserCommand::Passwd { name } => {
+            if store::users::find(ctx.conn(), &name).await?.is_none() {
+                anyhow::bail!("no user named {name:?}");
+            }
+            let password = read_password()?;
+            users::check_password(&password)?;
+            changes::set_password(&mut ctx, &name, &users::hash_password(&password)?).await?;
+            writer.commit(ctx).await?;
+            println!("password of {name} changed; its sessions were ended");
+        }
+        UserCommand::List => {
+            for u in store::users::list(ctx.conn()).await? {
+                println!("{}", u.name);
+            }
+        }
+        UserCommand::Remove { name } => {
+            changes::delete_user(&mut ctx, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            writer.commit(ctx).await?;
+            println!("user {name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -26,6 +26,9 @@ pub struct Settings {
     pub admin_password: Option<String>,
     /// Redis/Valkey shared by several instances (`--cluster`).
     pub cluster: Option<crate::cluster::ClusterSettings>,
+    /// How long in-flight requests and background tasks get to finish
+    /// after a stop signal.
+    pub shutdown_timeout: Duration,
 }
 
 impl Settings {
@@ -42,6 +45,7 @@ impl Settings {
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
             cluster: None,
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 
@@ -75,6 +79,7 @@ impl std::fmt::Debug for Settings {
             .field("poll_token", &self.poll_token.as_ref().map(|_| "<set>"))
             .field("poll", &self.poll)
             .field("reservation_grace", &self.reservation_grace)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),

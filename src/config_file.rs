@@ -7,13 +7,13 @@
 //! returns to its default); servers and streams absent from the file are
 //! left alone. A stream's `mounts` list, when present, is its complete set.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqliteConnection;
 
 use crate::domain::{MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec};
 use crate::error::{Error, Result};
+use crate::store::changes::{self, Actor, ChangeTx, MountSet, Writer};
 use crate::store::{self, Pool};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -160,178 +160,138 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     }
 }
 
-async fn audit(
-    conn: &mut SqliteConnection,
-    action: &str,
-    kind: &str,
-    name: &str,
-    before: Option<String>,
-    after: Option<String>,
-) -> Result<()> {
-    let entry = store::audit::Entry {
-        before,
-        after,
-        ..store::audit::Entry::new("import", action, kind, name)
-    };
-    store::audit::record(conn, entry).await
-}
-
-/// A server as the audit log shows it: its config-file TOML.
-pub fn server_text(spec: &ServerSpec) -> Option<String> {
-    toml::to_string(&ServerInput::from(spec)).ok()
-}
-
-/// A stream (without its mounts) as the audit log shows it.
-pub fn stream_text(spec: &StreamSpec) -> Option<String> {
-    toml::to_string(&StreamInput::from(spec)).ok()
-}
-
-/// Applies the file in one transaction, with an audit entry (actor
-/// "import") for every change.
-pub async fn apply(db: &Pool, file: &ConfigFile) -> Result<ImportReport> {
-    let (servers, streams) = validate(file)?;
-    let mut tx = store::write_tx(db).await?;
-    let report = apply_in(&mut tx, &servers, &streams).await?;
-    tx.commit().await?;
+/// Applies the file in one transaction through the write path, which
+/// audits every change (actor "import").
+pub async fn apply(writer: &Writer, file: &ConfigFile) -> Result<ImportReport> {
+    // Checked before the write lock is taken, so a bad file waits for nobody.
+    validate(file)?;
+    let mut ctx = writer.begin(Actor::new("import")).await?;
+    let report = apply_in(&mut ctx, file).await?;
+    writer.commit(ctx).await?;
     Ok(report)
 }
 
-async fn apply_in(
-    conn: &mut SqliteConnection,
-    servers: &[ServerSpec],
-    streams: &[ParsedStream],
-) -> Result<ImportReport> {
+/// Applies the file inside a change transaction the caller commits: the
+/// cluster applies shared changes this way, under the actor that made them.
+pub async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportReport> {
+    let (servers, streams) = validate(file)?;
     let mut report = ImportReport::default();
+    apply_servers(ctx, &servers, &mut report).await?;
+    let ids = apply_streams(ctx, &streams, &mut report).await?;
+    apply_mounts(ctx, &streams, &ids, &mut report).await?;
+    Ok(report)
+}
+
+async fn apply_servers(
+    ctx: &mut ChangeTx,
+    servers: &[ServerSpec],
+    report: &mut ImportReport,
+) -> Result<()> {
     for spec in servers {
-        match store::servers::find_by_name(conn, spec.name.as_str()).await? {
+        let name = spec.name.to_string();
+        match store::servers::find_by_name(ctx.conn(), &name).await? {
             Some(row) if row.spec().ok().as_ref() == Some(spec) => report.unchanged += 1,
             Some(row) => {
-                store::servers::update(conn, row.id, spec).await?;
-                let before = row.spec().ok().as_ref().and_then(server_text);
-                audit(
-                    conn,
-                    "update",
-                    "server",
-                    spec.name.as_str(),
-                    before,
-                    server_text(spec),
-                )
-                .await?;
-                report.servers_updated.push(spec.name.to_string());
+                changes::update_server(ctx, row.id, spec).await?;
+                report.servers_updated.push(name);
             }
             None => {
-                store::servers::insert(conn, spec).await?;
-                audit(
-                    conn,
-                    "create",
-                    "server",
-                    spec.name.as_str(),
-                    None,
-                    server_text(spec),
-                )
-                .await?;
-                report.servers_created.push(spec.name.to_string());
+                changes::create_server(ctx, spec).await?;
+                report.servers_created.push(name);
             }
         }
     }
-    let mut stream_ids = Vec::new();
+    Ok(())
+}
+
+/// Creates or updates each stream; returns their ids in file order.
+async fn apply_streams(
+    ctx: &mut ChangeTx,
+    streams: &[ParsedStream],
+    report: &mut ImportReport,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
     for p in streams {
-        let id = match store::streams::find_by_name(conn, p.spec.name.as_str()).await? {
+        let name = p.spec.name.to_string();
+        let id = match store::streams::find_by_name(ctx.conn(), &name).await? {
             Some(row) if row.spec().ok().as_ref() == Some(&p.spec) => {
                 report.unchanged += 1;
                 row.id
             }
             Some(row) => {
-                store::streams::update(conn, row.id, &p.spec).await?;
-                let before = row.spec().ok().as_ref().and_then(stream_text);
-                audit(
-                    conn,
-                    "update",
-                    "stream",
-                    p.spec.name.as_str(),
-                    before,
-                    stream_text(&p.spec),
-                )
-                .await?;
-                report.streams_updated.push(p.spec.name.to_string());
+                changes::update_stream(ctx, row.id, &p.spec).await?;
+                report.streams_updated.push(name);
                 row.id
             }
             None => {
-                let id = store::streams::insert(conn, &p.spec).await?;
-                audit(
-                    conn,
-                    "create",
-                    "stream",
-                    p.spec.name.as_str(),
-                    None,
-                    stream_text(&p.spec),
-                )
-                .await?;
-                report.streams_created.push(p.spec.name.to_string());
+                let id = changes::create_stream(ctx, &p.spec).await?;
+                report.streams_created.push(name);
                 id
             }
         };
-        stream_ids.push(id);
+        ids.push(id);
     }
-    // Removals first, so a mount can move between two streams of the file.
-    let mut wanted_by_stream = Vec::new();
-    for (p, &stream_id) in streams.iter().zip(&stream_ids) {
-        let Some(mounts) = &p.mounts else {
-            wanted_by_stream.push(None);
-            continue;
+    Ok(ids)
+}
+
+fn rejected(label: &str, what: String) -> Error {
+    Error::BadRequest(format!(
+        "config file rejected, nothing was changed:\n  {label}: {what}"
+    ))
+}
+
+/// The mounts a stream entry lists, by server id (servers must exist by now).
+async fn wanted_mounts(ctx: &mut ChangeTx, p: &ParsedStream) -> Result<Option<MountSet>> {
+    let Some(list) = &p.mounts else {
+        return Ok(None);
+    };
+    let mut wanted = MountSet::new();
+    for (server, mount) in list {
+        let Some(row) = store::servers::find_by_name(ctx.conn(), server).await? else {
+            return Err(rejected(
+                &p.label,
+                format!(
+                    "server: no server named {server:?} (neither in the file nor in the database)"
+                ),
+            ));
         };
-        let mut wanted = BTreeMap::new();
-        for (server, mount) in mounts {
-            let Some(row) = store::servers::find_by_name(conn, server).await? else {
-                return Err(Error::BadRequest(format!(
-                    "config file rejected, nothing was changed:\n  {}: server: no server named {server:?} \
-                     (neither in the file nor in the database)",
-                    p.label
-                )));
-            };
-            wanted.insert((row.id, mount.as_str().to_string()), server.clone());
+        wanted.insert((row.id, mount.clone()));
+    }
+    Ok(Some(wanted))
+}
+
+/// Removals first, for every stream, so a mount can move between two
+/// streams of the file; then the additions.
+async fn apply_mounts(
+    ctx: &mut ChangeTx,
+    streams: &[ParsedStream],
+    ids: &[i64],
+    report: &mut ImportReport,
+) -> Result<()> {
+    let mut wanted = Vec::new();
+    for (p, &id) in streams.iter().zip(ids) {
+        let w = wanted_mounts(ctx, p).await?;
+        if let Some(w) = &w {
+            for gone in changes::remove_mounts_except(ctx, id, w).await? {
+                report.mounts_removed.push(gone.label());
+            }
         }
-        for existing in store::mounts::for_stream(conn, stream_id).await? {
-            if !wanted.contains_key(&(existing.server_id, existing.mount.clone())) {
-                store::mounts::delete(conn, existing.id).await?;
-                report.mounts_removed.push(format!(
-                    "{} {} on {}",
-                    p.spec.name, existing.mount, existing.server_name
+        wanted.push(w);
+    }
+    for ((p, &id), w) in streams.iter().zip(ids).zip(wanted) {
+        let Some(w) = w else { continue };
+        match changes::replace_mounts(ctx, id, &w).await {
+            Ok((added, _)) => report.mounts_added.extend(added.iter().map(|m| m.label())),
+            Err(Error::Conflict { value, .. }) => {
+                return Err(rejected(
+                    &p.label,
+                    format!("mount: {value} already belongs to another stream"),
                 ));
             }
-        }
-        wanted_by_stream.push(Some(wanted));
-    }
-    for ((p, &stream_id), wanted) in streams.iter().zip(&stream_ids).zip(wanted_by_stream) {
-        let Some(wanted) = wanted else { continue };
-        let existing: HashSet<(i64, String)> = store::mounts::for_stream(conn, stream_id)
-            .await?
-            .into_iter()
-            .map(|m| (m.server_id, m.mount))
-            .collect();
-        for ((server_id, mount), server_name) in wanted {
-            if existing.contains(&(server_id, mount.clone())) {
-                continue;
-            }
-            let path = MountPath::parse(&mount).expect("parsed during validation");
-            match store::mounts::insert(conn, stream_id, server_id, &path).await {
-                Ok(_) => {
-                    let name = store::mounts::label(p.spec.name.as_str(), &mount, &server_name);
-                    audit(conn, "create", "mount", &name, None, None).await?;
-                    report.mounts_added.push(name);
-                }
-                Err(Error::Conflict { .. }) => {
-                    return Err(Error::BadRequest(format!(
-                        "config file rejected, nothing was changed:\n  {}: mount: {mount} on \
-                         {server_name} already belongs to another stream",
-                        p.label
-                    )));
-                }
-                Err(e) => return Err(e),
-            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// The whole configuration in import format, sorted by name.

@@ -27,9 +27,7 @@ use maxminddb::{LookupResult, Mmap, PathElement, Reader};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
-use crate::domain::CountryCode;
-use crate::routing::ClientGeo;
-use crate::routing::snapshot::Coords;
+use crate::domain::{ClientGeo, Coords, CountryCode};
 
 /// How many records to inspect when telling the schemas apart. The first
 /// records of real databases carry data; a file without a recognisable
@@ -423,7 +421,7 @@ fn decode<'a, S: AsRef<[u8]>>(
 
 /// The test databases the integration tests use too.
 #[cfg(test)]
-#[path = "../tests/support/geoip.rs"]
+#[path = "../tests/it/support/geoip.rs"]
 mod testdb;
 
 #[cfg(test)]

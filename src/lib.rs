@@ -16,5 +16,6 @@ pub mod store;
 pub mod users;
 pub mod web;
 
-pub use app::{AppState, Application};
+pub use app::Application;
 pub use config::Settings;
+pub use web::AppState;

@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use icecast_balancer::cli::{Cli, Command};
+use icecast_balancer::domain::Clock;
+use icecast_balancer::store::changes::Writer;
 use icecast_balancer::{AppState, Application, config_file};
 
 fn main() -> ExitCode {
@@ -41,7 +43,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Poll => {
-            let state = AppState::new(settings).await?;
+            let state = AppState::new(settings, Clock::system()).await?;
             let summary = state.poll_now().await?;
             for s in &summary.servers {
                 match &s.error {
@@ -80,7 +82,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let parsed = config_file::parse(&text)?;
             let db = icecast_balancer::store::connect(&settings.database).await?;
-            let report = config_file::apply(&db, &parsed).await?;
+            let report = config_file::apply(&Writer::new(db), &parsed).await?;
             print!("{report}");
         }
         Command::Export => {
@@ -92,7 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::User(cmd) => {
             let db = icecast_balancer::store::connect(&settings.database).await?;
-            return icecast_balancer::users::run_cli(&db, cmd).await;
+            return icecast_balancer::cli::run_user_command(&Writer::new(db), cmd).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -110,7 +112,7 @@ async fn reload_geoip_on_sighup(state: AppState) {
         }
     };
     while hup.recv().await.is_some() {
-        if state.geo.is_configured() {
+        if state.geo().is_configured() {
             tracing::info!("SIGHUP: reloading the GeoIP database");
             state.reload_geoip().await;
         } else {

@@ -127,7 +127,9 @@ pub async fn ensure_table(db: &Pool) -> Result<()> {
 }
 
 /// What this database last shared: object → (version, body).
-pub async fn synced(conn: &mut SqliteConnection) -> Result<BTreeMap<ObjectKey, (i64, Option<String>)>> {
+pub async fn synced(
+    conn: &mut SqliteConnection,
+) -> Result<BTreeMap<ObjectKey, (i64, Option<String>)>> {
     let rows: Vec<(String, i64, Option<String>)> =
         sqlx::query_as("SELECT object, version, body FROM cluster_sync WHERE object <> ?")
             .bind(SEEN)
@@ -146,7 +148,12 @@ pub async fn seen(conn: &mut SqliteConnection) -> Result<Option<(i64, String)>> 
     Ok(row.map(|(v, g)| (v, g.unwrap_or_default())))
 }
 
-async fn note(conn: &mut SqliteConnection, object: &str, version: i64, body: Option<&str>) -> Result<()> {
+async fn note(
+    conn: &mut SqliteConnection,
+    object: &str,
+    version: i64,
+    body: Option<&str>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO cluster_sync (object, version, body) VALUES (?1, ?2, ?3) \
          ON CONFLICT (object) DO UPDATE SET version = ?2, body = ?3",
@@ -217,7 +224,11 @@ impl ConfigSync {
             Some((_, g)) => g != generation,
             None => true,
         };
-        let from = if fresh { 0 } else { seen.as_ref().map_or(0, |s| s.0) };
+        let from = if fresh {
+            0
+        } else {
+            seen.as_ref().map_or(0, |s| s.0)
+        };
         if fresh {
             self.forget(db, generation).await.map_err(err)?;
             let applied = self.pull(db, writer, conn, from, generation).await?;
@@ -233,13 +244,19 @@ impl ConfigSync {
     /// A new generation: what was shared before says nothing now.
     async fn forget(&self, db: &Pool, generation: &str) -> Result<()> {
         let mut tx = store::write_tx(db).await?;
-        sqlx::query("DELETE FROM cluster_sync").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM cluster_sync")
+            .execute(&mut *tx)
+            .await?;
         note(&mut tx, SEEN, 0, Some(generation)).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn push(&self, db: &Pool, conn: &mut MultiplexedConnection) -> std::result::Result<usize, String> {
+    async fn push(
+        &self,
+        db: &Pool,
+        conn: &mut MultiplexedConnection,
+    ) -> std::result::Result<usize, String> {
         let err = |e: crate::error::Error| e.to_string();
         let local = local_objects(db).await.map_err(err)?;
         let mut c = db.acquire().await.map_err(|e| e.to_string())?;
@@ -248,7 +265,8 @@ impl ConfigSync {
         let changed = local_changes(&local, &synced);
         for (object, body) in &changed {
             let actor = last_actor(db, object).await.unwrap_or_default();
-            let [instance, actor, value] = Record::encode_value(&self.instance, &actor, body.as_deref());
+            let [instance, actor, value] =
+                Record::encode_value(&self.instance, &actor, body.as_deref());
             let version: i64 = self
                 .publish
                 .key(self.key("version"))
@@ -262,7 +280,9 @@ impl ConfigSync {
                 .await
                 .map_err(|e| e.to_string())?;
             let mut c = db.acquire().await.map_err(|e| e.to_string())?;
-            note(&mut c, object, version, body.as_deref()).await.map_err(err)?;
+            note(&mut c, object, version, body.as_deref())
+                .await
+                .map_err(err)?;
         }
         Ok(changed.len())
     }
@@ -310,22 +330,29 @@ impl ConfigSync {
             }
             match apply(writer, r).await {
                 Ok(()) => applied += 1,
-                Err(e) => tracing::warn!(object = %r.object, from = %r.instance, error = %e, "cluster: cannot apply a shared change"),
+                Err(e) => {
+                    tracing::warn!(object = %r.object, from = %r.instance, error = %e, "cluster: cannot apply a shared change")
+                }
             }
         }
         let top = newer.iter().map(|(_, v)| *v).max().unwrap_or(from);
         let mut c = db.acquire().await.map_err(|e| e.to_string())?;
-        note(&mut c, SEEN, top, Some(generation)).await.map_err(err)?;
+        note(&mut c, SEEN, top, Some(generation))
+            .await
+            .map_err(err)?;
         Ok(applied)
     }
 }
 
-/// Who last changed an object here, as the audit log says.
+/// Who last changed an object here, as the audit log says (for a stream,
+/// its mounts' entries count too: `<stream> <mount> on <server>`).
 async fn last_actor(db: &Pool, object: &str) -> Option<String> {
     let (kind, name) = object.split_once(':')?;
     let mut c = db.acquire().await.ok()?;
     sqlx::query_scalar(
-        "SELECT actor FROM audit WHERE object_kind = ? AND object_name = ? ORDER BY id DESC LIMIT 1",
+        "SELECT actor FROM audit WHERE (object_kind = ?1 AND object_name = ?2) \
+         OR (?1 = 'stream' AND object_kind = 'mount' AND substr(object_name, 1, length(?2) + 1) = ?2 || ' ') \
+         ORDER BY id DESC LIMIT 1",
     )
     .bind(kind)
     .bind(name)
@@ -344,12 +371,18 @@ async fn apply(writer: &Writer, r: &Record) -> Result<()> {
     match (kind, r.body.as_deref()) {
         ("server", Some(body)) => {
             let s: ServerInput = serde_json::from_str(body).map_err(bad)?;
-            let file = ConfigFile { servers: vec![s], streams: vec![] };
+            let file = ConfigFile {
+                servers: vec![s],
+                streams: vec![],
+            };
             config_file::apply_in(&mut ctx, &file).await?;
         }
         ("stream", Some(body)) => {
             let s: StreamInput = serde_json::from_str(body).map_err(bad)?;
-            let file = ConfigFile { servers: vec![], streams: vec![s] };
+            let file = ConfigFile {
+                servers: vec![],
+                streams: vec![s],
+            };
             config_file::apply_in(&mut ctx, &file).await?;
         }
         ("server", None) => {

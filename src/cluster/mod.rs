@@ -14,6 +14,7 @@
 //! redirecting from its local copy with its share of the free slots, and
 //! rejoins by itself at the next heartbeat that gets an answer.
 
+pub mod config_sync;
 pub mod members;
 pub mod slots;
 
@@ -24,6 +25,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 use serde::Serialize;
 
+use crate::domain::Clock;
 use members::{Member, Members};
 use slots::{Lease, Leases, MountView};
 
@@ -157,7 +159,7 @@ pub struct Cluster {
     leases: Leases,
     heartbeat: Script,
     lease: Script,
-    clock: fn() -> i64,
+    clock: Clock,
     modes: tokio::sync::watch::Sender<Mode>,
 }
 
@@ -173,10 +175,10 @@ type RedisResult<T> = Result<T, String>;
 
 impl Cluster {
     /// Never waits for Redis: the first heartbeat joins.
-    pub fn new(settings: ClusterSettings, clock: fn() -> i64) -> anyhow::Result<Arc<Cluster>> {
+    pub fn new(settings: ClusterSettings, clock: Clock) -> anyhow::Result<Arc<Cluster>> {
         let client = Client::open(settings.url.as_str())
             .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redacted(&settings.url)))?;
-        let now = clock();
+        let now = clock.now_ms();
         let (modes, _) = tokio::sync::watch::channel(Mode::Joining { since_ms: now });
         Ok(Arc::new(Cluster {
             modes,
@@ -231,7 +233,7 @@ impl Cluster {
     }
 
     pub fn status(&self) -> Status {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let st = self.state();
         let since_ms = match st.mode {
             Mode::Joining { since_ms } | Mode::Split { since_ms } => Some(since_ms),
@@ -255,25 +257,43 @@ impl Cluster {
     /// The cluster's lines for `/metrics`.
     pub fn metrics(&self) -> String {
         let st = self.status();
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let absent = st.members.iter().filter(|m| !m.present).count();
-        let age = st.last_contact_ms.map_or(-1.0, |t| (now - t) as f64 / 1000.0);
+        let age = st
+            .last_contact_ms
+            .map_or(-1.0, |t| (now - t) as f64 / 1000.0);
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, value: String| {
             out.push_str(&format!(
                 "# HELP icecast_balancer_cluster_{name} {help}\n# TYPE icecast_balancer_cluster_{name} gauge\nicecast_balancer_cluster_{name} {value}\n"
             ));
         };
-        gauge("shared", "1 while slots are shared through Redis, 0 while split.", u8::from(st.slots == "shared").to_string());
-        gauge("members", "Instances seen in the last minute, this one included.", st.members.len().max(1).to_string());
-        gauge("members_absent", "Instances seen in the last minute that are not in touch with Redis now.", absent.to_string());
-        gauge("last_contact_age_seconds", "Seconds since Redis last answered (-1: never).", format!("{age:.3}"));
+        gauge(
+            "shared",
+            "1 while slots are shared through Redis, 0 while split.",
+            u8::from(st.slots == "shared").to_string(),
+        );
+        gauge(
+            "members",
+            "Instances seen in the last minute, this one included.",
+            st.members.len().max(1).to_string(),
+        );
+        gauge(
+            "members_absent",
+            "Instances seen in the last minute that are not in touch with Redis now.",
+            absent.to_string(),
+        );
+        gauge(
+            "last_contact_age_seconds",
+            "Seconds since Redis last answered (-1: never).",
+            format!("{age:.3}"),
+        );
         out
     }
 
     /// (members seen in the last minute, of which absent).
     fn member_counts(&self) -> (u64, u64) {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         self.state().members.counts(now, &self.settings.instance)
     }
 
@@ -306,7 +326,7 @@ impl Cluster {
     /// Redis did not answer: forget the connection and the leases, split.
     fn lost(&self, error: String) {
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let mut st = self.state();
         if matches!(st.mode, Mode::Shared) {
             tracing::warn!(error = %error, "cluster: Redis is away; giving away only this instance's share of free slots");
@@ -320,7 +340,8 @@ impl Cluster {
         let mode = st.mode;
         drop(st);
         self.leases.clear();
-        self.modes.send_if_modified(|m| std::mem::replace(m, mode) != mode);
+        self.modes
+            .send_if_modified(|m| std::mem::replace(m, mode) != mode);
     }
 
     /// One heartbeat: registers, reads the members, and (re)joins when
@@ -355,7 +376,7 @@ impl Cluster {
         conn: &mut MultiplexedConnection,
         joined: &str,
     ) -> RedisResult<(String, Vec<(String, i64, String)>)> {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let fresh = format!("{:016x}", rand::random::<u64>());
         let reply: Vec<String> = self
             .heartbeat
@@ -381,7 +402,7 @@ impl Cluster {
     }
 
     fn contact(&self, (generation, rows): (String, Vec<(String, i64, String)>), joined: bool) {
-        let now = (self.clock)();
+        let now = self.clock.now_ms();
         let mut st = self.state();
         st.members.update(&generation, &rows);
         st.members.forget_old(now);
@@ -396,7 +417,8 @@ impl Cluster {
             st.generation = Some(generation);
             st.mode = Mode::Shared;
             drop(st);
-            self.modes.send_if_modified(|m| std::mem::replace(m, Mode::Shared) != Mode::Shared);
+            self.modes
+                .send_if_modified(|m| std::mem::replace(m, Mode::Shared) != Mode::Shared);
         }
     }
 
@@ -438,7 +460,7 @@ impl Cluster {
     }
 
     fn now_s(&self) -> u64 {
-        ((self.clock)() / 1000).max(0) as u64
+        (self.clock.now_ms() / 1000).max(0) as u64
     }
 
     /// May this instance send one more listener to this mount? Answers

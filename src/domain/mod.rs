@@ -7,7 +7,16 @@
 //! redirect path. Parsing collects *all* field errors at once so a form can
 //! show each message beside its field.
 
+pub mod clock;
+pub mod health;
+pub mod location;
+mod usage;
 mod values;
+
+pub use clock::Clock;
+pub use health::{Health, State as HealthState};
+pub use location::{ClientGeo, Coords, LocationSource, Point, ResolvedLocation, distance_km};
+pub use usage::MountUsage;
 
 pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};
 
@@ -179,6 +188,20 @@ impl From<&ServerSpec> for ServerInput {
             weight: Some(i64::from(s.weight.get())),
             enabled: Some(s.enabled),
         }
+    }
+}
+
+impl ServerSpec {
+    /// The server as the audit log shows it: its config-file TOML.
+    pub fn audit_text(&self) -> Option<String> {
+        toml::to_string(&ServerInput::from(self)).ok()
+    }
+}
+
+impl StreamSpec {
+    /// The stream (without its mounts) as the audit log shows it.
+    pub fn audit_text(&self) -> Option<String> {
+        toml::to_string(&StreamInput::from(self)).ok()
     }
 }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::parse::{MountUsage, parse_load_xsl, parse_status_json};
+use super::parse::{parse_load_xsl, parse_status_json};
+use crate::domain::MountUsage;
 
 #[derive(Clone)]
 pub struct Fetcher {

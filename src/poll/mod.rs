@@ -5,18 +5,18 @@
 //! arrives, so a relay that hangs until the timeout delays nobody else.
 
 pub mod fetch;
-pub mod health;
 pub mod parse;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
 
+use crate::domain::{Clock, Health, HealthState, MountUsage};
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
 use fetch::Fetcher;
-use health::Health;
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -44,7 +44,7 @@ pub struct ServerSummary {
     pub name: String,
     pub enabled: bool,
     pub ok: bool,
-    pub state: health::State,
+    pub state: HealthState,
     pub latency_ms: i64,
     pub source: Option<&'static str>,
     pub mounts: usize,
@@ -65,87 +65,116 @@ impl RoundSummary {
     }
 }
 
+/// One relay's answer, with when it was asked and how long it took.
+struct Fetched {
+    id: i64,
+    started_ms: i64,
+    elapsed: Duration,
+    result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+}
+
+/// Asks every server at once; each task is bounded in time.
+fn fetch_all(
+    servers: &[store::servers::ServerRow],
+    fetcher: &Fetcher,
+    settings: &PollSettings,
+    clock: &Clock,
+) -> JoinSet<Fetched> {
+    let mut tasks = JoinSet::new();
+    // The client timeout already bounds each request; this outer bound
+    // also covers the fallback request and any stall between them.
+    let limit = settings.timeout * 2 + Duration::from_secs(1);
+    for s in servers {
+        let (fetcher, clock) = (fetcher.clone(), clock.clone());
+        let base = s.poll_base().to_string();
+        let id = s.id;
+        tasks.spawn(async move {
+            let t0 = Instant::now();
+            let started_ms = clock.now_ms();
+            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
+                Ok(r) => r,
+                Err(_) => Err("timed out".to_string()),
+            };
+            Fetched {
+                id,
+                started_ms,
+                elapsed: t0.elapsed(),
+                result,
+            }
+        });
+    }
+    tasks
+}
+
+fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> ServerSummary {
+    let usage = f.result.as_ref().ok();
+    ServerSummary {
+        name: server.name.clone(),
+        enabled: server.enabled,
+        ok: usage.is_some(),
+        state: next.state,
+        latency_ms: f.elapsed.as_millis() as i64,
+        source: usage.map(|(s, _)| *s),
+        mounts: usage.map_or(0, |(_, m)| m.len()),
+        listeners: usage.map_or(0, |(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum()),
+        error: f.result.as_ref().err().cloned(),
+    }
+}
+
+fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSummary) {
+    match &s.error {
+        Some(e) if server.enabled => {
+            tracing::warn!(server = %server.name, state = s.state.as_str(), error = %e, "poll failed")
+        }
+        Some(e) => {
+            tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
+        }
+        None => {}
+    }
+    if prev.state != s.state {
+        tracing::info!(server = %server.name, from = prev.state.as_str(), to = s.state.as_str(), "server health changed");
+    }
+}
+
 /// One round over all servers. `on_written` runs after each
 /// server's result is committed (the server uses it to refresh routing).
 pub async fn run_round(
     db: &Pool,
     fetcher: &Fetcher,
     settings: &PollSettings,
+    clock: &Clock,
     on_written: &(dyn Fn() + Sync),
 ) -> Result<RoundSummary> {
     let round_start = Instant::now();
-    let started_at = store::now_ms();
+    let started_at = clock.now_ms();
     let mut conn = db.acquire().await?;
     // Disabled (draining) servers are polled too: they get no listeners,
     // but the admin shows their remaining listeners leaving.
     let servers = store::servers::list(&mut conn).await?;
-    let health: std::collections::HashMap<i64, Health> = store::status::health_all(&mut conn)
+    let health: HashMap<i64, Health> = store::status::health_all(&mut conn)
         .await?
         .into_iter()
         .map(|h| (h.server_id, h.health()))
         .collect();
     drop(conn);
 
-    let mut tasks = JoinSet::new();
-    for s in &servers {
-        let fetcher = fetcher.clone();
-        let base = s.poll_base().to_string();
-        let id = s.id;
-        // The client timeout already bounds each request; this outer bound
-        // also covers the fallback request and any stall between them.
-        let limit = settings.timeout * 2 + Duration::from_secs(1);
-        tasks.spawn(async move {
-            let t0 = Instant::now();
-            let started = store::now_ms();
-            let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
-                Ok(r) => r,
-                Err(_) => Err("timed out".to_string()),
-            };
-            (id, started, t0.elapsed(), result)
-        });
-    }
-
+    let mut tasks = fetch_all(&servers, fetcher, settings, clock);
     let mut summaries = Vec::with_capacity(servers.len());
     while let Some(joined) = tasks.join_next().await {
-        let Ok((id, started, elapsed, result)) = joined else {
+        let Ok(f) = joined else { continue };
+        let Some(server) = servers.iter().find(|s| s.id == f.id) else {
             continue;
         };
-        let server = servers.iter().find(|s| s.id == id).expect("spawned above");
-        let prev = health.get(&id).copied().unwrap_or_default();
-        let next = prev.observe(result.is_ok(), settings.rise, settings.fall);
-        let latency_ms = elapsed.as_millis() as i64;
-        let summary = ServerSummary {
-            name: server.name.clone(),
-            enabled: server.enabled,
-            ok: result.is_ok(),
-            state: next.state,
-            latency_ms,
-            source: result.as_ref().ok().map(|(s, _)| *s),
-            mounts: result.as_ref().map(|(_, m)| m.len()).unwrap_or(0),
-            listeners: result
-                .as_ref()
-                .map(|(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum())
-                .unwrap_or(0),
-            error: result.as_ref().err().cloned(),
-        };
-        match &summary.error {
-            Some(e) if server.enabled => {
-                tracing::warn!(server = %server.name, state = next.state.as_str(), error = %e, "poll failed")
-            }
-            Some(e) => {
-                tracing::info!(server = %server.name, error = %e, "poll of disabled server failed")
-            }
-            None => {}
-        }
-        if prev.state != next.state {
-            tracing::info!(server = %server.name, from = prev.state.as_str(), to = next.state.as_str(), "server health changed");
-        }
+        let prev = health.get(&f.id).copied().unwrap_or_default();
+        let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
+        let summary = summarize(server, next, &f);
+        log_outcome(server, prev, &summary);
         let record = PollRecord {
-            server_id: id,
-            started_at: started,
-            latency_ms,
+            server_id: f.id,
+            started_at: f.started_ms,
+            latency_ms: summary.latency_ms,
             health: next,
-            result,
+            result: f.result,
         };
         let mut tx = store::write_tx(db).await?;
         store::status::record_poll(&mut tx, &record).await?;

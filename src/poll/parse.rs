@@ -8,16 +8,7 @@
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::reader::Reader;
 
-use crate::domain::MountPath;
-
-/// One mount as a relay reported it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountUsage {
-    pub mount: MountPath,
-    pub listeners: u32,
-    /// `None`: Icecast has no max-listeners for this mount ("unlimited").
-    pub max: Option<u32>,
-}
+use crate::domain::{MountPath, MountUsage};
 
 fn number(raw: &str, what: &str) -> Result<u32, String> {
     let t = raw.trim();

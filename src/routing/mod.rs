@@ -7,5 +7,16 @@ pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use select::ClientGeo;
 pub use snapshot::{Counters, Snapshot};
+
+use std::sync::Arc;
+
+/// One request's view of routing: the snapshot, the time, and how long an
+/// unreleased reservation counts. Built once per request, so every number
+/// a page shows comes from the same instant.
+#[derive(Clone)]
+pub struct Routing {
+    pub snap: Arc<Snapshot>,
+    pub now_s: u64,
+    pub ttl_s: u64,
+}

@@ -16,9 +16,9 @@
 
 use rand::Rng;
 
-use crate::domain::CountryCode;
+use crate::domain::{ClientGeo, Point};
 
-use super::snapshot::{Coords, MountEntry, ServerEntry, Snapshot, StreamEntry};
+use super::snapshot::{MountEntry, ServerEntry, Snapshot, StreamEntry};
 
 /// Free capacity an unlimited mount on an uncapped server is treated as
 /// having, so among unlimited relays the least loaded wins.
@@ -27,12 +27,6 @@ pub const UNLIMITED_CAPACITY: u64 = 1_000_000;
 pub const BAND_FACTOR: f64 = 1.25;
 /// …or within this many kilometres of it, whichever is wider.
 pub const BAND_KM: f64 = 300.0;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct ClientGeo {
-    pub country: Option<CountryCode>,
-    pub coords: Option<Coords>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Excluded {
@@ -65,35 +59,6 @@ pub struct Assessed {
     pub same_country: bool,
     pub ring: u32,
     pub score: u64,
-}
-
-/// Great-circle distance in km.
-pub fn distance_km(a: Coords, b: Coords) -> f64 {
-    Point::new(a).distance_km(Point::new(b))
-}
-
-/// A location as a unit vector. The snapshot keeps one per relay, so the
-/// distance from a client to each of many relays costs a square root and
-/// an arcsine rather than a full haversine (the trigonometry was most of
-/// the selection time with 100 relays).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point([f64; 3]);
-
-impl Point {
-    pub fn new(c: Coords) -> Point {
-        let (lat, lon) = (c.lat.to_radians(), c.lon.to_radians());
-        Point([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()])
-    }
-
-    /// Through the chord: the same great-circle distance as the haversine
-    /// formula, whose `h` is the squared half chord.
-    pub fn distance_km(self, o: Point) -> f64 {
-        const R: f64 = 6371.0088;
-        let [x, y, z] = self.0;
-        let [a, b, c] = o.0;
-        let chord = ((x - a).powi(2) + (y - b).powi(2) + (z - c).powi(2)).sqrt();
-        2.0 * R * (chord / 2.0).min(1.0).asin()
-    }
 }
 
 /// Where the ring opened by a relay `d` km away ends.
@@ -327,6 +292,7 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
+    use crate::domain::{Coords, CountryCode, distance_km};
     use crate::routing::snapshot::StreamCounters;
     use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
 

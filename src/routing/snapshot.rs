@@ -11,13 +11,11 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use crate::domain::CountryCode;
+use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation};
 use crate::error::Result;
-use crate::poll::health::Health;
 use crate::store;
 
 use super::reservations::ReservationRing;
-use super::select::Point;
 
 #[derive(Debug, Default)]
 pub struct MountCounters {
@@ -67,37 +65,6 @@ impl Counters {
     pub fn stream(&self, id: i64) -> Arc<StreamCounters> {
         entry(&self.streams, id)
     }
-}
-
-/// Where a server's coordinates came from, for the admin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocationSource {
-    Configured,
-    GeoIp,
-    Unknown,
-}
-
-impl LocationSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LocationSource::Configured => "configured",
-            LocationSource::GeoIp => "geoip",
-            LocationSource::Unknown => "unknown",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Coords {
-    pub lat: f64,
-    pub lon: f64,
-}
-
-/// A server's location as GeoIP resolved it from its host name.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct ResolvedLocation {
-    pub country: Option<CountryCode>,
-    pub coords: Option<Coords>,
 }
 
 #[derive(Debug)]

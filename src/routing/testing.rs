@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::domain::CountryCode;
-use crate::poll::health::{Health, State};
+use crate::domain::{Coords, CountryCode, Health, HealthState as State, LocationSource};
 use crate::routing::snapshot::{
-    Coords, LocationSource, MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot,
-    StreamCounters, StreamEntry,
+    MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot, StreamCounters, StreamEntry,
 };
 
 pub const NOW: u64 = 1_000_000;

@@ -1,4 +1,8 @@
 //! The audit log: who changed what, when, from what to what.
+//!
+//! Configuration changes are recorded by [`super::changes`], in the same
+//! transaction as the change; sign-ins and sign-outs are recorded here
+//! directly, as they change no configuration.
 
 use sqlx::{FromRow, SqliteConnection};
 
@@ -17,47 +21,92 @@ pub struct AuditRow {
     pub after: Option<String>,
 }
 
-pub struct Entry<'a> {
-    pub actor: &'a str,
-    pub action: &'a str,
-    pub object_kind: &'a str,
-    pub object_name: &'a str,
+/// What happened. The stored text is what older versions wrote, so the
+/// log reads the same across an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    PasswordChanged,
+    Login,
+    LoginFailed,
+    Logout,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::PasswordChanged => "password changed",
+            Action::Login => "login",
+            Action::LoginFailed => "login failed",
+            Action::Logout => "logout",
+        }
+    }
+}
+
+/// What it happened to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Server,
+    Stream,
+    Mount,
+    User,
+    Session,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Server => "server",
+            Kind::Stream => "stream",
+            Kind::Mount => "mount",
+            Kind::User => "user",
+            Kind::Session => "session",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub actor: String,
+    pub action: Action,
+    pub kind: Kind,
+    pub name: String,
     pub before: Option<String>,
     pub after: Option<String>,
 }
 
-impl<'a> Entry<'a> {
+impl Entry {
     /// An entry without before/after texts; set those with struct update
     /// syntax where a change has them.
-    pub fn new(
-        actor: &'a str,
-        action: &'a str,
-        object_kind: &'a str,
-        object_name: &'a str,
-    ) -> Self {
+    pub fn new(actor: &str, action: Action, kind: Kind, name: &str) -> Self {
         Entry {
-            actor,
+            actor: actor.to_string(),
             action,
-            object_kind,
-            object_name,
+            kind,
+            name: name.to_string(),
             before: None,
             after: None,
         }
     }
 }
 
-pub async fn record(conn: &mut SqliteConnection, e: Entry<'_>) -> Result<()> {
+pub async fn record(conn: &mut SqliteConnection, e: &Entry) -> Result<()> {
     sqlx::query(
         "INSERT INTO audit (at, actor, action, object_kind, object_name, before, after) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(now_ms())
-    .bind(e.actor)
-    .bind(e.action)
-    .bind(e.object_kind)
-    .bind(e.object_name)
-    .bind(e.before)
-    .bind(e.after)
+    .bind(&e.actor)
+    .bind(e.action.as_str())
+    .bind(e.kind.as_str())
+    .bind(&e.name)
+    .bind(&e.before)
+    .bind(&e.after)
     .execute(conn)
     .await?;
     Ok(())

@@ -5,6 +5,7 @@
 //! several writes into one transaction (import does; a form save is one).
 
 pub mod audit;
+pub mod changes;
 pub mod mounts;
 pub mod servers;
 pub mod sessions;
@@ -69,9 +70,9 @@ pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sq
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 
+/// The system clock, for timestamps that only record when something was
+/// written; timing that decides routing goes through the injected
+/// [`crate::domain::Clock`].
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::domain::clock::system_ms()
 }

@@ -3,9 +3,8 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
+use crate::domain::{Health, MountUsage};
 use crate::error::Result;
-use crate::poll::health::Health;
-use crate::poll::parse::MountUsage;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct HealthRow {

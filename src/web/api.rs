@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::app::AppState;
+use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -26,7 +27,7 @@ pub fn router() -> Router<AppState> {
 /// included: they still carry listeners), fewest first — the shape the
 /// FastAPI balancer answered, kept for its users' scripts.
 async fn status(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let mut up: Vec<(&str, u64)> = snap
         .servers
         .iter()
@@ -113,12 +114,17 @@ struct ApiStatus<'a> {
     generated_at: i64,
     servers: Vec<ApiServer<'a>>,
     streams: Vec<ApiStream<'a>>,
+    /// Present with `--cluster`: members, last contact, shared or split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::Status>,
 }
 
 async fn api_status(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let servers = snap
         .servers
         .iter()
@@ -195,6 +201,7 @@ async fn api_status(State(state): State<AppState>) -> Response {
             generated_at: crate::store::now_ms(),
             servers,
             streams,
+            cluster: state.cluster().map(|c| c.status()),
         }),
     )
         .into_response()
@@ -208,9 +215,11 @@ fn label(v: &str) -> String {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let mut out = String::new();
 
     out.push_str(
@@ -237,7 +246,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "icecast_balancer_redirects_total{{stream=\"\",outcome=\"unknown_stream\"}} {}",
-        state.metrics.unknown_stream.load(Ordering::Relaxed)
+        state.metrics().unknown_stream.load(Ordering::Relaxed)
     );
 
     out.push_str(
@@ -295,7 +304,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "icecast_balancer_poll_rounds_total {}",
-        state.metrics.poll_rounds.load(Ordering::Relaxed)
+        state.metrics().poll_rounds.load(Ordering::Relaxed)
     );
 
     for (name, help) in [
@@ -334,6 +343,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
                 );
             }
         }
+    }
+    if let Some(c) = state.cluster() {
+        out.push_str(&c.metrics());
     }
     (
         [(

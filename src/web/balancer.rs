@@ -18,10 +18,11 @@ use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::or_unlimited;
-use crate::app::AppState;
+use crate::domain::ClientGeo;
+use crate::routing::Snapshot;
 use crate::routing::select;
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
-use crate::routing::{ClientGeo, Snapshot};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,16 +69,19 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     };
     let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let (name, format) = split_format(&name);
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let Some(stream) = snap.stream(name) else {
-        state.metrics.unknown_stream.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics()
+            .unknown_stream
+            .fetch_add(1, Ordering::Relaxed);
         return plain(
             StatusCode::NOT_FOUND,
             format!("No stream named {name:?} here.\n"),
         );
     };
-    let client = client_info(peer.ip(), headers, &state.settings.trusted_proxies);
-    let geo = state.geo.lookup(client.ip);
+    let client = client_info(peer.ip(), headers, &state.settings().trusted_proxies);
+    let geo = state.geo().lookup(client.ip);
     if !select::allowed(stream, &geo) {
         stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);
         return plain(
@@ -87,15 +91,16 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     }
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
-    let mut rng = rand::rng();
-    let ranked = select::rank(&snap, stream, &geo, now_s, ttl, &mut rng);
+    let now_s = state.clock().now_s();
+    let ttl = state.settings().reservation_ttl_s();
+    // The thread's generator must not live across the cluster's await.
+    let ranked = select::rank(&snap, stream, &geo, now_s, ttl, &mut rand::rng());
     let candidates = ranked.iter().take_while(|a| a.excluded.is_none());
     let mut chosen = Vec::with_capacity(if format == Format::Redirect { 1 } else { 5 });
     for a in candidates {
-        let take =
-            !reserve || !chosen.is_empty() || select::try_reserve(&snap, a.mount, now_s, ttl);
+        let take = !reserve
+            || !chosen.is_empty()
+            || super::cluster_slots::reserve(state.cluster(), &snap, a.mount, now_s, ttl).await;
         if take {
             chosen.push(a.mount);
             if format == Format::Redirect || chosen.len() == 5 {
@@ -191,7 +196,7 @@ fn full(state: &AppState, stream: &StreamEntry) -> Response {
         return redirect(url);
     }
     stream.counters.full.fetch_add(1, Ordering::Relaxed);
-    let retry = state.settings.poll_interval.as_secs().clamp(5, 60);
+    let retry = state.settings().poll_interval.as_secs().clamp(5, 60);
     let mut resp = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
@@ -257,7 +262,7 @@ fn playlist(format: Format, stream: &StreamEntry, urls: &[String]) -> Response {
 }
 
 async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(token) = &state.settings.poll_token else {
+    let Some(token) = &state.settings().poll_token else {
         return plain(
             StatusCode::FORBIDDEN,
             "Polling over HTTP is disabled: start the balancer with --poll-token.\n".into(),
@@ -299,8 +304,8 @@ struct IndexPage {
 
 /// Free slots and listeners per stream as selection sees them now.
 pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let now_s = state.clock().now_s();
+    let ttl = state.settings().reservation_ttl_s();
     snap.streams
         .iter()
         .map(|st| {
@@ -317,7 +322,7 @@ pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     IndexPage {
         streams: stream_rows(&state, &snap),
     }

@@ -38,8 +38,12 @@ fn view(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> MountView<'_> 
         id: m.id,
         server: &s.name,
         mount: &m.path,
-        mount_free: m.max.map(|max| u64::from(max).saturating_sub(u64::from(m.listeners))),
-        server_free: s.max_listeners.map(|max| u64::from(max).saturating_sub(s.listeners)),
+        mount_free: m
+            .max
+            .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners))),
+        server_free: s
+            .max_listeners
+            .map(|max| u64::from(max).saturating_sub(s.listeners)),
         counts_from_s: m.counters.ring.window_start(now_s, ttl_s),
         // Without the reservation just made.
         own_mount: m.counters.ring.count(now_s, ttl_s).saturating_sub(1),

@@ -5,8 +5,11 @@ pub mod admin;
 pub mod api;
 pub mod balancer;
 pub mod client_ip;
+pub mod cluster_slots;
 pub mod csrf;
-pub mod explain;
+pub mod state;
+
+pub use state::AppState;
 
 use axum::Router;
 use axum::http::header;
@@ -14,8 +17,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
-
-use crate::app::AppState;
 
 /// The stylesheet is compiled in: the admin works offline and from any
 /// working directory.
@@ -38,7 +39,7 @@ pub fn or_unlimited<T: std::fmt::Display>(v: Option<T>) -> String {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .merge(admin::router(state.clone(), explain::router()))
+        .merge(admin::router(state.clone()))
         .merge(api::router())
         .route("/static/style.css", get(style))
         // Request spans cost a measurable share of a redirect's time, so

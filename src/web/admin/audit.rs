@@ -9,9 +9,9 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use super::{Ctx, when};
-use crate::app::AppState;
 use crate::error::Result;
 use crate::store;
+use crate::web::AppState;
 
 pub const PAGE_SIZE: i64 = 50;
 
@@ -79,7 +79,7 @@ async fn page(
     ctx: Ctx,
     Query(q): Query<PageQuery>,
 ) -> Result<impl IntoResponse> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let total = store::audit::count(&mut conn).await?;
     let pages = ((total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);

@@ -13,11 +13,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::{AdminUser, SESSION_COOKIE, client, cookie, is_https, safe_next, set_cookie};
-use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::store;
+use crate::store::audit::{Action, Entry, Kind};
 use crate::users::{random_secret, verify_nothing, verify_password};
+use crate::web::AppState;
 use crate::web::csrf::tokens_match;
+use crate::web::state::blocking;
 
 const LOGIN_COOKIE: &str = "icb_login";
 /// Failed logins counted over this window…
@@ -114,7 +116,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         ));
     }
 
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let now = store::now_ms();
     let (by_ip, by_user, oldest) =
         store::users::recent_failures(&mut conn, &ip, &username, now - WINDOW_MS).await?;
@@ -135,17 +137,22 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     }
 
     let user = store::users::find(&mut conn, &username).await?;
-    let ok = match &user {
-        Some(u) => verify_password(&u.password_hash, &f.password),
+    // argon2 is deliberately slow: off the async workers, so a login
+    // flood cannot hold up redirects.
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    let password = f.password.clone();
+    let ok = blocking(move || match hash {
+        Some(h) => verify_password(&h, &password),
         None => {
-            verify_nothing(&f.password);
+            verify_nothing(&password);
             false
         }
-    };
+    })
+    .await?;
     store::users::record_attempt(&mut conn, &ip, &username, ok).await?;
     let Some(user) = user.filter(|_| ok) else {
-        let entry = store::audit::Entry::new(&username, "login failed", "session", &ip);
-        store::audit::record(&mut conn, entry).await?;
+        let entry = Entry::new(&username, Action::LoginFailed, Kind::Session, &ip);
+        store::audit::record(&mut conn, &entry).await?;
         tracing::warn!(user = %username, %ip, "failed admin login");
         return Ok(retry(
             "Wrong user name or password.",
@@ -160,8 +167,8 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     let token = random_secret(32);
     store::sessions::create(&mut conn, &token, user.id, &random_secret(32)).await?;
     store::sessions::prune(&mut conn, super::IDLE_TIMEOUT_MS).await?;
-    let entry = store::audit::Entry::new(&user.name, "login", "session", &ip);
-    store::audit::record(&mut conn, entry).await?;
+    let entry = Entry::new(&user.name, Action::Login, Kind::Session, &ip);
+    store::audit::record(&mut conn, &entry).await?;
     tracing::info!(user = %user.name, %ip, "admin login");
     let mut r = Redirect::to(&next).into_response();
     r.headers_mut().append(
@@ -186,14 +193,12 @@ async fn logout(
     Form(f): Form<LogoutForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         store::sessions::delete(&mut conn, &token).await?;
     }
-    super::record(
-        &mut conn, &user, "logout", "session", &user.name, None, None,
-    )
-    .await?;
+    let entry = Entry::new(&user.name, Action::Logout, Kind::Session, &user.name);
+    store::audit::record(&mut conn, &entry).await?;
     let mut r = Redirect::to("/admin/login").into_response();
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, None, false));

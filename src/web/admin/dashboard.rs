@@ -11,13 +11,13 @@ use axum::extract::{Form, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use super::servers::{CsrfForm, ServerLine, server_lines};
+use super::widgets::{CsrfForm, ServerLine, or_unlimited, server_lines};
 use super::{AdminUser, Ctx, redirect_with_flash};
-use crate::app::AppState;
 use crate::error::Result;
+use crate::routing::Routing;
 use crate::routing::select;
 use crate::store;
-use crate::web::or_unlimited;
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -124,11 +124,13 @@ pub fn chart(points: &[(i64, i64)], now_ms: i64) -> String {
 }
 
 async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResponse> {
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let now = store::now_ms();
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let mut streams = Vec::new();
     let mut mounts = Vec::new();
     for st in &snap.streams {

@@ -8,8 +8,10 @@
 pub mod audit;
 pub mod auth;
 pub mod dashboard;
+pub mod explain;
 pub mod servers;
 pub mod streams;
+pub mod widgets;
 
 use std::net::SocketAddr;
 
@@ -23,10 +25,10 @@ use axum::routing::get;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::csrf;
-use crate::app::AppState;
 use crate::error::{Error, Result};
 use crate::store;
 use crate::users::hex;
+use crate::web::AppState;
 
 pub const SESSION_COOKIE: &str = "icb_session";
 const FLASH_COOKIE: &str = "icb_flash";
@@ -151,7 +153,7 @@ pub fn client(state: &AppState, req: &Request) -> Option<ClientInfo> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(peer)| {
-            client_info(peer.ip(), req.headers(), &state.settings.trusted_proxies)
+            client_info(peer.ip(), req.headers(), &state.settings().trusted_proxies)
         })
 }
 
@@ -181,7 +183,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
     let user = match cookie(req.headers(), SESSION_COOKIE) {
         Some(token) => {
             let found = async {
-                let mut conn = state.db.acquire().await?;
+                let mut conn = state.db().acquire().await?;
                 store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await
             }
             .await;
@@ -242,7 +244,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
 
 /// The admin routes; `extra` are further pages (e.g. explain) that get the
 /// same login and CSRF protection.
-pub fn router(state: AppState, extra: Router<AppState>) -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/admin", get(|| async { Redirect::permanent("/admin/") }))
         .merge(auth::router())
@@ -250,48 +252,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router<AppState> {
         .merge(servers::router())
         .merge(streams::router())
         .merge(audit::router())
-        .merge(extra)
+        .merge(explain::router())
         .layer(middleware::from_fn_with_state(state, guard))
-}
-
-/// Records an audit entry for an admin action.
-pub async fn record(
-    conn: &mut sqlx::SqliteConnection,
-    user: &AdminUser,
-    action: &str,
-    kind: &str,
-    name: &str,
-    before: Option<String>,
-    after: Option<String>,
-) -> Result<()> {
-    let entry = store::audit::Entry {
-        before,
-        after,
-        ..store::audit::Entry::new(&user.name, action, kind, name)
-    };
-    store::audit::record(conn, entry).await
-}
-
-/// Audits deleted mounts (alone, or with their server or stream).
-pub async fn record_mounts_deleted(
-    conn: &mut sqlx::SqliteConnection,
-    user: &AdminUser,
-    mounts: &[store::mounts::MountRow],
-) -> Result<()> {
-    for m in mounts {
-        let before = store::mounts::audit_text(&m.server_name, &m.mount);
-        record(
-            conn,
-            user,
-            "delete",
-            "mount",
-            &m.label(),
-            Some(before),
-            None,
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// A UNIQUE violation becomes a message on its form field; anything else

@@ -10,17 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::{
-    AdminUser, Ctx, ago, conflict_to_field, count, record, record_mounts_deleted,
-    redirect_with_flash,
+use super::widgets::{
+    ConfirmPage, CsrfForm, ServerLine, location_text, or_unlimited, server_lines,
 };
-use crate::app::AppState;
-use crate::config_file;
+use super::{AdminUser, Ctx, ago, conflict_to_field, count, redirect_with_flash};
 use crate::domain::{FieldErrors, MountPath, ServerInput};
 use crate::error::{Error, Result};
-use crate::routing::snapshot::{LocationSource, ServerEntry};
-use crate::store;
-use crate::web::or_unlimited;
+use crate::store::{self, changes};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -136,70 +133,6 @@ impl ServerForm {
     }
 }
 
-pub fn describe(r: &store::servers::ServerRow) -> Option<String> {
-    r.spec().ok().as_ref().and_then(config_file::server_text)
-}
-
-pub struct ServerLine {
-    pub id: i64,
-    pub name: String,
-    pub url: String,
-    pub enabled: bool,
-    pub state: &'static str,
-    pub listeners: u64,
-    pub last_poll: String,
-    pub latency: String,
-    pub error: String,
-    pub location: String,
-}
-
-fn source(s: LocationSource) -> &'static str {
-    match s {
-        LocationSource::Configured => "configured",
-        LocationSource::GeoIp => "GeoIP",
-        LocationSource::Unknown => "unknown",
-    }
-}
-
-/// Where the relay is placed for proximity, and whether that was typed in
-/// or looked up, as the snapshot (and so the redirect path) sees it.
-fn location_text(s: &ServerEntry) -> String {
-    match (s.country, s.coords) {
-        (c, Some(xy)) => format!(
-            "{}{:.2}, {:.2} ({})",
-            c.map(|c| format!("{c} · ")).unwrap_or_default(),
-            xy.lat,
-            xy.lon,
-            source(s.coords_source)
-        ),
-        (Some(c), None) => format!("{c} ({})", source(s.country_source)),
-        (None, None) => "unknown".into(),
-    }
-}
-
-pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
-    let snap = state.snapshot.load();
-    snap.servers
-        .iter()
-        .map(|s| ServerLine {
-            id: s.id,
-            name: s.name.clone(),
-            url: s.url.clone(),
-            enabled: s.enabled,
-            state: s.health.state.as_str(),
-            listeners: s.listeners,
-            last_poll: ago(s.last_poll_at),
-            latency: s.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default(),
-            error: s
-                .last_error
-                .as_ref()
-                .map(|e| format!("{e} ({})", ago(s.last_error_at)))
-                .unwrap_or_default(),
-            location: location_text(s),
-        })
-        .collect()
-}
-
 #[derive(Template, WebTemplate)]
 #[template(path = "admin/servers.html")]
 struct ListPage {
@@ -281,24 +214,12 @@ async fn create(
         Ok(s) => s,
         Err(errors) => return Ok(invalid(errors, form)),
     };
-    let mut tx = store::write_tx(&state.db).await?;
-    let id = match store::servers::insert(&mut tx, &spec).await {
+    let mut tx = state.begin(&user.name).await?;
+    let id = match changes::create_server(&mut tx, &spec).await {
         Ok(id) => id,
         Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
     };
-    let row = store::servers::get(&mut tx, id).await?;
-    record(
-        &mut tx,
-        &user,
-        "create",
-        "server",
-        &spec.name.to_string(),
-        None,
-        describe(&row),
-    )
-    .await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/servers/{id}/edit"),
         &format!(
@@ -315,7 +236,7 @@ async fn page_for(
     form: Option<ServerForm>,
     errors: FieldErrors,
 ) -> Result<FormPage> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let row = store::servers::get(&mut conn, id).await?;
     let configured = store::mounts::for_server(&mut conn, id).await?;
     let reported = store::status::mount_status_of(&mut conn, id).await?;
@@ -359,8 +280,7 @@ async fn page_for(
         None => "not polled yet".into(),
     };
     let location = state
-        .snapshot
-        .load()
+        .snapshot()
         .servers
         .iter()
         .find(|s| s.id == id)
@@ -403,27 +323,17 @@ async fn update(
             return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
-    let mut tx = store::write_tx(&state.db).await?;
-    let before = store::servers::get(&mut tx, id).await?;
-    if let Err(e) = store::servers::update(&mut tx, id, &spec).await {
-        drop(tx);
-        let errors = conflict_to_field(e)?;
-        let page = page_for(&state, ctx, id, Some(form), errors).await?;
-        return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
-    }
-    let after = store::servers::get(&mut tx, id).await?;
-    record(
-        &mut tx,
-        &user,
-        "update",
-        "server",
-        &spec.name.to_string(),
-        describe(&before),
-        describe(&after),
-    )
-    .await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    let mut tx = state.begin(&user.name).await?;
+    let (before, after) = match changes::update_server(&mut tx, id, &spec).await {
+        Ok(both) => both,
+        Err(e) => {
+            drop(tx);
+            let errors = conflict_to_field(e)?;
+            let page = page_for(&state, ctx, id, Some(form), errors).await?;
+            return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
+        }
+    };
+    state.commit(tx).await?;
     let msg = if before.enabled && !after.enabled {
         format!(
             "Server {} disabled: no new listeners are sent to it; the ones connected stay until they leave.",
@@ -438,23 +348,12 @@ async fn update(
     ))
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "admin/confirm_delete.html")]
-pub struct ConfirmPage {
-    pub ctx: Ctx,
-    pub kind: &'static str,
-    pub name: String,
-    pub action: String,
-    pub cancel: String,
-    pub goes_with: Vec<String>,
-}
-
 async fn confirm_delete(
     State(state): State<AppState>,
     ctx: Ctx,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let row = store::servers::get(&mut conn, id).await?;
     let mounts = store::mounts::for_server(&mut conn, id).await?;
     Ok(ConfirmPage {
@@ -470,12 +369,6 @@ async fn confirm_delete(
     })
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
-pub struct CsrfForm {
-    pub csrf_token: String,
-}
-
 async fn delete(
     State(state): State<AppState>,
     user: AdminUser,
@@ -483,23 +376,9 @@ async fn delete(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut tx = store::write_tx(&state.db).await?;
-    let row = store::servers::get(&mut tx, id).await?;
-    let mounts = store::mounts::for_server(&mut tx, id).await?;
-    store::servers::delete(&mut tx, id).await?;
-    record(
-        &mut tx,
-        &user,
-        "delete",
-        "server",
-        &row.name,
-        describe(&row),
-        None,
-    )
-    .await?;
-    record_mounts_deleted(&mut tx, &user, &mounts).await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    let mut tx = state.begin(&user.name).await?;
+    let (row, mounts) = changes::delete_server(&mut tx, id).await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         "/admin/servers",
         &format!(
@@ -534,12 +413,12 @@ async fn discover(
     ctx: Ctx,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let row = store::servers::get(&mut conn, id).await?;
     let configured = store::mounts::for_server(&mut conn, id).await?;
     let streams = store::streams::list(&mut conn).await?;
     drop(conn);
-    let (source, found, error) = match state.fetcher.usage(row.poll_base()).await {
+    let (source, found, error) = match state.fetcher().usage(row.poll_base()).await {
         Ok((source, mounts)) => (
             source.to_string(),
             mounts
@@ -597,9 +476,9 @@ async fn add_discovered(
             "!Tick at least one mount to add.",
         ));
     }
-    let mut tx = store::write_tx(&state.db).await?;
-    let server = store::servers::get(&mut tx, id).await?;
-    let Some(stream) = store::streams::find_by_name(&mut tx, field("stream")).await? else {
+    let mut tx = state.begin(&user.name).await?;
+    let server = store::servers::get(tx.conn(), id).await?;
+    let Some(stream) = store::streams::find_by_name(tx.conn(), field("stream")).await? else {
         return Ok(redirect_with_flash(
             &back,
             "!Choose the stream to add the mounts to.",
@@ -608,7 +487,7 @@ async fn add_discovered(
     for m in &mounts {
         let path =
             MountPath::parse(m).map_err(|e| Error::BadRequest(format!("mount {m:?}: {e}")))?;
-        match store::mounts::insert(&mut tx, stream.id, id, &path).await {
+        match changes::add_mount(&mut tx, stream.id, id, &path).await {
             Ok(_) => {}
             Err(Error::Conflict { .. }) => {
                 return Ok(redirect_with_flash(
@@ -621,19 +500,8 @@ async fn add_discovered(
             }
             Err(e) => return Err(e),
         }
-        record(
-            &mut tx,
-            &user,
-            "create",
-            "mount",
-            &store::mounts::label(&stream.name, m, &server.name),
-            None,
-            None,
-        )
-        .await?;
     }
-    tx.commit().await?;
-    state.refresh().await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/streams/{}/edit", stream.id),
         &format!(

@@ -9,17 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::servers::{ConfirmPage, CsrfForm};
-use super::{
-    AdminUser, Ctx, conflict_to_field, count, record, record_mounts_deleted, redirect_with_flash,
-};
-use crate::app::AppState;
-use crate::config_file;
+use super::widgets::{ConfirmPage, CsrfForm, or_unlimited};
+use super::{AdminUser, Ctx, conflict_to_field, count, redirect_with_flash};
 use crate::domain::{FieldErrors, MountInput, StreamInput};
 use crate::error::{Error, Result};
+use crate::routing::Routing;
 use crate::routing::select::free_slots;
-use crate::store;
-use crate::web::or_unlimited;
+use crate::store::{self, changes};
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -81,10 +78,6 @@ impl StreamForm {
     }
 }
 
-pub fn describe(r: &store::streams::StreamRow) -> Option<String> {
-    r.spec().ok().as_ref().and_then(config_file::stream_text)
-}
-
 pub struct StreamLine {
     pub id: i64,
     pub name: String,
@@ -102,7 +95,7 @@ struct ListPage {
 }
 
 async fn list(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let rows = crate::web::balancer::stream_rows(&state, &snap);
     let streams = snap
         .streams
@@ -196,24 +189,12 @@ async fn create(
         Ok(s) => s,
         Err(e) => return Ok(invalid(e, form)),
     };
-    let mut tx = store::write_tx(&state.db).await?;
-    let id = match store::streams::insert(&mut tx, &spec).await {
+    let mut tx = state.begin(&user.name).await?;
+    let id = match changes::create_stream(&mut tx, &spec).await {
         Ok(id) => id,
         Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
     };
-    let row = store::streams::get(&mut tx, id).await?;
-    record(
-        &mut tx,
-        &user,
-        "create",
-        "stream",
-        spec.name.as_str(),
-        None,
-        describe(&row),
-    )
-    .await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/streams/{id}/edit"),
         &format!("Stream {} created. Add its mounts below.", spec.name),
@@ -229,14 +210,16 @@ async fn page_for(
     mount_form: MountForm,
     mount_errors: FieldErrors,
 ) -> Result<FormPage> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let row = store::streams::get(&mut conn, id).await?;
     let rows = store::mounts::for_stream(&mut conn, id).await?;
     let servers = store::servers::list(&mut conn).await?;
     drop(conn);
-    let snap = state.snapshot.load();
-    let now_s = state.now_s();
-    let ttl = state.settings.reservation_ttl_s();
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
     let mounts = rows
         .iter()
         .map(|r| {
@@ -310,9 +293,8 @@ async fn update(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
-    let mut tx = store::write_tx(&state.db).await?;
-    let before = store::streams::get(&mut tx, id).await?;
-    if let Err(e) = store::streams::update(&mut tx, id, &spec).await {
+    let mut tx = state.begin(&user.name).await?;
+    if let Err(e) = changes::update_stream(&mut tx, id, &spec).await {
         drop(tx);
         let errors = conflict_to_field(e)?;
         let page = page_for(
@@ -327,19 +309,7 @@ async fn update(
         .await?;
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
-    let after = store::streams::get(&mut tx, id).await?;
-    record(
-        &mut tx,
-        &user,
-        "update",
-        "stream",
-        spec.name.as_str(),
-        describe(&before),
-        describe(&after),
-    )
-    .await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/streams/{id}/edit"),
         &format!("Stream {} saved.", spec.name),
@@ -351,7 +321,7 @@ async fn confirm_delete(
     ctx: Ctx,
     Path(id): Path<i64>,
 ) -> Result<impl IntoResponse> {
-    let mut conn = state.db.acquire().await?;
+    let mut conn = state.db().acquire().await?;
     let row = store::streams::get(&mut conn, id).await?;
     let mounts = store::mounts::for_stream(&mut conn, id).await?;
     Ok(ConfirmPage {
@@ -374,23 +344,9 @@ async fn delete(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut tx = store::write_tx(&state.db).await?;
-    let row = store::streams::get(&mut tx, id).await?;
-    let mounts = store::mounts::for_stream(&mut tx, id).await?;
-    store::streams::delete(&mut tx, id).await?;
-    record(
-        &mut tx,
-        &user,
-        "delete",
-        "stream",
-        &row.name,
-        describe(&row),
-        None,
-    )
-    .await?;
-    record_mounts_deleted(&mut tx, &user, &mounts).await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    let mut tx = state.begin(&user.name).await?;
+    let (row, mounts) = changes::delete_stream(&mut tx, id).await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         "/admin/streams",
         &format!(
@@ -430,9 +386,8 @@ async fn add_mount(
         Ok(s) => s,
         Err(e) => return again(e).await,
     };
-    let mut tx = store::write_tx(&state.db).await?;
-    let stream = store::streams::get(&mut tx, id).await?;
-    let Some(server) = store::servers::find_by_name(&mut tx, spec.server.as_str()).await? else {
+    let mut tx = state.begin(&user.name).await?;
+    let Some(server) = store::servers::find_by_name(tx.conn(), spec.server.as_str()).await? else {
         let mut e = FieldErrors::default();
         e.push(
             "server",
@@ -441,7 +396,7 @@ async fn add_mount(
         drop(tx);
         return again(e).await;
     };
-    if let Err(e) = store::mounts::insert(&mut tx, id, server.id, &spec.mount).await {
+    if let Err(e) = changes::add_mount(&mut tx, id, server.id, &spec.mount).await {
         drop(tx);
         let mut errors = FieldErrors::default();
         match e {
@@ -456,11 +411,7 @@ async fn add_mount(
         }
         return again(errors).await;
     }
-    let name = store::mounts::label(&stream.name, spec.mount.as_str(), &server.name);
-    let after = store::mounts::audit_text(&server.name, spec.mount.as_str());
-    record(&mut tx, &user, "create", "mount", &name, None, Some(after)).await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/streams/{id}/edit"),
         &format!("Mount {} on {} added.", spec.mount, server.name),
@@ -474,12 +425,9 @@ async fn delete_mount(
     Form(f): Form<CsrfForm>,
 ) -> Result<Response> {
     user.check_csrf(&f.csrf_token)?;
-    let mut tx = store::write_tx(&state.db).await?;
-    let m = store::mounts::get(&mut tx, id).await?;
-    store::mounts::delete(&mut tx, id).await?;
-    record_mounts_deleted(&mut tx, &user, std::slice::from_ref(&m)).await?;
-    tx.commit().await?;
-    state.refresh().await?;
+    let mut tx = state.begin(&user.name).await?;
+    let m = changes::remove_mount(&mut tx, id).await?;
+    state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/streams/{}/edit", m.stream_id),
         &format!("Mount {} on {} removed.", m.mount, m.server_name),

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use icecast_balancer::domain::Clock;
 use icecast_balancer::poll::{RoundSummary, ServerSummary};
 use icecast_balancer::{AppState, Application, Settings, config_file};
 use tokio::sync::oneshot;
@@ -13,12 +14,29 @@ pub struct TestApp {
     /// Does not follow redirects, so tests can look at them.
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// The app's clock: tests move it forward instead of sleeping.
+    pub clock: Clock,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 pub fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// With `TEST_LOG=1` the apps' logs go to the test output (shown for a
+/// failing test); otherwise they are discarded.
+pub fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some_and(|v| v != "0") {
+            let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into());
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
 }
 
 pub fn client() -> reqwest::Client {
@@ -38,6 +56,7 @@ impl TestApp {
 
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         install_crypto();
+        init_test_log();
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::new(dir.path().join("test.db"));
         settings.listen = "127.0.0.1:0".into();
@@ -45,8 +64,11 @@ impl TestApp {
         settings.poll.timeout = Duration::from_secs(2);
         settings.admin_password = Some("correct horse battery staple".into());
         configure(&mut settings);
-        let app = Application::build(settings).await.expect("app builds");
-        let addr = app.local_addr();
+        let clock = Clock::system();
+        let app = Application::build_with_clock(settings, clock.clone())
+            .await
+            .expect("app builds");
+        let addr = app.local_addr().expect("bound");
         let state = app.state();
         let (tx, rx) = oneshot::channel();
         let server = tokio::spawn(app.run_until_stopped(async {
@@ -57,9 +79,15 @@ impl TestApp {
             state,
             client: client(),
             dir,
+            clock,
             shutdown: Some(tx),
             server: Some(server),
         }
+    }
+
+    /// Moves the app's clock forward, as if `by` had passed.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -84,7 +112,9 @@ impl TestApp {
     /// refreshes routing as a running server would.
     pub async fn import(&self, toml: &str) {
         let file = config_file::parse(toml).unwrap();
-        config_file::apply(&self.state.db, &file).await.unwrap();
+        config_file::apply(self.state.writer(), &file)
+            .await
+            .unwrap();
         self.state.refresh().await.unwrap();
     }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::free_port;
 use super::icecast::skip;
+use super::listening_port;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -30,14 +30,18 @@ impl Browser {
                 return None;
             }
         }
-        let port = free_port();
+        // Port 0: the driver binds a free port and /proc tells which.
         let driver = tokio::process::Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let pid = driver.id().expect("chromedriver is running");
+        let port = listening_port(pid, Duration::from_secs(15))
+            .await
+            .expect("chromedriver did not listen within 15 s");
         let base = format!("http://127.0.0.1:{port}");
         let http = super::app::client();
         let deadline = Instant::now() + Duration::from_secs(15);

@@ -10,10 +10,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
 use super::icecast::skip;
 
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+
+/// A loopback port free right now (only for [`Redis::start_tcp`], which
+/// retries when another process takes it first).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 pub struct Redis {
     pub url: String,

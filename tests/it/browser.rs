@@ -4,14 +4,12 @@
 //! leaving screenshots of the pages under target/screenshots/.
 //! Skips when Chromium is missing unless `ICECAST_BALANCER_E2E=required`.
 
-mod support;
-
 use std::path::Path;
 
-use support::admin::PASSWORD;
-use support::app::{ResponseExt, TestApp};
-use support::fake_relay::FakeRelay;
-use support::webdriver::Browser;
+use crate::support::admin::PASSWORD;
+use crate::support::app::{ResponseExt, TestApp};
+use crate::support::fake_relay::FakeRelay;
+use crate::support::webdriver::Browser;
 
 #[tokio::test]
 async fn operator_sets_up_a_stream_in_the_browser() {

@@ -1,13 +1,11 @@
 //! The command line as an operator (or cron) uses it: the real binary.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::fake_relay::FakeRelay;
+use crate::support::fake_relay::FakeRelay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_icecast-balancer");
 
@@ -491,7 +489,7 @@ async fn the_printed_first_start_password_logs_in() {
         }
     }
     let (password, addr) = (password.expect("password printed"), addr.unwrap());
-    let client = support::app::client();
+    let client = crate::support::app::client();
     let base = format!("http://{addr}");
 
     let form = client
@@ -501,12 +499,12 @@ async fn the_printed_first_start_password_logs_in() {
         .unwrap();
     let login_cookie = set_cookie_value(&form, "icb_login");
     let body = form.text().await.unwrap();
-    let token = support::admin::scrape(&body, "login_token").unwrap();
+    let token = crate::support::admin::scrape(&body, "login_token").unwrap();
     let r = client
         .post(format!("{base}/admin/login"))
         .header("cookie", format!("icb_login={login_cookie}"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(support::admin::encode(&[
+        .body(crate::support::admin::encode(&[
             ("username", "admin"),
             ("password", &password),
             ("login_token", &token),

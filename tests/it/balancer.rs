@@ -2,13 +2,11 @@
 //! reservations, 503/fallback, HEAD, query strings, HTTPS, playlists, the
 //! poll hook, status endpoints, and misbehaving relays.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use support::app::{ResponseExt, SummaryExt, TestApp};
-use support::fake_relay::{FakeRelay, Mode};
+use crate::support::app::{ResponseExt, SummaryExt, TestApp};
+use crate::support::fake_relay::{FakeRelay, Mode};
 
 fn two_relays_config(a: &FakeRelay, b: &FakeRelay) -> String {
     format!(
@@ -144,8 +142,11 @@ async fn reservations_are_released_by_a_later_poll() {
     // Only one of the two actually connected. A poll that starts after the
     // connect grace counts it and drops both reservations.
     a.set_listeners("/live.mp3", 1);
-    assert_eq!(app.state.settings.reservation_grace, Duration::from_secs(5));
-    tokio::time::sleep(Duration::from_millis(6100)).await;
+    assert_eq!(
+        app.state.settings().reservation_grace,
+        Duration::from_secs(5)
+    );
+    app.advance(Duration::from_millis(6100));
     app.poll().await;
     assert_eq!(app.sent_to("live").await, target);
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
@@ -512,7 +513,7 @@ async fn another_process_writing_the_database_reaches_the_server() {
     )
     .await;
     // A second pool on the same file stands in for `icecast-balancer import`.
-    let other = icecast_balancer::store::connect(&app.state.settings.database)
+    let other = icecast_balancer::store::connect(&app.state.settings().database)
         .await
         .unwrap();
     let file = icecast_balancer::config_file::parse(&format!(
@@ -520,9 +521,12 @@ async fn another_process_writing_the_database_reaches_the_server() {
         a.url
     ))
     .unwrap();
-    icecast_balancer::config_file::apply(&other, &file)
-        .await
-        .unwrap();
+    icecast_balancer::config_file::apply(
+        &icecast_balancer::store::changes::Writer::new(other.clone()),
+        &file,
+    )
+    .await
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let t = app.sent_to("live").await;
@@ -556,7 +560,7 @@ async fn history_is_recorded_per_mount() {
     )
     .await;
     app.poll().await;
-    let mut conn = app.state.db.acquire().await.unwrap();
+    let mut conn = app.state.db().acquire().await.unwrap();
     let stream = icecast_balancer::store::streams::find_by_name(&mut conn, "live")
         .await
         .unwrap()

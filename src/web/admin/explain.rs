@@ -18,14 +18,14 @@ use axum::routing::get;
 use rand::Rng;
 use serde::Deserialize;
 
-use super::admin::Ctx;
-use super::or_unlimited;
-use crate::app::AppState;
+use super::Ctx;
+use super::widgets::or_unlimited;
 use crate::error::{Error, Result};
 use crate::geo::Located;
 use crate::routing::Snapshot;
 use crate::routing::select::{self, Assessed};
 use crate::routing::snapshot::StreamEntry;
+use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/admin/explain", get(page))
@@ -240,7 +240,7 @@ pub fn explain(
 fn chosen_reason(
     a: &Assessed,
     candidates: &[&Assessed],
-    client: &crate::routing::ClientGeo,
+    client: &crate::domain::ClientGeo,
 ) -> String {
     if candidates.len() == 1 {
         return "the only relay with a free slot".into();
@@ -273,7 +273,7 @@ fn lower_reason(
     snap: &Snapshot,
     a: &Assessed,
     best: &Assessed,
-    client: &crate::routing::ClientGeo,
+    client: &crate::domain::ClientGeo,
 ) -> String {
     let best_name = &snap.servers[snap.mounts[best.mount].server].name;
     if a.ring > best.ring {
@@ -342,7 +342,7 @@ pub async fn page(
     ctx: Ctx,
     Query(q): Query<ExplainQuery>,
 ) -> Result<impl IntoResponse> {
-    let snap = state.snapshot.load();
+    let snap = state.snapshot();
     let stream = q.stream.unwrap_or_default().trim().to_string();
     let ip = q.ip.unwrap_or_default().trim().to_string();
     let explanation = if stream.is_empty() || ip.is_empty() {
@@ -357,10 +357,10 @@ pub async fn page(
             &snap,
             entry,
             addr,
-            state.geo.locate(addr),
-            state.geo.info().map(|i| i.to_string()),
-            state.now_s(),
-            state.settings.reservation_ttl_s(),
+            state.geo().locate(addr),
+            state.geo().info().map(|i| i.to_string()),
+            state.clock().now_s(),
+            state.settings().reservation_ttl_s(),
             &mut rand::rng(),
         ))
     };
@@ -380,9 +380,9 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
+    use crate::domain::ClientGeo;
+    use crate::domain::Coords;
     use crate::domain::CountryCode;
-    use crate::routing::ClientGeo;
-    use crate::routing::snapshot::Coords;
     use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
 
     fn at(lat: f64, lon: f64, country: &str) -> Located {
@@ -520,7 +520,9 @@ mod tests {
     async fn state() -> (AppState, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let settings = crate::Settings::new(dir.path().join("t.db"));
-        let state = AppState::new(settings).await.unwrap();
+        let state = AppState::new(settings, crate::domain::Clock::system())
+            .await
+            .unwrap();
         let file = crate::config_file::parse(
             r#"
 [[servers]]
@@ -534,7 +536,9 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
 "#,
         )
         .unwrap();
-        crate::config_file::apply(&state.db, &file).await.unwrap();
+        crate::config_file::apply(state.writer(), &file)
+            .await
+            .unwrap();
         state.refresh().await.unwrap();
         (state, dir)
     }

@@ -3,16 +3,15 @@
 //! clients that appear from anywhere through `X-Forwarded-For` set by a
 //! trusted proxy (the test client on 127.0.0.1).
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::app::{ResponseExt, TestApp};
+use crate::support::eventually;
+use crate::support::fake_relay::FakeRelay;
+use crate::support::geoip::{self, Place};
 use icecast_balancer::Settings;
-use support::app::{ResponseExt, TestApp};
-use support::fake_relay::FakeRelay;
-use support::geoip::{self, Place};
 
 /// A relay of the test: where it is (configured), how full, how weighty.
 struct R {
@@ -352,9 +351,11 @@ async fn relays_without_a_configured_location_are_placed_by_geoip() {
     let nyc = server("nyc");
     assert_eq!(nyc["location_source"]["coordinates"], "configured");
     assert_eq!(nyc["location_source"]["country"], "configured");
-    let snap = w.app.state.snapshot.load();
-    assert!(snap.servers.iter().any(|s| s.name == "lo"
-        && s.coords_source == icecast_balancer::routing::snapshot::LocationSource::GeoIp));
+    let snap = w.app.state.snapshot();
+    assert!(
+        snap.servers.iter().any(|s| s.name == "lo"
+            && s.coords_source == icecast_balancer::domain::LocationSource::GeoIp)
+    );
     drop(snap);
 
     // So a Berlin listener goes to it despite the load.
@@ -385,18 +386,6 @@ async fn relay_location_falls_back_to_unknown_without_geoip_data() {
     );
 }
 
-/// Polls `f` until it returns true or `limit` passes.
-async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
 #[tokio::test]
 async fn a_replaced_database_is_used_without_restart_and_garbage_is_not() {
     let w = World::start(&continents(), geoip::Schema::MaxMind, true).await;
@@ -412,7 +401,9 @@ async fn a_replaced_database_is_used_without_restart_and_garbage_is_not() {
 
     // A broken download: the data loaded before stays.
     geoip::replace(&w.db, b"<html>502 Bad Gateway</html>");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // What the file watcher does when it sees the change: try, and refuse.
+    let tried = w.app.state.reload_geoip_if_changed().await;
+    assert_eq!(tried, icecast_balancer::geo::Reload::Failed);
     assert_eq!(w.peek(geoip::BERLIN_V4).await, "tyo");
     assert_eq!(w.peek(geoip::TOKYO_V4).await, "fra");
 
@@ -606,7 +597,7 @@ async fn playlists_list_five_relays_best_first_and_reserve_only_the_first() {
 
 #[tokio::test]
 async fn explain_page_behind_the_admin_login() {
-    use support::admin::Browser;
+    use crate::support::admin::Browser;
     let mut relays = continents();
     relays[1].listeners = 100; // nyc full
     let w = World::start(&relays, geoip::Schema::MaxMind, true).await;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use super::listening_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -75,8 +75,9 @@ impl Icecast {
         let logs = dir.path().join("log");
         std::fs::create_dir_all(&logs).unwrap();
 
-        let port = free_port();
-        let source_password = format!("src-{port}");
+        // Icecast binds port 0 (a free port the kernel picks) and the port
+        // is read back from the running process.
+        let source_password = format!("src-{}", std::process::id());
         let mut mount_xml = String::new();
         for (name, max) in mounts {
             mount_xml.push_str(&format!("<mount><mount-name>{name}</mount-name>"));
@@ -105,9 +106,9 @@ impl Icecast {
     <client-timeout>30</client-timeout><header-timeout>15</header-timeout>
     <source-timeout>10</source-timeout><burst-size>65535</burst-size></limits>
   <authentication><source-password>{source_password}</source-password>
-    <admin-user>admin</admin-user><admin-password>admin-{port}</admin-password></authentication>
+    <admin-user>admin</admin-user><admin-password>{source_password}-admin</admin-password></authentication>
   <hostname>127.0.0.1</hostname><location>test</location><admin>test@localhost</admin>
-  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <listen-socket><port>0</port><bind-address>127.0.0.1</bind-address></listen-socket>
   {mount_xml}
   <paths><basedir>{base}</basedir><logdir>{logs}</logdir><webroot>{web}</webroot>
     <adminroot>{ADMINROOT}</adminroot></paths>
@@ -129,6 +130,13 @@ impl Icecast {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
+        let pid = child.id().expect("icecast2 is running");
+        let Some(port) = listening_port(pid, Duration::from_secs(10)).await else {
+            panic!(
+                "icecast2 did not listen within 10 s; error.log:\n{}",
+                std::fs::read_to_string(logs.join("error.log")).unwrap_or_default()
+            );
+        };
         let relay = Icecast {
             port,
             source_password,

@@ -7,13 +7,11 @@
 //! Skips with a printed reason when icecast2 or mpg123 is missing, unless
 //! `ICECAST_BALANCER_E2E=required`.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::app::{ResponseExt, SummaryExt, TestApp};
-use support::icecast::{Icecast, skip};
+use crate::support::app::{ResponseExt, SummaryExt, TestApp};
+use crate::support::icecast::{Icecast, skip};
 
 fn have(tool: &str) -> bool {
     std::process::Command::new("sh")
@@ -61,7 +59,11 @@ async fn listen(app: &TestApp) -> Result<(String, tokio::task::JoinHandle<()>), 
         return Err(r.status().as_u16());
     }
     let target = r.redirect_target();
-    let mut stream = support::app::client().get(&target).send().await.unwrap();
+    let mut stream = crate::support::app::client()
+        .get(&target)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200, "relay refused {target}");
     // Wait for the first audio bytes so the relay has counted us.
     let first = tokio::time::timeout(Duration::from_secs(10), stream.chunk())
@@ -137,7 +139,7 @@ async fn capacity_is_never_exceeded_and_a_dead_relay_gets_nobody() {
     assert_eq!(b.listeners_settled("/live.mp3", 3).await, 3);
 
     // After the grace a poll counts the real listeners: still full.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.advance(Duration::from_millis(1500));
     app.poll().await;
     assert_eq!(listen(&app).await.err(), Some(503));
 
@@ -147,7 +149,7 @@ async fn capacity_is_never_exceeded_and_a_dead_relay_gets_nobody() {
     }
     assert_eq!(a.listeners_settled("/live.mp3", 0).await, 0);
     assert_eq!(b.listeners_settled("/live.mp3", 0).await, 0);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    app.advance(Duration::from_millis(1500));
     app.poll().await;
     let status = app.api_status().await;
     let free: Vec<u64> = status["streams"][0]["mounts"]
@@ -216,7 +218,7 @@ async fn load_xsl_reports_listeners_limits_and_unlimited() {
     };
     let _a = relay.push_source("/live.mp3").await;
     let _b = relay.push_source("/free.mp3").await;
-    let mut listener = support::app::client()
+    let mut listener = crate::support::app::client()
         .get(format!("{}/live.mp3", relay.url()))
         .send()
         .await

@@ -1,0 +1,326 @@
+//! The one write path for configuration: servers, streams, mounts and
+//! users. Admin handlers, `import` and the `user` commands all come here,
+//! and nothing else writes these tables.
+//!
+//! Each function does one change and records its audit entry (typed action
+//! and kind, before → after) in the caller's [`ChangeTx`], so a change and
+//! its record commit together or not at all. [`Writer::commit`] then logs
+//! what was done and announces it once on the "configuration changed"
+//! channel, which the routing refresh (and anything else that must follow
+//! the configuration) listens to.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use sqlx::SqliteConnection;
+use tokio::sync::broadcast;
+
+use super::audit::{self, Action, Entry, Kind};
+use super::mounts::MountRow;
+use super::servers::ServerRow;
+use super::streams::StreamRow;
+use super::{Pool, mounts, servers, streams, users};
+use crate::domain::{MountPath, ServerSpec, StreamSpec};
+use crate::error::{Error, Result};
+
+/// Who makes a change, as the audit log names them: an admin user's name,
+/// or `import`, `cli`, `system`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor(pub String);
+
+impl Actor {
+    pub fn new(name: &str) -> Actor {
+        Actor(name.to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What one commit changed, as announced after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub actor: Actor,
+    pub changes: Vec<Entry>,
+}
+
+/// A write transaction that collects the audit entries of its changes.
+pub struct ChangeTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    actor: Actor,
+    done: Vec<Entry>,
+}
+
+impl ChangeTx {
+    /// The transaction's connection, for reads that belong with the change.
+    pub fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    async fn record(
+        &mut self,
+        action: Action,
+        kind: Kind,
+        name: &str,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> Result<()> {
+        let entry = Entry {
+            before,
+            after,
+            ..Entry::new(self.actor.as_str(), action, kind, name)
+        };
+        audit::record(&mut self.tx, &entry).await?;
+        self.done.push(entry);
+        Ok(())
+    }
+}
+
+/// Opens change transactions and announces their commits.
+#[derive(Clone)]
+pub struct Writer {
+    pool: Pool,
+    changed: Arc<broadcast::Sender<Arc<Committed>>>,
+}
+
+impl Writer {
+    pub fn new(pool: Pool) -> Writer {
+        let (changed, _) = broadcast::channel(64);
+        Writer {
+            pool,
+            changed: Arc::new(changed),
+        }
+    }
+
+    /// A change transaction made by `actor`; it takes the write lock now.
+    pub async fn begin(&self, actor: Actor) -> Result<ChangeTx> {
+        Ok(ChangeTx {
+            tx: super::write_tx(&self.pool).await?,
+            actor,
+            done: Vec::new(),
+        })
+    }
+
+    /// Commits, logs each change, and announces the commit when it changed
+    /// anything.
+    pub async fn commit(&self, ctx: ChangeTx) -> Result<Option<Arc<Committed>>> {
+        ctx.tx.commit().await?;
+        if ctx.done.is_empty() {
+            return Ok(None);
+        }
+        for e in &ctx.done {
+            tracing::info!(actor = ?e.actor, action = e.action.as_str(), kind = e.kind.as_str(), name = ?e.name, "configuration changed");
+        }
+        let committed = Arc::new(Committed {
+            actor: ctx.actor,
+            changes: ctx.done,
+        });
+        // Nobody listening (a CLI command) is fine.
+        let _ = self.changed.send(committed.clone());
+        Ok(Some(committed))
+    }
+
+    /// Every commit from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.changed.subscribe()
+    }
+}
+
+fn server_text(r: &ServerRow) -> Option<String> {
+    r.spec().ok().as_ref().and_then(ServerSpec::audit_text)
+}
+
+fn stream_text(r: &StreamRow) -> Option<String> {
+    r.spec().ok().as_ref().and_then(StreamSpec::audit_text)
+}
+
+pub async fn create_server(ctx: &mut ChangeTx, spec: &ServerSpec) -> Result<i64> {
+    let id = servers::insert(ctx.conn(), spec).await?;
+    let after = server_text(&servers::get(ctx.conn(), id).await?);
+    let name = spec.name.to_string();
+    ctx.record(Action::Create, Kind::Server, &name, None, after)
+        .await?;
+    Ok(id)
+}
+
+/// Returns the server as it was and as it is now.
+pub async fn update_server(
+    ctx: &mut ChangeTx,
+    id: i64,
+    spec: &ServerSpec,
+) -> Result<(ServerRow, ServerRow)> {
+    let before = servers::get(ctx.conn(), id).await?;
+    servers::update(ctx.conn(), id, spec).await?;
+    let after = servers::get(ctx.conn(), id).await?;
+    let (b, a) = (server_text(&before), server_text(&after));
+    ctx.record(Action::Update, Kind::Server, &after.name, b, a)
+        .await?;
+    Ok((before, after))
+}
+
+/// Deletes a server with its mounts; each is audited.
+pub async fn delete_server(ctx: &mut ChangeTx, id: i64) -> Result<(ServerRow, Vec<MountRow>)> {
+    let row = servers::get(ctx.conn(), id).await?;
+    let gone = mounts::for_server(ctx.conn(), id).await?;
+    servers::delete(ctx.conn(), id).await?;
+    ctx.record(
+        Action::Delete,
+        Kind::Server,
+        &row.name,
+        server_text(&row),
+        None,
+    )
+    .await?;
+    record_mounts_deleted(ctx, &gone).await?;
+    Ok((row, gone))
+}
+
+pub async fn create_stream(ctx: &mut ChangeTx, spec: &StreamSpec) -> Result<i64> {
+    let id = streams::insert(ctx.conn(), spec).await?;
+    let after = stream_text(&streams::get(ctx.conn(), id).await?);
+    ctx.record(
+        Action::Create,
+        Kind::Stream,
+        spec.name.as_str(),
+        None,
+        after,
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Returns the stream as it was and as it is now.
+pub async fn update_stream(
+    ctx: &mut ChangeTx,
+    id: i64,
+    spec: &StreamSpec,
+) -> Result<(StreamRow, StreamRow)> {
+    let before = streams::get(ctx.conn(), id).await?;
+    streams::update(ctx.conn(), id, spec).await?;
+    let after = streams::get(ctx.conn(), id).await?;
+    let (b, a) = (stream_text(&before), stream_text(&after));
+    ctx.record(Action::Update, Kind::Stream, &after.name, b, a)
+        .await?;
+    Ok((before, after))
+}
+
+/// Deletes a stream with its mounts; each is audited.
+pub async fn delete_stream(ctx: &mut ChangeTx, id: i64) -> Result<(StreamRow, Vec<MountRow>)> {
+    let row = streams::get(ctx.conn(), id).await?;
+    let gone = mounts::for_stream(ctx.conn(), id).await?;
+    streams::delete(ctx.conn(), id).await?;
+    ctx.record(
+        Action::Delete,
+        Kind::Stream,
+        &row.name,
+        stream_text(&row),
+        None,
+    )
+    .await?;
+    record_mounts_deleted(ctx, &gone).await?;
+    Ok((row, gone))
+}
+
+pub async fn add_mount(
+    ctx: &mut ChangeTx,
+    stream_id: i64,
+    server_id: i64,
+    path: &MountPath,
+) -> Result<MountRow> {
+    let id = match mounts::insert(ctx.conn(), stream_id, server_id, path).await {
+        Err(Error::Conflict { field, .. }) => {
+            // Name the mount the way an operator reads it.
+            let server = servers::get(ctx.conn(), server_id).await?.name;
+            let value = format!("{path} on {server}");
+            return Err(Error::Conflict { field, value });
+        }
+        other => other?,
+    };
+    let row = mounts::get(ctx.conn(), id).await?;
+    let after = mounts::audit_text(&row.server_name, &row.mount);
+    ctx.record(Action::Create, Kind::Mount, &row.label(), None, Some(after))
+        .await?;
+    Ok(row)
+}
+
+pub async fn remove_mount(ctx: &mut ChangeTx, id: i64) -> Result<MountRow> {
+    let row = mounts::get(ctx.conn(), id).await?;
+    mounts::delete(ctx.conn(), id).await?;
+    record_mounts_deleted(ctx, std::slice::from_ref(&row)).await?;
+    Ok(row)
+}
+
+/// A stream's mounts as a set of (server id, mount path).
+pub type MountSet = BTreeSet<(i64, MountPath)>;
+
+/// Removes the stream's mounts that are not in `keep`. Import runs this for
+/// every stream before adding, so a mount can move between two streams.
+pub async fn remove_mounts_except(
+    ctx: &mut ChangeTx,
+    stream_id: i64,
+    keep: &MountSet,
+) -> Result<Vec<MountRow>> {
+    let mut removed = Vec::new();
+    for m in mounts::for_stream(ctx.conn(), stream_id).await? {
+        let key = (m.server_id, MountPath::parse(&m.mount).ok());
+        let kept = key.1.is_some_and(|p| keep.contains(&(key.0, p)));
+        if !kept {
+            removed.push(remove_mount(ctx, m.id).await?);
+        }
+    }
+    Ok(removed)
+}
+
+/// Makes `wanted` the stream's complete set of mounts; returns what was
+/// added and what was removed.
+pub async fn replace_mounts(
+    ctx: &mut ChangeTx,
+    stream_id: i64,
+    wanted: &MountSet,
+) -> Result<(Vec<MountRow>, Vec<MountRow>)> {
+    let removed = remove_mounts_except(ctx, stream_id, wanted).await?;
+    let have: MountSet = mounts::for_stream(ctx.conn(), stream_id)
+        .await?
+        .into_iter()
+        .filter_map(|m| Some((m.server_id, MountPath::parse(&m.mount).ok()?)))
+        .collect();
+    let mut added = Vec::new();
+    for (server_id, path) in wanted.difference(&have) {
+        added.push(add_mount(ctx, stream_id, *server_id, path).await?);
+    }
+    Ok((added, removed))
+}
+
+async fn record_mounts_deleted(ctx: &mut ChangeTx, gone: &[MountRow]) -> Result<()> {
+    for m in gone {
+        let before = mounts::audit_text(&m.server_name, &m.mount);
+        ctx.record(Action::Delete, Kind::Mount, &m.label(), Some(before), None)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `hash` is an argon2 PHC string, never the password.
+pub async fn create_user(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<i64> {
+    let id = users::insert(ctx.conn(), name, hash).await?;
+    ctx.record(Action::Create, Kind::User, name, None, None)
+        .await?;
+    Ok(id)
+}
+
+/// Also ends the user's sessions.
+pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<()> {
+    users::set_password(ctx.conn(), name, hash).await?;
+    ctx.record(Action::PasswordChanged, Kind::User, name, None, None)
+        .await
+}
+
+pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
+    users::delete(ctx.conn(), name).await?;
+    ctx.record(Action::Delete, Kind::User, name, None, None)
+        .await
+}

@@ -1,0 +1,90 @@
+//! Pieces several admin pages show: the servers table, the delete
+//! confirmation, the CSRF-only form, and how limits read.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use serde::Deserialize;
+
+use super::{Ctx, ago};
+use crate::domain::LocationSource;
+use crate::routing::snapshot::ServerEntry;
+use crate::web::AppState;
+
+pub use crate::web::or_unlimited;
+
+pub struct ServerLine {
+    pub id: i64,
+    pub name: String,
+    pub url: String,
+    pub enabled: bool,
+    pub state: &'static str,
+    pub listeners: u64,
+    pub last_poll: String,
+    pub latency: String,
+    pub error: String,
+    pub location: String,
+}
+
+fn source(s: LocationSource) -> &'static str {
+    match s {
+        LocationSource::Configured => "configured",
+        LocationSource::GeoIp => "GeoIP",
+        LocationSource::Unknown => "unknown",
+    }
+}
+
+/// Where the relay is placed for proximity, and whether that was typed in
+/// or looked up, as the snapshot (and so the redirect path) sees it.
+pub fn location_text(s: &ServerEntry) -> String {
+    match (s.country, s.coords) {
+        (c, Some(xy)) => format!(
+            "{}{:.2}, {:.2} ({})",
+            c.map(|c| format!("{c} · ")).unwrap_or_default(),
+            xy.lat,
+            xy.lon,
+            source(s.coords_source)
+        ),
+        (Some(c), None) => format!("{c} ({})", source(s.country_source)),
+        (None, None) => "unknown".into(),
+    }
+}
+
+pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
+    let snap = state.snapshot();
+    snap.servers
+        .iter()
+        .map(|s| ServerLine {
+            id: s.id,
+            name: s.name.clone(),
+            url: s.url.clone(),
+            enabled: s.enabled,
+            state: s.health.state.as_str(),
+            listeners: s.listeners,
+            last_poll: ago(s.last_poll_at),
+            latency: s.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default(),
+            error: s
+                .last_error
+                .as_ref()
+                .map(|e| format!("{e} ({})", ago(s.last_error_at)))
+                .unwrap_or_default(),
+            location: location_text(s),
+        })
+        .collect()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "admin/confirm_delete.html")]
+pub struct ConfirmPage {
+    pub ctx: Ctx,
+    pub kind: &'static str,
+    pub name: String,
+    pub action: String,
+    pub cancel: String,
+    pub goes_with: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct CsrfForm {
+    pub csrf_token: String,
+}

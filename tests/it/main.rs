@@ -1,0 +1,15 @@
+//! The integration tests: one binary, so the crate is linked once.
+//!
+//! Each module drives the real application in-process (port 0) over HTTP;
+//! `support` holds the shared helpers. Server logs are hidden unless
+//! `TEST_LOG=1` is set.
+
+mod support;
+
+mod admin;
+mod balancer;
+mod browser;
+mod cli;
+mod cluster;
+mod e2e_icecast;
+mod geo;
