@@ -418,6 +418,44 @@ fn bad(e: impl std::fmt::Display) -> crate::error::Error {
     crate::error::Error::BadRequest(format!("shared configuration record: {e}"))
 }
 
+/// How often the shared configuration is compared when nothing signals a
+/// change (commits by other processes, changes on other instances).
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl super::Cluster {
+    /// Keeps the configuration in step with the cluster for as long as the
+    /// instance runs: a round after every local commit and twice a second.
+    pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
+        let sync = ConfigSync::new(&self.settings().prefix, &self.settings().instance);
+        if let Err(e) = ensure_table(&db).await {
+            tracing::error!(error = %e, "cluster: cannot keep track of the shared configuration; it is not synced");
+            return;
+        }
+        let mut committed = writer.subscribe();
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = committed.recv() => {}
+            }
+            let Some(generation) = self.shared_generation() else {
+                continue;
+            };
+            let Ok(mut conn) = self.connection().await else {
+                continue;
+            };
+            match sync.round(&db, &writer, &mut conn, &generation).await {
+                Ok((0, 0)) => {}
+                Ok((published, applied)) => {
+                    tracing::info!(published, applied, "cluster: configuration synced")
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: configuration sync failed"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,43 +498,5 @@ mod tests {
                 ("server:gone".to_string(), None),
             ]
         );
-    }
-}
-
-/// How often the shared configuration is compared when nothing signals a
-/// change (commits by other processes, changes on other instances).
-pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
-
-impl super::Cluster {
-    /// Keeps the configuration in step with the cluster for as long as the
-    /// instance runs: a round after every local commit and twice a second.
-    pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
-        let sync = ConfigSync::new(&self.settings().prefix, &self.settings().instance);
-        if let Err(e) = ensure_table(&db).await {
-            tracing::error!(error = %e, "cluster: cannot keep track of the shared configuration; it is not synced");
-            return;
-        }
-        let mut committed = writer.subscribe();
-        let mut tick = tokio::time::interval(SYNC_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = committed.recv() => {}
-            }
-            let Some(generation) = self.shared_generation() else {
-                continue;
-            };
-            let Ok(mut conn) = self.connection().await else {
-                continue;
-            };
-            match sync.round(&db, &writer, &mut conn, &generation).await {
-                Ok((0, 0)) => {}
-                Ok((published, applied)) => {
-                    tracing::info!(published, applied, "cluster: configuration synced")
-                }
-                Err(e) => tracing::warn!(error = %e, "cluster: configuration sync failed"),
-            }
-        }
     }
 }

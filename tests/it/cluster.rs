@@ -10,6 +10,7 @@ use icecast_balancer::config_file::{self, ConfigFile};
 use icecast_balancer::store::changes::{self, Actor};
 use reqwest::StatusCode;
 
+use crate::support::admin::Browser;
 use crate::support::app::TestApp;
 use crate::support::eventually;
 use crate::support::fake_relay::FakeRelay;
@@ -93,7 +94,7 @@ async fn a_burst_over_three_instances_uses_the_free_slots_and_never_more() {
     let all = joined(&["a", "b", "c"], &redis).await;
     let free = 200;
     let from = now_s().saturating_sub(5);
-    let mut own = vec![0; 3];
+    let mut own = [0; 3];
     let before_first_no = burst(&all, free, from, &mut own).await;
     // Keep asking everywhere: nothing more may be given.
     let mut later = 0;
@@ -122,7 +123,7 @@ async fn one_busy_instance_may_use_nearly_everything() {
     let Some(redis) = Redis::start() else { return };
     let all = joined(&["a", "b"], &redis).await;
     let from = now_s().saturating_sub(5);
-    let mut own = vec![0; 1];
+    let mut own = [0; 1];
     let given = burst(&all[..1], 50, from, &mut own).await;
     assert_eq!(given, 50, "the idle instance holds no slots");
 }
@@ -135,7 +136,7 @@ async fn without_redis_each_instance_gives_only_its_share_and_rejoins_by_itself(
     let all = joined(&["a", "b"], &redis).await;
     let free = 20;
     let from = now_s().saturating_sub(5);
-    let mut own = vec![0; 2];
+    let mut own = [0; 2];
     for k in [0, 1, 0, 1] {
         assert!(all[k].take(&view(free, own[k], from)).await);
         own[k] += 1;
@@ -157,7 +158,7 @@ async fn without_redis_each_instance_gives_only_its_share_and_rejoins_by_itself(
         .unwrap();
     let fresh = (since_ms as u64 + 3000).div_ceil(1000);
     let polled_free = 16;
-    let mut split_own = vec![0; 2];
+    let mut split_own = [0; 2];
     let mut given = 0;
     for _ in 0..20 {
         for (k, c) in all.iter().enumerate() {
@@ -167,7 +168,7 @@ async fn without_redis_each_instance_gives_only_its_share_and_rejoins_by_itself(
             }
         }
     }
-    assert_eq!(split_own, vec![8, 8]);
+    assert_eq!(split_own, [8, 8]);
     assert_eq!(given, 16);
 
     // Redis is back (empty): each instance re-adds what it holds, then
@@ -351,6 +352,10 @@ async fn configuration_written_on_each_instance_reaches_the_others() {
         metrics.contains("icecast_balancer_cluster_members 3"),
         "{metrics}"
     );
+    let page = Browser::logged_in(&b).await.get("/admin/").await;
+    assert!(page.body.contains("<h2>Cluster</h2>"), "{}", page.body);
+    assert!(page.body.contains("This instance: <strong>b</strong>"));
+    assert!(page.body.contains("<td>c</td>"));
 }
 
 #[tokio::test]

@@ -53,6 +53,40 @@ struct Page {
     streams: Vec<StreamCard>,
     servers: Vec<ServerLine>,
     mounts: Vec<MountRow>,
+    cluster: Option<ClusterBox>,
+}
+
+/// The cluster as the dashboard shows it (with `--cluster`).
+struct ClusterBox {
+    instance: String,
+    /// "shared" or "split".
+    slots: &'static str,
+    detail: String,
+    /// (name, last contact, present)
+    members: Vec<(String, String, bool)>,
+}
+
+fn cluster_box(state: &AppState) -> Option<ClusterBox> {
+    let st = state.cluster()?.status();
+    let detail = match (st.mode, st.since_ms) {
+        ("shared", _) => format!("Redis answered {}", super::ago(st.last_contact_ms)),
+        (mode, since) => format!(
+            "{mode} since {}; Redis last answered {}{}",
+            super::ago(since),
+            super::ago(st.last_contact_ms),
+            st.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+        ),
+    };
+    Some(ClusterBox {
+        instance: st.instance,
+        slots: st.slots,
+        detail,
+        members: st
+            .members
+            .into_iter()
+            .map(|m| (m.name, super::ago(Some(m.last_contact_ms)), m.present))
+            .collect(),
+    })
 }
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -174,6 +208,7 @@ async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoRespon
         streams,
         servers: server_lines(&state),
         mounts,
+        cluster: cluster_box(&state),
     })
 }
 
