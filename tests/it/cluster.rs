@@ -554,3 +554,19 @@ async fn redis_killed_mid_burst_then_restarted() {
         "redis kill/restart: {shared} shared, {leased} from leases after the kill, {split} split, {after} after rejoining, of {free}"
     );
 }
+
+#[tokio::test]
+async fn an_import_by_another_process_reaches_the_other_instances() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = tokio::join!(member(&redis, "a"), member(&redis, "b"));
+    // What `icecast-balancer import` does: its own pool and write path on
+    // instance a's database file, no event reaching a's process.
+    let pool = icecast_balancer::store::connect(&a.dir.path().join("test.db"))
+        .await
+        .unwrap();
+    let writer = icecast_balancer::store::changes::Writer::new(pool);
+    let file = config_file::parse(&relay_config("from-cron", "http://192.0.2.7:8000")).unwrap();
+    config_file::apply(&writer, &file).await.unwrap();
+    reaches(&b, "the imported relay", |f| server_url(f, "from-cron").is_some()).await;
+    assert_eq!(audit_actors(&b, "from-cron").await, vec!["import@a"]);
+}
