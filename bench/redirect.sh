@@ -4,6 +4,7 @@
 #
 #   bench/redirect.sh            # 3 rounds of 10 s per server, 64 connections
 #   DURATION=30 CONNECTIONS=128 ROUNDS=5 bench/redirect.sh
+#   BIN=/tmp/other/icecast-balancer bench/redirect.sh
 #
 # Needs: cargo, python3, wrk, nginx (Debian: apt-get install wrk nginx-light).
 # Everything listens on free loopback ports and is stopped on exit.
@@ -44,8 +45,12 @@ wait_http() {
 }
 
 echo "building release binary..."
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="$ROOT/target/release/icecast-balancer"
+# BIN=path/to/icecast-balancer measures a binary built elsewhere (another
+# profile or commit); otherwise the release build of this checkout.
+if [ -z "${BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release --quiet)
+  BIN="$ROOT/target/release/icecast-balancer"
+fi
 
 # Fake relays: a static load.xsl per relay, served by python's http.server.
 CONFIG="$WORK/config.toml"

@@ -117,37 +117,46 @@ const TASKS: &[(&str, Task)] = &[
     }),
 ];
 
-/// Runs every background loop under a supervisor of its own: a loop that
-/// panics is logged and restarted (after a pause, so a loop that panics at
-/// once cannot spin); one that returns before shutdown is logged.
+/// Runs every background loop under a supervisor of its own.
 fn supervise(state: AppState, stopping: watch::Receiver<bool>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for &(name, task) in TASKS {
-        let (state, stopping) = (state.clone(), stopping.clone());
-        set.spawn(async move {
-            loop {
-                let run = tokio::spawn(task(state.clone(), stopping.clone()));
-                match run.await {
-                    Ok(()) if *stopping.borrow() => return,
-                    Ok(()) => {
-                        tracing::debug!(task = name, "background task finished");
-                        return;
-                    }
-                    Err(e) if e.is_panic() => {
-                        tracing::error!(
-                            task = name,
-                            "background task panicked; restarting it in 1 s"
-                        );
-                    }
-                    Err(_) => return,
-                }
-                if wait_or_stop(&mut stopping.clone(), RESTART_PAUSE).await {
-                    return;
-                }
-            }
-        });
+        let state = state.clone();
+        let make = move |stop| task(state.clone(), stop);
+        set.spawn(supervised(name, make, stopping.clone()));
     }
     set
+}
+
+/// Runs one loop: a loop that panics is logged and restarted (after a
+/// pause, so a loop that panics at once cannot spin); one that returns
+/// before shutdown is logged and left stopped (it had nothing to do, such
+/// as the scheduler with `--poll-interval 0`).
+async fn supervised<F>(
+    name: &'static str,
+    make: impl Fn(watch::Receiver<bool>) -> F,
+    mut stopping: watch::Receiver<bool>,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let run = tokio::spawn(make(stopping.clone()));
+        match run.await {
+            Ok(()) => {
+                if !*stopping.borrow() {
+                    tracing::debug!(task = name, "background task finished");
+                }
+                return;
+            }
+            Err(e) if e.is_panic() => {
+                tracing::error!(task = name, "background task panicked; restarting it");
+            }
+            Err(_) => return,
+        }
+        if wait_or_stop(&mut stopping, RESTART_PAUSE).await {
+            return;
+        }
+    }
 }
 
 const RESTART_PAUSE: Duration = Duration::from_secs(1);
@@ -320,5 +329,37 @@ async fn poll_after_split(state: AppState, mut stopping: watch::Receiver<bool>) 
                 tracing::error!(error = %e, "poll round failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_task_is_restarted_and_stops_on_shutdown() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let (stop, stopping) = watch::channel(false);
+        let counted = runs.clone();
+        let make = move |mut stopping: watch::Receiver<bool>| {
+            let counted = counted.clone();
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("deliberate");
+                }
+                let _ = stopping.wait_for(|s| *s).await;
+            }
+        };
+        let sup = tokio::spawn(supervised("test", make, stopping));
+        tokio::time::sleep(RESTART_PAUSE * 3).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "restarted after each panic");
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), sup)
+            .await
+            .expect("supervisor stops on shutdown")
+            .unwrap();
     }
 }

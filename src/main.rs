@@ -54,7 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         s.latency_ms,
                         s.mounts,
                         s.listeners,
-                        s.source.unwrap_or("-")
+                        s.source.map_or("-", |s| s.file())
                     ),
                     Some(e) => println!(
                         "{:<20} {:<7} {:>5} ms  error: {e}",

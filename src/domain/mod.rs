@@ -16,7 +16,7 @@ mod values;
 pub use clock::Clock;
 pub use health::{Health, State as HealthState};
 pub use location::{ClientGeo, Coords, LocationSource, Point, ResolvedLocation, distance_km};
-pub use usage::MountUsage;
+pub use usage::{MountUsage, PollSource};
 
 pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::parse::{parse_load_xsl, parse_status_json};
-use crate::domain::MountUsage;
+use crate::domain::{MountUsage, PollSource};
 
 #[derive(Clone)]
 pub struct Fetcher {
@@ -12,8 +12,33 @@ pub struct Fetcher {
     max_body: usize,
 }
 
-pub const LOAD_XSL: &str = "load.xsl";
-pub const STATUS_JSON: &str = "status-json.xsl";
+/// Why a relay could not be read. The text is what the admin, the status
+/// API and the log show; it names the file so the operator knows where to
+/// look.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("{file}: timed out")]
+    Timeout { file: PollSource },
+    /// Refused, reset, DNS: the cause chain as reqwest reports it.
+    #[error("{file}: {detail}")]
+    Transport { file: PollSource, detail: String },
+    #[error("{file}: HTTP {status}")]
+    Status { file: PollSource, status: String },
+    #[error("{file}: answer {size}is over the {limit} byte limit")]
+    TooLarge {
+        file: PollSource,
+        size: String,
+        limit: usize,
+    },
+    /// The answer came but is not what the file should hold.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("neither load.xsl nor status-json.xsl found (HTTP 404): install xsl/load.xsl")]
+    NotInstalled,
+    /// The whole poll of this relay overran its bound.
+    #[error("timed out")]
+    Overran,
+}
 
 impl Fetcher {
     pub fn new(timeout: Duration, max_body: usize) -> anyhow::Result<Fetcher> {
@@ -28,20 +53,22 @@ impl Fetcher {
 
     /// Reads a relay's mounts from `load.xsl`, or from `status-json.xsl`
     /// when the relay has no load.xsl installed (404).
-    pub async fn usage(&self, base: &str) -> Result<(&'static str, Vec<MountUsage>), String> {
-        match self.get(base, LOAD_XSL).await? {
-            Some(body) => Ok((LOAD_XSL, parse_load_xsl(&body)?)),
-            None => match self.get(base, STATUS_JSON).await? {
-                Some(body) => Ok((STATUS_JSON, parse_status_json(&body)?)),
-                None => Err(format!(
-                    "neither {LOAD_XSL} nor {STATUS_JSON} found (HTTP 404): install xsl/load.xsl"
-                )),
-            },
+    pub async fn usage(&self, base: &str) -> Result<(PollSource, Vec<MountUsage>), FetchError> {
+        if let Some(body) = self.get(base, PollSource::LoadXsl).await? {
+            let mounts = parse_load_xsl(&body).map_err(FetchError::Invalid)?;
+            return Ok((PollSource::LoadXsl, mounts));
+        }
+        match self.get(base, PollSource::StatusJson).await? {
+            Some(body) => {
+                let mounts = parse_status_json(&body).map_err(FetchError::Invalid)?;
+                Ok((PollSource::StatusJson, mounts))
+            }
+            None => Err(FetchError::NotInstalled),
         }
     }
 
     /// `Ok(None)` on 404, the body on 2xx, an error otherwise.
-    async fn get(&self, base: &str, file: &str) -> Result<Option<Vec<u8>>, String> {
+    async fn get(&self, base: &str, file: PollSource) -> Result<Option<Vec<u8>>, FetchError> {
         let url = format!("{}/{file}", base.trim_end_matches('/'));
         let mut resp = self
             .client
@@ -54,23 +81,21 @@ impl Fetcher {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(format!("{file}: HTTP {status}"));
+            let status = status.to_string();
+            return Err(FetchError::Status { file, status });
         }
+        let limit = self.max_body;
         if let Some(len) = resp.content_length()
-            && len > self.max_body as u64
+            && len > limit as u64
         {
-            return Err(format!(
-                "{file}: answer of {len} bytes is over the {} byte limit",
-                self.max_body
-            ));
+            let size = format!("of {len} bytes ");
+            return Err(FetchError::TooLarge { file, size, limit });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, file))? {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(format!(
-                    "{file}: answer is over the {} byte limit",
-                    self.max_body
-                ));
+            if body.len() + chunk.len() > limit {
+                let size = String::new();
+                return Err(FetchError::TooLarge { file, size, limit });
             }
             body.extend_from_slice(&chunk);
         }
@@ -80,16 +105,16 @@ impl Fetcher {
 
 /// reqwest's top-level message is vague ("error sending request"); the
 /// cause chain says what an operator can act on (refused, timed out, DNS).
-fn describe(e: &reqwest::Error, file: &str) -> String {
+fn describe(e: &reqwest::Error, file: PollSource) -> FetchError {
     if e.is_timeout() {
-        return format!("{file}: timed out");
+        return FetchError::Timeout { file };
     }
-    let mut msg = e.to_string();
+    let mut detail = e.to_string();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
         src = s.source();
     }
-    format!("{file}: {msg}")
+    FetchError::Transport { file, detail }
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::domain::{Clock, Health, HealthState, MountUsage};
+use crate::domain::{Clock, Health, HealthState, MountUsage, PollSource};
 use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
-use fetch::Fetcher;
+use fetch::{FetchError, Fetcher};
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -46,7 +46,7 @@ pub struct ServerSummary {
     pub ok: bool,
     pub state: HealthState,
     pub latency_ms: i64,
-    pub source: Option<&'static str>,
+    pub source: Option<PollSource>,
     pub mounts: usize,
     pub listeners: u64,
     pub error: Option<String>,
@@ -70,7 +70,7 @@ struct Fetched {
     id: i64,
     started_ms: i64,
     elapsed: Duration,
-    result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+    result: std::result::Result<(PollSource, Vec<MountUsage>), FetchError>,
 }
 
 /// Asks every server at once; each task is bounded in time.
@@ -93,7 +93,7 @@ fn fetch_all(
             let started_ms = clock.now_ms();
             let result = match tokio::time::timeout(limit, fetcher.usage(&base)).await {
                 Ok(r) => r,
-                Err(_) => Err("timed out".to_string()),
+                Err(_) => Err(FetchError::Overran),
             };
             Fetched {
                 id,
@@ -117,7 +117,7 @@ fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> S
         source: usage.map(|(s, _)| *s),
         mounts: usage.map_or(0, |(_, m)| m.len()),
         listeners: usage.map_or(0, |(_, m)| m.iter().map(|u| u64::from(u.listeners)).sum()),
-        error: f.result.as_ref().err().cloned(),
+        error: f.result.as_ref().err().map(ToString::to_string),
     }
 }
 
@@ -174,7 +174,7 @@ pub async fn run_round(
             started_at: f.started_ms,
             latency_ms: summary.latency_ms,
             health: next,
-            result: f.result,
+            result: f.result.map_err(|e| e.to_string()),
         };
         let mut tx = store::write_tx(db).await?;
         store::status::record_poll(&mut tx, &record).await?;

@@ -3,7 +3,7 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
-use crate::domain::{Health, MountUsage};
+use crate::domain::{Health, MountUsage, PollSource};
 use crate::error::Result;
 
 #[derive(Debug, Clone, FromRow)]
@@ -88,7 +88,7 @@ pub struct PollRecord {
     pub latency_ms: i64,
     pub health: Health,
     /// `Ok((source, mounts))` or the error text.
-    pub result: std::result::Result<(&'static str, Vec<MountUsage>), String>,
+    pub result: std::result::Result<(PollSource, Vec<MountUsage>), String>,
 }
 
 /// Writes one server's poll outcome. On success the server's mount list is
@@ -97,7 +97,7 @@ pub struct PollRecord {
 /// are kept for the dashboard, while health decides whether they are used.
 pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<()> {
     let (error, source, last_success) = match &r.result {
-        Ok((source, _)) => (None, Some(*source), Some(r.started_at)),
+        Ok((source, _)) => (None, Some(source.file()), Some(r.started_at)),
         Err(e) => (Some(e.as_str()), None, None),
     };
     sqlx::query(

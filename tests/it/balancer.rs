@@ -435,7 +435,10 @@ async fn status_json_fallback_when_load_xsl_is_missing() {
     let summary = app.poll().await;
     let sa = summary.server("relay-a");
     assert!(sa.ok, "{sa:?}");
-    assert_eq!(sa.source, Some("status-json.xsl"));
+    assert_eq!(
+        sa.source,
+        Some(icecast_balancer::domain::PollSource::StatusJson)
+    );
     // Unlimited (status-json has no per-mount max) beats 10 free slots.
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", a.url));
     drop(b);

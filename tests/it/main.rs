@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod balancer;
 mod browser;
+mod changes;
 mod cli;
 mod cluster;
 mod e2e_icecast;

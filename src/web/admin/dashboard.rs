@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::widgets::{CsrfForm, ServerLine, or_unlimited, server_lines};
-use super::{AdminUser, Ctx, redirect_with_flash};
+use super::{AdminUser, Ctx, redirect_with_flash, redirect_with_problem};
 use crate::error::Result;
 use crate::routing::Routing;
 use crate::routing::select;
@@ -221,22 +221,22 @@ async fn poll_now(
     let summary = state.poll_now().await?;
     let failed = summary.failed();
     let servers = super::count(summary.servers.len(), "server");
-    let msg = if failed == 0 {
-        format!("Polled {servers} in {} ms.", summary.duration_ms)
-    } else {
-        format!(
-            "!Polled {servers} in {} ms; {failed} failed: {}.",
-            summary.duration_ms,
-            summary
-                .servers
-                .iter()
-                .filter(|s| !s.ok)
-                .map(|s| format!("{} ({})", s.name, s.error.as_deref().unwrap_or("?")))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    Ok(redirect_with_flash("/admin/", &msg))
+    if failed == 0 {
+        let msg = format!("Polled {servers} in {} ms.", summary.duration_ms);
+        return Ok(redirect_with_flash("/admin/", &msg));
+    }
+    let msg = format!(
+        "Polled {servers} in {} ms; {failed} failed: {}.",
+        summary.duration_ms,
+        summary
+            .servers
+            .iter()
+            .filter(|s| !s.ok)
+            .map(|s| format!("{} ({})", s.name, s.error.as_deref().unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(redirect_with_problem("/admin/", &msg))
 }
 
 #[cfg(test)]

@@ -20,11 +20,12 @@ use serde::Deserialize;
 
 use super::Ctx;
 use super::widgets::or_unlimited;
+use crate::domain::ClientGeo;
 use crate::error::{Error, Result};
 use crate::geo::Located;
-use crate::routing::Snapshot;
 use crate::routing::select::{self, Assessed};
 use crate::routing::snapshot::StreamEntry;
+use crate::routing::{Routing, Snapshot};
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -125,31 +126,61 @@ impl Explanation {
 /// now, without reserving a slot. Ties are broken with `rng`, as the
 /// redirect does, so among equals the named winner is one possible pick.
 #[allow(clippy::too_many_arguments)]
-pub fn explain(
+/// Who is asking, as the explain page was told.
+pub struct Asker {
+    pub ip: IpAddr,
+    pub located: Located,
+    /// The GeoIP database in use, as the page names it.
+    pub database: Option<String>,
+}
+
+/// Ranks the stream's mounts for `who` and says why each placed where it did.
+pub fn explain(r: &Routing, stream: &StreamEntry, who: Asker, rng: &mut impl Rng) -> Explanation {
+    explain_at(&r.snap, (r.now_s, r.ttl_s), stream, who, rng)
+}
+
+/// As [`explain`], at a given (now, reservation TTL) in seconds.
+fn explain_at(
     snap: &Snapshot,
+    (now_s, ttl_s): (u64, u64),
     stream: &StreamEntry,
-    ip: IpAddr,
-    located: Located,
-    database: Option<String>,
-    now_s: u64,
-    ttl_s: u64,
+    who: Asker,
     rng: &mut impl Rng,
 ) -> Explanation {
-    let client = located.geo;
+    let client = who.located.geo;
     let ranked = select::rank(snap, stream, &client, now_s, ttl_s, rng);
     let candidates: Vec<&Assessed> = ranked.iter().filter(|a| a.excluded.is_none()).collect();
-    let best = candidates.first().copied();
+    let method = method_text(who.database.is_some(), &client, &candidates);
+    let forbidden = forbidden_text(stream, &client);
+    let rows = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, a)| row(snap, i, a, &candidates, &client))
+        .collect();
+    Explanation {
+        stream: stream.name.clone(),
+        ip: who.ip,
+        located: who.located,
+        database: who.database,
+        method,
+        forbidden,
+        rows,
+    }
+}
 
-    let method = if database.is_none() {
-        "No GeoIP database is configured: the relay with the most free capacity × weight wins."
-            .to_string()
-    } else if let Some(c) = client.coords {
+/// How the choice is made for this client, in a sentence or two.
+fn method_text(has_database: bool, client: &ClientGeo, candidates: &[&Assessed]) -> String {
+    if !has_database {
+        return "No GeoIP database is configured: the relay with the most free capacity × weight wins."
+            .to_string();
+    }
+    if let Some(c) = client.coords {
         let nearest = candidates
             .iter()
             .filter(|a| a.ring == 0)
             .filter_map(|a| a.distance_km)
             .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
-        match nearest {
+        return match nearest {
             Some(d) => format!(
                 "By distance from {:.2}, {:.2}: the nearest relay with a free slot is {d:.0} km \
                  away, so ring 0 reaches {:.0} km (max of ×{} and +{} km); within the first \
@@ -167,73 +198,72 @@ pub fn explain(
             None => "By distance, but no relay with a free slot has a known location: \
                      the most free capacity × weight wins."
                 .to_string(),
-        }
-    } else if let Some(c) = client.country {
-        format!(
+        };
+    }
+    match client.country {
+        Some(c) => format!(
             "The client has a country ({c}) but no coordinates: relays in {c} first, then \
              the others; within each, the most free capacity × weight wins."
-        )
-    } else {
-        "The client's location is unknown: the relay with the most free capacity × weight wins."
-            .to_string()
-    };
-
-    let forbidden = (!select::allowed(stream, &client)).then(|| {
-        let list = stream.allowed_list();
-        match client.country {
-            Some(c) => format!("{c} is not among the stream's countries ({list}): 451."),
-            None => format!(
-                "The client's country is unknown and the stream allows only {list} \
-                 (allow_unknown = false): 451."
-            ),
+        ),
+        None => {
+            "The client's location is unknown: the relay with the most free capacity × weight wins."
+                .to_string()
         }
-    });
+    }
+}
 
-    let rows = ranked
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let m = &snap.mounts[a.mount];
-            let s = &snap.servers[m.server];
-            let (verdict, reason) = match (a.excluded, best) {
-                (Some(e), _) => (Verdict::Excluded, e.reason().to_string()),
-                (None, Some(b)) if b.mount == a.mount => {
-                    (Verdict::Chosen, chosen_reason(a, &candidates, &client))
-                }
-                (None, Some(b)) => (Verdict::RankedLower, lower_reason(snap, a, b, &client)),
-                (None, None) => unreachable!("a candidate exists when this one is"),
-            };
-            Row {
-                position: i + 1,
-                server: s.name.clone(),
-                mount: m.path.clone(),
-                distance_km: a.distance_km,
-                ring: a.excluded.is_none().then_some(a.ring),
-                free: a.free,
-                reserved: a.reserved,
-                weight: s.weight,
-                score: a.score,
-                health: if s.enabled {
-                    s.health.state.as_str()
-                } else {
-                    "disabled"
-                },
-                same_country: a.same_country,
-                located_by: s.coords_source.as_str(),
-                verdict,
-                reason,
-            }
-        })
-        .collect();
+/// Why the stream answers 451 to this client, if it does.
+fn forbidden_text(stream: &StreamEntry, client: &ClientGeo) -> Option<String> {
+    if select::allowed(stream, client) {
+        return None;
+    }
+    let list = stream.allowed_list();
+    Some(match client.country {
+        Some(c) => format!("{c} is not among the stream's countries ({list}): 451."),
+        None => format!(
+            "The client's country is unknown and the stream allows only {list} \
+             (allow_unknown = false): 451."
+        ),
+    })
+}
 
-    Explanation {
-        stream: stream.name.clone(),
-        ip,
-        located,
-        database,
-        method,
-        forbidden,
-        rows,
+fn row(
+    snap: &Snapshot,
+    i: usize,
+    a: &Assessed,
+    candidates: &[&Assessed],
+    client: &ClientGeo,
+) -> Row {
+    let m = &snap.mounts[a.mount];
+    let s = &snap.servers[m.server];
+    let (verdict, reason) = match (a.excluded, candidates.first()) {
+        (Some(e), _) => (Verdict::Excluded, e.reason().to_string()),
+        (None, Some(b)) if b.mount == a.mount => {
+            (Verdict::Chosen, chosen_reason(a, candidates, client))
+        }
+        (None, Some(b)) => (Verdict::RankedLower, lower_reason(snap, a, b, client)),
+        // Not reached: this mount is a candidate, so there is a first one.
+        (None, None) => (Verdict::Chosen, chosen_reason(a, candidates, client)),
+    };
+    Row {
+        position: i + 1,
+        server: s.name.clone(),
+        mount: m.path.clone(),
+        distance_km: a.distance_km,
+        ring: a.excluded.is_none().then_some(a.ring),
+        free: a.free,
+        reserved: a.reserved,
+        weight: s.weight,
+        score: a.score,
+        health: if s.enabled {
+            s.health.state.as_str()
+        } else {
+            "disabled"
+        },
+        same_country: a.same_country,
+        located_by: s.coords_source.as_str(),
+        verdict,
+        reason,
     }
 }
 
@@ -342,7 +372,8 @@ pub async fn page(
     ctx: Ctx,
     Query(q): Query<ExplainQuery>,
 ) -> Result<impl IntoResponse> {
-    let snap = state.snapshot();
+    let routing = state.routing();
+    let snap = &routing.snap;
     let stream = q.stream.unwrap_or_default().trim().to_string();
     let ip = q.ip.unwrap_or_default().trim().to_string();
     let explanation = if stream.is_empty() || ip.is_empty() {
@@ -353,16 +384,12 @@ pub async fn page(
             .stream(&stream)
             .ok_or_else(|| Error::NotFound(format!("No stream named {stream:?}.")))?;
         let addr = parse_ip(&ip)?;
-        Some(explain(
-            &snap,
-            entry,
-            addr,
-            state.geo().locate(addr),
-            state.geo().info().map(|i| i.to_string()),
-            state.clock().now_s(),
-            state.settings().reservation_ttl_s(),
-            &mut rand::rng(),
-        ))
+        let who = Asker {
+            ip: addr,
+            located: state.geo().locate(addr),
+            database: state.geo().info().map(|i| i.to_string()),
+        };
+        Some(explain(&routing, entry, who, &mut rand::rng()))
     };
     Ok(ExplainPage {
         ctx,
@@ -380,7 +407,6 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::domain::ClientGeo;
     use crate::domain::Coords;
     use crate::domain::CountryCode;
     use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
@@ -397,14 +423,16 @@ mod tests {
     }
 
     fn run(snap: &Snapshot, who: Located, db: bool) -> Explanation {
-        explain(
+        let asker = Asker {
+            ip: "81.10.0.1".parse().unwrap(),
+            located: who,
+            database: db.then(|| "test.mmdb".to_string()),
+        };
+        explain_at(
             snap,
+            (NOW, TTL),
             &snap.streams[0],
-            "81.10.0.1".parse().unwrap(),
-            who,
-            db.then(|| "test.mmdb".to_string()),
-            NOW,
-            TTL,
+            asker,
             &mut StdRng::seed_from_u64(7),
         )
     }

@@ -79,8 +79,34 @@ pub struct Ctx {
 }
 
 /// A one-shot message carried to the next page in a cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Something was done as asked.
+    Done(String),
+    /// Something was refused or failed; shown as an error.
+    Problem(String),
+}
+
+impl Notice {
+    /// The cookie form: a kind letter, then the text.
+    fn encode(&self) -> String {
+        match self {
+            Notice::Done(t) => format!("d{t}"),
+            Notice::Problem(t) => format!("p{t}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Notice> {
+        match s.split_at_checked(1)? {
+            ("d", t) => Some(Notice::Done(t.to_string())),
+            ("p", t) => Some(Notice::Problem(t.to_string())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
-pub struct Flash(pub Option<String>);
+pub struct Flash(pub Option<Notice>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = Error;
@@ -92,11 +118,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .cloned()
             .unwrap_or_default()
             .0;
-        let flash_error = flash.as_deref().is_some_and(|f| f.starts_with('!'));
+        let flash_error = matches!(flash, Some(Notice::Problem(_)));
         Ok(Ctx {
             user: user.name,
             csrf: user.csrf_token,
-            flash: flash.map(|f| f.trim_start_matches('!').to_string()),
+            flash: flash.map(|(Notice::Done(t) | Notice::Problem(t))| t),
             flash_error,
         })
     }
@@ -137,13 +163,22 @@ pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue 
     HeaderValue::from_str(&c).expect("cookie values are hex")
 }
 
-/// Redirects with a flash message for the next page; a message starting
-/// with `!` is shown as an error.
+/// Redirects with a message for the next page.
 pub fn redirect_with_flash(to: &str, message: &str) -> Response {
+    redirect_with(to, Notice::Done(message.to_string()))
+}
+
+/// Redirects with an error message for the next page.
+pub fn redirect_with_problem(to: &str, message: &str) -> Response {
+    redirect_with(to, Notice::Problem(message.to_string()))
+}
+
+fn redirect_with(to: &str, notice: Notice) -> Response {
+    let value = hex(notice.encode().as_bytes());
     let mut r = Redirect::to(to).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(FLASH_COOKIE, Some(&hex(message.as_bytes())), false),
+        set_cookie(FLASH_COOKIE, Some(&value), false),
     );
     r
 }
@@ -228,7 +263,9 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 .into_response();
         }
     }
-    let flash = cookie(req.headers(), FLASH_COOKIE).and_then(|v| unhex(&v));
+    let flash = cookie(req.headers(), FLASH_COOKIE)
+        .and_then(|v| unhex(&v))
+        .and_then(|v| Notice::decode(&v));
     let had_flash = flash.is_some();
     req.extensions_mut().insert(Flash(flash));
     let mut resp = next.run(req).await;

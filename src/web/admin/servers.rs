@@ -13,7 +13,9 @@ use serde::Deserialize;
 use super::widgets::{
     ConfirmPage, CsrfForm, ServerLine, location_text, or_unlimited, server_lines,
 };
-use super::{AdminUser, Ctx, ago, conflict_to_field, count, redirect_with_flash};
+use super::{
+    AdminUser, Ctx, ago, conflict_to_field, count, redirect_with_flash, redirect_with_problem,
+};
 use crate::domain::{FieldErrors, MountPath, ServerInput};
 use crate::error::{Error, Result};
 use crate::store::{self, changes};
@@ -435,7 +437,7 @@ async fn discover(
                 .collect(),
             None,
         ),
-        Err(e) => (String::new(), vec![], Some(e)),
+        Err(e) => (String::new(), vec![], Some(e.to_string())),
     };
     Ok(DiscoverPage {
         ctx,
@@ -471,17 +473,17 @@ async fn add_discovered(
         .map(|(_, v)| v.as_str())
         .collect();
     if mounts.is_empty() {
-        return Ok(redirect_with_flash(
+        return Ok(redirect_with_problem(
             &back,
-            "!Tick at least one mount to add.",
+            "Tick at least one mount to add.",
         ));
     }
     let mut tx = state.begin(&user.name).await?;
     let server = store::servers::get(tx.conn(), id).await?;
     let Some(stream) = store::streams::find_by_name(tx.conn(), field("stream")).await? else {
-        return Ok(redirect_with_flash(
+        return Ok(redirect_with_problem(
             &back,
-            "!Choose the stream to add the mounts to.",
+            "Choose the stream to add the mounts to.",
         ));
     };
     for m in &mounts {
@@ -490,10 +492,10 @@ async fn add_discovered(
         match changes::add_mount(&mut tx, stream.id, id, &path).await {
             Ok(_) => {}
             Err(Error::Conflict { .. }) => {
-                return Ok(redirect_with_flash(
+                return Ok(redirect_with_problem(
                     &back,
                     &format!(
-                        "!{m} on {} already belongs to a stream; nothing was added.",
+                        "{m} on {} already belongs to a stream; nothing was added.",
                         server.name
                     ),
                 ));

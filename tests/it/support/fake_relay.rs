@@ -3,7 +3,6 @@
 //! demand: hang, answer huge, answer garbage, fail.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -116,10 +115,8 @@ fn xml(mounts: &[(String, u32, Option<u32>)]) -> String {
 async fn misbehave(mode: &Mode) -> Option<Response> {
     match mode {
         Mode::Status(code) => Some(StatusCode::from_u16(*code).unwrap().into_response()),
-        Mode::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            None
-        }
+        // Never answers; the poller's timeout must end the wait.
+        Mode::Hang => std::future::pending().await,
         Mode::Huge(n) => Some(("x".repeat(*n)).into_response()),
         Mode::Body(b) => Some(b.clone().into_response()),
         _ => None,
