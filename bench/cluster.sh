@@ -7,6 +7,7 @@
 #
 #   bench/cluster.sh                  # 3 rounds of 10 s each, 64 connections
 #   DURATION=30 ROUNDS=5 bench/cluster.sh
+#   BIN=/tmp/other/icecast-balancer bench/cluster.sh
 #
 # Needs: cargo, python3, wrk, redis-server (Debian: apt-get install wrk redis-server).
 set -euo pipefail
@@ -44,9 +45,12 @@ wait_http() {
   return 1
 }
 
-echo "building release binary..."
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="$ROOT/target/release/icecast-balancer"
+# BIN=path/to/icecast-balancer measures a binary built elsewhere.
+if [ -z "${BIN:-}" ]; then
+  echo "building release binary..."
+  (cd "$ROOT" && cargo build --release --quiet)
+  BIN="$ROOT/target/release/icecast-balancer"
+fi
 
 redis-server --port 0 --unixsocket "$WORK/redis.sock" --unixsocketperm 700 \
   --save '' --appendonly no --dir "$WORK" --logfile "$WORK/redis.log" &
@@ -71,10 +75,9 @@ for i in $(seq 1 "$RELAYS"); do
 done
 printf '[[streams]]\nname = "live"\nmounts = [%s]\n' "${MOUNTS%,}" >> "$CONFIG"
 
-start() { # name, extra flags...
-  local name=$1; shift
-  local db="$WORK/$name.db" port
-  port=$(free_port)
+start() { # name, port, extra flags...
+  local name=$1 port=$2; shift 2
+  local db="$WORK/$name.db"
   for step in "import $CONFIG" poll; do
     # shellcheck disable=SC2086
     "$BIN" --database "$db" $step >"$WORK/setup.log" 2>&1 \
@@ -87,12 +90,12 @@ start() { # name, extra flags...
   local code
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/icecast_balancer/live/")
   [ "$code" = 302 ] || { echo "bench: $name answered $code, not 302" >&2; cat "$WORK/$name.log" >&2; exit 1; }
-  echo "$port"
 }
 
-OFF=$(start off)
-ON=$(start on --cluster "$CLUSTER" --cluster-instance bench-on)
-start peer --cluster "$CLUSTER" --cluster-instance bench-peer >/dev/null
+# Started here, not in a subshell, so cleanup knows their pids.
+OFF=$(free_port); start off "$OFF"
+ON=$(free_port); start on "$ON" --cluster "$CLUSTER" --cluster-instance bench-on
+PEER=$(free_port); start peer "$PEER" --cluster "$CLUSTER" --cluster-instance bench-peer
 sleep 2
 curl -s "http://127.0.0.1:$ON/api/status" | python3 -c '
 import json, sys
