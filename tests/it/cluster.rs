@@ -567,6 +567,9 @@ async fn an_import_by_another_process_reaches_the_other_instances() {
     let writer = icecast_balancer::store::changes::Writer::new(pool);
     let file = config_file::parse(&relay_config("from-cron", "http://192.0.2.7:8000")).unwrap();
     config_file::apply(&writer, &file).await.unwrap();
-    reaches(&b, "the imported relay", |f| server_url(f, "from-cron").is_some()).await;
+    reaches(&b, "the imported relay", |f| {
+        server_url(f, "from-cron").is_some()
+    })
+    .await;
     assert_eq!(audit_actors(&b, "from-cron").await, vec!["import@a"]);
 }
