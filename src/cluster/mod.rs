@@ -161,6 +161,7 @@ pub struct Cluster {
     lease: Script,
     clock: Clock,
     modes: tokio::sync::watch::Sender<Mode>,
+    joining: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -182,6 +183,7 @@ impl Cluster {
         let (modes, _) = tokio::sync::watch::channel(Mode::Joining { since_ms: now });
         Ok(Arc::new(Cluster {
             modes,
+            joining: tokio::sync::Mutex::new(()),
             settings,
             client,
             conn: Mutex::new(None),
@@ -473,15 +475,19 @@ impl Cluster {
         }
         let now_s = self.now_s();
         let entry = self.leases.of(v.id);
-        let (taken, running_low) = {
+        let (taken, fetch_ahead) = {
             let mut l = lock(&entry.lease);
-            (l.take(now_s), l.running_low(now_s))
+            let taken = l.take(now_s);
+            (taken, taken && l.start_prefetch(now_s))
         };
         if taken {
-            if running_low && self.mode() == Mode::Shared {
+            if fetch_ahead {
                 self.prefetch(entry, v.to_owned());
             }
             return true;
+        }
+        if matches!(self.mode(), Mode::Joining { .. }) {
+            self.join_now().await;
         }
         if let Some(allowed) = self.split_answer(v) {
             return allowed;
@@ -499,19 +505,30 @@ impl Cluster {
         }
     }
 
+    /// A listener came before the first heartbeat: join now rather than
+    /// refuse. Just started, this instance holds no reservations yet.
+    async fn join_now(&self) {
+        let _one_join = self.joining.lock().await;
+        if matches!(self.mode(), Mode::Joining { .. }) {
+            self.beat(&Vec::new).await;
+        }
+    }
+
     /// Leases the next block in the background while the current one
     /// still lasts, so a busy mount rarely waits for Redis.
     fn prefetch(self: &Arc<Self>, entry: Arc<slots::MountLease>, v: slots::OwnedView) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Ok(_one_refill) = entry.refill.try_lock() else {
-                return;
+            let result = match entry.refill.try_lock() {
+                Ok(_one_refill) if this.mode() == Mode::Shared => {
+                    let now_s = this.now_s();
+                    this.refill(&entry.lease, &v.view(), now_s).await
+                }
+                // A refill is running already, or Redis is away.
+                _ => Ok(()),
             };
-            let now_s = this.now_s();
-            if !lock(&entry.lease).running_low(now_s) {
-                return;
-            }
-            if let Err(e) = this.refill(&entry.lease, &v.view(), now_s).await {
+            lock(&entry.lease).prefetching = false;
+            if let Err(e) = result {
                 this.lost(e);
             }
         });

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 /// How long a leased block may be handed out, in seconds.
 pub const LEASE_SECONDS: u64 = 2;
 /// The largest block leased at once.
-pub const MAX_BLOCK: u64 = 64;
+pub const MAX_BLOCK: u64 = 256;
 /// How long a per-second counter lives in Redis (the local ring's length).
 pub const COUNTER_TTL_S: u64 = 130;
 
@@ -201,6 +201,8 @@ pub struct Lease {
     /// Size of the last grant: a new block is fetched ahead when less
     /// than half of it is left.
     pub last_block: u64,
+    /// A fetch ahead is on its way: one is enough.
+    pub prefetching: bool,
 }
 
 impl Lease {
@@ -240,6 +242,13 @@ impl Lease {
         self.last_block > 1 && self.available(now_s) * 2 < self.last_block
     }
 
+    /// Whether to start fetching ahead now (at most one fetch at a time).
+    pub fn start_prefetch(&mut self, now_s: u64) -> bool {
+        let start = !self.prefetching && self.running_low(now_s);
+        self.prefetching |= start;
+        start
+    }
+
     pub fn add(&mut self, end_s: u64, n: u64) {
         if n > 0 {
             self.blocks.push((end_s, n));
@@ -251,6 +260,7 @@ impl Lease {
         self.blocks.clear();
         self.last_sum = None;
         self.last_block = 0;
+        self.prefetching = false;
     }
 }
 
@@ -357,7 +367,7 @@ mod tests {
 
     #[test]
     fn blocks_shrink_as_the_mount_fills() {
-        assert_eq!(block_size(1_000_000, 2), MAX_BLOCK);
+        assert_eq!(block_size(100_000_000, 2), MAX_BLOCK);
         assert_eq!(block_size(80, 2), 10);
         assert_eq!(block_size(3, 3), 1);
         assert_eq!(block_size(0, 1), 1);
