@@ -124,6 +124,7 @@ fn snapshot(rng: &mut StdRng) -> Snapshot {
             last_error: None,
             last_error_at: None,
             latency_ms: None,
+            source: None,
             counters: Arc::new(ServerCounters::default()),
         });
         // Unlimited mounts: a million reservations must not fill them up

@@ -91,6 +91,8 @@ impl Application {
         }
         let _ = stop.send(true);
         stop_background(background, deadline).await;
+        // What was counted since the last flush is not lost at a stop.
+        flush_country_counts(&state).await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -114,6 +116,9 @@ const TASKS: &[(&str, Task)] = &[
     }),
     ("poll after a split", |s, r| {
         Box::pin(poll_after_split(s, r))
+    }),
+    ("country count flusher", |s, r| {
+        Box::pin(country_flusher(s, r))
     }),
 ];
 
@@ -209,6 +214,21 @@ async fn watch_geoip(state: AppState, mut stopping: watch::Receiver<bool>) {
             state.relocate().await;
             placed = Instant::now();
         }
+    }
+}
+
+/// Redirects are counted per country in memory; this writes them out.
+const COUNTRY_FLUSH_EVERY: Duration = Duration::from_secs(60);
+
+async fn country_flusher(state: AppState, mut stopping: watch::Receiver<bool>) {
+    while !wait_or_stop(&mut stopping, COUNTRY_FLUSH_EVERY).await {
+        flush_country_counts(&state).await;
+    }
+}
+
+async fn flush_country_counts(state: &AppState) {
+    if let Err(e) = state.flush_country_counts().await {
+        tracing::warn!(error = %e, "cannot write per-country redirect counts; kept for the next try");
     }
 }
 

@@ -46,6 +46,9 @@ pub struct HttpUrl(String);
 impl HttpUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if s.is_empty() {
+            return Err("required: a URL such as http://relay1.example.com:8000".into());
+        }
         let url = reqwest::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("must start with http:// or https://".into());

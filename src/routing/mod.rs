@@ -1,6 +1,7 @@
 //! From store to redirect: the snapshot the redirect path reads, the pure
 //! selection function, and the lock-free slot reservations.
 
+pub mod countries;
 pub mod reservations;
 pub mod select;
 pub mod snapshot;

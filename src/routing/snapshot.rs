@@ -38,6 +38,8 @@ pub struct StreamCounters {
     pub full: AtomicU64,
     pub forbidden: AtomicU64,
     pub playlist: AtomicU64,
+    /// Redirects by client country, until the next flush to the store.
+    pub countries: super::countries::CountryTally,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +67,15 @@ impl Counters {
     pub fn stream(&self, id: i64) -> Arc<StreamCounters> {
         entry(&self.streams, id)
     }
+    /// Every stream's counters (also of streams deleted since), by id.
+    pub fn all_streams(&self) -> Vec<(i64, Arc<StreamCounters>)> {
+        self.streams
+            .lock()
+            .expect("counter registry poisoned")
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect()
+    }
 }
 
 #[derive(Debug)]
@@ -88,6 +99,8 @@ pub struct ServerEntry {
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     pub latency_ms: Option<i64>,
+    /// How the last good poll read the relay (`load.xsl`, `status-json.xsl`).
+    pub source: Option<String>,
     pub counters: Arc<ServerCounters>,
 }
 
@@ -257,6 +270,7 @@ pub async fn load(
             last_error: h.and_then(|h| h.last_error.clone()),
             last_error_at: h.and_then(|h| h.last_error_at),
             latency_ms: h.and_then(|h| h.latency_ms),
+            source: h.and_then(|h| h.source.clone()),
             counters,
         });
     }

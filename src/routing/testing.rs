@@ -66,6 +66,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             last_error: None,
             last_error_at: None,
             latency_ms: None,
+            source: None,
             counters: Arc::new(ServerCounters::default()),
         });
         mounts.push(MountEntry {

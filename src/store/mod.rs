@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod changes;
+pub mod countries;
 pub mod mounts;
 pub mod servers;
 pub mod sessions;

@@ -194,3 +194,33 @@ pub async fn stream_history(
     .fetch_all(conn)
     .await?)
 }
+
+#[derive(Debug, Clone, FromRow)]
+pub struct RelayPoint {
+    pub at: i64,
+    pub server_id: i64,
+    pub listeners: i64,
+}
+
+/// Like [`stream_history`], but one line per relay (the peak of each of
+/// its mounts of the stream per bucket, summed), for stacked charts.
+pub async fn stream_history_by_server(
+    conn: &mut SqliteConnection,
+    stream_id: i64,
+    since_ms: i64,
+    bucket_ms: i64,
+) -> Result<Vec<RelayPoint>> {
+    Ok(sqlx::query_as::<_, RelayPoint>(
+        "SELECT b AS at, server_id, SUM(l) AS listeners FROM ( \
+           SELECT (h.at / ?1) * ?1 AS b, h.server_id, h.mount, MAX(h.listeners) AS l \
+           FROM mount_history h \
+           JOIN mounts m ON m.server_id = h.server_id AND m.mount = h.mount \
+           WHERE m.stream_id = ?2 AND h.at >= ?3 GROUP BY b, h.server_id, h.mount) \
+         GROUP BY b, server_id ORDER BY server_id, b",
+    )
+    .bind(bucket_ms.max(1))
+    .bind(stream_id)
+    .bind(since_ms)
+    .fetch_all(conn)
+    .await?)
+}

@@ -123,6 +123,10 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
     match format {
         Format::Redirect => {
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
+            // Only listeners count: a HEAD is answered but not a redirect of one.
+            if reserve {
+                stream.counters.countries.add(geo.country);
+            }
             let location = url_of(chosen[0]);
             tracing::debug!(stream = %stream.name, client = %client.ip, %location, "redirect");
             redirect(&location)

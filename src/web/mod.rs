@@ -21,15 +21,25 @@ use tower_http::trace::TraceLayer;
 /// The stylesheet is compiled in: the admin works offline and from any
 /// working directory.
 const STYLE: &str = include_str!("../../static/style.css");
+/// Live updates for admin pages; they work without it.
+const LIVE_JS: &str = include_str!("../../static/live.js");
 
-async fn style() -> impl IntoResponse {
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        STYLE,
+        body,
     )
+}
+
+async fn style() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+async fn live_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", LIVE_JS)
 }
 
 /// A limit or a free-slot count for display: `None` means unlimited.
@@ -42,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router(state.clone()))
         .merge(api::router())
         .route("/static/style.css", get(style))
+        .route("/static/live.js", get(live_js))
         // Request spans cost a measurable share of a redirect's time, so
         // the listener routes (added after this layer) log for themselves.
         .layer(TraceLayer::new_for_http())

@@ -96,6 +96,13 @@ impl AppState {
         &self.0.writer
     }
 
+    /// Adds the per-country redirect counts made since the last flush to
+    /// the store; returns how many redirects were written.
+    pub async fn flush_country_counts(&self) -> Result<u64> {
+        let now = self.0.clock.now_ms();
+        crate::routing::countries::flush(&self.0.db, &self.0.counters, now).await
+    }
+
     pub fn clock(&self) -> &Clock {
         &self.0.clock
     }

@@ -485,10 +485,7 @@ async fn streams_and_mounts_on_the_stream_page() {
     assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", relay.url));
     let page = b.get(&page_url).await;
     assert!(page.body.contains("Mount /live.mp3 on r1 added."));
-    assert!(
-        page.body.contains("<td class=\"num\">3</td>"),
-        "listeners shown"
-    );
+    assert!(page.body.contains("-listeners\">3</td>"), "listeners shown");
 
     let dup = b
         .post(&mounts, &[("server", "r1"), ("mount", "/live.mp3")])
@@ -525,6 +522,13 @@ async fn streams_and_mounts_on_the_stream_page() {
         .await
         .unwrap();
     b.get(&page_url).await;
+    // Removing asks first, like deleting a server or a stream.
+    let confirm = b.get(&format!("/admin/mounts/{mount_id}/delete")).await;
+    assert!(
+        confirm.body.contains("Delete mount /live.mp3 on r1?"),
+        "{}",
+        confirm.body
+    );
     assert_eq!(
         b.post(&format!("/admin/mounts/{mount_id}/delete"), &[])
             .await
@@ -724,7 +728,7 @@ async fn dashboard_shows_streams_servers_mounts_and_a_chart() {
     assert!(page.contains("Polled 1 server"));
     assert!(
         page.contains(
-            "<span class=\"stat\">7</span> listeners · capacity 20 · free 13 · reserved 0"
+            "data-live=\"stream-1-listeners\">7</span> listeners · capacity <span data-live=\"stream-1-capacity\">20</span> · free <span data-live=\"stream-1-free\">13</span> · reserved <span data-live=\"stream-1-reserved\">0</span>"
         ),
         "{page}"
     );

@@ -12,5 +12,6 @@ mod browser;
 mod changes;
 mod cli;
 mod cluster;
+mod console;
 mod e2e_icecast;
 mod geo;

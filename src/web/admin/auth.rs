@@ -12,7 +12,10 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{AdminUser, SESSION_COOKIE, client, cookie, is_https, safe_next, set_cookie};
+use super::{
+    AdminUser, FLASH_COOKIE, Flash, Notice, SESSION_COOKIE, client, cookie, is_https,
+    redirect_with_flash, safe_next, set_cookie,
+};
 use crate::error::{Error, Result};
 use crate::store;
 use crate::store::audit::{Action, Entry, Kind};
@@ -41,6 +44,8 @@ struct LoginPage {
     next: String,
     username: String,
     error: Option<String>,
+    /// A message carried over, e.g. "You have logged out."
+    notice: Option<String>,
     token: String,
 }
 
@@ -65,16 +70,29 @@ async fn form(State(state): State<AppState>, Query(q): Query<NextQuery>, req: Re
         return Redirect::to(&next).into_response();
     }
     let secure = is_https(&state, &req);
-    login_page(
+    let notice = req
+        .extensions()
+        .get::<Flash>()
+        .and_then(|f| f.0.clone())
+        .map(|(Notice::Done(t) | Notice::Problem(t))| t);
+    let mut r = login_page(
         StatusCode::OK,
         LoginPage {
             next,
             username: String::new(),
             error: None,
+            notice: notice.clone(),
             token: random_secret(16),
         },
         secure,
-    )
+    );
+    // The page sets a cookie of its own, so the guard would not drop the
+    // shown message: drop it here, or it would greet the next login too.
+    if notice.is_some() {
+        r.headers_mut()
+            .append(header::SET_COOKIE, set_cookie(FLASH_COOKIE, None, secure));
+    }
+    r
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +121,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
                 next: next.clone(),
                 username: username.clone(),
                 error: Some(error.to_string()),
+                notice: None,
                 token: random_secret(16),
             },
             secure,
@@ -199,7 +218,7 @@ async fn logout(
     }
     let entry = Entry::new(&user.name, Action::Logout, Kind::Session, &user.name);
     store::audit::record(&mut conn, &entry).await?;
-    let mut r = Redirect::to("/admin/login").into_response();
+    let mut r = redirect_with_flash("/admin/login", "You have logged out.");
     r.headers_mut()
         .append(header::SET_COOKIE, set_cookie(SESSION_COOKIE, None, false));
     Ok(r)

@@ -1,22 +1,25 @@
 //! The dashboard: what the balancer sees now (streams, servers, mounts)
-//! and a 24-hour listener chart per stream, drawn here as SVG so the admin
-//! needs no JavaScript.
+//! and a listener chart per stream (1 h, 24 h or 7 d, stacked per relay),
+//! drawn as SVG so the admin needs no JavaScript. `live` serves the same
+//! numbers for in-place updates.
 
 use std::fmt::Write as _;
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::Deserialize;
 
+use super::chart::{self, Range, Series};
 use super::widgets::{CsrfForm, ServerLine, or_unlimited, server_lines};
 use super::{AdminUser, Ctx, redirect_with_flash, redirect_with_problem};
 use crate::error::Result;
-use crate::routing::Routing;
-use crate::routing::select;
-use crate::store;
+use crate::routing::select::{self, Excluded};
+use crate::routing::snapshot::StreamEntry;
+use crate::routing::{Routing, Snapshot};
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -32,24 +35,35 @@ pub struct StreamCard {
     pub capacity: String,
     pub free: String,
     pub reserved: u64,
+    /// The SVG chart and its HTML legend, escaped where needed.
     pub chart: String,
 }
 
 pub struct MountRow {
+    pub id: i64,
     pub stream: String,
     pub server: String,
     pub mount: String,
     pub status: String,
-    pub listeners: u32,
+    pub listeners: String,
     pub max: String,
     pub free: String,
     pub reserved: u64,
+}
+
+/// What the dashboard shows, for the page and for its live updates.
+pub struct Dashboard {
+    pub streams: Vec<StreamCard>,
+    pub servers: Vec<ServerLine>,
+    pub mounts: Vec<MountRow>,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "admin/dashboard.html")]
 struct Page {
     ctx: Ctx,
+    range: Range,
+    ranges: [Range; 3],
     streams: Vec<StreamCard>,
     servers: Vec<ServerLine>,
     mounts: Vec<MountRow>,
@@ -89,110 +103,129 @@ fn cluster_box(state: &AppState) -> Option<ClusterBox> {
     })
 }
 
-const DAY_MS: i64 = 24 * 3600 * 1000;
-const BUCKET_MS: i64 = 5 * 60 * 1000;
-
-/// A line chart of `points` (time ms, listeners) over the last 24 hours.
-/// Built from numbers only, so it is safe to embed unescaped.
-pub fn chart(points: &[(i64, i64)], now_ms: i64) -> String {
-    let (w, h, left, bottom) = (600.0, 140.0, 40.0, 20.0);
-    let max = points.iter().map(|p| p.1).max().unwrap_or(0).max(1) as f64;
-    let start = now_ms - DAY_MS;
-    let x = |t: i64| left + (t - start).clamp(0, DAY_MS) as f64 / DAY_MS as f64 * (w - left - 10.0);
-    let y = |v: i64| 10.0 + (1.0 - v as f64 / max) * (h - bottom - 10.0);
-    let mut svg = format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"listeners over the last 24 hours, peak {max}\" xmlns=\"http://www.w3.org/2000/svg\">"
-    );
-    let _ = write!(
-        svg,
-        "<line x1=\"{left}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"#b9c1ca\"/>\
-         <line x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{b}\" stroke=\"#b9c1ca\"/>\
-         <text x=\"{tx}\" y=\"16\" font-size=\"11\" text-anchor=\"end\" fill=\"#5c6670\">{max}</text>\
-         <text x=\"{tx}\" y=\"{b}\" font-size=\"11\" text-anchor=\"end\" fill=\"#5c6670\">0</text>\
-         <text x=\"{left}\" y=\"{lb}\" font-size=\"11\" fill=\"#5c6670\">−24 h</text>\
-         <text x=\"{mid}\" y=\"{lb}\" font-size=\"11\" text-anchor=\"middle\" fill=\"#5c6670\">−12 h</text>\
-         <text x=\"{r}\" y=\"{lb}\" font-size=\"11\" text-anchor=\"end\" fill=\"#5c6670\">now</text>",
-        b = h - bottom,
-        r = w - 10.0,
-        tx = left - 4.0,
-        lb = h - 4.0,
-        mid = left + (w - left - 10.0) / 2.0,
-        max = max as i64,
-    );
-    if points.is_empty() {
-        let _ = write!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\" fill=\"#5c6670\">no samples yet</text>",
-            w / 2.0,
-            h / 2.0
-        );
-    } else {
-        let coords: Vec<String> = points
-            .iter()
-            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-            .collect();
-        // A light area under the line makes the shape readable at a glance.
-        let (first, last) = (points[0], points[points.len() - 1]);
-        let _ = write!(
-            svg,
-            "<polygon fill=\"#0b63b6\" fill-opacity=\"0.12\" points=\"{:.1},{b:.1} {} {:.1},{b:.1}\"/>\
-             <polyline fill=\"none\" stroke=\"#0b63b6\" stroke-width=\"2\" points=\"{}\"/>",
-            x(first.0),
-            coords.join(" "),
-            x(last.0),
-            coords.join(" "),
-            b = h - bottom,
-        );
-        // The latest sample as a dot, so even a single poll shows up.
-        if let Some(&(t, v)) = points.last() {
-            let _ = write!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"#0b63b6\"/>",
-                x(t),
-                y(v)
-            );
-        }
-    }
-    svg.push_str("</svg>");
-    svg
+#[derive(Debug, Default, Deserialize)]
+pub struct RangeQuery {
+    pub range: Option<String>,
 }
 
-async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoResponse> {
-    let Routing {
-        snap,
-        now_s,
-        ttl_s: ttl,
-    } = state.routing();
-    let now = store::now_ms();
-    let mut conn = state.db().acquire().await?;
-    let mut streams = Vec::new();
-    let mut mounts = Vec::new();
-    for st in &snap.streams {
-        // ThreadRng is not Send: keep it out of the awaits below.
-        let ranked = select::rank(&snap, st, &Default::default(), now_s, ttl, &mut rand::rng());
-        // Mounts in the stream's order; `rank` has assessed each of them.
-        for &i in &st.mounts {
-            let Some(a) = ranked.iter().find(|a| a.mount == i) else {
-                continue;
-            };
+/// Shown for a mount whose relay is down, never polled, or did not list
+/// it: its last numbers say nothing about now.
+const UNKNOWN: &str = "—";
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The chart of one stream with its legend (relay, colour, listeners now).
+pub fn chart_html(series: &[Series], range: Range, now_ms: i64, title: &str) -> String {
+    let mut html = chart::svg(series, range, now_ms, title);
+    if !series.is_empty() {
+        html.push_str("<ul class=\"legend\">");
+        for l in chart::legend(series) {
+            let _ = write!(
+                html,
+                "<li><span class=\"swatch\" style=\"background:{}\"></span>{} <strong>{}</strong></li>",
+                l.colour,
+                escape(&l.name),
+                l.current
+            );
+        }
+        html.push_str("</ul>");
+    }
+    html
+}
+
+async fn stream_series(
+    conn: &mut sqlx::SqliteConnection,
+    snap: &Snapshot,
+    stream_id: i64,
+    range: Range,
+    now_ms: i64,
+) -> Result<Vec<Series>> {
+    let points = crate::store::status::stream_history_by_server(
+        conn,
+        stream_id,
+        now_ms - range.span_ms(),
+        range.bucket_ms(),
+    )
+    .await?;
+    let mut series: Vec<(i64, Series)> = Vec::new();
+    for p in points {
+        match series.last_mut() {
+            Some((id, s)) if *id == p.server_id => s.points.push((p.at, p.listeners)),
+            _ => {
+                let name = snap
+                    .servers
+                    .iter()
+                    .find(|s| s.id == p.server_id)
+                    .map_or_else(|| format!("server {}", p.server_id), |s| s.name.clone());
+                series.push((
+                    p.server_id,
+                    Series {
+                        name,
+                        points: vec![(p.at, p.listeners)],
+                    },
+                ));
+            }
+        }
+    }
+    let mut series: Vec<Series> = series.into_iter().map(|(_, s)| s).collect();
+    series.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(series)
+}
+
+fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<MountRow> {
+    // ThreadRng is not Send: callers keep it out of their awaits.
+    let ranked = select::rank(snap, st, &Default::default(), now_s, ttl, &mut rand::rng());
+    // Mounts in the stream's order; `rank` has assessed each of them.
+    st.mounts
+        .iter()
+        .filter_map(|&i| {
+            let a = ranked.iter().find(|a| a.mount == i)?;
             let m = &snap.mounts[i];
-            mounts.push(MountRow {
+            let known = !matches!(a.excluded, Some(Excluded::ServerDown | Excluded::NotLive));
+            let shown = |v: String| if known { v } else { UNKNOWN.into() };
+            Some(MountRow {
+                id: m.id,
                 stream: st.name.clone(),
                 server: snap.servers[m.server].name.clone(),
                 mount: m.path.clone(),
                 status: a
                     .excluded
                     .map_or("candidate".into(), |e| e.reason().to_string()),
-                listeners: m.listeners,
-                max: or_unlimited(m.max),
-                free: or_unlimited(a.free),
+                listeners: shown(m.listeners.to_string()),
+                max: shown(or_unlimited(m.max)),
+                free: shown(or_unlimited(a.free)),
                 reserved: a.reserved,
-            });
-        }
+            })
+        })
+        .collect()
+}
+
+/// Everything the dashboard shows now; charts only when `charts` is set
+/// (they cost a history query per stream).
+pub async fn build(state: &AppState, range: Range, charts: bool) -> Result<Dashboard> {
+    let Routing {
+        snap,
+        now_s,
+        ttl_s: ttl,
+    } = state.routing();
+    let now = state.clock().now_ms();
+    let mut conn = state.db().acquire().await?;
+    let mut streams = Vec::new();
+    let mut mounts = Vec::new();
+    for st in &snap.streams {
+        mounts.extend(mount_rows(&snap, st, now_s, ttl));
         let t = select::stream_totals(&snap, st, now_s, ttl);
-        let history =
-            store::status::stream_history(&mut conn, st.id, now - DAY_MS, BUCKET_MS).await?;
-        let points: Vec<(i64, i64)> = history.iter().map(|p| (p.at, p.listeners)).collect();
+        let chart = if charts {
+            let series = stream_series(&mut conn, &snap, st.id, range, now).await?;
+            chart_html(&series, range, now, &st.name)
+        } else {
+            String::new()
+        };
         streams.push(StreamCard {
             id: st.id,
             name: st.name.clone(),
@@ -200,14 +233,30 @@ async fn page(State(state): State<AppState>, ctx: Ctx) -> Result<impl IntoRespon
             capacity: or_unlimited(t.capacity),
             free: or_unlimited(t.free),
             reserved: t.reserved,
-            chart: chart(&points, now),
+            chart,
         });
     }
+    Ok(Dashboard {
+        streams,
+        servers: server_lines(state),
+        mounts,
+    })
+}
+
+async fn page(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<RangeQuery>,
+) -> Result<impl IntoResponse> {
+    let range = Range::parse(q.range.as_deref());
+    let d = build(&state, range, true).await?;
     Ok(Page {
         ctx,
-        streams,
-        servers: server_lines(&state),
-        mounts,
+        range,
+        ranges: Range::ALL,
+        streams: d.streams,
+        servers: d.servers,
+        mounts: d.mounts,
         cluster: cluster_box(&state),
     })
 }
@@ -241,17 +290,17 @@ async fn poll_now(
 
 #[cfg(test)]
 mod tests {
-    use super::chart;
+    use super::*;
 
     #[test]
-    fn chart_scales_to_the_peak() {
-        let now = 100 * super::DAY_MS;
-        let svg = chart(&[(now - super::DAY_MS, 0), (now, 40)], now);
-        assert!(svg.starts_with("<svg"));
-        assert!(svg.contains("peak 40"));
-        assert!(svg.contains("<polyline"));
-        // One sample still leaves a visible mark.
-        assert!(chart(&[(now, 3)], now).contains("<circle"));
-        assert!(chart(&[], now).contains("no samples yet"));
+    fn the_legend_names_each_relay_escaped() {
+        let series = vec![Series {
+            name: "a<b".into(),
+            points: vec![(1_000, 4)],
+        }];
+        let html = chart_html(&series, Range::Hour, 60_000, "live");
+        assert!(html.starts_with("<svg"));
+        assert!(html.contains("a&lt;b <strong>4</strong>"));
+        assert!(!chart_html(&[], Range::Hour, 60_000, "live").contains("legend"));
     }
 }

@@ -13,7 +13,8 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use rand::Rng;
 use serde::Deserialize;
@@ -349,6 +350,9 @@ pub struct ExplainPage {
     pub streams: Vec<String>,
     pub stream: String,
     pub ip: String,
+    /// Why the question could not be answered (bad address, no such
+    /// stream), shown on the form.
+    pub error: Option<String>,
     pub explanation: Option<Explanation>,
 }
 
@@ -371,33 +375,40 @@ pub async fn page(
     State(state): State<AppState>,
     ctx: Ctx,
     Query(q): Query<ExplainQuery>,
-) -> Result<impl IntoResponse> {
+) -> Response {
     let routing = state.routing();
     let snap = &routing.snap;
     let stream = q.stream.unwrap_or_default().trim().to_string();
     let ip = q.ip.unwrap_or_default().trim().to_string();
-    let explanation = if stream.is_empty() || ip.is_empty() {
+    let answer = if stream.is_empty() || ip.is_empty() {
         // Just the form.
-        None
+        Ok(None)
     } else {
-        let entry = snap
-            .stream(&stream)
-            .ok_or_else(|| Error::NotFound(format!("No stream named {stream:?}.")))?;
-        let addr = parse_ip(&ip)?;
-        let who = Asker {
-            ip: addr,
-            located: state.geo().locate(addr),
-            database: state.geo().info().map(|i| i.to_string()),
-        };
-        Some(explain(&routing, entry, who, &mut rand::rng()))
+        snap.stream(&stream)
+            .ok_or_else(|| Error::NotFound(format!("No stream named {stream:?}.")))
+            .and_then(|entry| Ok((entry, parse_ip(&ip)?)))
+            .map(|(entry, addr)| {
+                let who = Asker {
+                    ip: addr,
+                    located: state.geo().locate(addr),
+                    database: state.geo().info().map(|i| i.to_string()),
+                };
+                Some(explain(&routing, entry, who, &mut rand::rng()))
+            })
     };
-    Ok(ExplainPage {
+    let (status, explanation, error) = match answer {
+        Ok(e) => (StatusCode::OK, e, None),
+        Err(e) => (e.status(), None, Some(e.to_string())),
+    };
+    let page = ExplainPage {
         ctx,
         streams: snap.streams.iter().map(|s| s.name.clone()).collect(),
         stream,
         ip,
+        error,
         explanation,
-    })
+    };
+    (status, page).into_response()
 }
 
 #[cfg(test)]
@@ -571,7 +582,7 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
         (state, dir)
     }
 
-    async fn get(state: &AppState, stream: &str, ip: &str) -> Result<String> {
+    async fn get(state: &AppState, stream: &str, ip: &str) -> (StatusCode, String) {
         let q = ExplainQuery {
             stream: Some(stream.into()),
             ip: Some(ip.into()),
@@ -582,31 +593,41 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
             flash: None,
             flash_error: false,
         };
-        let page = page(State(state.clone()), ctx, Query(q)).await?;
-        let body = page.into_response().into_body();
-        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
-        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+        let resp = page(State(state.clone()), ctx, Query(q)).await;
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     #[tokio::test]
     async fn handler_renders_and_rejects_bad_input() {
         let (state, _dir) = state().await;
-        let html = get(&state, "live", "198.51.100.1").await.unwrap();
+        let (status, html) = get(&state, "live", "198.51.100.1").await;
+        assert_eq!(status, StatusCode::OK);
         assert!(html.contains("198.51.100.1"), "{html}");
         assert!(html.contains("/live.mp3"));
         assert!(html.contains("server down or not yet polled"));
         assert!(html.contains("No GeoIP database"));
 
-        let e = get(&state, "nope", "198.51.100.1").await.unwrap_err();
-        assert_eq!(e.status(), StatusCode::NOT_FOUND);
-        assert!(e.to_string().contains("No stream named \"nope\""));
+        // Bad input is answered inside the page, on the form.
+        let (status, html) = get(&state, "nope", "198.51.100.1").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            html.contains("No stream named &#34;nope&#34;")
+                || html.contains("No stream named &quot;nope&quot;"),
+            "{html}"
+        );
+        assert!(html.contains("<h1>Explain a choice</h1>"));
 
-        let e = get(&state, "live", "not-an-ip").await.unwrap_err();
-        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
-        assert!(e.to_string().contains("is not an IP address"));
+        let (status, html) = get(&state, "live", "not-an-ip").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(html.contains("is not an IP address"));
+        assert!(html.contains("aria-invalid=\"true\""));
 
         // Without both inputs: the form, with the streams to pick from.
-        let html = get(&state, "", "").await.unwrap();
+        let (_, html) = get(&state, "", "").await;
         assert!(html.contains("<form") && html.contains("live"));
     }
 }

@@ -7,8 +7,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod chart;
+pub mod countries;
 pub mod dashboard;
 pub mod explain;
+pub mod live;
 pub mod servers;
 pub mod streams;
 pub mod widgets;
@@ -286,6 +289,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/admin", get(|| async { Redirect::permanent("/admin/") }))
         .merge(auth::router())
         .merge(dashboard::router())
+        .merge(live::router())
+        .merge(countries::router())
         .merge(servers::router())
         .merge(streams::router())
         .merge(audit::router())

@@ -166,6 +166,7 @@ struct FormPage {
     mounts: Vec<MountLine>,
     draining: bool,
     status_line: String,
+    read_via: String,
 }
 
 fn render(status: StatusCode, page: FormPage) -> Response {
@@ -187,6 +188,7 @@ async fn new_form(ctx: Ctx) -> Response {
             mounts: vec![],
             draining: false,
             status_line: String::new(),
+            read_via: String::new(),
         },
     )
 }
@@ -209,6 +211,7 @@ async fn create(
                 mounts: vec![],
                 draining: false,
                 status_line: String::new(),
+                read_via: String::new(),
             },
         )
     };
@@ -281,13 +284,16 @@ async fn page_for(
         ),
         None => "not polled yet".into(),
     };
-    let location = state
-        .snapshot()
-        .servers
-        .iter()
-        .find(|s| s.id == id)
-        .map_or_else(|| "unknown".into(), location_text);
-    let status_line = format!("{status_line} · location: {location}");
+    let snap = state.snapshot();
+    let entry = snap.servers.iter().find(|s| s.id == id);
+    let location = entry.map_or_else(|| "unknown".into(), location_text);
+    let read_via = entry.and_then(|s| s.source.clone()).unwrap_or_default();
+    let via = if read_via.is_empty() {
+        String::new()
+    } else {
+        format!(" · read through {read_via}")
+    };
+    let status_line = format!("{status_line} · location: {location}{via}");
     Ok(FormPage {
         ctx,
         id: Some(id),
@@ -296,6 +302,7 @@ async fn page_for(
         errors,
         mounts,
         status_line,
+        read_via,
     })
 }
 

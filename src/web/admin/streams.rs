@@ -28,7 +28,10 @@ pub fn router() -> Router<AppState> {
             get(confirm_delete).post(delete),
         )
         .route("/admin/streams/{id}/mounts", post(add_mount))
-        .route("/admin/mounts/{id}/delete", post(delete_mount))
+        .route(
+            "/admin/mounts/{id}/delete",
+            get(confirm_delete_mount).post(delete_mount),
+        )
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -118,7 +121,7 @@ pub struct MountLine {
     pub server: String,
     pub mount: String,
     pub live: bool,
-    pub listeners: u32,
+    pub listeners: String,
     pub max: String,
     pub free: String,
     pub reserved: u64,
@@ -227,14 +230,17 @@ async fn page_for(
             let (free, reserved) = entry
                 .map(|m| free_slots(m, &snap.servers[m.server], now_s, ttl))
                 .unwrap_or((Some(0), 0));
+            // A down or never-polled relay's last numbers say nothing now.
+            let known = entry.filter(|m| m.live && snap.servers[m.server].health.is_up());
+            let shown = |v: String| known.map_or_else(|| "—".to_string(), |_| v);
             MountLine {
                 id: r.id,
                 server: r.server_name.clone(),
                 mount: r.mount.clone(),
                 live: entry.is_some_and(|m| m.live),
-                listeners: entry.map_or(0, |m| m.listeners),
-                max: or_unlimited(entry.and_then(|m| m.max)),
-                free: or_unlimited(free),
+                listeners: shown(entry.map_or(0, |m| m.listeners).to_string()),
+                max: shown(or_unlimited(entry.and_then(|m| m.max))),
+                free: shown(or_unlimited(free)),
                 reserved,
             }
         })
@@ -416,6 +422,23 @@ async fn add_mount(
         &format!("/admin/streams/{id}/edit"),
         &format!("Mount {} on {} added.", spec.mount, server.name),
     ))
+}
+
+async fn confirm_delete_mount(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse> {
+    let mut conn = state.db().acquire().await?;
+    let m = store::mounts::get(&mut conn, id).await?;
+    Ok(ConfirmPage {
+        ctx,
+        kind: "mount",
+        name: format!("{} on {}", m.mount, m.server_name),
+        action: format!("/admin/mounts/{id}/delete"),
+        cancel: format!("/admin/streams/{}/edit", m.stream_id),
+        goes_with: vec![],
+    })
 }
 
 async fn delete_mount(

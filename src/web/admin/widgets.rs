@@ -23,6 +23,16 @@ pub struct ServerLine {
     pub latency: String,
     pub error: String,
     pub location: String,
+    /// `load.xsl`, `status-json.xsl`, or empty before the first good poll.
+    pub read_via: String,
+}
+
+impl ServerLine {
+    /// The relay answered through status-json.xsl because load.xsl is
+    /// missing (404): worth telling the operator to install it.
+    pub fn lacks_load_xsl(&self) -> bool {
+        self.read_via == crate::domain::PollSource::StatusJson.file()
+    }
 }
 
 fn source(s: LocationSource) -> &'static str {
@@ -68,6 +78,7 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
                 .map(|e| format!("{e} ({})", ago(s.last_error_at)))
                 .unwrap_or_default(),
             location: location_text(s),
+            read_via: s.source.clone().unwrap_or_default(),
         })
         .collect()
 }

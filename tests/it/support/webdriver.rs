@@ -39,9 +39,11 @@ impl Browser {
             .spawn()
             .unwrap();
         let pid = driver.id().expect("chromedriver is running");
-        let port = listening_port(pid, Duration::from_secs(15))
+        // Generous: with the whole suite running on two cores, starting
+        // the driver has been seen to take longer than 15 s.
+        let port = listening_port(pid, Duration::from_secs(60))
             .await
-            .expect("chromedriver did not listen within 15 s");
+            .expect("chromedriver did not listen within 60 s");
         let base = format!("http://127.0.0.1:{port}");
         let http = super::app::client();
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -62,7 +64,7 @@ impl Browser {
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--no-first-run", "--window-size=1280,1000",
+                    "--no-first-run", "--window-size=1280,1000", "--hide-scrollbars",
                     format!("--user-data-dir={}", profile.path().display()),
                 ]
             }
@@ -184,6 +186,28 @@ impl Browser {
         .await;
     }
 
+    /// Runs `script` (a function body; `arguments` holds `args`) in the
+    /// page and returns what it returns.
+    pub async fn execute(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Like [`Browser::execute`], for a script that ends by calling the
+    /// callback passed as its last argument.
+    pub async fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/async",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
     /// Resizes the window, e.g. to a phone's 390×844.
     pub async fn resize(&self, width: u32, height: u32) {
         self.call(
@@ -199,6 +223,23 @@ impl Browser {
             .call(reqwest::Method::GET, "/screenshot", Value::Null)
             .await;
         let png = decode_base64(b64.as_str().unwrap());
+        assert_eq!(&png[1..4], b"PNG");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, png).unwrap();
+    }
+
+    /// The whole page, beyond the window's height (Chromium's DevTools
+    /// command, through chromedriver).
+    pub async fn screenshot_full(&self, to: &Path) {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/goog/cdp/execute",
+                json!({"cmd": "Page.captureScreenshot",
+                       "params": {"format": "png", "captureBeyondViewport": true}}),
+            )
+            .await;
+        let png = decode_base64(v["data"].as_str().unwrap());
         assert_eq!(&png[1..4], b"PNG");
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::write(to, png).unwrap();
