@@ -89,6 +89,15 @@ const TASKS: &[(&str, Task)] = &[
         Box::pin(watch_other_writers(s, r))
     }),
     ("alerts", |s, r| Box::pin(alerts(s, r))),
+    ("cluster heartbeat", |s, r| {
+        Box::pin(cluster_heartbeat(s, r))
+    }),
+    ("cluster configuration", |s, r| {
+        Box::pin(cluster_config(s, r))
+    }),
+    ("poll after a split", |s, r| {
+        Box::pin(poll_after_split(s, r))
+    }),
     ("country count flusher", |s, r| {
         Box::pin(country_flusher(s, r))
     }),
@@ -352,6 +361,69 @@ async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool
             Ok(true) => state.request_refresh(),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "data_version check failed"),
+        }
+    }
+}
+
+/// Heartbeats while the instance runs (with `--cluster`); on (re)joining
+/// this instance's outstanding reservations are counted again first.
+async fn cluster_heartbeat(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    let s = state.clone();
+    let held = move || {
+        let r = s.routing();
+        crate::web::cluster_slots::held(&r.snap, r.now_s, r.ttl_s)
+    };
+    tokio::select! {
+        _ = cluster.run(held) => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+}
+
+/// Keeps the configuration in step with the other instances.
+async fn cluster_config(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    let run = cluster.run_config(state.db().clone(), state.writer().clone());
+    tokio::select! {
+        _ = run => {}
+        _ = stopping.wait_for(|s| *s) => {}
+    }
+}
+
+/// When Redis goes away, the split shares start with the first poll that
+/// began after every shared lease could have been used and connected: this
+/// runs that poll then rather than at the next scheduled round.
+async fn poll_after_split(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let Some(cluster) = state.cluster().cloned() else {
+        return;
+    };
+    let mut modes = cluster.modes();
+    let settle =
+        crate::cluster::Cluster::split_settles_after() + state.settings().reservation_grace;
+    loop {
+        tokio::select! {
+            changed = modes.changed() => if changed.is_err() { return },
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let split = matches!(*modes.borrow(), crate::cluster::Mode::Split { .. });
+        if !split {
+            continue;
+        }
+        // A little past the second boundary the counters are kept in.
+        if wait_or_stop(&mut stopping, settle + Duration::from_millis(1100)).await {
+            return;
+        }
+        if matches!(cluster.mode(), crate::cluster::Mode::Split { .. }) {
+            tracing::info!(
+                "cluster: polling now so this instance's share of free slots can be used"
+            );
+            if let Err(e) = state.poll_now().await {
+                tracing::error!(error = %e, "poll round failed");
+            }
         }
     }
 }

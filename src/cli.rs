@@ -249,6 +249,16 @@ pub struct Options {
     /// Seconds a listener waits for fresh relay counts when a stream looks full (0: answer 503 at once).
     #[arg(long, env = "ICECAST_BALANCER_FULL_RECHECK", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub full_recheck: u64,
+    /// Redis/Valkey through which several instances share configuration and slots:
+    /// redis://[user:password@]host:port[/db], rediss://… (TLS) or unix:///path.sock.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER", hide_env_values = true, value_parser = crate::cluster::parse_url)]
+    pub cluster: Option<String>,
+    /// Prefix of every Redis key, so several balancers can share one Redis.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_PREFIX", default_value = "icecast-balancer", value_parser = crate::cluster::parse_name)]
+    pub cluster_prefix: String,
+    /// This instance's name among the members and in the audit log (default: host name/listen address).
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
+    pub cluster_instance: Option<String>,
 }
 
 fn parse_webhook(s: &str) -> Result<String, String> {
@@ -292,7 +302,20 @@ impl Options {
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
+        s.cluster = self.cluster_settings();
         Ok(s)
+    }
+
+    fn cluster_settings(&self) -> Option<crate::cluster::ClusterSettings> {
+        let url = self.cluster.clone()?;
+        Some(crate::cluster::ClusterSettings {
+            url,
+            prefix: self.cluster_prefix.clone(),
+            instance: self
+                .cluster_instance
+                .clone()
+                .unwrap_or_else(|| crate::cluster::default_instance(&self.listen)),
+        })
     }
 
     /// The poll token from its file or the environment. On the command

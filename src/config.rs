@@ -30,6 +30,8 @@ pub struct Settings {
     pub reservation_grace: Duration,
     /// Password for the `admin` user created on first start.
     pub admin_password: Option<String>,
+    /// Redis/Valkey shared by several instances (`--cluster`).
+    pub cluster: Option<crate::cluster::ClusterSettings>,
     /// How long in-flight requests and background tasks get to finish
     /// after a stop signal.
     pub shutdown_timeout: Duration,
@@ -61,6 +63,7 @@ impl Settings {
             poll: PollSettings::default(),
             reservation_grace: Duration::from_secs(5),
             admin_password: None,
+            cluster: None,
             shutdown_timeout: Duration::from_secs(10),
             max_reservations_per_client: 4,
             down_recheck: Duration::from_secs(2),
@@ -113,6 +116,7 @@ impl std::fmt::Debug for Settings {
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),
             )
+            .field("cluster", &self.cluster)
             .finish()
     }
 }

@@ -163,13 +163,22 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
 /// Applies the file in one transaction through the write path, which
 /// audits every change (actor "import").
 pub async fn apply(writer: &Writer, file: &ConfigFile) -> Result<ImportReport> {
-    let (servers, streams) = validate(file)?;
+    // Checked before the write lock is taken, so a bad file waits for nobody.
+    validate(file)?;
     let mut ctx = writer.begin(Actor::new("import")).await?;
-    let mut report = ImportReport::default();
-    apply_servers(&mut ctx, &servers, &mut report).await?;
-    let ids = apply_streams(&mut ctx, &streams, &mut report).await?;
-    apply_mounts(&mut ctx, &streams, &ids, &mut report).await?;
+    let report = apply_in(&mut ctx, file).await?;
     writer.commit(ctx).await?;
+    Ok(report)
+}
+
+/// Applies the file inside a change transaction the caller commits: the
+/// cluster applies shared changes this way, under the actor that made them.
+pub async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportReport> {
+    let (servers, streams) = validate(file)?;
+    let mut report = ImportReport::default();
+    apply_servers(ctx, &servers, &mut report).await?;
+    let ids = apply_streams(ctx, &streams, &mut report).await?;
+    apply_mounts(ctx, &streams, &ids, &mut report).await?;
     Ok(report)
 }
 

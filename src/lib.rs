@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod domain;

@@ -93,12 +93,17 @@ impl ReservationRing {
         }
     }
 
+    /// The first second whose reservations still count at `now_s`.
+    pub fn window_start(&self, now_s: u64, ttl_s: u64) -> u64 {
+        let ttl = ttl_s.clamp(1, SLOTS);
+        (now_s + 1)
+            .saturating_sub(ttl)
+            .max(self.released_before.load(Ordering::Acquire))
+    }
+
     /// Reservations that still count at `now_s`.
     pub fn count(&self, now_s: u64, ttl_s: u64) -> u64 {
-        let ttl = ttl_s.clamp(1, SLOTS);
-        let oldest = (now_s + 1)
-            .saturating_sub(ttl)
-            .max(self.released_before.load(Ordering::Acquire));
+        let oldest = self.window_start(now_s, ttl_s);
         let mut total = 0;
         for s in oldest..=now_s {
             let (sec, count) = unpack(self.slots[(s % SLOTS) as usize].load(Ordering::Acquire));
@@ -204,6 +209,12 @@ impl Ledger {
         };
         let (base, pending) = unpack_state(packed);
         pending + issued.saturating_sub(base)
+    }
+
+    /// The per-second reservations, released only by a poll's grace: the
+    /// conservative count a cluster shares (see `cluster::slots`).
+    pub fn ring(&self) -> &ReservationRing {
+        &self.ring
     }
 
     /// Every reservation ever made (minus those taken back).

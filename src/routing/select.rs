@@ -27,6 +27,8 @@
 //! and allocates nothing; `rank` orders every mount for the admin,
 //! playlists and the explain page by the same rules.
 
+use std::sync::atomic::Ordering;
+
 use rand::Rng;
 
 use crate::domain::{ClientGeo, Point};
@@ -80,9 +82,12 @@ pub fn band_limit(d: f64) -> f64 {
 pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (Option<u64>, u64) {
     let seen = s.last_success_at.unwrap_or(i64::MIN);
     let reserved = m.counters.ledger.count_seen(now_s, ttl_s, seen);
-    let mount_free = m
-        .max
-        .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved));
+    let mount_free = if m.counters.shared_full_until_s.load(Ordering::Relaxed) > now_s {
+        Some(0)
+    } else {
+        m.max
+            .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved))
+    };
     let server_free = s.max_listeners.map(|max| {
         u64::from(max)
             .saturating_sub(s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen))

@@ -21,6 +21,9 @@ use super::reservations::{Ledger, Observation};
 pub struct MountCounters {
     pub ledger: Ledger,
     pub redirects: AtomicU64,
+    /// With a cluster: until this second the shared count has no slot
+    /// here, whatever this instance's own count says.
+    pub shared_full_until_s: AtomicU64,
 }
 
 #[derive(Debug, Default)]

@@ -129,6 +129,9 @@ struct ApiStatus<'a> {
     details: bool,
     servers: Vec<ApiServer<'a>>,
     streams: Vec<ApiStream<'a>>,
+    /// Present with `--cluster`: members, last contact, shared or split.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::Status>,
 }
 
 /// Ready when the database answers and some stream has a relay that can
@@ -292,6 +295,12 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
             details,
             servers,
             streams,
+            cluster: state.cluster().map(|c| {
+                let mut st = c.status();
+                // A Redis error names the Redis host.
+                st.last_error = st.last_error.filter(|_| details);
+                st
+            }),
         }),
     )
         .into_response()

@@ -19,6 +19,7 @@ use axum::routing::get;
 use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
+use super::cluster_slots;
 use super::or_unlimited;
 use crate::domain::ClientGeo;
 use crate::routing::Snapshot;
@@ -129,7 +130,20 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
         return listen(state, snap, name, &listener).await;
     }
     let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
-    let chosen = ranked_candidates(&snap, stream, &geo, want, reserve, format, now_s, ttl);
+    let mut chosen = Vec::new();
+    for _ in 0..=stream.mounts.len() {
+        chosen = ranked_candidates(&snap, stream, &geo, want, reserve, format, now_s, ttl);
+        let confirmed = match chosen.first() {
+            Some(&m) if reserve => {
+                cluster_slots::confirm(state.cluster(), &snap, m, now_s, ttl).await
+            }
+            _ => true,
+        };
+        if confirmed {
+            break;
+        }
+        chosen.clear();
+    }
     if chosen.is_empty() {
         return full(state, stream, any_up(&snap, stream));
     }
@@ -205,6 +219,7 @@ async fn listen(
         return redirect(&mount_url(&snap, m, l.client, l.query));
     }
     let deadline = tokio::time::Instant::now() + settings.full_recheck;
+    let mut refused = 0;
     loop {
         let Some(stream) = snap.stream(name) else {
             return plain(
@@ -214,7 +229,16 @@ async fn listen(
         };
         let now_s = state.clock().now_s();
         let chosen = select::choose(&snap, stream, &l.geo, l.want, now_s, ttl, &mut rand::rng());
-        if let Some(m) = chosen {
+        if let Some(m) = chosen
+            && !cluster_slots::confirm(state.cluster(), &snap, m, now_s, ttl).await
+        {
+            // The refused mount counts as full for this second: the
+            // next choice goes elsewhere (bounded by the stream's mounts).
+            refused += 1;
+            if refused <= stream.mounts.len() {
+                continue;
+            }
+        } else if let Some(m) = chosen {
             count_redirect(&snap, m);
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
             stream.counters.countries.add(l.geo.country);

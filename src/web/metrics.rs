@@ -110,6 +110,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
         latency: metrics.redirect_latency.read(),
     }));
     registry.register_collector(Box::new(Process));
+    if let Some(c) = state.cluster() {
+        registry.register_collector(Box::new(ClusterGauges(c.figures())));
+    }
     let mut out = String::new();
     if let Err(e) = prometheus_text::encode(&mut out, &registry) {
         tracing::error!(error = %e, "cannot encode metrics");
@@ -349,6 +352,45 @@ impl Scrape {
             &self.snap.servers[mount.server],
             self.now_s,
             self.ttl,
+        )
+    }
+}
+
+/// With `--cluster`: whether slots are shared, members, last contact.
+#[derive(Debug)]
+struct ClusterGauges(crate::cluster::Figures);
+
+impl Collector for ClusterGauges {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let f = self.0;
+        let one = |v: u64| [(Labels::new(), v)];
+        let name = |n: &str| format!("icecast_balancer_cluster_{n}");
+        let gauge = |enc: &mut DescriptorEncoder, n: &str, help: &str, v: u64| {
+            gauges(enc, &name(n), help, one(v))
+        };
+        gauge(
+            &mut enc,
+            "shared",
+            "1 while slots are shared through Redis, 0 while split",
+            u64::from(f.shared),
+        )?;
+        gauge(
+            &mut enc,
+            "members",
+            "Instances seen in the last minute, this one included",
+            f.members,
+        )?;
+        gauge(
+            &mut enc,
+            "members_absent",
+            "Instances seen in the last minute that are not in touch with Redis now",
+            f.absent,
+        )?;
+        gauges(
+            &mut enc,
+            &name("last_contact_age_seconds"),
+            "Seconds since Redis last answered (-1: never)",
+            [(Labels::new(), f.last_contact_age_s)],
         )
     }
 }

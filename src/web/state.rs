@@ -12,6 +12,7 @@ use arc_swap::{ArcSwap, Guard};
 use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, Notify, watch};
 
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::{Clock, LocationSource, ResolvedLocation};
 use crate::error::{Error, Result};
@@ -60,6 +61,8 @@ struct Inner {
     version_conn: Mutex<Option<SqliteConnection>>,
     /// The data_version the current snapshot was built after (-1: unknown).
     built_at_version: AtomicI64,
+    /// With `--cluster`: the other instances, through Redis.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Cheap to clone; handlers get it through axum's `State`.
@@ -89,7 +92,12 @@ impl AppState {
                 None
             }
         };
+        let cluster = match &settings.cluster {
+            Some(c) => Some(Cluster::new(c.clone(), clock.clone())?),
+            None => None,
+        };
         let state = AppState(Arc::new(Inner {
+            cluster,
             settings,
             writer: Writer::new(db.clone()),
             db,
@@ -152,6 +160,10 @@ impl AppState {
 
     pub fn clients(&self) -> &ClientBook {
         &self.0.clients
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.0.cluster.as_ref()
     }
 
     /// The current routing snapshot.

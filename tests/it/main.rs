@@ -12,6 +12,7 @@ mod browser;
 mod capacity;
 mod changes;
 mod cli;
+mod cluster;
 mod console;
 mod e2e_icecast;
 mod faults;

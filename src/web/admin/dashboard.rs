@@ -67,6 +67,40 @@ struct Page {
     streams: Vec<StreamCard>,
     servers: Vec<ServerLine>,
     mounts: Vec<MountRow>,
+    cluster: Option<ClusterBox>,
+}
+
+/// The cluster as the dashboard shows it (with `--cluster`).
+struct ClusterBox {
+    instance: String,
+    /// "shared" or "split".
+    slots: &'static str,
+    detail: String,
+    /// (name, last contact, present)
+    members: Vec<(String, String, bool)>,
+}
+
+fn cluster_box(state: &AppState) -> Option<ClusterBox> {
+    let st = state.cluster()?.status();
+    let detail = match (st.mode, st.since_ms) {
+        ("shared", _) => format!("Redis answered {}", super::ago(st.last_contact_ms)),
+        (mode, since) => format!(
+            "{mode} since {}; Redis last answered {}{}",
+            super::ago(since),
+            super::ago(st.last_contact_ms),
+            st.last_error.map(|e| format!(" ({e})")).unwrap_or_default()
+        ),
+    };
+    Some(ClusterBox {
+        instance: st.instance,
+        slots: st.slots,
+        detail,
+        members: st
+            .members
+            .into_iter()
+            .map(|m| (m.name, super::ago(Some(m.last_contact_ms)), m.present))
+            .collect(),
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +260,7 @@ async fn page(
         streams: d.streams,
         servers: d.servers,
         mounts: d.mounts,
+        cluster: cluster_box(&state),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Shared test helpers: the app in-process on port 0 (`app`) and fake
 //! relays (`fake_relay`), a real Icecast 2.4.4 (`icecast`), GeoIP test
-//! databases (`geoip`), and a WebDriver client for headless Chromium
-//! (`webdriver`).
+//! databases (`geoip`), a WebDriver client for headless Chromium
+//! (`webdriver`), and a real redis-server (`redis`).
 #![allow(dead_code)]
 
 pub mod admin;
@@ -9,6 +9,7 @@ pub mod app;
 pub mod fake_relay;
 pub mod geoip;
 pub mod icecast;
+pub mod redis;
 pub mod webdriver;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,502 @@
+//! Configuration shared by the instances of a cluster.
+//!
+//! Every configuration object (a server, a stream with its mounts, a user
+//! with its password hash) is one record in Redis: `version`, the instance
+//! and actor that wrote it, and its body in the import format (or a
+//! tombstone). Versions come from one Redis counter, so the order of
+//! writes is the same for everyone: per object, the highest version wins
+//! (last writer to reach Redis), and every instance converges on it.
+//!
+//! Each instance keeps, in its own database, the version and body of every
+//! object as last shared (`cluster_sync`). A sync round compares the local
+//! configuration with that: what differs was changed here (admin page,
+//! `import`, `user` commands, even from another process) and is published;
+//! records with a higher version than the local one were changed elsewhere
+//! and are applied through the write path, audited as
+//! `<actor>@<instance>`, in the same transaction that notes their version.
+//!
+//! A database that has never synced takes the cluster's configuration
+//! first (so a new instance receives everything and its own fresh `admin`
+//! user does not override the cluster's); objects only it has are then
+//! published. When Redis has lost its data (a new generation), the
+//! instances publish their whole configuration again.
+
+use std::collections::BTreeMap;
+
+use redis::Script;
+use redis::aio::MultiplexedConnection;
+use sqlx::SqliteConnection;
+
+use crate::config_file::{self, ConfigFile};
+use crate::domain::{ServerInput, StreamInput};
+use crate::error::Result;
+use crate::store::changes::{self, Actor, Writer};
+use crate::store::{self, Pool};
+
+/// Row of `cluster_sync` that holds how far this database has read the
+/// shared log, and in which Redis generation.
+const SEEN: &str = "#seen";
+
+pub const PUBLISH_LUA: &str = r#"
+local v = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[1], v .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+redis.call('ZADD', KEYS[3], v, ARGV[1])
+return v
+"#;
+
+/// A configuration object's key: `server:<name>`, `stream:<name>`, `user:<name>`.
+pub type ObjectKey = String;
+
+/// One shared record as read from Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub object: ObjectKey,
+    pub version: i64,
+    pub instance: String,
+    pub actor: String,
+    /// `None`: deleted.
+    pub body: Option<String>,
+}
+
+impl Record {
+    pub fn encode_value(instance: &str, actor: &str, body: Option<&str>) -> [String; 3] {
+        let body = match body {
+            Some(b) => format!("+{b}"),
+            None => "-".into(),
+        };
+        [instance.replace('\n', " "), actor.replace('\n', " "), body]
+    }
+
+    pub fn decode(object: &str, value: &str) -> Option<Record> {
+        let mut parts = value.splitn(4, '\n');
+        let version = parts.next()?.parse().ok()?;
+        let instance = parts.next()?.to_string();
+        let actor = parts.next()?.to_string();
+        let body = parts.next()?;
+        let body = match body.strip_prefix('+') {
+            Some(b) => Some(b.to_string()),
+            None if body == "-" => None,
+            None => return None,
+        };
+        Some(Record {
+            object: object.to_string(),
+            version,
+            instance,
+            actor,
+            body,
+        })
+    }
+}
+
+/// The local configuration as shared objects.
+pub async fn local_objects(db: &Pool) -> Result<BTreeMap<ObjectKey, String>> {
+    let file = config_file::export(db).await?;
+    let mut out = BTreeMap::new();
+    for s in &file.servers {
+        out.insert(format!("server:{}", s.name), to_json(s)?);
+    }
+    for s in &file.streams {
+        let mut s = s.clone();
+        if let Some(m) = s.mounts.as_mut() {
+            m.sort_by(|a, b| (&a.server, &a.mount).cmp(&(&b.server, &b.mount)));
+        }
+        out.insert(format!("stream:{}", s.name), to_json(&s)?);
+    }
+    let mut conn = db.acquire().await?;
+    for u in store::users::list(&mut conn).await? {
+        out.insert(format!("user:{}", u.name), u.password_hash);
+    }
+    Ok(out)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| crate::error::Error::Other(e.into()))
+}
+
+/// Created here rather than by a migration: only a database that is part
+/// of a cluster needs it.
+pub async fn ensure_table(db: &Pool) -> Result<()> {
+    let mut c = db.acquire().await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS cluster_sync \
+         (object TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT)",
+    )
+    .execute(&mut *c)
+    .await?;
+    Ok(())
+}
+
+/// What this database last shared: object → (version, body).
+pub async fn synced(
+    conn: &mut SqliteConnection,
+) -> Result<BTreeMap<ObjectKey, (i64, Option<String>)>> {
+    let rows: Vec<(String, i64, Option<String>)> =
+        sqlx::query_as("SELECT object, version, body FROM cluster_sync WHERE object <> ?")
+            .bind(SEEN)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows.into_iter().map(|(o, v, b)| (o, (v, b))).collect())
+}
+
+/// (version read up to, generation), if this database has ever synced.
+pub async fn seen(conn: &mut SqliteConnection) -> Result<Option<(i64, String)>> {
+    let row: Option<(i64, Option<String>)> =
+        sqlx::query_as("SELECT version, body FROM cluster_sync WHERE object = ?")
+            .bind(SEEN)
+            .fetch_optional(conn)
+            .await?;
+    Ok(row.map(|(v, g)| (v, g.unwrap_or_default())))
+}
+
+async fn note(
+    conn: &mut SqliteConnection,
+    object: &str,
+    version: i64,
+    body: Option<&str>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO cluster_sync (object, version, body) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (object) DO UPDATE SET version = ?2, body = ?3",
+    )
+    .bind(object)
+    .bind(version)
+    .bind(body)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Objects whose local state differs from what was last shared.
+pub fn local_changes(
+    local: &BTreeMap<ObjectKey, String>,
+    synced: &BTreeMap<ObjectKey, (i64, Option<String>)>,
+) -> Vec<(ObjectKey, Option<String>)> {
+    let mut out: Vec<(ObjectKey, Option<String>)> = local
+        .iter()
+        .filter(|(k, body)| synced.get(*k).and_then(|(_, b)| b.as_ref()) != Some(*body))
+        .map(|(k, b)| (k.clone(), Some(b.clone())))
+        .collect();
+    // Deletions last, so a stream stops naming a server before it goes.
+    out.extend(
+        synced
+            .iter()
+            .filter(|(k, (_, b))| b.is_some() && !local.contains_key(*k))
+            .map(|(k, _)| (k.clone(), None)),
+    );
+    out
+}
+
+/// One instance's view of the shared configuration.
+pub struct ConfigSync {
+    prefix: String,
+    instance: String,
+    publish: Script,
+}
+
+impl ConfigSync {
+    pub fn new(prefix: &str, instance: &str) -> ConfigSync {
+        ConfigSync {
+            prefix: prefix.to_string(),
+            instance: instance.to_string(),
+            publish: Script::new(PUBLISH_LUA),
+        }
+    }
+
+    fn key(&self, what: &str) -> String {
+        format!("{}:config:{what}", self.prefix)
+    }
+
+    /// One round: publish local changes, apply remote ones (the other way
+    /// round for a database that has never synced in this generation).
+    /// Returns how many objects were published and applied.
+    pub async fn round(
+        &self,
+        db: &Pool,
+        writer: &Writer,
+        conn: &mut MultiplexedConnection,
+        generation: &str,
+    ) -> std::result::Result<(usize, usize), String> {
+        let err = |e: crate::error::Error| e.to_string();
+        let mut local_conn = db.acquire().await.map_err(|e| e.to_string())?;
+        let seen = seen(&mut local_conn).await.map_err(err)?;
+        drop(local_conn);
+        let fresh = match &seen {
+            Some((_, g)) => g != generation,
+            None => true,
+        };
+        let from = if fresh {
+            0
+        } else {
+            seen.as_ref().map_or(0, |s| s.0)
+        };
+        if fresh {
+            self.forget(db, generation).await.map_err(err)?;
+            let applied = self.pull(db, writer, conn, from, generation).await?;
+            let published = self.push(db, conn).await?;
+            Ok((published, applied))
+        } else {
+            let published = self.push(db, conn).await?;
+            let applied = self.pull(db, writer, conn, from, generation).await?;
+            Ok((published, applied))
+        }
+    }
+
+    /// A new generation: what was shared before says nothing now.
+    async fn forget(&self, db: &Pool, generation: &str) -> Result<()> {
+        let mut tx = store::write_tx(db).await?;
+        sqlx::query("DELETE FROM cluster_sync")
+            .execute(&mut *tx)
+            .await?;
+        note(&mut tx, SEEN, 0, Some(generation)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn push(
+        &self,
+        db: &Pool,
+        conn: &mut MultiplexedConnection,
+    ) -> std::result::Result<usize, String> {
+        let err = |e: crate::error::Error| e.to_string();
+        let local = local_objects(db).await.map_err(err)?;
+        let mut c = db.acquire().await.map_err(|e| e.to_string())?;
+        let synced = synced(&mut c).await.map_err(err)?;
+        drop(c);
+        let changed = local_changes(&local, &synced);
+        for (object, body) in &changed {
+            let actor = last_actor(db, object).await.unwrap_or_default();
+            let [instance, actor, value] =
+                Record::encode_value(&self.instance, &actor, body.as_deref());
+            let version: i64 = self
+                .publish
+                .key(self.key("version"))
+                .key(self.key("objects"))
+                .key(self.key("log"))
+                .arg(object)
+                .arg(instance)
+                .arg(actor)
+                .arg(value)
+                .invoke_async(conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut c = db.acquire().await.map_err(|e| e.to_string())?;
+            note(&mut c, object, version, body.as_deref())
+                .await
+                .map_err(err)?;
+        }
+        Ok(changed.len())
+    }
+
+    async fn pull(
+        &self,
+        db: &Pool,
+        writer: &Writer,
+        conn: &mut MultiplexedConnection,
+        from: i64,
+        generation: &str,
+    ) -> std::result::Result<usize, String> {
+        let err = |e: crate::error::Error| e.to_string();
+        let newer: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.key("log"))
+            .arg(format!("({from}"))
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if newer.is_empty() {
+            return Ok(0);
+        }
+        let fields: Vec<&str> = newer.iter().map(|(o, _)| o.as_str()).collect();
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key("objects"))
+            .arg(&fields)
+            .query_async(conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut records: Vec<Record> = fields
+            .iter()
+            .zip(values)
+            .filter_map(|(o, v)| Record::decode(o, v.as_deref()?))
+            .collect();
+        records.sort_by_key(|r| r.version);
+        let mut c = db.acquire().await.map_err(|e| e.to_string())?;
+        let known = synced(&mut c).await.map_err(err)?;
+        drop(c);
+        let mut applied = 0;
+        for r in &records {
+            if known.get(&r.object).is_some_and(|(v, _)| *v >= r.version) {
+                continue;
+            }
+            match apply(writer, r).await {
+                Ok(()) => applied += 1,
+                Err(e) => {
+                    tracing::warn!(object = %r.object, from = %r.instance, error = %e, "cluster: cannot apply a shared change")
+                }
+            }
+        }
+        let top = newer.iter().map(|(_, v)| *v).max().unwrap_or(from);
+        let mut c = db.acquire().await.map_err(|e| e.to_string())?;
+        note(&mut c, SEEN, top, Some(generation))
+            .await
+            .map_err(err)?;
+        Ok(applied)
+    }
+}
+
+/// Who last changed an object here, as the audit log says (for a stream,
+/// its mounts' entries count too: `<stream> <mount> on <server>`).
+async fn last_actor(db: &Pool, object: &str) -> Option<String> {
+    let (kind, name) = object.split_once(':')?;
+    let mut c = db.acquire().await.ok()?;
+    sqlx::query_scalar(
+        "SELECT actor FROM audit WHERE (object_kind = ?1 AND object_name = ?2) \
+         OR (?1 = 'stream' AND object_kind = 'mount' AND substr(object_name, 1, length(?2) + 1) = ?2 || ' ') \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(kind)
+    .bind(name)
+    .fetch_optional(&mut *c)
+    .await
+    .ok()
+    .flatten()
+}
+
+/// Applies one remote record through the write path, noting its version
+/// in the same transaction.
+async fn apply(writer: &Writer, r: &Record) -> Result<()> {
+    let actor = Actor::new(&format!("{}@{}", r.actor, r.instance));
+    let mut ctx = writer.begin(actor).await?;
+    let (kind, name) = r.object.split_once(':').unwrap_or(("", ""));
+    match (kind, r.body.as_deref()) {
+        ("server", Some(body)) => {
+            let s: ServerInput = serde_json::from_str(body).map_err(bad)?;
+            let file = ConfigFile {
+                servers: vec![s],
+                streams: vec![],
+            };
+            config_file::apply_in(&mut ctx, &file).await?;
+        }
+        ("stream", Some(body)) => {
+            let s: StreamInput = serde_json::from_str(body).map_err(bad)?;
+            let file = ConfigFile {
+                servers: vec![],
+                streams: vec![s],
+            };
+            config_file::apply_in(&mut ctx, &file).await?;
+        }
+        ("server", None) => {
+            if let Some(row) = store::servers::find_by_name(ctx.conn(), name).await? {
+                changes::delete_server(&mut ctx, row.id).await?;
+            }
+        }
+        ("stream", None) => {
+            if let Some(row) = store::streams::find_by_name(ctx.conn(), name).await? {
+                changes::delete_stream(&mut ctx, row.id).await?;
+            }
+        }
+        ("user", Some(hash)) => match store::users::find(ctx.conn(), name).await? {
+            Some(u) if u.password_hash == hash => {}
+            Some(_) => changes::set_password(&mut ctx, name, hash).await?,
+            None => {
+                changes::create_user(&mut ctx, name, hash).await?;
+            }
+        },
+        ("user", None) => {
+            if store::users::find(ctx.conn(), name).await?.is_some() {
+                changes::delete_user(&mut ctx, name).await?;
+            }
+        }
+        _ => return Err(bad(format!("unknown object {:?}", r.object))),
+    }
+    note(ctx.conn(), &r.object, r.version, r.body.as_deref()).await?;
+    writer.commit(ctx).await?;
+    Ok(())
+}
+
+fn bad(e: impl std::fmt::Display) -> crate::error::Error {
+    crate::error::Error::BadRequest(format!("shared configuration record: {e}"))
+}
+
+/// How often the shared configuration is compared when nothing signals a
+/// change (commits by other processes, changes on other instances).
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl super::Cluster {
+    /// Keeps the configuration in step with the cluster for as long as the
+    /// instance runs: a round after every local commit and twice a second.
+    pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
+        let sync = ConfigSync::new(&self.settings().prefix, &self.settings().instance);
+        if let Err(e) = ensure_table(&db).await {
+            tracing::error!(error = %e, "cluster: cannot keep track of the shared configuration; it is not synced");
+            return;
+        }
+        let mut committed = writer.subscribe();
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = committed.recv() => {}
+            }
+            let Some(generation) = self.shared_generation() else {
+                continue;
+            };
+            let Ok(mut conn) = self.connection().await else {
+                continue;
+            };
+            match sync.round(&db, &writer, &mut conn, &generation).await {
+                Ok((0, 0)) => {}
+                Ok((published, applied)) => {
+                    tracing::info!(published, applied, "cluster: configuration synced")
+                }
+                Err(e) => tracing::warn!(error = %e, "cluster: configuration sync failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let [i, a, v] = Record::encode_value("fra-1", "admin", Some("{\"x\":\"a\nb\"}"));
+        let value = format!("7\n{i}\n{a}\n{v}");
+        let r = Record::decode("server:x", &value).unwrap();
+        assert_eq!(r.version, 7);
+        assert_eq!((r.instance.as_str(), r.actor.as_str()), ("fra-1", "admin"));
+        assert_eq!(r.body.as_deref(), Some("{\"x\":\"a\nb\"}"));
+        let [i, a, v] = Record::encode_value("b", "", None);
+        let r = Record::decode("user:u", &format!("9\n{i}\n{a}\n{v}")).unwrap();
+        assert_eq!(r.body, None);
+        assert_eq!(Record::decode("x", "nonsense"), None);
+    }
+
+    #[test]
+    fn local_changes_are_what_differs_from_the_last_shared_state() {
+        let local: BTreeMap<_, _> = [("server:a", "1"), ("server:b", "2"), ("stream:s", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let synced: BTreeMap<_, _> = [
+            ("server:a", (1, Some("1"))),
+            ("server:b", (2, Some("old"))),
+            ("server:gone", (3, Some("x"))),
+            ("user:was-deleted", (4, None)),
+        ]
+        .into_iter()
+        .map(|(k, (v, b))| (k.to_string(), (v, b.map(str::to_string))))
+        .collect();
+        let changed = local_changes(&local, &synced);
+        assert_eq!(
+            changed,
+            vec![
+                ("server:b".to_string(), Some("2".to_string())),
+                ("stream:s".to_string(), Some("3".to_string())),
+                ("server:gone".to_string(), None),
+            ]
+        );
+    }
+}

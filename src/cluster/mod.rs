@@ -1,0 +1,659 @@
+//! Several instances acting as one through Redis (or Valkey).
+//!
+//! Shared: slot reservations ([`slots`]) and who is in the cluster
+//! ([`members`]). Each instance keeps its own SQLite database, its own
+//! admin sessions and its own polls: every instance polls every relay, as a
+//! single instance does. The shared reservation counters are compared with
+//! each instance's own latest poll, so instances need not agree on when a
+//! relay was polled; polling stays where it is when Redis is away, with no
+//! leader to elect or fail over; and a relay answers one small request per
+//! instance and interval.
+//!
+//! Redis is never on the redirect path of every request: slots are leased
+//! in blocks. When Redis does not answer, an instance is *split*: it keeps
+//! redirecting from its local copy with its share of the free slots, and
+//! rejoins by itself at the next heartbeat that gets an answer.
+
+pub mod config_sync;
+pub mod members;
+pub mod slots;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script};
+use serde::Serialize;
+
+use crate::domain::Clock;
+use members::{Member, Members};
+use slots::{Lease, Leases, MountView};
+
+/// Heartbeats, and the rejoin attempts while split, this often.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// A Redis call taking longer counts as Redis being away.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://` / `unix://`; may
+    /// hold a password, so it is never printed.
+    pub url: String,
+    /// Prefix of every key, so several balancers can share one Redis.
+    pub prefix: String,
+    /// This instance's name in the member list and the audit log.
+    pub instance: String,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("url", &redacted(&self.url))
+            .field("prefix", &self.prefix)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+/// The URL with any password replaced, for logs and the status page.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Checks a `--cluster` URL the way the client will read it.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    Client::open(url)
+        .map(|_| url.to_string())
+        .map_err(|e| format!("{:?} is not a Redis URL ({e}); expected redis://[user:password@]host:port[/db], rediss://… or unix:///path/to/redis.sock", redacted(url)))
+}
+
+/// Checks a `--cluster-prefix` / `--cluster-instance` value.
+pub fn parse_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && c != '{' && c != '}');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: use 1 to 100 visible ASCII characters without braces"
+        ))
+    }
+}
+
+/// The default instance name: the host name and the listen address.
+pub fn default_instance(listen: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}/{listen}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum Mode {
+    /// Not yet in touch with Redis since start.
+    Joining { since_ms: i64 },
+    /// Slots are leased through Redis.
+    Shared,
+    /// Redis is away: each instance gives away only its share.
+    Split { since_ms: i64 },
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Joining { .. } => "joining",
+            Mode::Shared => "shared",
+            Mode::Split { .. } => "split",
+        }
+    }
+}
+
+/// What `/api/status`, `/metrics` and the dashboard show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub instance: String,
+    pub mode: &'static str,
+    /// Since when split or joining, ms since the epoch.
+    pub since_ms: Option<i64>,
+    /// Last answer from Redis.
+    pub last_contact_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub members: Vec<Member>,
+    pub slots: &'static str,
+}
+
+#[derive(Debug)]
+struct State {
+    mode: Mode,
+    /// The Redis data generation this instance has joined.
+    generation: Option<String>,
+    members: Members,
+    last_contact_ms: Option<i64>,
+    last_error: Option<String>,
+}
+
+/// The cluster's gauges, read once per scrape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Figures {
+    /// Slots are shared through Redis (false: split).
+    pub shared: bool,
+    /// Instances seen in the last minute, this one included.
+    pub members: u64,
+    /// Of those, the ones not in touch with Redis now.
+    pub absent: u64,
+    /// Seconds since Redis last answered (-1: never).
+    pub last_contact_age_s: f64,
+}
+
+/// What an instance holds on one mount, for re-adding on rejoin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub server: String,
+    pub mount: String,
+    pub count: u64,
+}
+
+pub struct Cluster {
+    settings: ClusterSettings,
+    client: Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    state: Mutex<State>,
+    leases: Leases,
+    heartbeat: Script,
+    lease: Script,
+    clock: Clock,
+    modes: tokio::sync::watch::Sender<Mode>,
+    joining: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+type RedisResult<T> = Result<T, String>;
+
+impl Cluster {
+    /// Never waits for Redis: the first heartbeat joins.
+    pub fn new(settings: ClusterSettings, clock: Clock) -> anyhow::Result<Arc<Cluster>> {
+        let client = Client::open(settings.url.as_str())
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redacted(&settings.url)))?;
+        let now = clock.now_ms();
+        let (modes, _) = tokio::sync::watch::channel(Mode::Joining { since_ms: now });
+        Ok(Arc::new(Cluster {
+            modes,
+            joining: tokio::sync::Mutex::new(()),
+            settings,
+            client,
+            conn: Mutex::new(None),
+            state: Mutex::new(State {
+                mode: Mode::Joining { since_ms: now },
+                generation: None,
+                members: Members::default(),
+                last_contact_ms: None,
+                last_error: None,
+            }),
+            leases: Leases::default(),
+            heartbeat: Script::new(members::HEARTBEAT_LUA),
+            lease: Script::new(slots::LEASE_LUA),
+            clock,
+        }))
+    }
+
+    pub fn settings(&self) -> &ClusterSettings {
+        &self.settings
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.state().mode
+    }
+
+    /// Follows the mode: the server polls again once a split has settled.
+    pub fn modes(&self) -> tokio::sync::watch::Receiver<Mode> {
+        self.modes.subscribe()
+    }
+
+    /// How long after a split begins every slot leased before it has been
+    /// handed out: a poll that starts this much plus the connect grace
+    /// later lets the split shares begin.
+    pub fn split_settles_after() -> Duration {
+        Duration::from_secs(slots::LEASE_SECONDS + 1)
+    }
+
+    pub fn key(&self, parts: &[&str]) -> String {
+        let mut k = self.settings.prefix.clone();
+        for p in parts {
+            k.push(':');
+            k.push_str(p);
+        }
+        k
+    }
+
+    pub fn status(&self) -> Status {
+        let now = self.clock.now_ms();
+        let st = self.state();
+        let since_ms = match st.mode {
+            Mode::Joining { since_ms } | Mode::Split { since_ms } => Some(since_ms),
+            Mode::Shared => None,
+        };
+        Status {
+            instance: self.settings.instance.clone(),
+            mode: st.mode.as_str(),
+            since_ms,
+            last_contact_ms: st.last_contact_ms,
+            last_error: st.last_error.clone(),
+            members: st.members.list(now),
+            slots: if st.mode == Mode::Shared {
+                "shared"
+            } else {
+                "split"
+            },
+        }
+    }
+
+    /// What `/metrics` shows of the cluster.
+    pub fn figures(&self) -> Figures {
+        let st = self.status();
+        let now = self.clock.now_ms();
+        Figures {
+            shared: st.slots == "shared",
+            members: st.members.len().max(1) as u64,
+            absent: st.members.iter().filter(|m| !m.present).count() as u64,
+            last_contact_age_s: st
+                .last_contact_ms
+                .map_or(-1.0, |t| (now - t) as f64 / 1000.0),
+        }
+    }
+
+    /// (members seen in the last minute, of which absent).
+    fn member_counts(&self) -> (u64, u64) {
+        let now = self.clock.now_ms();
+        self.state().members.counts(now, &self.settings.instance)
+    }
+
+    /// The Redis data generation joined, while slots are shared.
+    pub fn shared_generation(&self) -> Option<String> {
+        let st = self.state();
+        match st.mode {
+            Mode::Shared => st.generation.clone(),
+            _ => None,
+        }
+    }
+
+    /// A connection, opened if there is none.
+    pub(crate) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(c);
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Redis did not answer: forget the connection and the leases, split.
+    fn lost(&self, error: String) {
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let now = self.clock.now_ms();
+        let mut st = self.state();
+        if matches!(st.mode, Mode::Shared) {
+            tracing::warn!(error = %error, "cluster: Redis is away; giving away only this instance's share of free slots");
+            st.mode = Mode::Split { since_ms: now };
+        }
+        if let Mode::Joining { since_ms } = st.mode {
+            st.mode = Mode::Split { since_ms };
+        }
+        st.generation = None;
+        st.last_error = Some(error);
+        let mode = st.mode;
+        drop(st);
+        self.leases.clear();
+        self.modes
+            .send_if_modified(|m| std::mem::replace(m, mode) != mode);
+    }
+
+    /// One heartbeat: registers, reads the members, and (re)joins when
+    /// split or when Redis has lost its data, re-adding what `held` lists.
+    pub async fn beat(&self, held: &(dyn Fn() -> Vec<Held> + Sync)) {
+        if let Err(e) = self.try_beat(held).await {
+            self.lost(e);
+        }
+    }
+
+    async fn try_beat(&self, held: &(dyn Fn() -> Vec<Held> + Sync)) -> RedisResult<()> {
+        let mut conn = self.connection().await?;
+        let joined = self.state().generation.clone();
+        let answer = self
+            .heartbeat_call(&mut conn, joined.as_deref().unwrap_or(""))
+            .await?;
+        if joined.as_deref() == Some(answer.0.as_str()) {
+            self.contact(answer, false);
+            return Ok(());
+        }
+        // Joining, back from a split, or Redis lost its data: what this
+        // instance gave away since its last poll counts again first.
+        self.leases.clear();
+        self.push_held(&mut conn, &held()).await?;
+        let answer = self.heartbeat_call(&mut conn, &answer.0).await?;
+        self.contact(answer, true);
+        Ok(())
+    }
+
+    async fn heartbeat_call(
+        &self,
+        conn: &mut MultiplexedConnection,
+        joined: &str,
+    ) -> RedisResult<(String, Vec<(String, i64, String)>)> {
+        let now = self.clock.now_ms();
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        let reply: Vec<String> = self
+            .heartbeat
+            .key(self.key(&["generation"]))
+            .key(self.key(&["members"]))
+            .key(self.key(&["member-generation"]))
+            .arg(fresh)
+            .arg(&self.settings.instance)
+            .arg(now)
+            .arg(now - members::FORGET_AFTER_MS)
+            .arg(joined)
+            .invoke_async(conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut it = reply.into_iter();
+        let generation = it.next().ok_or("empty heartbeat answer")?;
+        let rest: Vec<String> = it.collect();
+        let rows = rest
+            .chunks_exact(3)
+            .map(|c| (c[0].clone(), c[1].parse().unwrap_or(0), c[2].clone()))
+            .collect();
+        Ok((generation, rows))
+    }
+
+    fn contact(&self, (generation, rows): (String, Vec<(String, i64, String)>), joined: bool) {
+        let now = self.clock.now_ms();
+        let mut st = self.state();
+        st.members.update(&generation, &rows);
+        st.members.forget_old(now);
+        st.last_contact_ms = Some(now);
+        st.last_error = None;
+        if joined {
+            if st.mode != Mode::Shared {
+                tracing::info!(instance = %self.settings.instance, "cluster: joined; slots are shared");
+            } else {
+                tracing::warn!("cluster: Redis lost its data; joined anew");
+            }
+            st.generation = Some(generation);
+            st.mode = Mode::Shared;
+            drop(st);
+            self.modes
+                .send_if_modified(|m| std::mem::replace(m, Mode::Shared) != Mode::Shared);
+        }
+    }
+
+    /// Re-adds this instance's outstanding reservations, counted from now
+    /// to the end of a lease, so no instance gives them away again.
+    async fn push_held(&self, conn: &mut MultiplexedConnection, held: &[Held]) -> RedisResult<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let bucket = self.now_s() + slots::LEASE_SECONDS;
+        let mut pipe = redis::pipe();
+        let mut servers: std::collections::BTreeMap<&str, u64> = Default::default();
+        for h in held.iter().filter(|h| h.count > 0) {
+            let k = format!("{}{bucket}", self.mount_prefix(&h.server, &h.mount));
+            pipe.incr(&k, h.count)
+                .ignore()
+                .expire(&k, slots::COUNTER_TTL_S as i64)
+                .ignore();
+            *servers.entry(&h.server).or_default() += h.count;
+        }
+        for (server, n) in servers {
+            let k = format!("{}{bucket}", self.server_prefix(server));
+            pipe.incr(&k, n)
+                .ignore()
+                .expire(&k, slots::COUNTER_TTL_S as i64)
+                .ignore();
+        }
+        pipe.query_async::<()>(conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn mount_prefix(&self, server: &str, mount: &str) -> String {
+        self.key(&["slots", "m", server, mount, ""])
+    }
+
+    fn server_prefix(&self, server: &str) -> String {
+        self.key(&["slots", "s", server, ""])
+    }
+
+    fn now_s(&self) -> u64 {
+        (self.clock.now_ms() / 1000).max(0) as u64
+    }
+
+    /// May this instance send one more listener to this mount? Answers
+    /// from the local lease when it can; otherwise leases a block (one
+    /// Redis round trip, shared by concurrent requests), or when split
+    /// decides from this instance's share.
+    pub async fn take(self: &Arc<Self>, v: &MountView<'_>) -> bool {
+        if v.is_unlimited() {
+            return true;
+        }
+        let now_s = self.now_s();
+        let entry = self.leases.of(v.id);
+        let (taken, fetch_ahead) = {
+            let mut l = lock(&entry.lease);
+            let taken = l.take(now_s);
+            (taken, taken && l.start_prefetch(now_s))
+        };
+        if taken {
+            if fetch_ahead {
+                self.prefetch(entry, v.to_owned());
+            }
+            return true;
+        }
+        if matches!(self.mode(), Mode::Joining { .. }) {
+            self.join_now().await;
+        }
+        if let Some(allowed) = self.split_answer(v) {
+            return allowed;
+        }
+        let _one_refill = entry.refill.lock().await;
+        if lock(&entry.lease).take(now_s) {
+            return true;
+        }
+        match self.refill(&entry.lease, v, now_s).await {
+            Ok(()) => lock(&entry.lease).take(now_s),
+            Err(e) => {
+                self.lost(e);
+                self.split_answer(v).unwrap_or(false)
+            }
+        }
+    }
+
+    /// A listener came before the first heartbeat: join now rather than
+    /// refuse. Just started, this instance holds no reservations yet.
+    async fn join_now(&self) {
+        let _one_join = self.joining.lock().await;
+        if matches!(self.mode(), Mode::Joining { .. }) {
+            self.beat(&Vec::new).await;
+        }
+    }
+
+    /// Leases the next block in the background while the current one
+    /// still lasts, so a busy mount rarely waits for Redis.
+    fn prefetch(self: &Arc<Self>, entry: Arc<slots::MountLease>, v: slots::OwnedView) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let result = match entry.refill.try_lock() {
+                Ok(_one_refill) if this.mode() == Mode::Shared => {
+                    let now_s = this.now_s();
+                    this.refill(&entry.lease, &v.view(), now_s).await
+                }
+                // A refill is running already, or Redis is away.
+                _ => Ok(()),
+            };
+            lock(&entry.lease).prefetching = false;
+            if let Err(e) = result {
+                this.lost(e);
+            }
+        });
+    }
+
+    /// The answer without Redis, when split or not yet joined.
+    fn split_answer(&self, v: &MountView<'_>) -> Option<bool> {
+        let since = match self.mode() {
+            Mode::Shared => return None,
+            Mode::Split { since_ms } | Mode::Joining { since_ms } => since_ms,
+        };
+        let (members, _) = self.member_counts();
+        Some(slots::split_allows(v, since, members))
+    }
+
+    async fn refill(&self, lease: &Mutex<Lease>, v: &MountView<'_>, now_s: u64) -> RedisResult<()> {
+        let Some(generation) = self.state().generation.clone() else {
+            return Err("not joined".into());
+        };
+        let (members, absent) = self.member_counts();
+        let (mlimit, slimit) = slots::lease_limits(v, members, absent);
+        let (want, old) = {
+            let mut l = lock(lease);
+            (slots::want(v, l.last_sum, members), l.take_expired(now_s))
+        };
+        let (old_bucket, old_unused) = old.unwrap_or((0, 0));
+        let bucket = now_s + slots::LEASE_SECONDS;
+        let call = LeaseCall {
+            from: v.counts_from_s,
+            bucket,
+            mlimit,
+            slimit,
+            want,
+            old_bucket,
+            old_unused,
+        };
+        let (granted, msum) = self
+            .lease_call(v.server, v.mount, &generation, call)
+            .await?;
+        if granted < 0 {
+            return Err("Redis lost its data; joining anew".into());
+        }
+        let mut l = lock(lease);
+        l.names = Some((v.server.to_string(), v.mount.to_string()));
+        l.add(bucket, granted as u64);
+        l.last_block = granted as u64;
+        l.last_sum = Some(msum.max(0) as u64);
+        Ok(())
+    }
+
+    /// One call of the lease script: (granted or -1, mount reservations).
+    async fn lease_call(
+        &self,
+        server: &str,
+        mount: &str,
+        generation: &str,
+        c: LeaseCall,
+    ) -> RedisResult<(i64, i64)> {
+        let mut conn = self.connection().await?;
+        let mut inv = self.lease.prepare_invoke();
+        inv.key(self.mount_prefix(server, mount))
+            .key(self.server_prefix(server))
+            .key(self.key(&["generation"]))
+            .arg(generation)
+            .arg(c.from)
+            .arg(c.bucket)
+            .arg(c.mlimit)
+            .arg(c.slimit)
+            .arg(c.want)
+            .arg(slots::COUNTER_TTL_S)
+            .arg(c.old_bucket)
+            .arg(c.old_unused);
+        let (granted, msum, _): (i64, i64, i64) =
+            tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut conn))
+                .await
+                .map_err(|_| "Redis did not answer in time".to_string())?
+                .map_err(|e| e.to_string())?;
+        Ok((granted, msum))
+    }
+
+    /// Gives back the unused slots of expired leases (with the heartbeat,
+    /// so an instance that stopped getting listeners does not sit on slots
+    /// until the next poll releases them).
+    pub async fn give_back_expired(&self) -> RedisResult<()> {
+        let Some(generation) = self.state().generation.clone() else {
+            return Ok(());
+        };
+        let now_s = self.now_s();
+        for entry in self.leases.all() {
+            let (expired, names) = {
+                let mut l = lock(&entry.lease);
+                (l.take_expired(now_s), l.names.clone())
+            };
+            let (Some((bucket, unused)), Some((server, mount))) = (expired, names) else {
+                continue;
+            };
+            let call = LeaseCall {
+                from: now_s,
+                bucket: now_s,
+                mlimit: -1,
+                slimit: -1,
+                want: 0,
+                old_bucket: bucket,
+                old_unused: unused,
+            };
+            self.lease_call(&server, &mount, &generation, call).await?;
+        }
+        Ok(())
+    }
+
+    /// The heartbeat loop, for as long as the instance runs.
+    pub async fn run(self: Arc<Self>, held: impl Fn() -> Vec<Held> + Send + Sync + 'static) {
+        let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.beat(&held).await;
+            if let Err(e) = self.give_back_expired().await {
+                self.lost(e);
+            }
+        }
+    }
+}
+
+/// Arguments of one lease script call; limits of `-1` mean none.
+struct LeaseCall {
+    from: u64,
+    bucket: u64,
+    mlimit: i64,
+    slimit: i64,
+    want: u64,
+    old_bucket: u64,
+    old_unused: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

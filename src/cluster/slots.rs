@@ -1,0 +1,396 @@
+//! Slot reservations shared by the instances of a cluster.
+//!
+//! Redis holds the cluster-wide version of the local reservation ring: per
+//! mount and per server, one counter per second (`…:<second>`, expiring by
+//! itself). An instance may give a slot away while, by its own latest poll,
+//! `free - reservations counted since that poll's release point >= 1` over
+//! the whole cluster; that is the single-instance rule with every
+//! instance's reservations in the sum, so it holds whoever polled when.
+//!
+//! The redirect path does not ask Redis for each listener: an instance
+//! leases a small block of slots at once (one Lua call checks and counts
+//! them atomically) and hands them out locally. A leased slot counts from
+//! the moment it is leased, and is recorded in the bucket of the second its
+//! lease ends, so it never stops counting before it was handed out. Unused
+//! slots of an expired lease are given back. Blocks shrink as the mount
+//! fills (a quarter of what is left per member), so near the end little is
+//! stranded in other instances' leases.
+//!
+//! Without Redis (split) an instance drops its leases and gives away only
+//! its share: its own reservations stay below `free / members seen in the
+//! last minute`. Before that it waits for a poll that started after every
+//! lease of the shared time can have been handed out and connected (lease
+//! time + grace), so reservations nobody can see any more are in that
+//! poll's listener count.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// How long a leased block may be handed out, in seconds.
+pub const LEASE_SECONDS: u64 = 2;
+/// The largest block leased at once.
+pub const MAX_BLOCK: u64 = 256;
+/// The smallest block worth fetching ahead.
+pub const PREFETCH_FROM_BLOCK: u64 = 4;
+/// How long a per-second counter lives in Redis (the local ring's length).
+pub const COUNTER_TTL_S: u64 = 130;
+
+/// Leases `want` slots unless that would exceed a limit. Sums every
+/// counter from the caller's release point to the end of the new lease;
+/// with `old_bucket` > 0 first gives back `old_unused` slots of an expired
+/// lease. Returns `{granted, mount reservations, server reservations}`, or
+/// `{-1, 0, 0}` when Redis has lost its data since the caller joined.
+pub const LEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
+local from, bucket = tonumber(ARGV[2]), tonumber(ARGV[3])
+local mlimit, slimit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local want, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local old, unused = tonumber(ARGV[8]), tonumber(ARGV[9])
+local function give_back(key)
+  local v = tonumber(redis.call('GET', key) or '0')
+  local d = math.min(v, unused)
+  if d > 0 then redis.call('DECRBY', key, d) end
+end
+if old > 0 and unused > 0 then
+  give_back(KEYS[1] .. old)
+  give_back(KEYS[2] .. old)
+end
+local function sum(prefix)
+  local t = 0
+  for s = from, bucket do
+    t = t + tonumber(redis.call('GET', prefix .. s) or '0')
+  end
+  return t
+end
+local msum, ssum = 0, 0
+if mlimit >= 0 then
+  msum = sum(KEYS[1])
+  want = math.min(want, mlimit - msum)
+end
+if slimit >= 0 then
+  ssum = sum(KEYS[2])
+  want = math.min(want, slimit - ssum)
+end
+if want < 0 then want = 0 end
+if want > 0 then
+  for _, k in ipairs({KEYS[1] .. bucket, KEYS[2] .. bucket}) do
+    redis.call('INCRBY', k, want)
+    redis.call('EXPIRE', k, ttl)
+  end
+end
+return {want, msum + want, ssum + want}
+"#;
+
+/// What routing knows about one mount when a listener asks for it.
+#[derive(Debug, Clone)]
+pub struct MountView<'a> {
+    /// The local mount id: keys this instance's lease.
+    pub id: i64,
+    /// Names shared by every instance (ids are per database).
+    pub server: &'a str,
+    pub mount: &'a str,
+    /// `max - listeners` by this instance's last poll (`None`: no limit).
+    pub mount_free: Option<u64>,
+    /// The server-wide cap minus all its listeners (`None`: no cap).
+    pub server_free: Option<u64>,
+    /// First second whose reservations still count: the local ring's
+    /// window start after the last poll of this server.
+    pub counts_from_s: u64,
+    /// This instance's own reservations still counting on the mount and
+    /// its server, without the one being asked for.
+    pub own_mount: u64,
+    pub own_server: u64,
+}
+
+/// A [`MountView`] that can move into a background task.
+#[derive(Debug, Clone)]
+pub struct OwnedView {
+    id: i64,
+    server: String,
+    mount: String,
+    mount_free: Option<u64>,
+    server_free: Option<u64>,
+    counts_from_s: u64,
+    own_mount: u64,
+    own_server: u64,
+}
+
+impl OwnedView {
+    pub fn view(&self) -> MountView<'_> {
+        MountView {
+            id: self.id,
+            server: &self.server,
+            mount: &self.mount,
+            mount_free: self.mount_free,
+            server_free: self.server_free,
+            counts_from_s: self.counts_from_s,
+            own_mount: self.own_mount,
+            own_server: self.own_server,
+        }
+    }
+}
+
+impl MountView<'_> {
+    pub fn to_owned(&self) -> OwnedView {
+        OwnedView {
+            id: self.id,
+            server: self.server.to_string(),
+            mount: self.mount.to_string(),
+            mount_free: self.mount_free,
+            server_free: self.server_free,
+            counts_from_s: self.counts_from_s,
+            own_mount: self.own_mount,
+            own_server: self.own_server,
+        }
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        self.mount_free.is_none() && self.server_free.is_none()
+    }
+
+    fn tightest_free(&self) -> u64 {
+        self.mount_free
+            .into_iter()
+            .chain(self.server_free)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+}
+
+/// Slots held back, while shared, for members that are cut off from Redis
+/// (each may be giving away its split share on its own).
+pub fn held_back(free: u64, members: u64, absent: u64) -> u64 {
+    (free / members.max(1)).saturating_mul(absent).min(free)
+}
+
+/// How many slots to lease at once: a quarter of what is left per member,
+/// at least one, at most [`MAX_BLOCK`].
+pub fn block_size(remaining: u64, members: u64) -> u64 {
+    (remaining / (4 * members.max(1))).clamp(1, MAX_BLOCK)
+}
+
+/// Whether, split since `since_ms`, this instance may give away one more
+/// slot on its own.
+pub fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bool {
+    let settled_from_ms = since_ms + (LEASE_SECONDS as i64 + 1) * 1000;
+    if (v.counts_from_s as i64) * 1000 < settled_from_ms {
+        return false;
+    }
+    let share = |free: u64| free / members.max(1);
+    v.mount_free.is_none_or(|f| v.own_mount < share(f))
+        && v.server_free.is_none_or(|f| v.own_server < share(f))
+}
+
+/// The limits sent to Redis for a lease, `-1` meaning none.
+pub fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64, i64) {
+    let limit = |free: Option<u64>| {
+        free.map_or(-1, |f| {
+            i64::try_from(f - held_back(f, members, absent)).unwrap_or(i64::MAX)
+        })
+    };
+    (limit(v.mount_free), limit(v.server_free))
+}
+
+/// Slots this instance holds for one mount, per lease bucket.
+#[derive(Debug, Default)]
+pub struct Lease {
+    /// `(last second it may be handed out, slots left)`, oldest first.
+    blocks: Vec<(u64, u64)>,
+    /// Reservations on the mount (cluster-wide) after the last lease.
+    pub last_sum: Option<u64>,
+    /// (server, mount) as named in Redis, once leased.
+    pub names: Option<(String, String)>,
+    /// Size of the last grant: a new block is fetched ahead when less
+    /// than half of it is left.
+    pub last_block: u64,
+    /// A fetch ahead is on its way: one is enough.
+    pub prefetching: bool,
+}
+
+impl Lease {
+    /// Hands out one slot of a lease still running at `now_s`.
+    pub fn take(&mut self, now_s: u64) -> bool {
+        match self
+            .blocks
+            .iter_mut()
+            .find(|(end, n)| *end >= now_s && *n > 0)
+        {
+            Some((_, n)) => {
+                *n -= 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn available(&self, now_s: u64) -> u64 {
+        self.blocks
+            .iter()
+            .filter(|(end, _)| *end >= now_s)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Removes the first expired block that still has slots, to be given
+    /// back; drops empty expired blocks.
+    pub fn take_expired(&mut self, now_s: u64) -> Option<(u64, u64)> {
+        self.blocks.retain(|(end, n)| *end >= now_s || *n > 0);
+        let i = self.blocks.iter().position(|(end, _)| *end < now_s)?;
+        Some(self.blocks.remove(i))
+    }
+
+    /// Less than half a block left. Small blocks (a mount nearly full) are
+    /// not fetched ahead: a slot fetched ahead there would sit unused in
+    /// this instance while another is refused for want of it.
+    pub fn running_low(&self, now_s: u64) -> bool {
+        self.last_block >= PREFETCH_FROM_BLOCK && self.available(now_s) * 2 < self.last_block
+    }
+
+    /// Whether to start fetching ahead now (at most one fetch at a time).
+    pub fn start_prefetch(&mut self, now_s: u64) -> bool {
+        let start = !self.prefetching && self.running_low(now_s);
+        self.prefetching |= start;
+        start
+    }
+
+    pub fn add(&mut self, end_s: u64, n: u64) {
+        if n > 0 {
+            self.blocks.push((end_s, n));
+        }
+    }
+
+    /// Forgets every slot (Redis went away or lost its data).
+    pub fn clear(&mut self) {
+        self.blocks.clear();
+        self.last_sum = None;
+        self.last_block = 0;
+        self.prefetching = false;
+    }
+}
+
+/// One mount's lease and the lock that keeps its refills one at a time.
+#[derive(Debug, Default)]
+pub struct MountLease {
+    pub lease: Mutex<Lease>,
+    pub refill: tokio::sync::Mutex<()>,
+}
+
+/// Every mount's lease, by local mount id.
+#[derive(Debug, Default)]
+pub struct Leases {
+    map: Mutex<HashMap<i64, Arc<MountLease>>>,
+}
+
+impl Leases {
+    pub fn of(&self, id: i64) -> Arc<MountLease> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(id).or_default().clone()
+    }
+
+    pub fn all(&self) -> Vec<Arc<MountLease>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    }
+
+    pub fn clear(&self) {
+        for l in self.all() {
+            l.lease.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
+/// How much to ask for: enough for a while, little when the mount is
+/// nearly full.
+pub fn want(v: &MountView<'_>, last_sum: Option<u64>, members: u64) -> u64 {
+    let remaining = v.tightest_free().saturating_sub(last_sum.unwrap_or(0));
+    block_size(remaining, members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(free: Option<u64>, own: u64, from_s: u64) -> MountView<'static> {
+        MountView {
+            id: 1,
+            server: "a",
+            mount: "/m",
+            mount_free: free,
+            server_free: None,
+            counts_from_s: from_s,
+            own_mount: own,
+            own_server: own,
+        }
+    }
+
+    #[test]
+    fn split_waits_for_a_poll_after_the_last_leases() {
+        let since_ms = 100_000;
+        // A poll whose window starts before every lease ended: nothing.
+        assert!(!split_allows(&view(Some(10), 0, 102), since_ms, 2));
+        // Window from 103 s on: every shared slot is in its listener count.
+        assert!(split_allows(&view(Some(10), 0, 103), since_ms, 2));
+    }
+
+    #[test]
+    fn split_gives_away_only_the_share() {
+        let since_ms = 0;
+        assert!(split_allows(&view(Some(10), 4, 10), since_ms, 2));
+        assert!(!split_allows(&view(Some(10), 5, 10), since_ms, 2));
+        // 10 free among 3: 3 each, 9 at most together.
+        assert!(!split_allows(&view(Some(10), 3, 10), since_ms, 3));
+        assert!(split_allows(&view(None, 1_000, 10), since_ms, 3));
+        let mut capped = view(None, 0, 10);
+        capped.server_free = Some(1);
+        assert!(
+            !split_allows(&capped, since_ms, 2),
+            "share of 1 among 2 is 0"
+        );
+    }
+
+    #[test]
+    fn shares_never_add_up_to_more_than_free() {
+        for free in 0..50u64 {
+            for members in 1..6u64 {
+                let per = (0..)
+                    .take_while(|&own| split_allows(&view(Some(free), own, 10), 0, members))
+                    .count() as u64;
+                assert!(per * members <= free, "{free} {members}");
+            }
+        }
+    }
+
+    #[test]
+    fn absent_members_shares_are_held_back() {
+        assert_eq!(held_back(10, 2, 1), 5);
+        assert_eq!(held_back(10, 3, 0), 0);
+        assert_eq!(held_back(3, 2, 5), 3, "never more than free");
+        let v = view(Some(100), 0, 0);
+        assert_eq!(lease_limits(&v, 4, 1), (75, -1));
+    }
+
+    #[test]
+    fn blocks_shrink_as_the_mount_fills() {
+        assert_eq!(block_size(100_000_000, 2), MAX_BLOCK);
+        assert_eq!(block_size(80, 2), 10);
+        assert_eq!(block_size(3, 3), 1);
+        assert_eq!(block_size(0, 1), 1);
+        let v = view(Some(100), 0, 0);
+        assert_eq!(want(&v, Some(60), 2), 5);
+    }
+
+    #[test]
+    fn a_lease_hands_out_until_it_ends() {
+        let mut l = Lease::default();
+        l.add(10, 2);
+        l.add(12, 1);
+        assert_eq!(l.available(10), 3);
+        assert!(l.take(10));
+        assert!(l.take(11), "the block ending at 10 is over; the next one");
+        assert!(!l.take(11));
+        assert_eq!(l.take_expired(11), Some((10, 1)));
+        assert_eq!(l.take_expired(11), None);
+        l.add(20, 0);
+        assert_eq!(l.available(0), 0, "an empty grant adds nothing");
+    }
+}
