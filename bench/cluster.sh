@@ -3,7 +3,9 @@
 # the same relays, the same release binary; "off" is one instance on its own,
 # "on" is the same instance with --cluster (a local redis-server on a Unix
 # socket) and a second member beside it. Mounts have a (very high) limit, so
-# every redirect goes through the slot leases.
+# every redirect goes through the slot leases; wrk's one address and agent
+# would otherwise be one listener repeating itself, so the per-client check
+# is off (--max-reservations-per-client 0).
 #
 #   bench/cluster.sh                  # 3 rounds of 10 s each, 64 connections
 #   DURATION=30 ROUNDS=5 bench/cluster.sh
@@ -84,7 +86,8 @@ start() { # name, port, extra flags...
       || { echo "bench: $step failed" >&2; cat "$WORK/setup.log" >&2; exit 1; }
   done
   ICECAST_BALANCER_ADMIN_PASSWORD=bench-only RUST_LOG=warn \
-    "$BIN" --database "$db" --listen "127.0.0.1:$port" --poll-interval 15 "$@" >"$WORK/$name.log" 2>&1 &
+    "$BIN" --database "$db" --listen "127.0.0.1:$port" --poll-interval 15 \
+    --max-reservations-per-client 0 "$@" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/healthz"
   local code
