@@ -110,8 +110,6 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
     }
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
-    let now_s = state.clock().now_s();
-    let ttl = state.settings().reservation_ttl_s();
     let want = select::Want {
         https: client.https,
     };
@@ -130,20 +128,12 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
         return listen(state, snap, name, &listener).await;
     }
     let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
-    let mut chosen = Vec::new();
-    for _ in 0..=stream.mounts.len() {
-        chosen = ranked_candidates(&snap, stream, &geo, want, reserve, format, now_s, ttl);
-        let confirmed = match chosen.first() {
-            Some(&m) if reserve => {
-                cluster_slots::confirm(state.cluster(), &snap, m, now_s, ttl).await
-            }
-            _ => true,
-        };
-        if confirmed {
-            break;
-        }
-        chosen.clear();
-    }
+    let ask = Ask {
+        want,
+        reserve,
+        format,
+    };
+    let chosen = confirmed_candidates(state, &snap, stream, &geo, ask).await;
     if chosen.is_empty() {
         return full(state, stream, any_up(&snap, stream));
     }
@@ -289,17 +279,55 @@ fn count_redirect(snap: &Snapshot, m: usize) {
 
 /// Playlists (and HEAD, which reserves nothing): the best few candidates
 /// in order, a slot reserved on the first only (a player takes the first).
-#[allow(clippy::too_many_arguments)]
+/// What a playlist or HEAD request asks for.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    want: select::Want,
+    /// A GET takes a slot on the first candidate; a HEAD takes none.
+    reserve: bool,
+    format: Format,
+}
+
+/// `ranked_candidates`, the first one's reservation confirmed by the
+/// cluster (a refused mount counts as full for the second: the next try
+/// ranks without it). Empty when nothing could be reserved.
+async fn confirmed_candidates(
+    state: &AppState,
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    geo: &ClientGeo,
+    ask: Ask,
+) -> Vec<usize> {
+    let ttl = state.settings().reservation_ttl_s();
+    for _ in 0..=stream.mounts.len() {
+        let now_s = state.clock().now_s();
+        let chosen = ranked_candidates(snap, stream, geo, ask, now_s, ttl);
+        let confirmed = match chosen.first() {
+            Some(&m) if ask.reserve => {
+                cluster_slots::confirm(state.cluster(), snap, m, now_s, ttl).await
+            }
+            _ => true,
+        };
+        if confirmed {
+            return chosen;
+        }
+    }
+    Vec::new()
+}
+
 fn ranked_candidates(
     snap: &Snapshot,
     stream: &StreamEntry,
     geo: &ClientGeo,
-    want: select::Want,
-    reserve: bool,
-    format: Format,
+    ask: Ask,
     now_s: u64,
     ttl: u64,
 ) -> Vec<usize> {
+    let Ask {
+        want,
+        reserve,
+        format,
+    } = ask;
     let ranked = select::rank(snap, stream, geo, now_s, ttl, &mut rand::rng());
     let limit = if format == Format::Redirect { 1 } else { 5 };
     let usable = |m: usize| {
