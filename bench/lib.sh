@@ -116,3 +116,49 @@ setup_db() {
 median() {
   python3 -c 'import statistics, sys; print(f"{statistics.median(float(x) for x in open(sys.argv[1]).read().split()):.0f}")' "$1"
 }
+
+# run_wrk URL NAME [wrk args...]: one wrk run; prints a line and appends
+# its req/s to $WORK/NAME.rps and its p99 to $WORK/NAME.p99.
+run_wrk() {
+  local url=$1 name=$2
+  shift 2
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url" > "$WORK/wrk.out" 2>&1
+  local rps p50 p99 bad
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.out")
+  p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.out")
+  p99=$(awk '$1=="99%" {print $2}' "$WORK/wrk.out")
+  bad=$(awk '/Non-2xx or 3xx/ {print $NF}' "$WORK/wrk.out")
+  printf '  %-12s %12s req/s   p50 %-9s p99 %-9s non-3xx %s\n' "$name" "$rps" "$p50" "$p99" "${bad:-0}"
+  echo "$rps" >> "$WORK/$name.rps"
+  echo "$p99" >> "$WORK/$name.p99"
+}
+
+# static_relays N CONFIG MAX: N relays, each a static load.xsl served by
+# python's http.server, listing /live.mp3 with limit MAX ("unlimited" or a
+# number); writes their servers and one stream "live" to CONFIG.
+static_relays() {
+  local n=$1 config=$2 max=$3 i port mounts=""
+  : > "$config"
+  for i in $(seq 1 "$n"); do
+    port=$(free_port)
+    mkdir -p "$WORK/relay$i"
+    printf '<load><mount name="/live.mp3" listeners="%d" max="%s">%s</mount></load>\n' \
+      "$((i * 10))" "$max" "$max" > "$WORK/relay$i/load.xsl"
+    python3 -m http.server "$port" --bind 127.0.0.1 --directory "$WORK/relay$i" >/dev/null 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$port/load.xsl"
+    printf '[[servers]]\nname = "relay-%d"\nurl = "http://127.0.0.1:%d"\n\n' "$i" "$port" >> "$config"
+    mounts="$mounts{ server = \"relay-$i\", mount = \"/live.mp3\" },"
+  done
+  printf '[[streams]]\nname = "live"\nmounts = [%s]\n' "${mounts%,}" >> "$config"
+}
+
+# release_bin: BIN if set (another profile or commit), else this checkout's
+# release build.
+release_bin() {
+  if [ -z "${BIN:-}" ]; then
+    echo "building release binary..."
+    (cd "$ROOT" && cargo build --release --quiet)
+    BIN="$ROOT/target/release/icecast-balancer"
+  fi
+}

@@ -48,23 +48,11 @@ start_nginx "$NPORT"
 NURL="http://127.0.0.1:$NPORT/icecast_balancer/live/"
 
 export XFF_FILE="$WORK/clients.txt"
-run_wrk() {
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/bench/wrk-xff.lua" "$1" \
-    > "$WORK/wrk.out" 2>&1
-  local rps p50 p99 bad
-  rps=$(awk '/^Requests\/sec/ {print $2}' "$WORK/wrk.out")
-  p50=$(awk '$1=="50%" {print $2}' "$WORK/wrk.out")
-  p99=$(awk '$1=="99%" {print $2}' "$WORK/wrk.out")
-  bad=$(awk '/Non-2xx or 3xx/ {print $NF}' "$WORK/wrk.out")
-  printf '  %-10s %12s req/s   p50 %-9s p99 %-9s non-3xx %s\n' "$2" "$rps" "$p50" "$p99" "${bad:-0}"
-  echo "$rps" >> "$WORK/$2.rps"
-}
-
 echo "saturation (wrk): $THREADS threads, $CONNECTIONS connections, ${DURATION}s per run, $ROUNDS rounds, $(nproc) cores"
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round"
-  run_wrk "$NURL" nginx
-  run_wrk "$BURL" balancer
+  run_wrk "$NURL" nginx -s "$ROOT/bench/wrk-xff.lua"
+  run_wrk "$BURL" balancer -s "$ROOT/bench/wrk-xff.lua"
 done
 B=$(median "$WORK/balancer.rps")
 N=$(median "$WORK/nginx.rps")
