@@ -78,6 +78,9 @@ impl World {
         let path = db.clone();
         let app = TestApp::spawn_with(move |s: &mut Settings| {
             s.geoip = Some(path);
+            // The file watcher notices a replacement within this (2 s by
+            // default).
+            s.geoip_check = Duration::from_millis(100);
             if trusted {
                 s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
             }
@@ -401,9 +404,10 @@ async fn a_replaced_database_is_used_without_restart_and_garbage_is_not() {
 
     // A broken download: the data loaded before stays.
     geoip::replace(&w.db, b"<html>502 Bad Gateway</html>");
-    // What the file watcher does when it sees the change: try, and refuse.
+    // What the file watcher does when it sees the change: try, and refuse
+    // (it may have done so already: then the file is as last seen).
     let tried = w.app.state.reload_geoip_if_changed().await;
-    assert_eq!(tried, icecast_balancer::geo::Reload::Failed);
+    assert_ne!(tried, icecast_balancer::geo::Reload::Reloaded);
     assert_eq!(w.peek(geoip::BERLIN_V4).await, "tyo");
     assert_eq!(w.peek(geoip::TOKYO_V4).await, "fra");
 

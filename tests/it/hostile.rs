@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::admin::{Browser, PASSWORD};
 use crate::support::app::{ResponseExt, TestApp};
 use crate::support::fake_relay::FakeRelay;
-use crate::support::geoip;
+use crate::support::{eventually, geoip};
 use icecast_balancer::Settings;
 use icecast_balancer::config::ForwardedHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -158,11 +158,11 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn an_unfinished_request_head_is_cut_off() {
-    let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_millis(400)).await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
     // The head starts after the connection has sat idle a moment, so the
     // idle timer is what runs when the first bytes arrive.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
@@ -177,7 +177,7 @@ async fn an_unfinished_request_head_is_cut_off() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = TestApp::spawn_with(|s| {
-        s.server.idle_timeout = Duration::from_secs(1);
+        s.server.idle_timeout = Duration::from_millis(400);
         s.server.header_timeout = Duration::from_secs(60);
     })
     .await;
@@ -255,22 +255,19 @@ async fn refused_connections_get_a_503_when_the_whole_cap_is_used() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 503"));
     drop(held);
     // Places come back when connections end.
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Ok(r) = app.client.get(app.url("/healthz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-    }
-    panic!("no place came back after the held connections closed");
+    let back = eventually(Duration::from_secs(5), async || {
+        let r = app.client.get(app.url("/healthz")).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(back, "no place came back after the held connections closed");
 }
 
 #[tokio::test]
 async fn shutdown_does_not_wait_forever_for_a_slow_client() {
     let app = TestApp::spawn_with(|s| {
         s.server.header_timeout = Duration::from_secs(300);
-        s.shutdown_timeout = Duration::from_secs(1);
+        s.shutdown_timeout = Duration::from_millis(400);
     })
     .await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
