@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use crate::support::app::{ResponseExt, TestApp};
+use crate::support::app::{self, ResponseExt, TestApp};
 use crate::support::eventually;
 use crate::support::fake_relay::{FakeRelay, Mode};
 
 fn one_relay_config(relay: &FakeRelay, extra: &str) -> String {
-    format!(
-        "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n{extra}\
-         mounts = [{{ server = \"relay-a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    )
+    app::one_relay_config("relay-a", &relay.url, extra)
 }
 
 fn load(listeners: u32, max: u32, connections: Option<u32>) -> String {

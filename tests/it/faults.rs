@@ -178,12 +178,7 @@ async fn app_on(disk: &SmallDisk) -> (TestApp, crate::support::fake_relay::FakeR
     let db = disk.path().join("balancer.db");
     let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let app = TestApp::spawn_with(move |s: &mut Settings| s.database = db).await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     (app, relay)
 }
@@ -238,12 +233,7 @@ fn immutable(db: &std::path::Path, on: bool) -> bool {
 async fn writes_recover_after_the_database_was_read_only() {
     let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     let db = app.state.settings().database.clone();
     if !immutable(&db, true) {
@@ -294,12 +284,7 @@ async fn a_deleted_database_is_reported_and_never_recreated_empty() {
     let (log, _guard) = capture_log();
     let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     let db = app.state.settings().database.clone();
     std::fs::remove_file(&db).unwrap();

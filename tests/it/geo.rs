@@ -371,12 +371,7 @@ async fn relay_location_falls_back_to_unknown_without_geoip_data() {
     // Without a database there is nothing to place a relay by.
     let fake = FakeRelay::start(&[("/live.mp3", 0, Some(10))]).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        fake.url
-    ))
-    .await;
+    app.import_one_relay(&fake.url).await;
     app.poll().await;
     let status = app.api_status().await;
     assert_eq!(

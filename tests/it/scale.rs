@@ -2,7 +2,7 @@
 //! mounts stored per relay, history for configured mounts only and kept as
 //! peaks per bucket, and pruning that gives the space back.
 
-use crate::support::app::TestApp;
+use crate::support::app::{TestApp, one_relay_config};
 use crate::support::fake_relay::FakeRelay;
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
@@ -16,12 +16,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 async fn one_relay(mounts: &[(&str, u32, Option<u32>)]) -> (TestApp, FakeRelay) {
     let relay = FakeRelay::start(mounts).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"big\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"big\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import(&one_relay_config("big", &relay.url, "")).await;
     (app, relay)
 }
 

@@ -233,38 +233,23 @@ impl Icecast {
         source
     }
 
+    /// The body of the relay's `path`.
+    async fn page(&self, path: &str) -> String {
+        let r = super::app::client().get(format!("{}{path}", self.url()));
+        r.send().await.unwrap().text().await.unwrap()
+    }
+
     async fn status_json(&self) -> String {
-        super::app::client()
-            .get(format!("{}/status-json.xsl", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.page("/status-json.xsl").await
     }
 
     pub async fn load_xsl(&self) -> String {
-        super::app::client()
-            .get(format!("{}/load.xsl", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.page("/load.xsl").await
     }
 
     /// Listeners Icecast itself counts on `mount` (0 if the mount is gone).
     pub async fn listeners(&self, mount: &str) -> u64 {
-        let body = super::app::client()
-            .get(format!("{}/status-json.xsl", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = self.status_json().await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let sources = match &v["icestats"]["source"] {
             serde_json::Value::Array(a) => a.clone(),
