@@ -19,6 +19,13 @@ use crate::routing::select::{StreamTotals, stream_totals};
 pub struct AlertSettings {
     pub webhooks: Vec<String>,
     pub free_percent: u8,
+    /// How often the routing snapshot is looked at for a new one (a
+    /// pointer comparison; only new ones are judged). No flag; tests
+    /// shorten it.
+    pub check_every: Duration,
+    /// The wait before a failed post's first retry; it doubles after
+    /// each (1 + 2 + 4 + 8 s by default). No flag; tests shorten it.
+    pub first_retry: Duration,
 }
 
 impl Default for AlertSettings {
@@ -26,6 +33,8 @@ impl Default for AlertSettings {
         AlertSettings {
             webhooks: Vec::new(),
             free_percent: 10,
+            check_every: Duration::from_millis(500),
+            first_retry: Duration::from_secs(1),
         }
     }
 }
@@ -188,13 +197,17 @@ fn stream_change(
 }
 
 /// Attempts per alert and webhook; the waits between them double from
-/// [`FIRST_RETRY`] (1 + 2 + 4 + 8 s).
+/// `first_retry`.
 const ATTEMPTS: u32 = 5;
-const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Posts each alert to every webhook, in order, retrying a failed post
-/// (no answer, 429 or 5xx) with backoff. Ends when `alerts` closes.
-pub async fn deliver(webhooks: Vec<String>, mut alerts: mpsc::Receiver<Alert>) {
+/// (no answer, 429 or 5xx) with backoff from `first_retry`. Ends when
+/// `alerts` closes.
+pub async fn deliver(
+    webhooks: Vec<String>,
+    first_retry: Duration,
+    mut alerts: mpsc::Receiver<Alert>,
+) {
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -209,12 +222,17 @@ pub async fn deliver(webhooks: Vec<String>, mut alerts: mpsc::Receiver<Alert>) {
     while let Some(alert) = alerts.recv().await {
         tracing::info!(event = alert.event, text = %alert.text, "alert");
         for url in &webhooks {
-            post_with_retries(&client, url, &alert).await;
+            post_with_retries(&client, url, &alert, first_retry).await;
         }
     }
 }
 
-async fn post_with_retries(client: &reqwest::Client, url: &str, alert: &Alert) {
+async fn post_with_retries(
+    client: &reqwest::Client,
+    url: &str,
+    alert: &Alert,
+    first_retry: Duration,
+) {
     let body = match serde_json::to_vec(alert) {
         Ok(b) => b,
         Err(e) => {
@@ -222,7 +240,7 @@ async fn post_with_retries(client: &reqwest::Client, url: &str, alert: &Alert) {
             return;
         }
     };
-    let mut wait = FIRST_RETRY;
+    let mut wait = first_retry;
     for attempt in 1..=ATTEMPTS {
         let request = client
             .post(url)

@@ -170,10 +170,6 @@ async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, d: Duration) -> bool
     *stopping.borrow()
 }
 
-/// How often the alert watcher looks for a new routing snapshot (a
-/// pointer comparison; it judges only new ones).
-const ALERT_CHECK_EVERY: Duration = Duration::from_millis(500);
-
 /// Judges every new routing snapshot for alerts and hands them to the
 /// delivery loop through a queue: a slow webhook delays only its alerts.
 async fn alerts(state: AppState, mut stopping: watch::Receiver<bool>) {
@@ -185,7 +181,7 @@ async fn alerts(state: AppState, mut stopping: watch::Receiver<bool>) {
     let mut watcher = alerts::Watcher::new(settings.free_percent);
     let judge = async move {
         let mut last = None;
-        while !wait_or_stop(&mut stopping, ALERT_CHECK_EVERY).await {
+        while !wait_or_stop(&mut stopping, settings.check_every).await {
             let routing = state.routing();
             if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &routing.snap)) {
                 continue;
@@ -199,11 +195,12 @@ async fn alerts(state: AppState, mut stopping: watch::Receiver<bool>) {
         }
         // Closing the queue lets delivery finish what is queued and end.
     };
-    tokio::join!(judge, alerts::deliver(settings.webhooks.clone(), queued));
+    tokio::join!(
+        judge,
+        alerts::deliver(settings.webhooks.clone(), settings.first_retry, queued)
+    );
 }
 
-/// How often the GeoIP file is checked for a replacement: a `stat`, cheap.
-const GEOIP_CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Without the built-in scheduler (cron polls in another process) relays
 /// are placed this often instead of at every poll.
 const RELOCATE_EVERY: Duration = Duration::from_secs(300);
@@ -221,7 +218,8 @@ async fn watch_geoip(state: AppState, mut stopping: watch::Receiver<bool>) {
         state.relocate().await;
     }
     let mut placed = Instant::now();
-    while !wait_or_stop(&mut stopping, GEOIP_CHECK_EVERY).await {
+    let every = state.settings().geoip_check;
+    while !wait_or_stop(&mut stopping, every).await {
         let reloaded = state.reload_geoip_if_changed().await == Reload::Reloaded;
         if reloaded || (cron_mode && placed.elapsed() >= RELOCATE_EVERY) {
             state.relocate().await;
@@ -355,7 +353,8 @@ impl FileWatch {
 /// followed by a rebuild anyway and do not count.
 async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool>) {
     let mut file = FileWatch::new(&state.settings().database);
-    while !wait_or_stop(&mut stopping, Duration::from_millis(500)).await {
+    let every = state.settings().outside_writer_check;
+    while !wait_or_stop(&mut stopping, every).await {
         file.check();
         match state.changed_since_snapshot().await {
             Ok(true) => state.request_refresh(),

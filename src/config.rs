@@ -44,6 +44,12 @@ pub struct Settings {
     /// When a stream looks full: how long a listener waits for fresh
     /// counts, and the least time between such polls (zero: no waiting).
     pub full_recheck: Duration,
+    /// How often the database file and its data_version are checked for
+    /// changes by other processes (no flag; tests shorten it).
+    pub outside_writer_check: Duration,
+    /// How often the GeoIP file is checked for a replacement (a `stat`; no
+    /// flag, tests shorten it).
+    pub geoip_check: Duration,
 }
 
 impl Settings {
@@ -68,6 +74,8 @@ impl Settings {
             max_reservations_per_client: 4,
             down_recheck: Duration::from_secs(2),
             full_recheck: Duration::from_secs(1),
+            outside_writer_check: Duration::from_millis(500),
+            geoip_check: Duration::from_secs(2),
         }
     }
 
@@ -112,6 +120,8 @@ impl std::fmt::Debug for Settings {
             )
             .field("down_recheck", &self.down_recheck)
             .field("full_recheck", &self.full_recheck)
+            .field("outside_writer_check", &self.outside_writer_check)
+            .field("geoip_check", &self.geoip_check)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),

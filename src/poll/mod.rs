@@ -277,105 +277,30 @@ pub async fn run_round_of(
 ) -> Result<RoundSummary> {
     let round_start = Instant::now();
     let started_at = clock.now_ms();
-    let mut conn = db.acquire().await?;
-    // Disabled (draining) servers are polled too: they get no listeners,
-    // but the admin shows their remaining listeners leaving.
-    let servers = store::servers::list(&mut conn).await?;
-    let health: HashMap<i64, Health> = store::status::health_all(&mut conn)
-        .await?
-        .into_iter()
-        .map(|h| (h.server_id, h.health()))
-        .collect();
-    let mut configured: HashMap<i64, HashSet<String>> = HashMap::new();
-    for m in store::mounts::list(&mut conn).await? {
-        configured.entry(m.server_id).or_default().insert(m.mount);
-    }
-    drop(conn);
-    let servers: Vec<_> = servers
-        .into_iter()
-        .filter(|s| {
-            which == Which::All
-                || crate::domain::health::needs_quick_recheck(s.enabled, health.get(&s.id).copied())
-        })
-        .collect();
-    if servers.is_empty() {
+    let known = Known::read(db, which).await?;
+    if known.servers.is_empty() {
         return Ok(RoundSummary {
             started_at,
             duration_ms: 0,
             servers: Vec::new(),
         });
     }
-
-    let mut tasks = fetch_all(&servers, fetcher, settings, clock);
-    let by_id: HashMap<i64, &store::servers::ServerRow> =
-        servers.iter().map(|s| (s.id, s)).collect();
-    let mut summaries = Vec::with_capacity(servers.len());
-    let mut batch = Vec::with_capacity(BATCH_SIZE.min(servers.len()));
-    let mut batch_due: Option<tokio::time::Instant> = None;
-    loop {
-        let joined = match batch_due {
-            Some(due) => tokio::select! {
-                j = tasks.join_next() => j,
-                () = tokio::time::sleep_until(due) => {
-                    write_batch(db, &mut batch).await?;
-                    on_written();
-                    batch_due = None;
-                    continue;
-                }
-            },
-            None => tasks.join_next().await,
-        };
-        let Some(joined) = joined else { break };
-        let Ok(mut f) = joined else { continue };
-        let Some(&server) = by_id.get(&f.id) else {
-            continue;
-        };
-        let cap = settings.max_relay_mounts;
-        f.result = f.result.map(|(source, mounts)| {
-            (
-                source,
-                cap_mounts(&server.name, mounts, configured.get(&f.id), cap),
-            )
-        });
-        let prev = health.get(&f.id).copied().unwrap_or_default();
-        let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
-        let summary = summarize(server, next, &f);
-        log_outcome(server, prev, &summary, clock.now_ms());
-        let record = PollRecord {
-            server_id: f.id,
-            started_at: f.started_ms,
-            latency_ms: summary.latency_ms,
-            health: next,
-            connections: f.connections,
-            result: f.result.map_err(|e| e.to_string()),
-        };
-        summaries.push(summary);
-        batch.push(record);
-        batch_due.get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
-        if batch.len() >= BATCH_SIZE {
-            write_batch(db, &mut batch).await?;
-            on_written();
-            batch_due = None;
-        }
-    }
-    write_batch(db, &mut batch).await?;
-    summaries.sort_by(|a, b| a.name.cmp(&b.name));
-
+    let mut batch = Batch::new(db, on_written, known.servers.len());
+    let servers = gather(&known, fetcher, settings, clock, &mut batch).await?;
     if which == Which::Down {
         return Ok(RoundSummary {
             started_at,
             duration_ms: round_start.elapsed().as_millis() as i64,
-            servers: summaries,
+            servers,
         });
     }
     let retention_ms = settings.history_retention.as_millis() as i64;
     let mut conn = db.acquire().await?;
     store::status::prune_history(&mut conn, started_at, started_at - retention_ms).await?;
-
     let summary = RoundSummary {
         started_at,
         duration_ms: round_start.elapsed().as_millis() as i64,
-        servers: summaries,
+        servers,
     };
     // Every 15 s by default: routine, so debug; failures are logged above.
     tracing::debug!(
@@ -386,6 +311,146 @@ pub async fn run_round_of(
         "poll round done"
     );
     Ok(summary)
+}
+
+/// What a round knows before it asks: the servers it asks, their health
+/// so far, and each server's configured mounts.
+struct Known {
+    servers: Vec<store::servers::ServerRow>,
+    health: HashMap<i64, Health>,
+    configured: HashMap<i64, HashSet<String>>,
+}
+
+impl Known {
+    async fn read(db: &Pool, which: Which) -> Result<Known> {
+        let mut conn = db.acquire().await?;
+        // Disabled (draining) servers are polled too: they get no listeners,
+        // but the admin shows their remaining listeners leaving.
+        let mut servers = store::servers::list(&mut conn).await?;
+        let health: HashMap<i64, Health> = store::status::health_all(&mut conn)
+            .await?
+            .into_iter()
+            .map(|h| (h.server_id, h.health()))
+            .collect();
+        let mut configured: HashMap<i64, HashSet<String>> = HashMap::new();
+        for m in store::mounts::list(&mut conn).await? {
+            configured.entry(m.server_id).or_default().insert(m.mount);
+        }
+        servers.retain(|s| {
+            which == Which::All
+                || crate::domain::health::needs_quick_recheck(s.enabled, health.get(&s.id).copied())
+        });
+        Ok(Known {
+            servers,
+            health,
+            configured,
+        })
+    }
+}
+
+/// Collects every server's answer as it comes, writing the results in
+/// batches; the summaries come back sorted by name.
+async fn gather(
+    known: &Known,
+    fetcher: &Fetcher,
+    settings: &PollSettings,
+    clock: &Clock,
+    batch: &mut Batch<'_>,
+) -> Result<Vec<ServerSummary>> {
+    let mut tasks = fetch_all(&known.servers, fetcher, settings, clock);
+    let by_id: HashMap<i64, &store::servers::ServerRow> =
+        known.servers.iter().map(|s| (s.id, s)).collect();
+    let mut summaries = Vec::with_capacity(known.servers.len());
+    loop {
+        let joined = match batch.due {
+            Some(due) => tokio::select! {
+                j = tasks.join_next() => j,
+                () = tokio::time::sleep_until(due) => {
+                    batch.write().await?;
+                    continue;
+                }
+            },
+            None => tasks.join_next().await,
+        };
+        let Some(joined) = joined else { break };
+        let Ok(f) = joined else { continue };
+        let Some(&server) = by_id.get(&f.id) else {
+            continue;
+        };
+        let (summary, record) = judge(f, server, known, settings, clock);
+        summaries.push(summary);
+        if batch.push(record) {
+            batch.write().await?;
+        }
+    }
+    // The last batch: the caller refreshes routing after it.
+    write_batch(batch.db, &mut batch.records).await?;
+    summaries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(summaries)
+}
+
+/// One relay's answer judged: mounts capped, health moved, the outcome
+/// logged; its summary and the record to store.
+fn judge(
+    mut f: Fetched,
+    server: &store::servers::ServerRow,
+    known: &Known,
+    settings: &PollSettings,
+    clock: &Clock,
+) -> (ServerSummary, PollRecord) {
+    let cap = settings.max_relay_mounts;
+    f.result = f.result.map(|(source, mounts)| {
+        let configured = known.configured.get(&f.id);
+        (source, cap_mounts(&server.name, mounts, configured, cap))
+    });
+    let prev = known.health.get(&f.id).copied().unwrap_or_default();
+    let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
+    let summary = summarize(server, next, &f);
+    log_outcome(server, prev, &summary, clock.now_ms());
+    let record = PollRecord {
+        server_id: f.id,
+        started_at: f.started_ms,
+        latency_ms: summary.latency_ms,
+        health: next,
+        connections: f.connections,
+        result: f.result.map_err(|e| e.to_string()),
+    };
+    (summary, record)
+}
+
+/// Results waiting to be written, and when they are due at the latest.
+struct Batch<'a> {
+    db: &'a Pool,
+    on_written: &'a (dyn Fn() + Sync),
+    records: Vec<PollRecord>,
+    due: Option<tokio::time::Instant>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(db: &'a Pool, on_written: &'a (dyn Fn() + Sync), servers: usize) -> Batch<'a> {
+        Batch {
+            db,
+            on_written,
+            records: Vec::with_capacity(BATCH_SIZE.min(servers)),
+            due: None,
+        }
+    }
+
+    /// Adds a result; true when the batch is full.
+    fn push(&mut self, record: PollRecord) -> bool {
+        self.records.push(record);
+        self.due
+            .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_WAIT);
+        self.records.len() >= BATCH_SIZE
+    }
+
+    /// Writes what is gathered and tells `on_written`.
+    async fn write(&mut self) -> Result<()> {
+        write_batch(self.db, &mut self.records).await?;
+        (self.on_written)();
+        self.due = None;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

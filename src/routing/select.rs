@@ -596,6 +596,18 @@ mod tests {
         .map(|m| snap.servers[snap.mounts[m].server].name.as_str())
     }
 
+    /// A slot on the first stream for a client of unknown location.
+    fn choose_any(snap: &Snapshot, rng: &mut StdRng) -> Option<usize> {
+        let (client, want) = (ClientGeo::default(), Want::default());
+        choose(snap, &snap.streams[0], &client, want, NOW, TTL, rng)
+    }
+
+    /// Reservations held on each mount.
+    fn reserved(snap: &Snapshot) -> Vec<u64> {
+        let count = |m: &MountEntry| m.counters.ledger.count(NOW, TTL);
+        snap.mounts.iter().map(count).collect()
+    }
+
     fn at(lat: f64, lon: f64) -> ClientGeo {
         ClientGeo {
             country: None,
@@ -787,16 +799,7 @@ mod tests {
         let s = snapshot(limits.iter().map(|&m| relay("r", 0, Some(m))).collect());
         let mut rng = StdRng::seed_from_u64(5);
         for n in 1..=420 {
-            choose(
-                &s,
-                &s.streams[0],
-                &ClientGeo::default(),
-                Want::default(),
-                NOW,
-                TTL,
-                &mut rng,
-            )
-            .unwrap();
+            choose_any(&s, &mut rng).unwrap();
             let fill: Vec<f64> = s
                 .mounts
                 .iter()
@@ -806,15 +809,7 @@ mod tests {
                 fill.iter().cloned().fold(0.0, f64::max) - fill.iter().cloned().fold(1.0, f64::min);
             assert!(spread <= 0.10 + 1e-9, "after {n}: {fill:?}");
         }
-        let none = choose(
-            &s,
-            &s.streams[0],
-            &ClientGeo::default(),
-            Want::default(),
-            NOW,
-            TTL,
-            &mut rng,
-        );
+        let none = choose_any(&s, &mut rng);
         assert_eq!(none, None, "exactly the capacity, then nothing");
     }
 
@@ -829,41 +824,15 @@ mod tests {
         ]);
         let mut rng = StdRng::seed_from_u64(6);
         for _ in 0..150 {
-            choose(
-                &s,
-                &s.streams[0],
-                &ClientGeo::default(),
-                Want::default(),
-                NOW,
-                TTL,
-                &mut rng,
-            )
-            .unwrap();
+            choose_any(&s, &mut rng).unwrap();
         }
-        let counts: Vec<u64> = s
-            .mounts
-            .iter()
-            .map(|m| m.counters.ledger.count(NOW, TTL))
-            .collect();
+        let counts = reserved(&s);
         assert!(counts.iter().all(|&c| (49..=51).contains(&c)), "{counts:?}");
         // Once the known ones are full, the unknown one takes the rest.
         for _ in 0..200 {
-            choose(
-                &s,
-                &s.streams[0],
-                &ClientGeo::default(),
-                Want::default(),
-                NOW,
-                TTL,
-                &mut rng,
-            )
-            .unwrap();
+            choose_any(&s, &mut rng).unwrap();
         }
-        let counts: Vec<u64> = s
-            .mounts
-            .iter()
-            .map(|m| m.counters.ledger.count(NOW, TTL))
-            .collect();
+        let counts = reserved(&s);
         assert_eq!(counts, vec![100, 100, 150]);
     }
 

@@ -226,149 +226,239 @@ pub async fn load(
     resolved: &HashMap<i64, ResolvedLocation>,
     rec: Reconcile,
 ) -> Result<Snapshot> {
-    // One read transaction, so the snapshot is consistent even while a poll
-    // or an import commits.
-    let mut tx = db.begin().await?;
-    let server_rows = store::servers::list(&mut tx).await?;
-    let stream_rows = store::streams::list(&mut tx).await?;
-    let mount_rows = store::mounts::list(&mut tx).await?;
-    let health: HashMap<i64, store::status::HealthRow> = store::status::health_all(&mut tx)
-        .await?
-        .into_iter()
-        .map(|h| (h.server_id, h))
-        .collect();
-    let usage = store::status::mount_status_all(&mut tx).await?;
-    tx.commit().await?;
-
-    let mut usage_by_mount: HashMap<(i64, &str), &store::status::MountStatusRow> = HashMap::new();
-    let mut server_listeners: HashMap<i64, u64> = HashMap::new();
-    let mut server_mounts: HashMap<i64, usize> = HashMap::new();
-    for u in &usage {
-        usage_by_mount.insert((u.server_id, u.mount.as_str()), u);
-        *server_listeners.entry(u.server_id).or_default() += u.listeners.max(0) as u64;
-        *server_mounts.entry(u.server_id).or_default() += 1;
-    }
-    let connections = |h: Option<&store::status::HealthRow>| {
-        h.and_then(|h| h.listener_connections)
-            .and_then(|c| u64::try_from(c).ok())
-    };
-
-    let mut servers = Vec::with_capacity(server_rows.len());
+    let rows = Rows::read(db).await?;
+    let usage = UsageIndex::new(&rows.usage);
+    let mut servers = Vec::with_capacity(rows.servers.len());
     let mut server_index = HashMap::new();
-    for row in &server_rows {
-        let h = health.get(&row.id);
-        let counters = counters.server(row.id);
-        if let Some(at) = h.and_then(|h| h.last_success_at) {
-            let obs = Observation {
-                poll_ms: at,
-                listeners: server_listeners.get(&row.id).copied().unwrap_or(0),
-                connections: connections(h),
-            };
-            counters.ledger.reconcile(obs, rec.grace_ms, rec.ttl_s);
-        }
+    for row in &rows.servers {
+        let health = rows.health.get(&row.id);
         let geo = resolved.get(&row.id).copied().unwrap_or_default();
-        let configured_country = row
-            .country
-            .as_deref()
-            .and_then(|c| CountryCode::parse(c).ok());
-        let (country, country_source) = match (configured_country, geo.country) {
-            (Some(c), _) => (Some(c), LocationSource::Configured),
-            (None, Some(c)) => (Some(c), LocationSource::GeoIp),
-            (None, None) => (None, LocationSource::Unknown),
-        };
-        let (coords, coords_source) = match (row.latitude, row.longitude, geo.coords) {
-            (Some(lat), Some(lon), _) => (Some(Coords { lat, lon }), LocationSource::Configured),
-            (_, _, Some(c)) => (Some(c), LocationSource::GeoIp),
-            _ => (None, LocationSource::Unknown),
-        };
+        let entry = server_entry(row, health, &usage, counters.server(row.id), geo);
+        reconcile_server(&entry, health, rec);
         server_index.insert(row.id, servers.len());
-        servers.push(ServerEntry {
-            id: row.id,
-            name: row.name.clone(),
-            url: row.url.clone(),
-            https_url: row.https_url.clone(),
-            country,
-            country_source,
-            coords,
-            coords_source,
-            max_listeners: row.max_listeners.and_then(|v| u32::try_from(v).ok()),
-            weight: u32::try_from(row.weight).unwrap_or(100).max(1),
-            enabled: row.enabled,
-            health: h.map(|h| h.health()).unwrap_or_default(),
-            listeners: server_listeners.get(&row.id).copied().unwrap_or(0),
-            last_poll_at: h.and_then(|h| h.last_poll_at),
-            last_success_at: h.and_then(|h| h.last_success_at),
-            last_error: h.and_then(|h| h.last_error.clone()),
-            last_error_at: h.and_then(|h| h.last_error_at),
-            latency_ms: h.and_then(|h| h.latency_ms),
-            source: h.and_then(|h| h.source.clone()),
-            counters,
-        });
+        servers.push(entry);
     }
-
-    let mut streams: Vec<StreamEntry> = stream_rows
+    let mut streams: Vec<StreamEntry> = rows
+        .streams
         .iter()
-        .map(|row| StreamEntry {
-            id: row.id,
-            name: row.name.clone(),
-            description: row.description.clone(),
-            fallback_url: row.fallback_url.clone(),
-            allowed_countries: row.allowed_countries(),
-            allow_unknown: row.allow_unknown,
-            require_https: row.require_https,
-            mounts: Vec::new(),
-            counters: counters.stream(row.id),
-        })
+        .map(|row| stream_entry(row, counters.stream(row.id)))
         .collect();
     let stream_index: HashMap<i64, usize> =
         streams.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
 
-    let mut mounts = Vec::with_capacity(mount_rows.len());
-    for row in &mount_rows {
+    let mut mounts = Vec::with_capacity(rows.mounts.len());
+    for row in &rows.mounts {
         let (Some(&server), Some(&stream)) = (
             server_index.get(&row.server_id),
             stream_index.get(&row.stream_id),
         ) else {
             continue;
         };
-        let u = usage_by_mount.get(&(row.server_id, row.mount.as_str()));
-        let counters = counters.mount(row.id);
-        let listeners = u
-            .map(|u| u.listeners.clamp(0, u32::MAX as i64) as u32)
-            .unwrap_or(0);
-        if let Some(at) = servers[server].last_success_at {
-            // The server's arrivals are this mount's only when the relay
-            // carries nothing else.
-            let only_mount = server_mounts.get(&row.server_id) == Some(&1) && u.is_some();
-            let obs = Observation {
-                poll_ms: at,
-                listeners: u64::from(listeners),
-                connections: connections(health.get(&row.server_id)).filter(|_| only_mount),
-            };
-            counters.ledger.reconcile(obs, rec.grace_ms, rec.ttl_s);
-        }
-        let reported = u
-            .and_then(|u| u.max_listeners)
-            .map(|m| m.clamp(0, u32::MAX as i64) as u32);
-        let configured_max = row
-            .max_listeners
-            .map(|m| m.clamp(0, u32::MAX as i64) as u32);
+        let u = usage
+            .by_mount
+            .get(&(row.server_id, row.mount.as_str()))
+            .copied();
+        let entry = mount_entry(row, server, stream, u, counters.mount(row.id));
+        let connections = connections(rows.health.get(&row.server_id));
+        reconcile_mount(&entry, &servers[server], &usage, connections, rec);
         streams[stream].mounts.push(mounts.len());
-        mounts.push(MountEntry {
-            id: row.id,
-            server,
-            stream,
-            path: row.mount.clone(),
-            live: u.is_some(),
-            listeners,
-            max: match (reported, configured_max) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-            configured_max,
-            counters,
-        });
+        mounts.push(entry);
+    }
+    Ok(Snapshot::from_parts(servers, streams, mounts))
+}
+
+/// Everything a snapshot is built from, read in one transaction so it is
+/// consistent even while a poll or an import commits.
+struct Rows {
+    servers: Vec<store::servers::ServerRow>,
+    streams: Vec<store::streams::StreamRow>,
+    mounts: Vec<store::mounts::MountRow>,
+    health: HashMap<i64, store::status::HealthRow>,
+    usage: Vec<store::status::MountStatusRow>,
+}
+
+impl Rows {
+    async fn read(db: &store::Pool) -> Result<Rows> {
+        let mut tx = db.begin().await?;
+        let servers = store::servers::list(&mut tx).await?;
+        let streams = store::streams::list(&mut tx).await?;
+        let mounts = store::mounts::list(&mut tx).await?;
+        let health = store::status::health_all(&mut tx)
+            .await?
+            .into_iter()
+            .map(|h| (h.server_id, h))
+            .collect();
+        let usage = store::status::mount_status_all(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Rows {
+            servers,
+            streams,
+            mounts,
+            health,
+            usage,
+        })
+    }
+}
+
+/// The last poll's mount rows by (server, mount), and per server the
+/// listeners summed over its mounts and how many mounts it reported.
+struct UsageIndex<'a> {
+    by_mount: HashMap<(i64, &'a str), &'a store::status::MountStatusRow>,
+    server_listeners: HashMap<i64, u64>,
+    server_mounts: HashMap<i64, usize>,
+}
+
+impl<'a> UsageIndex<'a> {
+    fn new(usage: &'a [store::status::MountStatusRow]) -> UsageIndex<'a> {
+        let mut index = UsageIndex {
+            by_mount: HashMap::new(),
+            server_listeners: HashMap::new(),
+            server_mounts: HashMap::new(),
+        };
+        for u in usage {
+            index.by_mount.insert((u.server_id, u.mount.as_str()), u);
+            *index.server_listeners.entry(u.server_id).or_default() += u.listeners.max(0) as u64;
+            *index.server_mounts.entry(u.server_id).or_default() += 1;
+        }
+        index
     }
 
-    Ok(Snapshot::from_parts(servers, streams, mounts))
+    fn listeners(&self, server_id: i64) -> u64 {
+        self.server_listeners.get(&server_id).copied().unwrap_or(0)
+    }
+}
+
+/// The relay's `listener_connections` at the last poll, when it reported it.
+fn connections(h: Option<&store::status::HealthRow>) -> Option<u64> {
+    h.and_then(|h| h.listener_connections)
+        .and_then(|c| u64::try_from(c).ok())
+}
+
+/// A database count as a `u32`, negative values as 0.
+fn clamp_u32(v: i64) -> u32 {
+    v.clamp(0, u32::MAX as i64) as u32
+}
+
+fn server_entry(
+    row: &store::servers::ServerRow,
+    h: Option<&store::status::HealthRow>,
+    usage: &UsageIndex,
+    counters: Arc<ServerCounters>,
+    geo: ResolvedLocation,
+) -> ServerEntry {
+    let configured_country = row
+        .country
+        .as_deref()
+        .and_then(|c| CountryCode::parse(c).ok());
+    let (country, country_source) = match (configured_country, geo.country) {
+        (Some(c), _) => (Some(c), LocationSource::Configured),
+        (None, Some(c)) => (Some(c), LocationSource::GeoIp),
+        (None, None) => (None, LocationSource::Unknown),
+    };
+    let (coords, coords_source) = match (row.latitude, row.longitude, geo.coords) {
+        (Some(lat), Some(lon), _) => (Some(Coords { lat, lon }), LocationSource::Configured),
+        (_, _, Some(c)) => (Some(c), LocationSource::GeoIp),
+        _ => (None, LocationSource::Unknown),
+    };
+    ServerEntry {
+        id: row.id,
+        name: row.name.clone(),
+        url: row.url.clone(),
+        https_url: row.https_url.clone(),
+        country,
+        country_source,
+        coords,
+        coords_source,
+        max_listeners: row.max_listeners.and_then(|v| u32::try_from(v).ok()),
+        weight: u32::try_from(row.weight).unwrap_or(100).max(1),
+        enabled: row.enabled,
+        health: h.map(|h| h.health()).unwrap_or_default(),
+        listeners: usage.listeners(row.id),
+        last_poll_at: h.and_then(|h| h.last_poll_at),
+        last_success_at: h.and_then(|h| h.last_success_at),
+        last_error: h.and_then(|h| h.last_error.clone()),
+        last_error_at: h.and_then(|h| h.last_error_at),
+        latency_ms: h.and_then(|h| h.latency_ms),
+        source: h.and_then(|h| h.source.clone()),
+        counters,
+    }
+}
+
+/// Reconciles the server's reservations with its last successful poll.
+fn reconcile_server(entry: &ServerEntry, h: Option<&store::status::HealthRow>, rec: Reconcile) {
+    if let Some(at) = entry.last_success_at {
+        let obs = Observation {
+            poll_ms: at,
+            listeners: entry.listeners,
+            connections: connections(h),
+        };
+        entry
+            .counters
+            .ledger
+            .reconcile(obs, rec.grace_ms, rec.ttl_s);
+    }
+}
+
+fn stream_entry(row: &store::streams::StreamRow, counters: Arc<StreamCounters>) -> StreamEntry {
+    StreamEntry {
+        id: row.id,
+        name: row.name.clone(),
+        description: row.description.clone(),
+        fallback_url: row.fallback_url.clone(),
+        allowed_countries: row.allowed_countries(),
+        allow_unknown: row.allow_unknown,
+        require_https: row.require_https,
+        mounts: Vec::new(),
+        counters,
+    }
+}
+
+fn mount_entry(
+    row: &store::mounts::MountRow,
+    server: usize,
+    stream: usize,
+    u: Option<&store::status::MountStatusRow>,
+    counters: Arc<MountCounters>,
+) -> MountEntry {
+    let reported = u.and_then(|u| u.max_listeners).map(clamp_u32);
+    let configured_max = row.max_listeners.map(clamp_u32);
+    MountEntry {
+        id: row.id,
+        server,
+        stream,
+        path: row.mount.clone(),
+        live: u.is_some(),
+        listeners: u.map(|u| clamp_u32(u.listeners)).unwrap_or(0),
+        max: match (reported, configured_max) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        configured_max,
+        counters,
+    }
+}
+
+/// Reconciles the mount's reservations with its server's last successful
+/// poll. The server's arrivals (`connections`) are this mount's only when
+/// the relay carries nothing else.
+fn reconcile_mount(
+    entry: &MountEntry,
+    server: &ServerEntry,
+    usage: &UsageIndex,
+    connections: Option<u64>,
+    rec: Reconcile,
+) {
+    let Some(at) = server.last_success_at else {
+        return;
+    };
+    let only_mount = usage.server_mounts.get(&server.id) == Some(&1) && entry.live;
+    let obs = Observation {
+        poll_ms: at,
+        listeners: u64::from(entry.listeners),
+        connections: connections.filter(|_| only_mount),
+    };
+    entry
+        .counters
+        .ledger
+        .reconcile(obs, rec.grace_ms, rec.ttl_s);
 }

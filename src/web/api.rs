@@ -18,6 +18,7 @@ use super::admin::session_user;
 use crate::error::Result;
 use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};
+use crate::routing::snapshot::{ServerEntry, StreamEntry};
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -209,84 +210,19 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         },
         false => HashMap::new(),
     };
-    let Routing {
-        snap,
-        now_s,
-        ttl_s: ttl,
-    } = state.routing();
-    let servers = snap
+    let routing = state.routing();
+    let servers = routing
+        .snap
         .servers
         .iter()
-        .map(|s| ApiServer {
-            name: &s.name,
-            url: &s.url,
-            https_url: s.https_url.as_deref(),
-            enabled: s.enabled,
-            state: s.health.state.as_str(),
-            listeners: s.listeners,
-            max_listeners: s.max_listeners,
-            reserved: s.counters.ledger.count(now_s, ttl),
-            weight: s.weight,
-            country: s.country.map(|c| c.to_string()),
-            latitude: s.coords.map(|c| c.lat),
-            longitude: s.coords.map(|c| c.lon),
-            location_source: LocationSources {
-                country: s.country_source.as_str(),
-                coordinates: s.coords_source.as_str(),
-            },
-            last_poll_at: s.last_poll_at,
-            last_success_at: s.last_success_at,
-            latency_ms: s.latency_ms,
-            poll_url: poll_urls.remove(&s.name),
-            last_error: s.last_error.as_deref().filter(|_| details),
-            last_error_at: s.last_error_at,
-        })
+        .map(|s| api_server(s, &routing, details, poll_urls.remove(&s.name)))
         .collect();
     let mut rng = rand::rng();
-    let streams = snap
+    let streams = routing
+        .snap
         .streams
         .iter()
-        .map(|st| {
-            let ranked = select::rank(&snap, st, &Default::default(), now_s, ttl, &mut rng);
-            // By mount index, so each mount's verdict is one lookup, not a
-            // scan of the ranking (which made this O(mounts²)).
-            let excluded_of: std::collections::HashMap<usize, Option<&'static str>> = ranked
-                .iter()
-                .map(|a| (a.mount, a.excluded.map(|e| e.reason())))
-                .collect();
-            let mounts: Vec<ApiMount> = st
-                .mounts
-                .iter()
-                .map(|&i| {
-                    let m = &snap.mounts[i];
-                    let s = &snap.servers[m.server];
-                    let (free, reserved) = free_slots(m, s, now_s, ttl);
-                    let excluded = excluded_of.get(&i).copied().flatten();
-                    ApiMount {
-                        server: &s.name,
-                        mount: &m.path,
-                        live: m.live,
-                        listeners: m.listeners,
-                        max: m.max,
-                        max_configured: m.configured_max,
-                        free,
-                        reserved,
-                        excluded,
-                    }
-                })
-                .collect();
-            ApiStream {
-                name: &st.name,
-                description: &st.description,
-                fallback_url: st.fallback_url.as_deref(),
-                listeners: mounts
-                    .iter()
-                    .filter(|m| m.live)
-                    .map(|m| u64::from(m.listeners))
-                    .sum(),
-                mounts,
-            }
-        })
+        .map(|st| api_stream(st, &routing, &mut rng))
         .collect();
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -304,4 +240,84 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         }),
     )
         .into_response()
+}
+
+fn api_server<'a>(
+    s: &'a ServerEntry,
+    routing: &Routing,
+    details: bool,
+    poll_url: Option<String>,
+) -> ApiServer<'a> {
+    ApiServer {
+        name: &s.name,
+        url: &s.url,
+        https_url: s.https_url.as_deref(),
+        enabled: s.enabled,
+        state: s.health.state.as_str(),
+        listeners: s.listeners,
+        max_listeners: s.max_listeners,
+        reserved: s.counters.ledger.count(routing.now_s, routing.ttl_s),
+        weight: s.weight,
+        country: s.country.map(|c| c.to_string()),
+        latitude: s.coords.map(|c| c.lat),
+        longitude: s.coords.map(|c| c.lon),
+        location_source: LocationSources {
+            country: s.country_source.as_str(),
+            coordinates: s.coords_source.as_str(),
+        },
+        last_poll_at: s.last_poll_at,
+        last_success_at: s.last_success_at,
+        latency_ms: s.latency_ms,
+        poll_url,
+        last_error: s.last_error.as_deref().filter(|_| details),
+        last_error_at: s.last_error_at,
+    }
+}
+
+/// A stream with its mounts, each with the verdict of a ranking for a
+/// client of unknown location.
+fn api_stream<'a>(
+    st: &'a StreamEntry,
+    routing: &'a Routing,
+    rng: &mut impl rand::Rng,
+) -> ApiStream<'a> {
+    let (snap, now_s, ttl) = (&routing.snap, routing.now_s, routing.ttl_s);
+    let ranked = select::rank(snap, st, &Default::default(), now_s, ttl, rng);
+    // By mount index, so each mount's verdict is one lookup, not a scan of
+    // the ranking (which made this O(mounts²)).
+    let excluded_of: HashMap<usize, Option<&'static str>> = ranked
+        .iter()
+        .map(|a| (a.mount, a.excluded.map(|e| e.reason())))
+        .collect();
+    let mounts: Vec<ApiMount> = st
+        .mounts
+        .iter()
+        .map(|&i| {
+            let m = &snap.mounts[i];
+            let s = &snap.servers[m.server];
+            let (free, reserved) = free_slots(m, s, now_s, ttl);
+            ApiMount {
+                server: &s.name,
+                mount: &m.path,
+                live: m.live,
+                listeners: m.listeners,
+                max: m.max,
+                max_configured: m.configured_max,
+                free,
+                reserved,
+                excluded: excluded_of.get(&i).copied().flatten(),
+            }
+        })
+        .collect();
+    ApiStream {
+        name: &st.name,
+        description: &st.description,
+        fallback_url: st.fallback_url.as_deref(),
+        listeners: mounts
+            .iter()
+            .filter(|m| m.live)
+            .map(|m| u64::from(m.listeners))
+            .sum(),
+        mounts,
+    }
 }

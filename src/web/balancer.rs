@@ -85,14 +85,7 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
     let (name, format) = split_format(name);
     let snap = state.snapshot();
     let Some(stream) = snap.stream(name) else {
-        state
-            .metrics()
-            .unknown_stream
-            .fetch_add(1, Ordering::Relaxed);
-        return plain(
-            StatusCode::NOT_FOUND,
-            format!("No stream named {name:?} here.\n"),
-        );
+        return unknown_stream(state, name);
     };
     let client = client_info(
         peer.ip(),
@@ -102,11 +95,7 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
     );
     let geo = state.geo().lookup(client.ip);
     if !select::allowed(stream, &geo) {
-        stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);
-        return plain(
-            StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-            restricted_message(stream, &geo, &client),
-        );
+        return forbidden(stream, &geo, &client);
     }
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
@@ -157,6 +146,26 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
             playlist(format, stream, &urls)
         }
     }
+}
+
+fn unknown_stream(state: &AppState, name: &str) -> Response {
+    state
+        .metrics()
+        .unknown_stream
+        .fetch_add(1, Ordering::Relaxed);
+    plain(
+        StatusCode::NOT_FOUND,
+        format!("No stream named {name:?} here.\n"),
+    )
+}
+
+/// The answer where the stream may not be heard.
+fn forbidden(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo) -> Response {
+    stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);
+    plain(
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+        restricted_message(stream, geo, client),
+    )
 }
 
 /// A listener's request, as the redirect path needs it.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::support::app::{ResponseExt, SummaryExt, TestApp};
+use crate::support::eventually;
 use crate::support::fake_relay::{FakeRelay, Mode};
 
 fn two_relays_config(a: &FakeRelay, b: &FakeRelay) -> String {
@@ -552,15 +553,11 @@ async fn another_process_writing_the_database_reaches_the_server() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let t = app.sent_to("live").await;
-        if t == format!("{}/live.mp3", b.url) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "change not seen within 2 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = eventually(Duration::from_secs(2), async || {
+        app.sent_to("live").await == format!("{}/live.mp3", b.url)
+    })
+    .await;
+    assert!(seen, "change not seen within 2 s");
 }
 
 #[tokio::test]

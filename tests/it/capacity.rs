@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use crate::support::app::{ResponseExt, TestApp};
+use crate::support::app::{self, ResponseExt, TestApp};
 use crate::support::eventually;
 use crate::support::fake_relay::{FakeRelay, Mode};
 
 fn one_relay_config(relay: &FakeRelay, extra: &str) -> String {
-    format!(
-        "[[servers]]\nname = \"relay-a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n{extra}\
-         mounts = [{{ server = \"relay-a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    )
+    app::one_relay_config("relay-a", &relay.url, extra)
 }
 
 fn load(listeners: u32, max: u32, connections: Option<u32>) -> String {
@@ -160,7 +156,7 @@ async fn a_relay_that_comes_back_is_used_within_seconds_not_intervals() {
         // One regular round at start, the next in an hour: only the quick
         // re-check can notice the return.
         s.poll_interval = Duration::from_secs(3600);
-        s.down_recheck = Duration::from_millis(200);
+        s.down_recheck = RECHECK;
     })
     .await;
     app.import(&one_relay_config(&relay, "")).await;
@@ -176,9 +172,17 @@ async fn a_relay_that_comes_back_is_used_within_seconds_not_intervals() {
     // Healthy now: the quick re-check leaves it alone.
     let after = relay.hits();
     assert!(after > hits);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(relay.hits(), after, "a healthy relay is not re-checked");
+    app.state.recheck_down().await.unwrap();
+    assert_eq!(relay.hits(), after, "a healthy relay is re-checked");
+    tokio::time::sleep(RECHECK * 4).await;
+    assert_eq!(
+        relay.hits(),
+        after,
+        "the re-check loop asked a healthy relay"
+    );
 }
+
+const RECHECK: Duration = Duration::from_millis(100);
 
 #[tokio::test]
 async fn a_mount_limit_in_the_config_applies_when_the_relay_reports_none() {

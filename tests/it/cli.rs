@@ -9,6 +9,17 @@ use crate::support::fake_relay::FakeRelay;
 
 const BIN: &str = env!("CARGO_BIN_EXE_icecast-balancer");
 
+/// `import FILE` of [`CONFIG`] into a new `b.db` in `dir`, which must
+/// succeed: the database and the command's output.
+fn import_config_file(dir: &Path) -> (std::path::PathBuf, Output) {
+    let db = dir.join("b.db");
+    let file = dir.join("config.toml");
+    std::fs::write(&file, CONFIG).unwrap();
+    let out = run(&db, &["import", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    (db, out)
+}
+
 fn run(db: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
         .arg("--database")
@@ -76,11 +87,7 @@ name = "talk"
 #[test]
 fn import_then_export_round_trips() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("b.db");
-    let file = dir.path().join("config.toml");
-    std::fs::write(&file, CONFIG).unwrap();
-    let out = run(&db, &["import", file.to_str().unwrap()], None);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (db, out) = import_config_file(dir.path());
     let report = text(&out.stdout);
     assert!(report.contains("server created: fra-1"), "{report}");
     assert!(
@@ -642,11 +649,7 @@ async fn the_printed_first_start_password_logs_in() {
 #[test]
 fn a_cli_command_leaves_no_unmerged_wal_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("b.db");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let out = run(&db, &["import", cfg.to_str().unwrap()], None);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (db, _) = import_config_file(dir.path());
     // A plain copy of the database file alone has the import.
     let wal = std::fs::metadata(dir.path().join("b.db-wal")).map_or(0, |m| m.len());
     assert_eq!(wal, 0, "the import is still in the WAL");

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::support::app::{ResponseExt, SummaryExt, TestApp};
+use crate::support::eventually;
 use crate::support::icecast::{Icecast, skip};
 use icecast_balancer::domain::PollSource;
 
@@ -195,16 +196,11 @@ async fn a_source_that_stops_takes_its_mount_out() {
 
     drop(source_a);
     // Icecast drops the mount once its source is gone.
-    let mut gone = false;
-    for _ in 0..50 {
+    let gone = eventually(Duration::from_secs(15), async || {
         app.poll().await;
-        let status = app.api_status().await;
-        if status["streams"][0]["mounts"][0]["live"] == false {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        app.api_status().await["streams"][0]["mounts"][0]["live"] == false
+    })
+    .await;
     assert!(gone, "relay-a still lists /live.mp3");
     for _ in 0..5 {
         let r = app.get("/icecast_balancer/live/").await;
@@ -308,13 +304,11 @@ async fn a_burst_fills_two_real_relays_to_their_limits_one_known_only_from_the_c
     assert_eq!(listen(&app).await.err(), Some(503));
     held.pop().unwrap().abort();
     let mut total = 7;
-    for _ in 0..100 {
+    eventually(Duration::from_secs(10), async || {
         total = a.listeners("/live.mp3").await + b.listeners("/live.mp3").await;
-        if total == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        total == 6
+    })
+    .await;
     assert_eq!(total, 6, "Icecast never saw the listener leave");
     app.advance(Duration::from_millis(1500));
     app.poll().await;

@@ -100,12 +100,19 @@ async fn geoip_replaced_by_a_fifo_is_refused_without_stalling() {
     }
     std::fs::rename(&fifo, &mmdb).unwrap();
     // Before the fix the open itself blocked (no writer ever comes), so
-    // this never returned.
+    // these never returned. The background check (every 2 s) asks what
+    // the first one does: it may have met the FIFO first, and then this
+    // sees it unchanged (a stalled background check would hold the file
+    // state's lock, and this would stall too).
+    let r = tokio::time::timeout(Duration::from_secs(20), app.state.reload_geoip_if_changed());
+    let r = r
+        .await
+        .expect("the check for a changed file stalled on a FIFO");
+    assert_ne!(r, Reload::Reloaded);
     let r = tokio::time::timeout(Duration::from_secs(20), app.state.reload_geoip()).await;
     assert_eq!(r.expect("the reload stalled on a FIFO"), Reload::Failed);
     assert_eq!(country(&app, geoip::BERLIN_V4).as_deref(), Some("DE"));
-    // The background check every 2 s meets the FIFO too; requests go on.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Requests go on.
     let r = tokio::time::timeout(
         Duration::from_secs(10),
         app.client.get(app.url("/healthz")).send(),
@@ -171,12 +178,7 @@ async fn app_on(disk: &SmallDisk) -> (TestApp, crate::support::fake_relay::FakeR
     let db = disk.path().join("balancer.db");
     let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let app = TestApp::spawn_with(move |s: &mut Settings| s.database = db).await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     (app, relay)
 }
@@ -231,12 +233,7 @@ fn immutable(db: &std::path::Path, on: bool) -> bool {
 async fn writes_recover_after_the_database_was_read_only() {
     let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     let db = app.state.settings().database.clone();
     if !immutable(&db, true) {
@@ -287,12 +284,7 @@ async fn a_deleted_database_is_reported_and_never_recreated_empty() {
     let (log, _guard) = capture_log();
     let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     let db = app.state.settings().database.clone();
     std::fs::remove_file(&db).unwrap();

@@ -78,6 +78,9 @@ impl World {
         let path = db.clone();
         let app = TestApp::spawn_with(move |s: &mut Settings| {
             s.geoip = Some(path);
+            // The file watcher notices a replacement within this (2 s by
+            // default).
+            s.geoip_check = Duration::from_millis(100);
             if trusted {
                 s.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
             }
@@ -368,12 +371,7 @@ async fn relay_location_falls_back_to_unknown_without_geoip_data() {
     // Without a database there is nothing to place a relay by.
     let fake = FakeRelay::start(&[("/live.mp3", 0, Some(10))]).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        fake.url
-    ))
-    .await;
+    app.import_one_relay(&fake.url).await;
     app.poll().await;
     let status = app.api_status().await;
     assert_eq!(
@@ -401,9 +399,10 @@ async fn a_replaced_database_is_used_without_restart_and_garbage_is_not() {
 
     // A broken download: the data loaded before stays.
     geoip::replace(&w.db, b"<html>502 Bad Gateway</html>");
-    // What the file watcher does when it sees the change: try, and refuse.
+    // What the file watcher does when it sees the change: try, and refuse
+    // (it may have done so already: then the file is as last seen).
     let tried = w.app.state.reload_geoip_if_changed().await;
-    assert_eq!(tried, icecast_balancer::geo::Reload::Failed);
+    assert_ne!(tried, icecast_balancer::geo::Reload::Reloaded);
     assert_eq!(w.peek(geoip::BERLIN_V4).await, "tyo");
     assert_eq!(w.peek(geoip::TOKYO_V4).await, "fra");
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::support::admin::{Browser, PASSWORD};
 use crate::support::app::{ResponseExt, TestApp};
 use crate::support::fake_relay::FakeRelay;
-use crate::support::geoip;
+use crate::support::{eventually, geoip};
 use icecast_balancer::Settings;
 use icecast_balancer::config::ForwardedHeader;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,15 +42,15 @@ async fn behind_nginx(header: ForwardedHeader) -> (TestApp, FakeRelay) {
 async fn a_client_sent_forwarded_header_does_not_pick_the_country() {
     let (app, _relay) = behind_nginx(ForwardedHeader::XForwardedFor).await;
     // nginx wrote the New York address; the client added a Berlin one.
+    let berlin = format!("for={}", geoip::BERLIN_V4);
+    let headers = [
+        ("x-forwarded-for", geoip::NEW_YORK_V4),
+        ("forwarded", &berlin),
+        ("x-real-ip", geoip::BERLIN_V4),
+    ];
     let r = app
-        .client
-        .get(app.url("/icecast_balancer/live/"))
-        .header("x-forwarded-for", geoip::NEW_YORK_V4)
-        .header("forwarded", format!("for={}", geoip::BERLIN_V4))
-        .header("x-real-ip", geoip::BERLIN_V4)
-        .send()
-        .await
-        .unwrap();
+        .get_with_headers("/icecast_balancer/live/", &headers)
+        .await;
     assert_eq!(r.status(), 451);
     let r = app
         .get_with(
@@ -65,14 +65,14 @@ async fn a_client_sent_forwarded_header_does_not_pick_the_country() {
 #[tokio::test]
 async fn with_forwarded_declared_x_forwarded_for_is_ignored() {
     let (app, _relay) = behind_nginx(ForwardedHeader::Forwarded).await;
+    let new_york = format!("for={}", geoip::NEW_YORK_V4);
+    let headers = [
+        ("forwarded", new_york.as_str()),
+        ("x-forwarded-for", geoip::BERLIN_V4),
+    ];
     let r = app
-        .client
-        .get(app.url("/icecast_balancer/live/"))
-        .header("forwarded", format!("for={}", geoip::NEW_YORK_V4))
-        .header("x-forwarded-for", geoip::BERLIN_V4)
-        .send()
-        .await
-        .unwrap();
+        .get_with_headers("/icecast_balancer/live/", &headers)
+        .await;
     assert_eq!(r.status(), 451);
     let r = app
         .get_with(
@@ -158,11 +158,11 @@ async fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Vec<u8>> {
 
 #[tokio::test]
 async fn an_unfinished_request_head_is_cut_off() {
-    let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(|s| s.server.header_timeout = Duration::from_millis(400)).await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
     // The head starts after the connection has sat idle a moment, so the
     // idle timer is what runs when the first bytes arrive.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
@@ -177,7 +177,7 @@ async fn an_unfinished_request_head_is_cut_off() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = TestApp::spawn_with(|s| {
-        s.server.idle_timeout = Duration::from_secs(1);
+        s.server.idle_timeout = Duration::from_millis(400);
         s.server.header_timeout = Duration::from_secs(60);
     })
     .await;
@@ -197,12 +197,7 @@ async fn one_client_cannot_take_every_connection() {
     let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10_000))]).await;
     // Default limits: the issue's 1,100 connections from one client.
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import_one_relay(&relay.url).await;
     app.poll().await;
     let mut held = Vec::new();
     let mut refused = 0;
@@ -255,22 +250,19 @@ async fn refused_connections_get_a_503_when_the_whole_cap_is_used() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 503"));
     drop(held);
     // Places come back when connections end.
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Ok(r) = app.client.get(app.url("/healthz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-    }
-    panic!("no place came back after the held connections closed");
+    let back = eventually(Duration::from_secs(5), async || {
+        let r = app.client.get(app.url("/healthz")).send().await;
+        r.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(back, "no place came back after the held connections closed");
 }
 
 #[tokio::test]
 async fn shutdown_does_not_wait_forever_for_a_slow_client() {
     let app = TestApp::spawn_with(|s| {
         s.server.header_timeout = Duration::from_secs(300);
-        s.shutdown_timeout = Duration::from_secs(1);
+        s.shutdown_timeout = Duration::from_millis(400);
     })
     .await;
     let mut s = connect_from("127.0.0.1", app.addr).await;
@@ -283,15 +275,6 @@ async fn shutdown_does_not_wait_forever_for_a_slow_client() {
 
 // ---- hostile relays ----------------------------------------------------
 
-async fn one_relay(app: &TestApp, relay: &FakeRelay) {
-    app.import(&format!(
-        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"a\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
-}
-
 #[tokio::test]
 async fn a_relay_redirect_is_reported_not_followed() {
     let internal = FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
@@ -299,7 +282,7 @@ async fn a_relay_redirect_is_reported_not_followed() {
     let target = format!("{}/load.xsl", internal.url);
     relay.set_mode(crate::support::fake_relay::Mode::Redirect(target.clone()));
     let app = TestApp::spawn().await;
-    one_relay(&app, &relay).await;
+    app.import_one_relay(&relay.url).await;
     let round = app.poll().await;
     let s = &round.servers[0];
     let error = s.error.as_deref().expect("a redirect is an error");
@@ -314,7 +297,7 @@ async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
     let name = format!("{}\u{1b}[2J", "x".repeat(1_000_000));
     relay.set_mode(crate::support::fake_relay::Mode::Body(format!("<{name}/>")));
     let app = TestApp::spawn().await;
-    one_relay(&app, &relay).await;
+    app.import_one_relay(&relay.url).await;
     let round = app.poll().await;
     let error = round.servers[0].error.clone().unwrap();
     assert!(error.len() < 500, "error of {} bytes", error.len());
@@ -335,7 +318,7 @@ async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
         "<load>\n<mount name=\"/a\" listeners=\"\u{1b}[31mred\">1</mount></load>".into(),
     ));
     let app2 = TestApp::spawn().await;
-    one_relay(&app2, &relay2).await;
+    app2.import_one_relay(&relay2.url).await;
     let error = app2.poll().await.servers[0].error.clone().unwrap();
     assert!(!error.chars().any(char::is_control), "{error:?}");
     assert!(error.contains("\\u{1b}[31mred"), "{error}");
@@ -345,7 +328,7 @@ async fn huge_relay_text_is_cut_and_escaped_in_store_log_and_pages() {
 async fn unreadable_limits_fail_the_relay_instead_of_opening_it() {
     let relay = FakeRelay::start(&[]).await;
     let app = TestApp::spawn().await;
-    one_relay(&app, &relay).await;
+    app.import_one_relay(&relay.url).await;
     for body in [
         r#"<load><mount name="/live.mp3" listeners="0" max="">0</mount></load>"#,
         r#"<load><mount name="/live.mp3"><![CDATA[]]></mount></load>"#,

@@ -327,12 +327,15 @@ async fn alerts_reach_the_webhook_once_per_change_and_are_retried() {
     let url = hook.url.clone();
     let app = TestApp::spawn_with(|s| {
         s.alerts.webhooks = vec![url];
+        s.alerts.check_every = Duration::from_millis(50);
+        s.alerts.first_retry = Duration::from_millis(50);
         s.poll.rise = 1;
     })
     .await;
     app.import(&config(&a, &b)).await;
     app.poll().await;
-    let settle = || tokio::time::sleep(Duration::from_millis(1500));
+    // Six looks at the snapshot: an alert due would have been posted.
+    let settle = || tokio::time::sleep(Duration::from_millis(300));
     settle().await;
     assert_eq!(
         hook.requests.load(std::sync::atomic::Ordering::SeqCst),

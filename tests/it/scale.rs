@@ -2,7 +2,7 @@
 //! mounts stored per relay, history for configured mounts only and kept as
 //! peaks per bucket, and pruning that gives the space back.
 
-use crate::support::app::TestApp;
+use crate::support::app::{TestApp, one_relay_config};
 use crate::support::fake_relay::FakeRelay;
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
@@ -16,12 +16,7 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 async fn one_relay(mounts: &[(&str, u32, Option<u32>)]) -> (TestApp, FakeRelay) {
     let relay = FakeRelay::start(mounts).await;
     let app = TestApp::spawn().await;
-    app.import(&format!(
-        "[[servers]]\nname = \"big\"\nurl = \"{}\"\n[[streams]]\nname = \"live\"\n\
-         mounts = [{{ server = \"big\", mount = \"/live.mp3\" }}]\n",
-        relay.url
-    ))
-    .await;
+    app.import(&one_relay_config("big", &relay.url, "")).await;
     (app, relay)
 }
 
@@ -127,10 +122,11 @@ async fn a_round_over_many_relays_rebuilds_routing_a_few_times_not_once_per_rela
         "[[streams]]\nname = \"live\"\nmounts = [{}]\n",
         mounts.join(", ")
     ));
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(|s| s.outside_writer_check = WATCH).await;
     app.import(&config).await;
-    // Let the watcher see the import settle before counting.
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // A watcher check that met the import's commit before its rebuild asks
+    // for one more: let it happen before counting.
+    tokio::time::sleep(WATCH * 6).await;
 
     let rebuilds = || {
         app.state
@@ -146,13 +142,21 @@ async fn a_round_over_many_relays_rebuilds_routing_a_few_times_not_once_per_rela
         (1..=4).contains(&during),
         "{during} rebuilds for one round over 40 relays"
     );
-    // Long enough for the data_version watcher (every 500 ms) to act on the
-    // round's commits if it took them for outside changes: the rebuild at
-    // the end of the round has read them all already.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The rebuild at the end of the round has read all its commits: the
+    // watcher's question has the answer "nothing new"...
+    assert!(
+        !app.state.changed_since_snapshot().await.unwrap(),
+        "the round's own commits look like outside changes"
+    );
+    // ...and in six of its checks (and the refresher's coalescing wait) no
+    // rebuild follows.
+    tokio::time::sleep(WATCH * 6).await;
     assert_eq!(
         rebuilds() - before,
         during,
         "the watcher rebuilt after our own commits"
     );
 }
+
+/// The outside-writer watcher's interval in these tests (500 ms by default).
+const WATCH: std::time::Duration = std::time::Duration::from_millis(50);

@@ -124,102 +124,146 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
     let Form(f): Form<LoginForm> = Form::from_request(req, &state)
         .await
         .map_err(|e| Error::BadRequest(format!("bad login form: {e}")))?;
-    let next = safe_next(Some(&f.next));
-    // No user name is this long; a longer one is cut before it reaches the
-    // database, the audit log or the page.
-    let username = clean(f.username.trim(), MAX_NAME_CHARS);
-    let retry = |error: &str, status: StatusCode| {
-        login_page(
-            status,
-            LoginPage {
-                next: next.clone(),
-                username: username.clone(),
-                error: Some(error.to_string()),
-                notice: None,
-                token: random_secret(16),
-            },
-            secure,
-        )
+    let attempt = Attempt {
+        next: safe_next(Some(&f.next)),
+        // No user name is this long; a longer one is cut before it reaches
+        // the database, the audit log or the page.
+        username: clean(f.username.trim(), MAX_NAME_CHARS),
+        ip,
+        secure,
     };
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if !tokens_match(&f.login_token, &expected) {
-        return Ok(retry(
+        return Ok(attempt.retry(
             "The login form expired or came from another site. Please try again.",
             StatusCode::FORBIDDEN,
         ));
     }
-
-    let now = store::now_ms();
-    let limits = store::users::Limits {
-        since_ms: now - WINDOW_MS,
-        per_ip: MAX_PER_IP,
-        per_user: MAX_PER_USER,
-    };
-    let attempt = match store::users::claim_attempt(state.db(), &ip, &username, limits).await? {
-        store::users::Claim::Allowed(id) => id,
-        store::users::Claim::Limited(oldest) => {
-            let wait_s = ((oldest.unwrap_or(now) + WINDOW_MS - now) / 1000).max(1);
-            let mut r = retry(
-                &format!(
-                    "Too many failed logins. Try again in {} minutes.",
-                    (wait_s + 59) / 60
-                ),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(wait_s));
-            return Ok(r);
-        }
+    let claimed = match attempt.claim(&state).await? {
+        Ok(id) => id,
+        Err(limited) => return Ok(limited),
     };
 
     let mut conn = state.db().acquire().await?;
-    let user = store::users::find(&mut conn, &username).await?;
-    // argon2 is deliberately slow: off the async workers, so a login
-    // flood cannot hold up redirects.
+    let user = store::users::find(&mut conn, &attempt.username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let password = f.password.clone();
-    // At most a few hashes at once: a flood of logins from many addresses
-    // queues here instead of taking every core from the redirects.
+    let ok = password_matches(hash, f.password).await?;
+    if ok {
+        store::users::mark_succeeded(&mut conn, claimed).await?;
+    }
+    let Some(user) = user.filter(|_| ok) else {
+        let entry = Entry::new(
+            &attempt.username,
+            Action::LoginFailed,
+            Kind::Session,
+            &attempt.ip,
+        );
+        store::audit::record(&mut conn, &entry).await?;
+        tracing::warn!(user = %Escaped(&attempt.username), ip = %attempt.ip, "failed admin login");
+        return Ok(attempt.retry("Wrong user name or password.", StatusCode::UNAUTHORIZED));
+    };
+    attempt.start_session(&mut conn, &headers, &user).await
+}
+
+/// One login attempt, as far as the answer to it needs.
+struct Attempt {
+    next: String,
+    username: String,
+    ip: String,
+    secure: bool,
+}
+
+impl Attempt {
+    /// The login page again, with `error` and a fresh form token.
+    fn retry(&self, error: &str, status: StatusCode) -> Response {
+        login_page(
+            status,
+            LoginPage {
+                next: self.next.clone(),
+                username: self.username.clone(),
+                error: Some(error.to_string()),
+                notice: None,
+                token: random_secret(16),
+            },
+            self.secure,
+        )
+    }
+
+    /// Records the attempt (as failed until the password matches) and
+    /// gives its id, or the answer for an address or user name over its
+    /// limit.
+    async fn claim(&self, state: &AppState) -> Result<std::result::Result<i64, Response>> {
+        let now = store::now_ms();
+        let limits = store::users::Limits {
+            since_ms: now - WINDOW_MS,
+            per_ip: MAX_PER_IP,
+            per_user: MAX_PER_USER,
+        };
+        let claim =
+            store::users::claim_attempt(state.db(), &self.ip, &self.username, limits).await?;
+        let oldest = match claim {
+            store::users::Claim::Allowed(id) => return Ok(Ok(id)),
+            store::users::Claim::Limited(oldest) => oldest,
+        };
+        let wait_s = ((oldest.unwrap_or(now) + WINDOW_MS - now) / 1000).max(1);
+        let mut r = self.retry(
+            &format!(
+                "Too many failed logins. Try again in {} minutes.",
+                (wait_s + 59) / 60
+            ),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait_s));
+        Ok(Err(r))
+    }
+
+    /// Issues a new session for `user` and sends them on to `next`.
+    async fn start_session(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        headers: &HeaderMap,
+        user: &store::users::UserRow,
+    ) -> Result<Response> {
+        // Rotate: whatever session cookie came in is dropped, a new one issued.
+        if let Some(old) = cookie(headers, SESSION_COOKIE) {
+            store::sessions::delete(conn, &old).await?;
+        }
+        let token = random_secret(32);
+        store::sessions::create(conn, &token, user.id, &random_secret(32)).await?;
+        store::sessions::prune(conn, super::IDLE_TIMEOUT_MS).await?;
+        let entry = Entry::new(&user.name, Action::Login, Kind::Session, &self.ip);
+        store::audit::record(conn, &entry).await?;
+        tracing::info!(user = %Escaped(&user.name), ip = %self.ip, "admin login");
+        let mut r = Redirect::to(&self.next).into_response();
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(SESSION_COOKIE, Some(&token), self.secure),
+        );
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(LOGIN_COOKIE, None, self.secure),
+        );
+        Ok(r)
+    }
+}
+
+/// Checks `password` against `hash`; without a user, a check of the same
+/// cost, so the answer's timing does not tell which names exist.
+async fn password_matches(hash: Option<String>, password: String) -> Result<bool> {
+    // argon2 is deliberately slow: off the async workers, so a login
+    // flood cannot hold up redirects. At most a few hashes at once: a flood
+    // of logins from many addresses queues here instead of taking every
+    // core from the redirects.
     let _turn = hashing_slots().acquire().await;
-    let ok = blocking(move || match hash {
+    blocking(move || match hash {
         Some(h) => verify_password(&h, &password),
         None => {
             verify_nothing(&password);
             false
         }
     })
-    .await?;
-    if ok {
-        store::users::mark_succeeded(&mut conn, attempt).await?;
-    }
-    let Some(user) = user.filter(|_| ok) else {
-        let entry = Entry::new(&username, Action::LoginFailed, Kind::Session, &ip);
-        store::audit::record(&mut conn, &entry).await?;
-        tracing::warn!(user = %Escaped(&username), %ip, "failed admin login");
-        return Ok(retry(
-            "Wrong user name or password.",
-            StatusCode::UNAUTHORIZED,
-        ));
-    };
-
-    // Rotate: whatever session cookie came in is dropped, a new one issued.
-    if let Some(old) = cookie(&headers, SESSION_COOKIE) {
-        store::sessions::delete(&mut conn, &old).await?;
-    }
-    let token = random_secret(32);
-    store::sessions::create(&mut conn, &token, user.id, &random_secret(32)).await?;
-    store::sessions::prune(&mut conn, super::IDLE_TIMEOUT_MS).await?;
-    let entry = Entry::new(&user.name, Action::Login, Kind::Session, &ip);
-    store::audit::record(&mut conn, &entry).await?;
-    tracing::info!(user = %Escaped(&user.name), %ip, "admin login");
-    let mut r = Redirect::to(&next).into_response();
-    r.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, Some(&token), secure),
-    );
-    r.headers_mut()
-        .append(header::SET_COOKIE, set_cookie(LOGIN_COOKIE, None, secure));
-    Ok(r)
+    .await
 }
 
 #[derive(Deserialize, Default)]

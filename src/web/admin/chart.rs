@@ -181,6 +181,34 @@ const TOP: f64 = 14.0;
 const BOTTOM: f64 = 38.0;
 const LABEL: &str = "font-size=\"15\" fill=\"#4a535c\"";
 
+const PLOT_W: f64 = W - LEFT - RIGHT;
+const PLOT_H: f64 = H - TOP - BOTTOM;
+const BASE: f64 = H - BOTTOM;
+
+/// Where times and values land in the drawing.
+struct Frame {
+    start: i64,
+    span: i64,
+    ymax: f64,
+}
+
+impl Frame {
+    fn x(&self, t: i64) -> f64 {
+        LEFT + (t - self.start).clamp(0, self.span) as f64 / self.span as f64 * PLOT_W
+    }
+    fn y(&self, v: i64) -> f64 {
+        self.y_of(v as f64)
+    }
+    fn y_of(&self, v: f64) -> f64 {
+        TOP + (1.0 - v / self.ymax) * PLOT_H
+    }
+    /// The `x,y` drawing pairs of (time, value) points.
+    fn points<'a>(&self, at: impl Iterator<Item = (&'a i64, &'a i64)>) -> Vec<String> {
+        at.map(|(&t, &v)| format!("{:.1},{:.1}", self.x(t), self.y(v)))
+            .collect()
+    }
+}
+
 /// The chart of `series` (one per relay, already ordered) over `range`
 /// ending at `now_ms`. Safe to embed unescaped.
 pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String {
@@ -188,24 +216,39 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
     let totals = tops.last().cloned().unwrap_or_default();
     let peak = totals.iter().copied().max().unwrap_or(0);
     let current = totals.last().copied().unwrap_or(0);
-    let ymax = nice_ceiling(peak.max(1)) as f64;
-    let start = now_ms - range.span_ms();
-    let plot_w = W - LEFT - RIGHT;
-    let plot_h = H - TOP - BOTTOM;
-    let x = |t: i64| {
-        LEFT + (t - start).clamp(0, range.span_ms()) as f64 / range.span_ms() as f64 * plot_w
+    let frame = Frame {
+        start: now_ms - range.span_ms(),
+        span: range.span_ms(),
+        ymax: nice_ceiling(peak.max(1)) as f64,
     };
-    let y = |v: i64| TOP + (1.0 - v as f64 / ymax) * plot_h;
-    let base = H - BOTTOM;
     let mut out = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\" \
          aria-label=\"{}: listeners over the last {}, now {current}, peak {peak}\">",
         esc(title),
         range.label()
     );
-    // Value axis: 0, half and the top, with light grid lines.
+    value_axis(&mut out, &frame);
+    time_axis(&mut out, &frame, range, now_ms);
+    if times.is_empty() {
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">no samples in the last {}</text></svg>",
+            LEFT + PLOT_W / 2.0,
+            TOP + PLOT_H / 2.0,
+            range.label()
+        );
+        return out;
+    }
+    areas(&mut out, &frame, &times, &tops, series);
+    total_line(&mut out, &frame, &times, &totals);
+    out
+}
+
+/// Value axis: 0, half and the top, with light grid lines.
+fn value_axis(out: &mut String, frame: &Frame) {
+    let ymax = frame.ymax;
     for v in [0.0, ymax / 2.0, ymax] {
-        let yy = TOP + (1.0 - v / ymax) * plot_h;
+        let yy = frame.y_of(v);
         let label = if v.fract() == 0.0 {
             format!("{v:.0}")
         } else {
@@ -220,15 +263,18 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
             yy + 4.5
         );
     }
-    // Time axis: round UTC times (every 15 min, 6 h or day).
+}
+
+/// Time axis: round UTC times (every 15 min, 6 h or day), and the base line.
+fn time_axis(out: &mut String, frame: &Frame, range: Range, now_ms: i64) {
     let step = range.tick_ms();
-    let mut t = (start / step + 1) * step;
+    let mut t = (frame.start / step + 1) * step;
     while t <= now_ms {
-        let xx = x(t);
+        let xx = frame.x(t);
         let _ = write!(
             out,
-            "<line x1=\"{xx:.1}\" y1=\"{base}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#b9c1ca\"/>",
-            base + 4.0,
+            "<line x1=\"{xx:.1}\" y1=\"{BASE}\" x2=\"{xx:.1}\" y2=\"{:.1}\" stroke=\"#b9c1ca\"/>",
+            BASE + 4.0,
         );
         // A label this close to an edge would be cut off or run into the
         // value axis or the "UTC" note: the tick alone says enough.
@@ -236,7 +282,7 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
             let _ = write!(
                 out,
                 "<text x=\"{xx:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">{}</text>",
-                base + 20.0,
+                BASE + 20.0,
                 time_label(t, range)
             );
         }
@@ -244,40 +290,25 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
     }
     let _ = write!(
         out,
-        "<line x1=\"{LEFT}\" y1=\"{base}\" x2=\"{:.1}\" y2=\"{base}\" stroke=\"#8a949e\"/>\
+        "<line x1=\"{LEFT}\" y1=\"{BASE}\" x2=\"{:.1}\" y2=\"{BASE}\" stroke=\"#8a949e\"/>\
          <text x=\"{:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"end\">UTC</text>",
         W - RIGHT,
         W - RIGHT,
         H - 2.0
     );
-    if times.is_empty() {
-        let _ = write!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">no samples in the last {}</text></svg>",
-            LEFT + plot_w / 2.0,
-            TOP + plot_h / 2.0,
-            range.label()
-        );
-        return out;
-    }
-    // Areas from the top of the stack down, so each lies over the next.
+}
+
+/// One area per relay, from the top of the stack down, so each lies over
+/// the next. `times` is not empty.
+fn areas(out: &mut String, frame: &Frame, times: &[i64], tops: &[Vec<i64>], series: &[Series]) {
     for k in (0..tops.len()).rev() {
-        let upper: Vec<String> = times
-            .iter()
-            .zip(&tops[k])
-            .map(|(&t, &v)| format!("{:.1},{:.1}", x(t), y(v)))
-            .collect();
+        let upper = frame.points(times.iter().zip(&tops[k]));
         let lower: Vec<String> = match k {
             0 => vec![
-                format!("{:.1},{base:.1}", x(times[times.len() - 1])),
-                format!("{:.1},{base:.1}", x(times[0])),
+                format!("{:.1},{BASE:.1}", frame.x(times[times.len() - 1])),
+                format!("{:.1},{BASE:.1}", frame.x(times[0])),
             ],
-            _ => times
-                .iter()
-                .zip(&tops[k - 1])
-                .rev()
-                .map(|(&t, &v)| format!("{:.1},{:.1}", x(t), y(v)))
-                .collect(),
+            _ => frame.points(times.iter().zip(&tops[k - 1]).rev()),
         };
         let _ = write!(
             out,
@@ -289,12 +320,14 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
             c = colour(k),
         );
     }
-    let line: Vec<String> = times
-        .iter()
-        .zip(&totals)
-        .map(|(&t, &v)| format!("{:.1},{:.1}", x(t), y(v)))
-        .collect();
-    let (lx, ly) = (x(times[times.len() - 1]), y(current));
+}
+
+/// The total's line, its current value marked at the end. `times` is not
+/// empty.
+fn total_line(out: &mut String, frame: &Frame, times: &[i64], totals: &[i64]) {
+    let current = totals.last().copied().unwrap_or(0);
+    let line = frame.points(times.iter().zip(totals));
+    let (lx, ly) = (frame.x(times[times.len() - 1]), frame.y(current));
     let _ = write!(
         out,
         "<polyline fill=\"none\" stroke=\"#1d232a\" stroke-width=\"1.5\" points=\"{}\"/>\
@@ -304,7 +337,6 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
         lx - 6.0,
         (ly - 7.0).max(TOP + 10.0),
     );
-    out
 }
 
 #[cfg(test)]

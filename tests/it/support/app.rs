@@ -109,7 +109,19 @@ impl TestApp {
 
     /// A GET with one more header, as a proxy in front would send it.
     pub async fn get_with(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
-        let req = self.client.get(self.url(path)).header(name, value);
+        self.get_with_headers(path, &[(name, value)]).await
+    }
+
+    /// A GET with more headers (a proxy's and a client's).
+    pub async fn get_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        for &(name, value) in headers {
+            req = req.header(name, value);
+        }
         req.send().await.unwrap()
     }
 
@@ -121,6 +133,11 @@ impl TestApp {
             .await
             .unwrap();
         self.state.refresh().await.unwrap();
+    }
+
+    /// Imports [`one_relay_config`] for the relay at `url`, named `a`.
+    pub async fn import_one_relay(&self, url: &str) {
+        self.import(&one_relay_config("a", url, "")).await;
     }
 
     /// Where a listener opening `stream` is sent (panics on anything but a 302).
@@ -161,6 +178,15 @@ impl TestApp {
             let _ = h.await;
         }
     }
+}
+
+/// A config of one relay `name` at `url` whose `/live.mp3` is the stream
+/// `live`; `stream_extra` adds lines to the stream's table.
+pub fn one_relay_config(name: &str, url: &str, stream_extra: &str) -> String {
+    format!(
+        "[[servers]]\nname = \"{name}\"\nurl = \"{url}\"\n[[streams]]\nname = \"live\"\n\
+         {stream_extra}mounts = [{{ server = \"{name}\", mount = \"/live.mp3\" }}]\n"
+    )
 }
 
 impl Drop for TestApp {

@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::listening_port;
+use super::{eventually, listening_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -157,19 +157,16 @@ impl Icecast {
 
     async fn wait_until_up(&self) {
         let client = super::app::client();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            // status.xsl ships with Icecast, so relays without load.xsl
-            // are judged up by the same probe.
-            if let Ok(r) = client
-                .get(format!("{}/status.xsl", self.url()))
-                .send()
-                .await
-                && r.status() == 200
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // status.xsl ships with Icecast, so relays without load.xsl are
+        // judged up by the same probe.
+        let probe = format!("{}/status.xsl", self.url());
+        let up = eventually(Duration::from_secs(10), async || {
+            let r = client.get(&probe).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        if up {
+            return;
         }
         panic!(
             "icecast2 did not answer on port {} within 10 s; error.log:\n{}",
@@ -226,50 +223,33 @@ impl Icecast {
             }
         });
         let source = Source { task };
-        let deadline = Instant::now() + Duration::from_secs(10);
         // status-json.xsl, not load.xsl: some test relays have no load.xsl.
-        while !self.status_json().await.contains(&format!("{mount}\"")) {
-            assert!(
-                Instant::now() < deadline,
-                "{mount} did not appear on the relay"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let listed = format!("{mount}\"");
+        let appeared = eventually(Duration::from_secs(10), async || {
+            self.status_json().await.contains(&listed)
+        })
+        .await;
+        assert!(appeared, "{mount} did not appear on the relay");
         source
     }
 
+    /// The body of the relay's `path`.
+    async fn page(&self, path: &str) -> String {
+        let r = super::app::client().get(format!("{}{path}", self.url()));
+        r.send().await.unwrap().text().await.unwrap()
+    }
+
     async fn status_json(&self) -> String {
-        super::app::client()
-            .get(format!("{}/status-json.xsl", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.page("/status-json.xsl").await
     }
 
     pub async fn load_xsl(&self) -> String {
-        super::app::client()
-            .get(format!("{}/load.xsl", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.page("/load.xsl").await
     }
 
     /// Listeners Icecast itself counts on `mount` (0 if the mount is gone).
     pub async fn listeners(&self, mount: &str) -> u64 {
-        let body = super::app::client()
-            .get(format!("{}/status-json.xsl", self.url()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = self.status_json().await;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let sources = match &v["icestats"]["source"] {
             serde_json::Value::Array(a) => a.clone(),
@@ -287,14 +267,13 @@ impl Icecast {
     /// after 5 s: Icecast's stats thread counts a new listener a little after
     /// the audio starts flowing, later still on a busy machine.
     pub async fn listeners_settled(&self, mount: &str, expected: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let n = self.listeners(mount).await;
-            if n == expected || Instant::now() > deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mut n = 0;
+        eventually(Duration::from_secs(5), async || {
+            n = self.listeners(mount).await;
+            n == expected
+        })
+        .await;
+        n
     }
 
     /// Kills the relay abruptly, as a crash would.

@@ -2,12 +2,12 @@
 //! through chromedriver: sessions, navigation, elements, screenshots.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::icecast::skip;
-use super::listening_port;
+use super::{eventually, listening_port};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -46,16 +46,12 @@ impl Browser {
             .expect("chromedriver did not listen within 60 s");
         let base = format!("http://127.0.0.1:{port}");
         let http = super::app::client();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let started = eventually(Duration::from_secs(15), async || {
+            let r = http.get(format!("{base}/status")).send().await;
+            r.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        assert!(started, "chromedriver did not start");
         let profile = tempfile::tempdir().unwrap();
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -135,18 +131,14 @@ impl Browser {
     /// Waits (up to 10 s) for the page to contain `text`: a click that
     /// submits a form does not always wait for the next page.
     pub async fn wait_for(&self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let page = self.source().await;
-            if page.contains(text) {
-                return page;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "page never showed {text:?}:\n{page}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mut page = String::new();
+        let shown = eventually(Duration::from_secs(10), async || {
+            page = self.source().await;
+            page.contains(text)
+        })
+        .await;
+        assert!(shown, "page never showed {text:?}:\n{page}");
+        page
     }
 
     pub async fn find(&self, css: &str) -> String {
