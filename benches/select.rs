@@ -151,6 +151,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
         require_https: false,
         mounts: (0..relays).collect(),
         counters: Arc::new(StreamCounters::default()),
+        routes: Default::default(),
     };
     Snapshot::from_parts(servers, vec![stream], mounts)
 }

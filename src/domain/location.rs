@@ -58,6 +58,11 @@ impl Point {
         Point([lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()])
     }
 
+    /// The unit vector's components.
+    pub fn xyz(self) -> [f64; 3] {
+        self.0
+    }
+
     /// Through the chord: the same great-circle distance as the haversine
     /// formula, whose `h` is the squared half chord.
     pub fn distance_km(self, o: Point) -> f64 {

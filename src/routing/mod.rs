@@ -4,6 +4,7 @@
 pub mod clients;
 pub mod countries;
 pub mod reservations;
+pub mod routes;
 pub mod select;
 pub mod snapshot;
 #[cfg(test)]

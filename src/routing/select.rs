@@ -23,16 +23,18 @@
 //! 4. The winner's slot is reserved; if a concurrent request took the last
 //!    slot first, selection runs again.
 //!
-//! `choose` (the redirect path) makes two passes over the stream's mounts
-//! and allocates nothing; `rank` orders every mount for the admin,
+//! `choose` (the redirect path) reads the stream's `routes` index (one
+//! distance pass, counters only for the nearest and the first ring) and
+//! allocates nothing; `rank` orders every mount for the admin,
 //! playlists and the explain page by the same rules.
 
 use std::sync::atomic::Ordering;
 
 use rand::Rng;
 
-use crate::domain::{ClientGeo, Point};
+use crate::domain::{ClientGeo, CountryCode, Point};
 
+use super::routes::Group;
 use super::snapshot::{MountEntry, ServerEntry, Snapshot, StreamEntry};
 
 /// Relays within this factor of the nearest distance count as equally near…
@@ -237,12 +239,6 @@ fn load_of(
     }
 }
 
-/// Mean limit of the serving mounts whose limit is known: what a mount of
-/// unknown limit is treated as (1 when none is known).
-fn fair_share(sum: u64, known: u64) -> u64 {
-    sum.checked_div(known).unwrap_or(1).max(1)
-}
-
 /// Every mount of the stream, candidates first in the order they would be
 /// chosen, then the excluded ones.
 pub fn rank(
@@ -254,7 +250,7 @@ pub fn rank(
     rng: &mut impl Rng,
 ) -> Vec<Assessed> {
     let point = client.coords.map(Point::new);
-    let share = stream_fair_share(snap, stream);
+    let share = stream.routes.share;
     let mut all: Vec<(Assessed, u32)> = stream
         .mounts
         .iter()
@@ -344,25 +340,6 @@ pub fn try_reserve(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> boo
     }
 }
 
-/// The fair share of a mount of unknown limit in this stream (rule 3),
-/// over the mounts that could serve now.
-fn stream_fair_share(snap: &Snapshot, stream: &StreamEntry) -> u64 {
-    let (mut sum, mut known) = (0u64, 0u64);
-    for &i in &stream.mounts {
-        let m = &snap.mounts[i];
-        let s = &snap.servers[m.server];
-        if let (true, Some(max)) = (serving(m, s), m.max.or(s.max_listeners)) {
-            sum += u64::from(max);
-            known += 1;
-        }
-    }
-    fair_share(sum, known)
-}
-
-fn serving(m: &MountEntry, s: &ServerEntry) -> bool {
-    m.live && s.enabled && s.health.is_up()
-}
-
 /// Where the client stands, for `choose`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Want {
@@ -370,15 +347,11 @@ pub struct Want {
     pub https: bool,
 }
 
-/// How near a candidate is, comparable without trigonometry: the squared
-/// chord for located relays; `NEAR` for a located client's own country
-/// when the relay has no coordinates (rule: counts as local).
-type Nearness = f64;
-
 /// Picks and reserves the best mount; `None` when nothing has a free slot.
-/// Two passes over the stream's mounts and no allocation: the first finds
-/// the nearest candidate (the ring-0 bound), the HTTPS tier and the fair
-/// share, the second the least loaded mount within them.
+/// Reads the stream's [`Routes`] and allocates nothing (a per-thread buffer
+/// of distances is reused): the distance pass touches only the relays'
+/// unit vectors, the reservation counters are read for the nearest few and
+/// for the mounts of the first ring.
 pub fn choose(
     snap: &Snapshot,
     stream: &StreamEntry,
@@ -400,97 +373,9 @@ pub fn choose(
     None
 }
 
-/// What the first pass learned.
-struct Bounds {
-    /// Only mounts of this HTTPS tier are eligible (0: has https_url).
-    tier: u8,
-    /// Ring 0: the nearest located candidate's ring bound as a squared
-    /// chord; `None` when no candidate has a distance.
-    ring0: Option<f64>,
-    /// A country-only client with a same-country candidate.
-    country_ring: bool,
-    share: u64,
-}
-
-fn nearness(
-    snap: &Snapshot,
-    m: &MountEntry,
-    client: &ClientGeo,
-    point: Option<Point>,
-    same_country: bool,
-) -> Option<Nearness> {
-    let p = point?;
-    match snap.server_point(m.server) {
-        Some(sp) => Some(p.chord2(sp)),
-        None if same_country => Some(0.0),
-        None => None,
-    }
-    .filter(|_| client.coords.is_some())
-}
-
-fn https_tier(s: &ServerEntry, stream: &StreamEntry, want: Want) -> Option<u8> {
-    match (want.https, s.https_url.is_some()) {
-        (false, _) | (true, true) => Some(0),
-        (true, false) if stream.require_https => None,
-        (true, false) => Some(1),
-    }
-}
-
-fn bounds(
-    snap: &Snapshot,
-    stream: &StreamEntry,
-    client: &ClientGeo,
-    point: Option<Point>,
-    want: Want,
-    now_s: u64,
-    ttl_s: u64,
-) -> Option<Bounds> {
-    let mut tier = u8::MAX;
-    let mut nearest = f64::INFINITY;
-    let mut country_ring = false;
-    let (mut sum, mut known) = (0u64, 0u64);
-    for &i in &stream.mounts {
-        let m = &snap.mounts[i];
-        let s = &snap.servers[m.server];
-        if !serving(m, s) {
-            continue;
-        }
-        if let Some(max) = m.max.or(s.max_listeners) {
-            sum += u64::from(max);
-            known += 1;
-        }
-        let Some(t) = https_tier(s, stream, want) else {
-            continue;
-        };
-        if t > tier || free_slots(m, s, now_s, ttl_s).0 == Some(0) {
-            continue;
-        }
-        if t < tier {
-            tier = t;
-            nearest = f64::INFINITY;
-            country_ring = false;
-        }
-        let same_country = matches!((client.country, s.country), (Some(a), Some(b)) if a == b);
-        country_ring |= same_country;
-        if let Some(n) = nearness(snap, m, client, point, same_country) {
-            nearest = nearest.min(n);
-        }
-    }
-    if tier == u8::MAX {
-        return None;
-    }
-    let ring0 = nearest.is_finite().then(|| {
-        let d = chord2_to_km(nearest);
-        km_to_chord2(band_limit(d))
-    });
-    Some(Bounds {
-        tier,
-        ring0,
-        country_ring: country_ring && client.coords.is_none(),
-        share: fair_share(sum, known),
-    })
-}
-
+/// The mount `choose` would reserve, without reserving it. An HTTPS
+/// listener's candidates are the relays with an `https_url` while one of
+/// them has room, then (unless the stream requires HTTPS) the others.
 fn pick(
     snap: &Snapshot,
     stream: &StreamEntry,
@@ -500,52 +385,174 @@ fn pick(
     ttl_s: u64,
     rng: &mut impl Rng,
 ) -> Option<usize> {
-    let point = client.coords.map(Point::new);
-    let b = bounds(snap, stream, client, point, want, now_s, ttl_s)?;
-    let mut best: Option<(usize, Load, bool)> = None;
-    let mut ties = 0u32;
-    for &i in &stream.mounts {
-        let m = &snap.mounts[i];
-        let s = &snap.servers[m.server];
-        if !serving(m, s) || https_tier(s, stream, want) != Some(b.tier) {
-            continue;
+    let r = &stream.routes;
+    let tiers: [Option<&Group>; 2] = match (want.https, stream.require_https) {
+        (false, _) => [Some(&r.all), None],
+        (true, true) => [Some(&r.https), None],
+        (true, false) => [Some(&r.https), Some(&r.plain)],
+    };
+    let c = Ctx {
+        snap,
+        client,
+        share: r.share,
+        now_s,
+        ttl_s,
+    };
+    tiers.into_iter().flatten().find_map(|g| c.pick_in(g, rng))
+}
+
+/// What every step of one pick reads.
+struct Ctx<'a> {
+    snap: &'a Snapshot,
+    client: &'a ClientGeo,
+    share: u64,
+    now_s: u64,
+    ttl_s: u64,
+}
+
+/// Full mounts looked at one by one, nearest first, before the rest are
+/// checked in one pass: a few full relays nearby cost a few cheap scans of
+/// the distances, a region full of them costs one pass over the counters.
+const NEAREST_TRIES: usize = 8;
+
+thread_local! {
+    /// Squared chords from the client to each relay of a group; reused so
+    /// the redirect path allocates nothing once a thread has seen its
+    /// largest stream.
+    static CHORDS: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Ctx<'_> {
+    fn free(&self, mount: u32) -> Option<(Option<u64>, u64)> {
+        let m = &self.snap.mounts[mount as usize];
+        let s = &self.snap.servers[m.server];
+        let (free, reserved) = free_slots(m, s, self.now_s, self.ttl_s);
+        (free != Some(0)).then_some((free, reserved))
+    }
+
+    fn same_country(&self, c: Option<CountryCode>) -> bool {
+        matches!((self.client.country, c), (Some(a), Some(b)) if a == b)
+    }
+
+    /// The best mount of `g` for this client (rules 2 and 3).
+    fn pick_in(&self, g: &Group, rng: &mut impl Rng) -> Option<usize> {
+        if g.is_empty() {
+            return None;
         }
-        let same_country = matches!((client.country, s.country), (Some(a), Some(c)) if a == c);
-        let in_ring = match b.ring0 {
-            Some(limit) => {
-                nearness(snap, m, client, point, same_country).is_some_and(|n| n <= limit)
-            }
-            None if b.country_ring => same_country,
-            None => true,
-        };
-        if !in_ring {
-            continue;
-        }
-        let (free, reserved) = free_slots(m, s, now_s, ttl_s);
-        if free == Some(0) {
-            continue;
-        }
-        let load = load_of(m, s, reserved, b.share, now_s, ttl_s);
-        let order = match best {
-            None => std::cmp::Ordering::Less,
-            Some((_, l, c)) => load.better_than(l).then(c.cmp(&same_country)),
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                best = Some((i, load, same_country));
-                ties = 1;
-            }
-            std::cmp::Ordering::Equal => {
-                // Reservoir sampling: each of the tied mounts equally likely.
-                ties += 1;
-                if rng.random_range(0..ties) == 0 {
-                    best = Some((i, load, same_country));
+        match self.client.coords {
+            Some(c) => CHORDS.with_borrow_mut(|d| self.pick_located(g, Point::new(c), d, rng)),
+            None => {
+                let local = |k: usize| self.same_country(g.countries[k]);
+                if self.client.country.is_some()
+                    && let Some(m) = self.best(g, local, rng)
+                {
+                    return Some(m);
                 }
+                self.best(g, |_| true, rng)
             }
-            std::cmp::Ordering::Greater => {}
         }
     }
-    best.map(|(i, _, _)| i)
+
+    /// Rule 2 for a located client: ring 0 is opened by the nearest relay
+    /// with room. `d` ends up NaN for relays found full, infinite for those
+    /// of unknown location outside the client's country.
+    fn pick_located(
+        &self,
+        g: &Group,
+        p: Point,
+        d: &mut Vec<f64>,
+        rng: &mut impl Rng,
+    ) -> Option<usize> {
+        g.chords_from(p, d);
+        for &k in &g.unlocated {
+            // A relay placed only by country counts as local to it.
+            let local = self.same_country(g.countries[k as usize]);
+            d[k as usize] = if local { 0.0 } else { f64::INFINITY };
+        }
+        match self.nearest_with_room(g, d) {
+            Some(near) => {
+                let limit = km_to_chord2(band_limit(chord2_to_km(near)));
+                self.best(g, |k| d[k] <= limit, rng)
+            }
+            // No located relay has room: the rest form one ring.
+            None => self.best(g, |k| !d[k].is_nan(), rng),
+        }
+    }
+
+    /// The squared chord to the nearest located relay with room, marking
+    /// the full ones it meets NaN.
+    fn nearest_with_room(&self, g: &Group, d: &mut [f64]) -> Option<f64> {
+        for _ in 0..NEAREST_TRIES {
+            let k = nearest(d)?;
+            if self.free(g.mounts[k]).is_some() {
+                return Some(d[k]);
+            }
+            d[k] = f64::NAN;
+        }
+        let mut best = None;
+        for (dk, &mount) in d.iter_mut().zip(&g.mounts) {
+            if !dk.is_finite() || best.is_some_and(|b| *dk >= b) {
+                continue;
+            }
+            match self.free(mount) {
+                Some(_) => best = Some(*dk),
+                None => *dk = f64::NAN,
+            }
+        }
+        best
+    }
+
+    /// Rule 3 among the mounts of `g` that `in_ring` admits and that have
+    /// room: the least loaded, then the client's country, then chance.
+    fn best(
+        &self,
+        g: &Group,
+        in_ring: impl Fn(usize) -> bool,
+        rng: &mut impl Rng,
+    ) -> Option<usize> {
+        let mut best: Option<(usize, Load, bool)> = None;
+        let mut ties = 0u32;
+        for k in (0..g.len()).filter(|&k| in_ring(k)) {
+            let Some((_, reserved)) = self.free(g.mounts[k]) else {
+                continue;
+            };
+            let i = g.mounts[k] as usize;
+            let m = &self.snap.mounts[i];
+            let s = &self.snap.servers[m.server];
+            let load = load_of(m, s, reserved, self.share, self.now_s, self.ttl_s);
+            let local = self.same_country(g.countries[k]);
+            let order = match best {
+                None => std::cmp::Ordering::Less,
+                Some((_, l, c)) => load.better_than(l).then(c.cmp(&local)),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    best = Some((i, load, local));
+                    ties = 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    // Reservoir sampling: each of the tied mounts equally likely.
+                    ties += 1;
+                    if rng.random_range(0..ties) == 0 {
+                        best = Some((i, load, local));
+                    }
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+}
+
+/// Position of the smallest finite value.
+fn nearest(d: &[f64]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (k, &v) in d.iter().enumerate() {
+        if v.is_finite() && best.is_none_or(|(_, b)| v < b) {
+            best = Some((k, v));
+        }
+    }
+    best.map(|(k, _)| k)
 }
 
 const EARTH_R: f64 = 6371.0088;
@@ -843,6 +850,7 @@ mod tests {
             relay("tls", 90, Some(100)),
         ]);
         s.servers[1].https_url = Some("https://tls".into());
+        s.reindex();
         let mut rng = StdRng::seed_from_u64(7);
         let https = Want { https: true };
         let st = &s.streams[0];
@@ -878,29 +886,53 @@ mod tests {
         );
     }
 
+    /// A random relay: located or placed by country only, often full,
+    /// sometimes down, with or without a limit.
+    fn random_relay(rng: &mut StdRng) -> crate::routing::testing::Relay {
+        let country = ["DE", "FR", "US"][rng.random_range(0..3)];
+        let mut r = located(
+            "x",
+            country,
+            rng.random_range(-60.0..60.0),
+            rng.random_range(-180.0..180.0),
+        );
+        if rng.random_bool(0.2) {
+            r.coords = None;
+        }
+        r.max = rng.random_bool(0.9).then_some(100);
+        r.listeners = if rng.random_bool(0.5) {
+            100
+        } else {
+            rng.random_range(0..100)
+        };
+        r.up = rng.random_bool(0.9);
+        r
+    }
+
+    fn random_client(rng: &mut StdRng) -> ClientGeo {
+        let mut c = at(
+            rng.random_range(-60.0..60.0),
+            rng.random_range(-180.0..180.0),
+        );
+        c.country = rng
+            .random_bool(0.7)
+            .then(|| CountryCode::parse(["DE", "FR", "US"][rng.random_range(0..3)]).unwrap());
+        if rng.random_bool(0.2) {
+            c.coords = None;
+        }
+        c
+    }
+
     #[test]
     fn choose_agrees_with_rank_on_the_ring_and_the_least_loaded() {
-        // Random situations: the winner is always a ring-0 candidate that
-        // rank puts first or ties with it.
+        // Random situations (full relays nearest, relays placed by country
+        // only, relays down, clients with and without coordinates): the
+        // winner is always a candidate rank puts first or ties with.
         let mut rng = StdRng::seed_from_u64(11);
-        for round in 0..200 {
-            let relays: Vec<_> = (0..8)
-                .map(|_| {
-                    let mut r = located(
-                        "x",
-                        "DE",
-                        rng.random_range(-60.0..60.0),
-                        rng.random_range(-180.0..180.0),
-                    );
-                    r.listeners = rng.random_range(0..100);
-                    r
-                })
-                .collect();
-            let s = snapshot(relays);
-            let client = at(
-                rng.random_range(-60.0..60.0),
-                rng.random_range(-180.0..180.0),
-            );
+        for round in 0..2000 {
+            let n = rng.random_range(1..30);
+            let s = snapshot((0..n).map(|_| random_relay(&mut rng)).collect());
+            let client = random_client(&mut rng);
             let ranked = rank(
                 &s,
                 &s.streams[0],
@@ -909,8 +941,9 @@ mod tests {
                 TTL,
                 &mut StdRng::seed_from_u64(round),
             );
-            let first = &ranked[0];
-            let m = choose(
+            let first = ranked.first().filter(|a| a.excluded.is_none());
+            let key = |a: &Assessed| (a.ring, a.score, a.same_country);
+            let chosen = super::pick(
                 &s,
                 &s.streams[0],
                 &client,
@@ -918,14 +951,20 @@ mod tests {
                 NOW,
                 TTL,
                 &mut rng,
-            )
-            .unwrap();
-            let a = ranked.iter().find(|a| a.mount == m).unwrap();
-            assert_eq!(a.ring, 0, "round {round}");
-            assert_eq!(
-                s.mounts[m].listeners, s.mounts[first.mount].listeners,
-                "round {round}"
             );
+            let Some(m) = chosen else {
+                assert!(
+                    first.is_none(),
+                    "round {round}: none chosen, rank has {first:?}"
+                );
+                continue;
+            };
+            let a = ranked.iter().find(|a| a.mount == m).unwrap();
+            assert!(
+                a.excluded.is_none(),
+                "round {round}: chose an excluded mount"
+            );
+            assert_eq!(key(a), key(first.unwrap()), "round {round}");
         }
     }
 
@@ -1151,6 +1190,7 @@ mod tests {
             name: "x".into(),
             description: String::new(),
             fallback_url: None,
+            routes: Default::default(),
         };
         let de = ClientGeo {
             country: Some(CountryCode::parse("DE").unwrap()),

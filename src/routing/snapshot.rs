@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::store;
 
 use super::reservations::{Ledger, Observation};
+use super::routes::Routes;
 
 #[derive(Debug, Default)]
 pub struct MountCounters {
@@ -138,6 +139,9 @@ pub struct StreamEntry {
     pub require_https: bool,
     pub mounts: Vec<usize>,
     pub counters: Arc<StreamCounters>,
+    /// The serving mounts as `select::choose` reads them; filled in by
+    /// [`Snapshot::from_parts`] (and [`Snapshot::reindex`]).
+    pub routes: Routes,
 }
 
 #[derive(Debug, Default)]
@@ -193,18 +197,33 @@ impl Snapshot {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
-        let points = servers
-            .iter()
-            .map(|s| s.coords.map(|c| (c, Point::new(c))))
-            .collect();
-        Snapshot {
+        let mut snap = Snapshot {
             built_at_ms: store::now_ms(),
-            points,
+            points: Vec::new(),
             servers,
             streams,
             mounts,
             by_name,
+        };
+        snap.reindex();
+        snap
+    }
+
+    /// Recomputes what is derived from the entries (relay unit vectors and
+    /// each stream's routes); for code that changed an entry in place.
+    pub fn reindex(&mut self) {
+        self.points = self
+            .servers
+            .iter()
+            .map(|s| s.coords.map(|c| (c, Point::new(c))))
+            .collect();
+        let mut streams = std::mem::take(&mut self.streams);
+        for st in &mut streams {
+            st.routes = Routes::build(&st.mounts, &self.mounts, &self.servers, |i| {
+                self.server_point(i)
+            });
         }
+        self.streams = streams;
     }
 }
 
@@ -217,16 +236,23 @@ pub struct Reconcile {
     pub ttl_s: u64,
 }
 
-/// Reads the store into a new snapshot. `resolved` holds GeoIP locations of
-/// servers that have none configured; every mount's and server's
-/// reservations are reconciled with the server's last successful poll.
-pub async fn load(
-    db: &store::Pool,
+/// Everything a snapshot is built from, read from the store; building is
+/// CPU work (milliseconds at thousands of relays), so the server runs it on
+/// a blocking thread rather than on the workers that answer redirects.
+pub async fn read(db: &store::Pool) -> Result<Rows> {
+    Rows::read(db).await
+}
+
+/// The snapshot from what [`read`] returned. `resolved` holds GeoIP
+/// locations of servers that have none configured; every mount's and
+/// server's reservations are reconciled with the server's last successful
+/// poll.
+pub fn build(
+    rows: Rows,
     counters: &Counters,
     resolved: &HashMap<i64, ResolvedLocation>,
     rec: Reconcile,
-) -> Result<Snapshot> {
-    let rows = Rows::read(db).await?;
+) -> Snapshot {
     let usage = UsageIndex::new(&rows.usage);
     let mut servers = Vec::with_capacity(rows.servers.len());
     let mut server_index = HashMap::new();
@@ -264,12 +290,12 @@ pub async fn load(
         streams[stream].mounts.push(mounts.len());
         mounts.push(entry);
     }
-    Ok(Snapshot::from_parts(servers, streams, mounts))
+    Snapshot::from_parts(servers, streams, mounts)
 }
 
 /// Everything a snapshot is built from, read in one transaction so it is
 /// consistent even while a poll or an import commits.
-struct Rows {
+pub struct Rows {
     servers: Vec<store::servers::ServerRow>,
     streams: Vec<store::streams::StreamRow>,
     mounts: Vec<store::mounts::MountRow>,
@@ -410,6 +436,7 @@ fn stream_entry(row: &store::streams::StreamRow, counters: Arc<StreamCounters>) 
         require_https: row.require_https,
         mounts: Vec::new(),
         counters,
+        routes: Routes::default(),
     }
 }
 

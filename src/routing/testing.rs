@@ -91,6 +91,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
         require_https: false,
         mounts: (0..mounts.len()).collect(),
         counters: Arc::new(StreamCounters::default()),
+        routes: Default::default(),
     };
     Snapshot::from_parts(servers, vec![stream], mounts)
 }

@@ -207,8 +207,12 @@ impl AppState {
             grace_ms: self.0.settings.reservation_grace.as_millis() as i64,
             ttl_s: self.0.settings.reservation_ttl_s(),
         };
-        let snap = snapshot::load(&self.0.db, &self.0.counters, &resolved, rec).await?;
-        self.0.snapshot.store(Arc::new(snap));
+        let rows = snapshot::read(&self.0.db).await?;
+        let this = self.clone();
+        let snap =
+            blocking(move || snapshot::build(rows, &this.0.counters, &resolved, rec)).await?;
+        let old = self.0.snapshot.swap(Arc::new(snap));
+        retire(old);
         self.0.refreshed.send_modify(|n| *n += 1);
         self.0
             .built_at_version
@@ -485,6 +489,19 @@ async fn host_address(url: &str) -> std::result::Result<IpAddr, String> {
         .map(|a| a.ip())
         .ok_or_else(|| format!("{bare} has no address"))
 }
+
+/// Drops a replaced snapshot on a blocking thread once the requests that
+/// loaded it are done: freeing thousands of entries takes milliseconds,
+/// which the last redirect holding it would otherwise pay.
+fn retire(old: Arc<Snapshot>) {
+    tokio::task::spawn_blocking(move || {
+        // A request holds a snapshot for microseconds; this is plenty.
+        std::thread::sleep(RETIRE_AFTER);
+        drop(old);
+    });
+}
+
+const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Runs CPU-heavy work (password hashing) on a blocking thread, so a login
 /// flood cannot slow redirects.
