@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod cluster;
 pub mod config;

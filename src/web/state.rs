@@ -273,6 +273,11 @@ impl AppState {
     /// Polls only the relays judged down, so a relay's return is used
     /// within seconds; also forgets clients older than the grace window.
     pub async fn recheck_down(&self) -> Result<()> {
+        let this = self.clone();
+        crate::background::run(async move { this.recheck_down_here().await }).await?
+    }
+
+    async fn recheck_down_here(&self) -> Result<()> {
         let inner = &self.0;
         let grace_ms = inner.settings.reservation_grace.as_millis() as i64;
         inner.clients.sweep(inner.clock.now_ms(), grace_ms);
@@ -355,6 +360,11 @@ impl AppState {
     /// GeoIP locations of relays are refreshed alongside, so a relay that
     /// moved (new DNS, new database) is placed anew at every poll.
     pub async fn poll_now(&self) -> Result<RoundSummary> {
+        let this = self.clone();
+        crate::background::run(async move { this.poll_round().await }).await?
+    }
+
+    async fn poll_round(&self) -> Result<RoundSummary> {
         let _one_round_at_a_time = self.0.poll_lock.lock().await;
         let this = self.clone();
         let on_written = move || this.request_refresh();
