@@ -160,3 +160,37 @@ async fn a_round_over_many_relays_rebuilds_routing_a_few_times_not_once_per_rela
 
 /// The outside-writer watcher's interval in these tests (500 ms by default).
 const WATCH: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[tokio::test]
+async fn a_stream_history_gives_each_relay_its_peaks_in_time_order() {
+    let (app, _relay) = one_relay(&[("/live.mp3", 5, None)]).await;
+    let mut conn = app.state.db().acquire().await.unwrap();
+    let five = 5 * 60 * 1000;
+    let base = 100 * 2 * five;
+    // Inserted out of order; two 5-minute peaks fall in each 10-minute bucket.
+    for (at, listeners) in [
+        (base + 3 * five, 4),
+        (base, 5),
+        (base + five, 9),
+        (base + 2 * five, 3),
+    ] {
+        sqlx::query(
+            "INSERT INTO history_5m (mount_id, bucket, listeners) SELECT id, ?, ? FROM mounts",
+        )
+        .bind(at)
+        .bind(listeners)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    let stream: i64 = sqlx::query_scalar("SELECT id FROM streams")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let points =
+        icecast_balancer::store::status::stream_history_by_server(&mut conn, stream, 0, 2 * five)
+            .await
+            .unwrap();
+    let got: Vec<(i64, i64)> = points.iter().map(|p| (p.at, p.listeners)).collect();
+    assert_eq!(got, vec![(base, 9), (base + 2 * five, 4)]);
+}
