@@ -13,7 +13,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use subtle::ConstantTimeEq;
@@ -138,7 +138,7 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
             }
             let location = url_of(chosen[0]);
             tracing::debug!(stream = %stream.name, client = %client.ip, %location, "redirect");
-            redirect(&location)
+            redirect(location)
         }
         Format::M3u | Format::Pls => {
             stream.counters.playlist.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +215,7 @@ async fn listen(
         && let Some(m) = serving_mount(&snap, stream, id)
     {
         stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
-        return redirect(&mount_url(&snap, m, l.client, l.query));
+        return redirect(mount_url(&snap, m, l.client, l.query));
     }
     let deadline = tokio::time::Instant::now() + settings.full_recheck;
     let mut refused = 0;
@@ -249,7 +249,7 @@ async fn listen(
             }
             let location = mount_url(&snap, m, l.client, l.query);
             tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
-            return redirect(&location);
+            return redirect(location);
         }
         if !state.await_fresh_counts(deadline).await {
             return full(state, stream, any_up(&snap, stream));
@@ -383,23 +383,34 @@ fn mount_url(snap: &Snapshot, m: usize, client: &ClientInfo, query: Option<&str>
         (Some(https), true) => https.as_str(),
         _ => server.url.as_str(),
     };
-    let mut url = format!("{base}{}", mount.path);
-    if let Some(q) = query.filter(|q| !q.is_empty()) {
+    let query = query.filter(|q| !q.is_empty());
+    // Sized once: the header takes this buffer as it is.
+    let len = base.len() + mount.path.len() + query.map_or(0, |q| q.len() + 1);
+    let mut url = String::with_capacity(len);
+    url.push_str(base);
+    url.push_str(&mount.path);
+    if let Some(q) = query {
         url.push('?');
         url.push_str(q);
     }
     url
 }
 
-fn redirect(location: &str) -> Response {
-    (
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location.to_string()),
-            (header::CACHE_CONTROL, "no-store".to_string()),
-        ],
-    )
-        .into_response()
+/// Takes the URL by value: the header takes over its buffer, so a
+/// redirect allocates nothing more than the URL itself.
+fn redirect(location: String) -> Response {
+    let Ok(location) = HeaderValue::try_from(location) else {
+        // What axum answers for a header that cannot be sent.
+        return plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "invalid redirect location\n".into(),
+        );
+    };
+    let mut resp = StatusCode::FOUND.into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn plain(status: StatusCode, body: String) -> Response {
@@ -419,7 +430,7 @@ fn plain(status: StatusCode, body: String) -> Response {
 fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
     if let Some(url) = &stream.fallback_url {
         stream.counters.fallback.fetch_add(1, Ordering::Relaxed);
-        return redirect(url);
+        return redirect(url.clone());
     }
     let counter = if any_up {
         &stream.counters.full

@@ -12,18 +12,21 @@
 //! timer also runs while a keep-alive connection waits, which would make
 //! the idle timeout and the head timeout one and the same.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -291,23 +294,16 @@ async fn connection(
     // Redirects are tiny one-write answers: sent at once, not held back
     // by Nagle waiting for the client's delayed ACK.
     let _ = tcp.set_nodelay(true);
-    let activity = Arc::new(Watch::default());
+    let activity = Arc::new(Watch::new());
     let io = TokioIo::new(Watched {
         inner: tcp,
         activity: activity.clone(),
     });
-    let seen = activity.clone();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let busy = Busy::begin(&seen);
-        // Router is always ready, so calling without poll_ready is fine.
-        let answer = router.clone().call(req);
-        async move {
-            let r: Result<_, Infallible> = answer.await;
-            drop(busy);
-            r
-        }
-    });
+    let service = PerConnection {
+        router: RefCell::new(router),
+        peer,
+        watch: activity.clone(),
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .header_read_timeout(None)
@@ -328,6 +324,55 @@ async fn connection(
     }
 }
 
+/// The router as one connection's hyper service.
+///
+/// The router is held in a `RefCell` so a request borrows it instead of
+/// cloning it: every connection's clone shares one reference count, and
+/// bumping it twice per request from every worker thread made that cache
+/// line bounce between the cores.
+struct PerConnection {
+    router: RefCell<Router>,
+    peer: SocketAddr,
+    watch: Arc<Watch>,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let busy = Busy::begin(&self.watch);
+        // Router is always ready, so calling without poll_ready is fine.
+        // `call` is not re-entered (hyper calls it from the connection's
+        // own task and the borrow ends before the future runs).
+        let inner = self.router.borrow_mut().call(req);
+        Answer {
+            inner,
+            busy: Some(busy),
+        }
+    }
+}
+
+/// The router's answer, the request marked busy until it is ready (a
+/// named future rather than an async block, which hyper would need boxed).
+struct Answer {
+    inner: RouteFuture<Infallible>,
+    busy: Option<Busy>,
+}
+
+impl Future for Answer {
+    type Output = Result<axum::response::Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+        // Idle from now on, even if hyper keeps the finished future.
+        self.busy = None;
+        Poll::Ready(r)
+    }
+}
+
 fn log_end(r: hyper::Result<()>) {
     if let Err(e) = r {
         tracing::debug!(error = %e, "client connection ended with an error");
@@ -342,21 +387,67 @@ fn log_end(r: hyper::Result<()>) {
 /// timeout and looks again when it fires. That is exact: a head that
 /// starts after the timer was set has its deadline after the timer fires,
 /// and an idle period that starts then ends later still.
-#[derive(Default)]
+///
+/// Atomics rather than a mutex: every request updates this twice and its
+/// first read once, and an uncontended lock still costs two atomic
+/// read-modify-writes each time. Times are nanoseconds after `base`.
 struct Watch {
-    state: Mutex<Activity>,
+    base: Instant,
+    /// Requests being answered.
+    busy: AtomicUsize,
+    /// When the first byte of the next request head arrived, plus one
+    /// (0: no head started).
+    head_started: AtomicU64,
+    /// When the connection last became idle.
+    idle_since: AtomicU64,
 }
 
 impl Watch {
-    fn update(&self, f: impl FnOnce(&mut Activity)) {
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner));
+    fn new() -> Watch {
+        Watch {
+            base: Instant::now(),
+            busy: AtomicUsize::new(0),
+            head_started: AtomicU64::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
+    fn since_base(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes arrived: the start of a head unless one is under way or a
+    /// request is being answered (a pipelined next request waits for it).
+    fn bytes_read(&self) {
+        if self.busy.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            let at = self.since_base().saturating_add(1);
+            self.head_started.store(at, Ordering::Relaxed);
+        }
+    }
+
+    fn begin(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        self.idle_since.store(self.since_base(), Ordering::Relaxed);
+        self.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Activity {
+        let at = |ns: u64| self.base + Duration::from_nanos(ns);
+        let head = self.head_started.load(Ordering::Relaxed);
+        Activity {
+            busy: self.busy.load(Ordering::Relaxed),
+            head_started: (head > 0).then(|| at(head - 1)),
+            idle_since: at(self.idle_since.load(Ordering::Relaxed)),
+        }
     }
 
     fn deadline(&self, t: Timeouts) -> Option<Instant> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .deadline(t)
+        self.load().deadline(t)
     }
 }
 
@@ -371,13 +462,8 @@ struct Activity {
     idle_since: Instant,
 }
 
-impl Default for Activity {
-    fn default() -> Activity {
-        Activity::new()
-    }
-}
-
 impl Activity {
+    #[cfg(test)]
     fn new() -> Activity {
         Activity {
             busy: 0,
@@ -404,20 +490,14 @@ struct Busy(Arc<Watch>);
 
 impl Busy {
     fn begin(watch: &Arc<Watch>) -> Busy {
-        watch.update(|a| {
-            a.busy += 1;
-            a.head_started = None;
-        });
+        watch.begin();
         Busy(watch.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.update(|a| {
-            a.busy -= 1;
-            a.idle_since = Instant::now();
-        });
+        self.0.end();
     }
 }
 
@@ -452,11 +532,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.update(|a| {
-                if a.busy == 0 && a.head_started.is_none() {
-                    a.head_started = Some(Instant::now());
-                }
-            });
+            self.activity.bytes_read();
         }
         r
     }
