@@ -364,41 +364,20 @@ pub fn choose(
     // A concurrent request may take the winner's last slot; then the
     // winner is full and the next pass picks another (bounded: each retry
     // follows a slot someone else took).
+    let c = Ctx {
+        snap,
+        client,
+        share: stream.routes.share,
+        now_s,
+        ttl_s,
+    };
     for _ in 0..8 {
-        let m = pick(snap, stream, client, want, now_s, ttl_s, rng)?;
+        let m = c.pick(stream, want, rng)?;
         if try_reserve(snap, m, now_s, ttl_s) {
             return Some(m);
         }
     }
     None
-}
-
-/// The mount `choose` would reserve, without reserving it. An HTTPS
-/// listener's candidates are the relays with an `https_url` while one of
-/// them has room, then (unless the stream requires HTTPS) the others.
-fn pick(
-    snap: &Snapshot,
-    stream: &StreamEntry,
-    client: &ClientGeo,
-    want: Want,
-    now_s: u64,
-    ttl_s: u64,
-    rng: &mut impl Rng,
-) -> Option<usize> {
-    let r = &stream.routes;
-    let tiers: [Option<&Group>; 2] = match (want.https, stream.require_https) {
-        (false, _) => [Some(&r.all), None],
-        (true, true) => [Some(&r.https), None],
-        (true, false) => [Some(&r.https), Some(&r.plain)],
-    };
-    let c = Ctx {
-        snap,
-        client,
-        share: r.share,
-        now_s,
-        ttl_s,
-    };
-    tiers.into_iter().flatten().find_map(|g| c.pick_in(g, rng))
 }
 
 /// What every step of one pick reads.
@@ -423,6 +402,22 @@ thread_local! {
 }
 
 impl Ctx<'_> {
+    /// The mount `choose` would reserve, without reserving it. An HTTPS
+    /// listener's candidates are the relays with an `https_url` while one
+    /// of them has room, then (unless the stream requires HTTPS) the others.
+    fn pick(&self, stream: &StreamEntry, want: Want, rng: &mut impl Rng) -> Option<usize> {
+        let r = &stream.routes;
+        let tiers: [Option<&Group>; 2] = match (want.https, stream.require_https) {
+            (false, _) => [Some(&r.all), None],
+            (true, true) => [Some(&r.https), None],
+            (true, false) => [Some(&r.https), Some(&r.plain)],
+        };
+        tiers
+            .into_iter()
+            .flatten()
+            .find_map(|g| self.pick_in(g, rng))
+    }
+
     fn free(&self, mount: u32) -> Option<(Option<u64>, u64)> {
         let m = &self.snap.mounts[mount as usize];
         let s = &self.snap.servers[m.server];
@@ -943,15 +938,14 @@ mod tests {
             );
             let first = ranked.first().filter(|a| a.excluded.is_none());
             let key = |a: &Assessed| (a.ring, a.score, a.same_country);
-            let chosen = super::pick(
-                &s,
-                &s.streams[0],
-                &client,
-                Want::default(),
-                NOW,
-                TTL,
-                &mut rng,
-            );
+            let c = Ctx {
+                snap: &s,
+                client: &client,
+                share: s.streams[0].routes.share,
+                now_s: NOW,
+                ttl_s: TTL,
+            };
+            let chosen = c.pick(&s.streams[0], Want::default(), &mut rng);
             let Some(m) = chosen else {
                 assert!(
                     first.is_none(),
