@@ -56,6 +56,11 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .after_release(|conn, meta| Box::pin(reusable(conn, meta)))
+        // An idle connection that predates a read-only refusal is as
+        // suspect as one being released: never handed out again.
+        .before_acquire(|_, meta| {
+            Box::pin(async move { Ok(!opened_before_read_only_seen(meta.age)) })
+        })
         .connect_with(options(path)?)
         .await
         .with_context(|| format!("cannot open database {}", path.display()))?;
@@ -119,7 +124,8 @@ fn since_start_ms(at: Instant) -> u64 {
 /// every connection that existed then is retired on release; those opened
 /// afterwards are retired too if the fault is still there, and the first
 /// ones opened once it is gone stay.
-fn note_write_error(e: &sqlx::Error) {
+/// Returns whether `e` was such a refusal.
+fn note_write_error(e: &sqlx::Error) -> bool {
     const SQLITE_READONLY: &str = "8";
     let read_only = e
         .as_database_error()
@@ -128,6 +134,7 @@ fn note_write_error(e: &sqlx::Error) {
     if read_only {
         READ_ONLY_SEEN_MS.fetch_max(since_start_ms(Instant::now()), Ordering::Relaxed);
     }
+    read_only
 }
 
 fn opened_before_read_only_seen(age: Duration) -> bool {
@@ -200,12 +207,22 @@ pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
 /// up front (waiting out the busy timeout), where a deferred transaction
 /// that reads first could fail outright if another connection wrote in
 /// between.
+///
+/// Refused as read-only, it is tried once more: the refusal retires every
+/// connection that existed then, so the second try runs on a fresh one,
+/// which succeeds if the fault is gone (a connection opened while it was
+/// there, but after the last refusal, would otherwise fail one more write).
 pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-    let tx = pool.begin_with("BEGIN IMMEDIATE").await;
-    if let Err(e) = &tx {
-        note_write_error(e);
+    match pool.begin_with("BEGIN IMMEDIATE").await {
+        Err(e) if note_write_error(&e) => {
+            let tx = pool.begin_with("BEGIN IMMEDIATE").await;
+            if let Err(e) = &tx {
+                note_write_error(e);
+            }
+            tx
+        }
+        tx => tx,
     }
-    tx
 }
 
 /// The system clock, for timestamps that only record when something was
