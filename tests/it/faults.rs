@@ -252,8 +252,9 @@ async fn writes_recover_after_the_database_was_read_only() {
     assert_eq!(failed_rounds(&app, 10).await, 0, "polls did not recover");
 }
 
-/// Collects what the app logs while the guard lives (the app runs on this
-/// test's single thread).
+/// Collects what the app logs while the guard lives (the app's tasks run
+/// on this test's single thread; poll rounds run on the poll thread, so
+/// what they log is not collected).
 fn capture_log() -> (
     std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     tracing::subscriber::DefaultGuard,
