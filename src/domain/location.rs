@@ -72,12 +72,4 @@ impl Point {
         let chord = ((x - a).powi(2) + (y - b).powi(2) + (z - c).powi(2)).sqrt();
         2.0 * R * (chord / 2.0).min(1.0).asin()
     }
-
-    /// The squared chord to `o`: grows with the distance, so selection
-    /// compares these without a square root or an arcsine per relay.
-    pub fn chord2(self, o: Point) -> f64 {
-        let [x, y, z] = self.0;
-        let [a, b, c] = o.0;
-        (x - a) * (x - a) + (y - b) * (y - b) + (z - c) * (z - c)
-    }
 }

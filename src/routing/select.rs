@@ -34,7 +34,7 @@ use rand::Rng;
 
 use crate::domain::{ClientGeo, CountryCode, Point};
 
-use super::routes::Group;
+use super::routes::{Group, serving};
 use super::snapshot::{MountEntry, ServerEntry, Snapshot, StreamEntry};
 
 /// Relays within this factor of the nearest distance count as equally near…
@@ -138,7 +138,7 @@ pub fn stream_totals(
         let s = &snap.servers[m.server];
         let (free, reserved) = free_slots(m, s, now_s, ttl_s);
         t.reserved += reserved;
-        if m.live && s.enabled && s.health.is_up() {
+        if serving(m, s) {
             t.relays += 1;
             t.listeners += u64::from(m.listeners);
             t.capacity = t.capacity.zip(m.max).map(|(a, b)| a + u64::from(b));

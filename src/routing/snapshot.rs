@@ -236,14 +236,9 @@ pub struct Reconcile {
     pub ttl_s: u64,
 }
 
-/// Everything a snapshot is built from, read from the store; building is
-/// CPU work (milliseconds at thousands of relays), so the server runs it on
-/// a blocking thread rather than on the workers that answer redirects.
-pub async fn read(db: &store::Pool) -> Result<Rows> {
-    Rows::read(db).await
-}
-
-/// The snapshot from what [`read`] returned. `resolved` holds GeoIP
+/// The snapshot from what [`Rows::read`] returned; CPU work (milliseconds
+/// at thousands of relays), so the server runs it on a blocking thread
+/// rather than on the workers that answer redirects. `resolved` holds GeoIP
 /// locations of servers that have none configured; every mount's and
 /// server's reservations are reconciled with the server's last successful
 /// poll.
@@ -304,7 +299,7 @@ pub struct Rows {
 }
 
 impl Rows {
-    async fn read(db: &store::Pool) -> Result<Rows> {
+    pub async fn read(db: &store::Pool) -> Result<Rows> {
         let mut tx = db.begin().await?;
         let servers = store::servers::list(&mut tx).await?;
         let streams = store::streams::list(&mut tx).await?;

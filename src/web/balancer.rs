@@ -124,7 +124,7 @@ async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
     };
     let chosen = confirmed_candidates(state, &snap, stream, &geo, ask).await;
     if chosen.is_empty() {
-        return full(state, stream, any_up(&snap, stream));
+        return full(state, stream, any_up(stream));
     }
     if reserve {
         count_redirect(&snap, chosen[0]);
@@ -252,7 +252,7 @@ async fn listen(
             return redirect(location);
         }
         if !state.await_fresh_counts(deadline).await {
-            return full(state, stream, any_up(&snap, stream));
+            return full(state, stream, any_up(stream));
         }
         snap = arc_swap::Guard::into_inner(state.snapshot());
     }
@@ -260,21 +260,15 @@ async fn listen(
 
 /// Whether some relay of the stream is up and lists it: a 503 then means
 /// "full", otherwise "no relay available" (counted apart in /metrics).
-fn any_up(snap: &Snapshot, stream: &StreamEntry) -> bool {
-    stream.mounts.iter().any(|&m| {
-        let mount = &snap.mounts[m];
-        let s = &snap.servers[mount.server];
-        mount.live && s.enabled && s.health.is_up()
-    })
+fn any_up(stream: &StreamEntry) -> bool {
+    !stream.routes.all.is_empty()
 }
 
 /// Mount `id` of the stream, if it could take a listener now.
 fn serving_mount(snap: &Snapshot, stream: &StreamEntry, id: i64) -> Option<usize> {
-    stream.mounts.iter().copied().find(|&m| {
-        let mount = &snap.mounts[m];
-        let s = &snap.servers[mount.server];
-        mount.id == id && mount.live && s.enabled && s.health.is_up()
-    })
+    (stream.routes.all.mounts.iter())
+        .map(|&m| m as usize)
+        .find(|&m| snap.mounts[m].id == id)
 }
 
 fn count_redirect(snap: &Snapshot, m: usize) {

@@ -207,7 +207,7 @@ impl AppState {
             grace_ms: self.0.settings.reservation_grace.as_millis() as i64,
             ttl_s: self.0.settings.reservation_ttl_s(),
         };
-        let rows = snapshot::read(&self.0.db).await?;
+        let rows = snapshot::Rows::read(&self.0.db).await?;
         let this = self.clone();
         let snap =
             blocking(move || snapshot::build(rows, &this.0.counters, &resolved, rec)).await?;
@@ -513,8 +513,8 @@ fn retire(old: Arc<Snapshot>) {
 
 const RETIRE_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Runs CPU-heavy work (password hashing) on a blocking thread, so a login
-/// flood cannot slow redirects.
+/// Runs CPU-heavy work (password hashing, snapshot building) on a blocking
+/// thread, so a login flood or a large rebuild cannot slow redirects.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
