@@ -10,6 +10,7 @@ pub mod csrf;
 pub mod metrics;
 pub mod serve;
 pub mod state;
+pub mod workers;
 
 pub use state::AppState;
 

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use crate::config::Settings;
+use crate::web::workers;
 
 /// File handles kept free of client connections: the database pool, the
 /// change watcher, the GeoIP file and one socket per relay being polled.
@@ -69,6 +70,7 @@ pub async fn serve(
         header: limits.header_timeout,
         idle: limits.idle_timeout,
     };
+    workers::ensure_started()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut refused = Refusals::default();
@@ -80,11 +82,8 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => match admission.admit(peer.ip()) {
                     Some(ticket) => {
-                        let conn = connection(tcp, peer, router.clone(), timeouts, stop_rx.clone());
-                        conns.spawn(async move {
-                            conn.await;
-                            drop(ticket);
-                        });
+                        let conn = Conn { peer, router: router.clone(), timeouts, stop: stop_rx.clone() };
+                        hand_over(&mut conns, tcp, conn, ticket);
                     }
                     None => {
                         let _ = tcp.try_write(REFUSAL);
@@ -99,6 +98,32 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     drain(conns, settings.shutdown_timeout).await;
     Ok(())
+}
+
+/// What a connection needs besides its socket.
+struct Conn {
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    stop: watch::Receiver<bool>,
+}
+
+/// Moves an admitted connection to a connection thread (`workers`). The
+/// socket leaves the listener's runtime and joins the worker's, so its
+/// readiness wakes the thread that answers it.
+fn hand_over(conns: &mut JoinSet<()>, tcp: TcpStream, conn: Conn, ticket: Ticket) {
+    let spawned = tcp.into_std().and_then(|std| {
+        workers::spawn(conns, async move {
+            match TcpStream::from_std(std) {
+                Ok(tcp) => connection(tcp, conn).await,
+                Err(e) => tracing::warn!(error = %e, "cannot take over a connection"),
+            }
+            drop(ticket);
+        })
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot hand a connection over");
+    }
 }
 
 /// Waits for the connections to finish, up to `deadline`; what is left
@@ -284,13 +309,13 @@ struct Timeouts {
     idle: Duration,
 }
 
-async fn connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    router: Router,
-    timeouts: Timeouts,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn connection(tcp: TcpStream, conn: Conn) {
+    let Conn {
+        peer,
+        router,
+        timeouts,
+        mut stop,
+    } = conn;
     // Redirects are tiny one-write answers: sent at once, not held back
     // by Nagle waiting for the client's delayed ACK.
     let _ = tcp.set_nodelay(true);

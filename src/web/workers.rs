@@ -1,0 +1,104 @@
+//! The threads that answer client connections: one single-threaded runtime
+//! per core, each connection living on one of them from accept to close.
+//!
+//! A redirect is a few microseconds of work around two socket calls. On
+//! tokio's work-stealing runtime every readable socket woke a parked
+//! worker thread to come and steal the task, so a request paid for futex
+//! wake-ups and a task moving between cores as much as for its answer.
+//! A runtime per core, as nginx runs a process per core, keeps each
+//! connection's reads, answer and writes on one thread with nothing
+//! shared on the way.
+//!
+//! The listener stays on the main runtime: it admits a connection (the
+//! caps in `serve`) and hands it to the worker with the fewest open
+//! connections, which keeps the cores evenly loaded however long
+//! connections last. Work that is long for a single request (a large
+//! page, a snapshot build) runs on blocking threads, so it does not hold
+//! up the other connections of its worker.
+//!
+//! The pool lives for the whole process, like the poll runtime: every
+//! server in a process (the tests start many) shares it.
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::runtime::Handle;
+use tokio::task::{AbortHandle, JoinSet};
+
+static POOL: OnceLock<Result<Vec<Worker>, String>> = OnceLock::new();
+
+struct Worker {
+    handle: Handle,
+    /// Connections on this worker now, from every server in the process.
+    open: Arc<AtomicUsize>,
+}
+
+fn pool() -> io::Result<&'static [Worker]> {
+    let pool = POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..cores).map(start).collect::<io::Result<Vec<_>>>().map_err(|e| e.to_string())
+    });
+    pool.as_deref()
+        .map_err(|e| io::Error::other(format!("cannot start the connection threads: {e}")))
+}
+
+/// Starts worker `i`: a thread driving its runtime for ever (a runtime
+/// only runs tasks while a thread is inside `block_on`).
+fn start(i: usize) -> io::Result<Worker> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = rt.handle().clone();
+    std::thread::Builder::new()
+        .name(format!("serve-{i}"))
+        .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    Ok(Worker {
+        handle,
+        open: Arc::new(AtomicUsize::new(0)),
+    })
+}
+
+/// Starts the pool now, so a failure to start it is an error at start-up
+/// rather than at the first connection.
+pub fn ensure_started() -> io::Result<()> {
+    pool().map(|_| ())
+}
+
+/// Runs `conn` on the least busy worker, tracked by `set` (which can wait
+/// for it or abort it from the main runtime).
+pub fn spawn<F>(set: &mut JoinSet<()>, conn: F) -> io::Result<AbortHandle>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let pool = pool()?;
+    let worker = pool
+        .iter()
+        .min_by_key(|w| w.open.load(Ordering::Relaxed))
+        .ok_or_else(|| io::Error::other("no connection threads"))?;
+    let open = Open::new(worker.open.clone());
+    Ok(set.spawn_on(
+        async move {
+            let _open = open;
+            conn.await;
+        },
+        &worker.handle,
+    ))
+}
+
+/// One connection counted on its worker for as long as it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: Arc<AtomicUsize>) -> Open {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
