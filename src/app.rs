@@ -67,7 +67,7 @@ impl Application {
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         // The connection layer finishes in-flight requests within the
         // deadline after `shutdown`, then the background tasks stop.
-        crate::web::serve::serve(self.listener, router, state.settings(), shutdown).await?;
+        crate::web::serve::serve(self.listener, router, state.clone(), shutdown).await?;
         let _ = stop.send(true);
         stop_background(background, deadline).await;
         // What was counted since the last flush is not lost at a stop.

@@ -65,22 +65,53 @@ async fn stream_named_poll(state: State<AppState>, req: Request) -> Response {
 /// Takes the whole request rather than `HeaderMap`/`Uri` extractors, which
 /// would clone them on every redirect.
 async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Request) -> Response {
-    let started = std::time::Instant::now();
-    // The parts only: a `&Request` (its body) cannot be held across the
-    // wait for fresh counts.
-    let (parts, _body) = req.into_parts();
-    let resp = answer(&state, &name, &parts).await;
-    state.metrics().redirect_latency.observe(started.elapsed());
-    resp
-}
-
-async fn answer(state: &AppState, name: &str, req: &Parts) -> Response {
-    let Some(ConnectInfo(peer)) = req.extensions.get::<ConnectInfo<SocketAddr>>().copied() else {
+    let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() else {
         return plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "no peer address\n".into(),
         );
     };
+    let started = std::time::Instant::now();
+    // The parts only: a `&Request` (its body) cannot be held across the
+    // wait for fresh counts.
+    let (parts, _body) = req.into_parts();
+    let resp = answer(&state, &name, peer, &parts).await;
+    state.metrics().redirect_latency.observe(started.elapsed());
+    resp
+}
+
+/// The stream a listener's GET names when the request can be answered
+/// without the router: `/icecast_balancer/{name}` or `…/{name}/`, the name
+/// needing no percent-decoding. The router's routes above say the same for
+/// these paths (a stream named "poll" included), so the connection layer
+/// may call [`listener`] for them directly; anything else (HEAD, an
+/// escaped name, the index) goes through the router.
+pub fn direct_stream<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    if method != Method::GET {
+        return None;
+    }
+    let rest = path.strip_prefix("/icecast_balancer/")?;
+    let name = rest.strip_suffix('/').unwrap_or(rest);
+    let plain = !name.is_empty() && !name.bytes().any(|b| b == b'/' || b == b'%');
+    plain.then_some(name)
+}
+
+/// A listener's request as [`direct_stream`] accepts it, answered as the
+/// router's `stream` route answers it. The routing, the extensions and the
+/// owned copy of the name that the router needs cost a tenth of a
+/// redirect.
+pub async fn listener(state: AppState, peer: SocketAddr, req: Request) -> Response {
+    let started = std::time::Instant::now();
+    let (parts, _body) = req.into_parts();
+    let Some(name) = direct_stream(&parts.method, parts.uri.path()) else {
+        return plain(StatusCode::NOT_FOUND, "Not a stream address.\n".into());
+    };
+    let resp = answer(&state, name, peer, &parts).await;
+    state.metrics().redirect_latency.observe(started.elapsed());
+    resp
+}
+
+async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> Response {
     let (method, uri, headers) = (&req.method, &req.uri, &req.headers);
     let (name, format) = split_format(name);
     let snap = state.snapshot();
@@ -561,5 +592,32 @@ async fn index(State(state): State<AppState>) -> impl IntoResponse {
     let snap = state.snapshot();
     IndexPage {
         streams: stream_rows(&state, &snap),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_get_of_one_stream_skips_the_router() {
+        let get = &Method::GET;
+        for (path, name) in [
+            ("/icecast_balancer/live", Some("live")),
+            ("/icecast_balancer/live/", Some("live")),
+            ("/icecast_balancer/live.m3u", Some("live.m3u")),
+            // GET of "poll" is a stream named poll, as the router has it.
+            ("/icecast_balancer/poll", Some("poll")),
+            ("/icecast_balancer/l%69ve", None),
+            ("/icecast_balancer/", None),
+            ("/icecast_balancer", None),
+            ("/icecast_balancer//", None),
+            ("/icecast_balancer/a/b", None),
+            ("/admin/login", None),
+        ] {
+            assert_eq!(direct_stream(get, path), name, "{path}");
+        }
+        assert_eq!(direct_stream(&Method::HEAD, "/icecast_balancer/live"), None);
+        assert_eq!(direct_stream(&Method::POST, "/icecast_balancer/poll"), None);
     }
 }

@@ -26,18 +26,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
-use tower::Service;
+use tower::{Service, ServiceExt};
 
-use crate::config::Settings;
+use crate::web::AppState;
+use crate::web::balancer;
 use crate::web::workers;
 
 /// File handles kept free of client connections: the database pool, the
@@ -56,9 +59,11 @@ content-length: 0\r\nretry-after: 5\r\n\r\n";
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    settings: &Settings,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let settings = state.settings().clone();
+    let settings = &settings;
     let limits = &settings.server;
     let exempt = &settings.trusted_proxies;
     let cap = connection_cap(limits.max_connections);
@@ -71,6 +76,7 @@ pub async fn serve(
         idle: limits.idle_timeout,
     };
     workers::ensure_started()?;
+    let main = Handle::current();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut refused = Refusals::default();
@@ -82,7 +88,14 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => match admission.admit(peer.ip()) {
                     Some(ticket) => {
-                        let conn = Conn { peer, router: router.clone(), timeouts, stop: stop_rx.clone() };
+                        let conn = Conn {
+                            peer,
+                            router: router.clone(),
+                            state: state.clone(),
+                            main: main.clone(),
+                            timeouts,
+                            stop: stop_rx.clone(),
+                        };
                         hand_over(&mut conns, tcp, conn, ticket);
                     }
                     None => {
@@ -104,6 +117,9 @@ pub async fn serve(
 struct Conn {
     peer: SocketAddr,
     router: Router,
+    state: AppState,
+    /// The runtime the admin pages are answered on (see `PerConnection`).
+    main: Handle,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
 }
@@ -313,6 +329,8 @@ async fn connection(tcp: TcpStream, conn: Conn) {
     let Conn {
         peer,
         router,
+        state,
+        main,
         timeouts,
         mut stop,
     } = conn;
@@ -326,6 +344,8 @@ async fn connection(tcp: TcpStream, conn: Conn) {
     });
     let service = PerConnection {
         router: RefCell::new(router),
+        state,
+        main,
         peer,
         watch: activity.clone(),
     };
@@ -349,7 +369,14 @@ async fn connection(tcp: TcpStream, conn: Conn) {
     }
 }
 
-/// The router as one connection's hyper service.
+/// The router as one connection's hyper service, answering each request
+/// where it is cheapest to answer without holding up others:
+/// - a listener's GET (`balancer::direct_stream`) here on the connection's
+///   worker, without the router;
+/// - the rest of `/icecast_balancer/` here through the router;
+/// - everything else (admin pages, API, metrics) on the main runtime,
+///   where a large page or an import is stolen by an idle thread instead
+///   of holding up the redirects queued behind it on this worker.
 ///
 /// The router is held in a `RefCell` so a request borrows it instead of
 /// cloning it: every connection's clone shares one reference count, and
@@ -357,6 +384,8 @@ async fn connection(tcp: TcpStream, conn: Conn) {
 /// line bounce between the cores.
 struct PerConnection {
     router: RefCell<Router>,
+    state: AppState,
+    main: Handle,
     peer: SocketAddr,
     watch: Arc<Watch>,
 }
@@ -367,35 +396,77 @@ impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
     type Future = Answer;
 
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        let busy = Some(Busy::begin(&self.watch));
+        let path = req.uri().path();
+        if balancer::direct_stream(req.method(), path).is_some() {
+            let req = req.map(axum::body::Body::new);
+            let inner = Box::pin(balancer::listener(self.state.clone(), self.peer, req));
+            return Answer::Direct { inner, busy };
+        }
+        let here = path.starts_with("/icecast_balancer");
         req.extensions_mut().insert(ConnectInfo(self.peer));
-        let busy = Busy::begin(&self.watch);
+        if !here {
+            let router = self.router.borrow().clone();
+            let inner = self.main.spawn(router.oneshot(req));
+            return Answer::Main { inner, busy };
+        }
         // Router is always ready, so calling without poll_ready is fine.
         // `call` is not re-entered (hyper calls it from the connection's
         // own task and the borrow ends before the future runs).
-        let inner = self.router.borrow_mut().call(req);
-        Answer {
-            inner,
-            busy: Some(busy),
-        }
+        let inner = Box::new(self.router.borrow_mut().call(req));
+        Answer::Routed { inner, busy }
     }
 }
 
-/// The router's answer, the request marked busy until it is ready (a
-/// named future rather than an async block, which hyper would need boxed).
-struct Answer {
-    inner: RouteFuture<Infallible>,
-    busy: Option<Busy>,
+/// The answer to one request, the request marked busy until it is ready
+/// (named futures rather than an async block, which hyper would need
+/// boxed).
+enum Answer {
+    Direct {
+        inner: Pin<Box<dyn Future<Output = axum::response::Response> + Send>>,
+        busy: Option<Busy>,
+    },
+    Routed {
+        // Boxed: it is several times the size of the others.
+        inner: Box<RouteFuture<Infallible>>,
+        busy: Option<Busy>,
+    },
+    Main {
+        inner: JoinHandle<Result<axum::response::Response, Infallible>>,
+        busy: Option<Busy>,
+    },
 }
 
 impl Future for Answer {
     type Output = Result<axum::response::Response, Infallible>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let r = std::task::ready!(Pin::new(&mut self.inner).poll(cx));
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every field is Unpin (the futures are boxed or handles).
+        let (r, busy) = match self.get_mut() {
+            Answer::Direct { inner, busy } => (std::task::ready!(inner.as_mut().poll(cx)), busy),
+            Answer::Routed { inner, busy } => {
+                let Ok(r) = std::task::ready!(Pin::new(inner.as_mut()).poll(cx));
+                (r, busy)
+            }
+            Answer::Main { inner, busy } => (
+                match std::task::ready!(Pin::new(inner).poll(cx)) {
+                    Ok(Ok(r)) => r,
+                    Err(e) => handler_failed(&e),
+                },
+                busy,
+            ),
+        };
         // Idle from now on, even if hyper keeps the finished future.
-        self.busy = None;
-        Poll::Ready(r)
+        *busy = None;
+        Poll::Ready(Ok(r))
     }
+}
+
+/// A handler on the main runtime panicked: its client gets a 500 and the
+/// connection stays usable.
+fn handler_failed(e: &tokio::task::JoinError) -> axum::response::Response {
+    tracing::error!(error = %e, "a request handler failed");
+    axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 fn log_end(r: hyper::Result<()>) {

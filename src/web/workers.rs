@@ -38,7 +38,10 @@ struct Worker {
 fn pool() -> io::Result<&'static [Worker]> {
     let pool = POOL.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (0..cores).map(start).collect::<io::Result<Vec<_>>>().map_err(|e| e.to_string())
+        (0..cores)
+            .map(start)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|e| e.to_string())
     });
     pool.as_deref()
         .map_err(|e| io::Error::other(format!("cannot start the connection threads: {e}")))

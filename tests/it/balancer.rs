@@ -60,6 +60,36 @@ async fn redirects_to_the_relay_with_most_free_slots() {
     drop(a);
 }
 
+/// A listener's plain GET is answered without the router; an escaped name
+/// goes through it. Both must be the same redirect, with the same slot
+/// accounting.
+#[tokio::test]
+async fn an_escaped_stream_name_is_the_same_stream() {
+    let (app, a, b) = setup(
+        &[("/live.mp3", 90, Some(100))],
+        &[("/live.mp3", 10, Some(100))],
+    )
+    .await;
+    for path in [
+        "/icecast_balancer/l%69ve/",
+        "/icecast_balancer/%6C%69%76%65",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.redirect_target(), format!("{}/live.mp3", b.url), "{path}");
+    }
+    let r = app.get("/icecast_balancer/n%6Fpe/").await;
+    assert_eq!(r.status(), 404);
+    assert!(r.text().await.unwrap().contains("\"nope\""));
+    let m = app.get("/metrics").await.text().await.unwrap();
+    for line in [
+        "icecast_balancer_redirects_total{stream=\"live\",outcome=\"redirect\"} 2",
+        "icecast_balancer_redirects_total{stream=\"\",outcome=\"unknown_stream\"} 1",
+    ] {
+        assert!(m.contains(line), "{line} missing in\n{m}");
+    }
+    drop(a);
+}
+
 #[tokio::test]
 async fn query_string_is_kept() {
     let (app, _a, b) = setup(
