@@ -9,10 +9,16 @@
 #    forwarded address per request) for both, alternating rounds, medians.
 # 2. Latency at half (and a quarter) of the balancer's saturation rate, for
 #    both at that rate, with the constant-rate generator (benches/loadgen.rs,
-#    corrected for coordinated omission); LEVELS="0.5" for half only.
+#    corrected for coordinated omission); LEVELS="0.5" for half only,
+#    LEVELS= for none.
+#
+# BASELINE=/path/to/an/older/icecast-balancer runs that build too, on a copy
+# of the database, in the same rounds: before and after as ratios of one
+# run on this noisy machine.
 #
 #   bench/production.sh
 #   DURATION=10 ROUNDS=3 CONNECTIONS=64 NETWORKS=1000000 bench/production.sh
+#   BASELINE=/tmp/old-icecast-balancer ROUNDS=8 DURATION=3 LEVELS= bench/production.sh
 #
 # Needs: cargo, python3, curl, wrk, nginx.
 set -euo pipefail
@@ -33,15 +39,27 @@ start_relays 20 "$WORK/relays.toml"
 DB="$WORK/bench.db"
 setup_db "$DB" "$WORK/relays.toml"
 
-BPORT=$(free_port)
-ICECAST_BALANCER_ADMIN_PASSWORD=bench-only RUST_LOG=warn \
-  "$BIN" --database "$DB" --listen "127.0.0.1:$BPORT" --geoip "$WORK/city.mmdb" \
-  --trusted-proxies 127.0.0.1 --poll-interval 15 >"$WORK/balancer.log" 2>&1 &
-PIDS+=($!)
-BURL="http://127.0.0.1:$BPORT/icecast_balancer/live/"
-wait_http "http://127.0.0.1:$BPORT/healthz"
-code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Forwarded-For: $(head -1 "$WORK/clients.txt")" "$BURL")
-[ "$code" = 302 ] || { echo "bench: balancer answered $code, not 302" >&2; cat "$WORK/balancer.log" >&2; exit 1; }
+# start_balancer BINARY DB NAME: serves DB, sets URL to its redirect address.
+start_balancer() {
+  local port
+  port=$(free_port)
+  ICECAST_BALANCER_ADMIN_PASSWORD=bench-only RUST_LOG=warn \
+    "$1" --database "$2" --listen "127.0.0.1:$port" --geoip "$WORK/city.mmdb" \
+    --trusted-proxies 127.0.0.1 --poll-interval 15 >"$WORK/$3.log" 2>&1 &
+  PIDS+=($!)
+  URL="http://127.0.0.1:$port/icecast_balancer/live/"
+  wait_http "http://127.0.0.1:$port/healthz"
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Forwarded-For: $(head -1 "$WORK/clients.txt")" "$URL")
+  [ "$code" = 302 ] || { echo "bench: $3 answered $code, not 302" >&2; cat "$WORK/$3.log" >&2; exit 1; }
+}
+start_balancer "$BIN" "$DB" balancer
+BURL=$URL
+if [ -n "${BASELINE:-}" ]; then
+  cp "$DB" "$WORK/baseline.db"
+  start_balancer "$BASELINE" "$WORK/baseline.db" baseline
+  OURL=$URL
+fi
 
 NPORT=$(free_port)
 start_nginx "$NPORT"
@@ -52,15 +70,20 @@ echo "saturation (wrk): $THREADS threads, $CONNECTIONS connections, ${DURATION}s
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round"
   run_wrk "$NURL" nginx -s "$ROOT/bench/wrk-xff.lua"
+  [ -n "${BASELINE:-}" ] && run_wrk "$OURL" baseline -s "$ROOT/bench/wrk-xff.lua"
   run_wrk "$BURL" balancer -s "$ROOT/bench/wrk-xff.lua"
 done
 B=$(median "$WORK/balancer.rps")
 N=$(median "$WORK/nginx.rps")
 python3 -c "import sys; b, n = map(float, sys.argv[1:]); print(f'median: nginx {n:.0f} req/s, balancer {b:.0f} req/s, ratio balancer/nginx {b / n:.2f}x')" "$B" "$N"
+if [ -n "${BASELINE:-}" ]; then
+  O=$(median "$WORK/baseline.rps")
+  python3 -c "import sys; o, b, n = map(float, sys.argv[1:]); print(f'median: baseline {o:.0f} req/s, ratio baseline/nginx {o / n:.2f}x, balancer/baseline {b / o:.2f}x')" "$O" "$B" "$N"
+fi
 
 # At half the balancer's saturation as asked, and lower, to show where an
 # open-loop arrival pattern stops queueing on this machine.
-for level in ${LEVELS:-0.5 0.25}; do
+for level in ${LEVELS-0.5 0.25}; do
   RATE=$(python3 -c "import sys; print(int(float(sys.argv[1]) * float(sys.argv[2])))" "$B" "$level")
   echo "latency at $level of the balancer's saturation ($RATE req/s, constant rate, ${DURATION}s):"
   for target in nginx balancer; do
