@@ -105,3 +105,50 @@ impl Drop for Open {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Open connections are spread evenly and answered on the workers'
+    /// threads. Other tests' connections share the pool, so the spread is
+    /// checked on what this test added.
+    #[tokio::test]
+    async fn connections_go_to_the_least_busy_worker_thread() {
+        let pool = pool().unwrap();
+        let (release, held) = tokio::sync::watch::channel(false);
+        let (names_tx, mut names) = tokio::sync::mpsc::unbounded_channel();
+        let mut set = JoinSet::new();
+        let before: Vec<usize> = pool.iter().map(|w| w.open.load(Ordering::SeqCst)).collect();
+        for _ in 0..pool.len() * 3 {
+            let (mut held, names_tx) = (held.clone(), names_tx.clone());
+            spawn(&mut set, async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                let _ = names_tx.send(name);
+                let _ = held.wait_for(|r| *r).await;
+            })
+            .unwrap();
+        }
+        for _ in 0..pool.len() * 3 {
+            let name = names.recv().await.unwrap().unwrap_or_default();
+            assert!(name.starts_with("serve-"), "ran on {name:?}");
+        }
+        let added: Vec<usize> = (pool.iter().zip(&before))
+            .map(|(w, b)| w.open.load(Ordering::SeqCst).saturating_sub(*b))
+            .collect();
+        assert_eq!(added.iter().sum::<usize>(), pool.len() * 3, "{added:?}");
+        let now: Vec<usize> = pool.iter().map(|w| w.open.load(Ordering::SeqCst)).collect();
+        let spread = |v: &[usize]| v.iter().max().unwrap() - v.iter().min().unwrap();
+        assert!(
+            spread(&now) <= spread(&before).max(1),
+            "{before:?} then {now:?}"
+        );
+        release.send(true).unwrap();
+        while set.join_next().await.is_some() {}
+        let after: Vec<usize> = pool.iter().map(|w| w.open.load(Ordering::SeqCst)).collect();
+        assert!(
+            after.iter().zip(&before).all(|(a, b)| a <= b),
+            "{after:?} vs {before:?}"
+        );
+    }
+}
