@@ -12,8 +12,15 @@
 # with the rollups (migration 0006) a full week: 5-minute peaks for the
 # last day and hourly peaks for the week.
 #
+# With RATE (redirects per second), also the listeners' side of a heavy
+# admin page: redirect latency (benches/loadgen.rs, open loop, 10 s) idle
+# and while the dashboard is fetched back to back. No relay runs, so the
+# redirects are answered 503 "no relay available" (the same path up to the
+# answer; --full-recheck 0 so none waits for a poll).
+#
 #   bench/history.sh
 #   BALANCER=/path/to/old/icecast-balancer DAYS=1 bench/history.sh
+#   RATE=2000 REPEAT=1 bench/history.sh
 #
 # Needs: cargo, python3, curl, sqlite3.
 set -euo pipefail
@@ -69,7 +76,8 @@ echo "database: $(du -sh "$DB" | cut -f1)"
 
 PORT=$(free_port)
 ICECAST_BALANCER_ADMIN_PASSWORD=bench-only RUST_LOG=warn \
-  "$BIN" --database "$DB" --listen "127.0.0.1:$PORT" --poll-interval 0 >"$WORK/server.log" 2>&1 &
+  "$BIN" --database "$DB" --listen "127.0.0.1:$PORT" --poll-interval 0 \
+  --full-recheck 0 >"$WORK/server.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$PORT/healthz"
 echo "database after the server's first start (a one-time VACUUM on an old file): $(du -sh "$DB" | cut -f1)"
@@ -95,3 +103,18 @@ timed() {
 }
 timed /admin/
 timed /api/status
+
+if [ -n "${RATE:-}" ]; then
+  redirects() {
+    "$LOADGEN" --url "http://127.0.0.1:$PORT/icecast_balancer/s0/" --rate "$RATE" \
+      --duration 10 --connections 32 --xff-count 1000 | sed 's/^/    /'
+  }
+  echo "redirects at $RATE req/s, idle:"
+  redirects
+  echo "redirects at $RATE req/s while the dashboard is fetched back to back:"
+  (while :; do curl -s -o /dev/null -b "$JAR" "http://127.0.0.1:$PORT/admin/"; done) &
+  LOOP=$!
+  PIDS+=($LOOP)
+  redirects
+  kill "$LOOP"
+fi
