@@ -8,6 +8,10 @@
 //! the poll always find handles, and after a stop signal requests in flight
 //! get `shutdown_timeout` before the connections are dropped.
 //!
+//! Admitted connections are answered on the connection threads
+//! (`workers`); the listener's own runtime only accepts, and answers the
+//! admin pages (see `PerConnection`).
+//!
 //! The timeouts are kept here rather than by hyper because hyper's header
 //! timer also runs while a keep-alive connection waits, which would make
 //! the idle timeout and the head timeout one and the same.
@@ -62,8 +66,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
-    let settings = state.settings().clone();
-    let settings = &settings;
+    let settings = state.settings();
     let limits = &settings.server;
     let exempt = &settings.trusted_proxies;
     let cap = connection_cap(limits.max_connections);
