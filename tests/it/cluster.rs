@@ -280,6 +280,18 @@ async fn user_hash(app: &TestApp, name: &str) -> Option<String> {
         .map(|u| u.password_hash)
 }
 
+/// The version at which `object` was last shared, as `app` noted it
+/// (none before its first sync round, which creates the table).
+async fn shared_version(app: &TestApp, object: &str) -> Option<i64> {
+    let mut c = app.state.db().acquire().await.unwrap();
+    sqlx::query_scalar("SELECT version FROM cluster_sync WHERE object = ?")
+        .bind(object)
+        .fetch_optional(&mut *c)
+        .await
+        .ok()
+        .flatten()
+}
+
 async fn audit_actors(app: &TestApp, name: &str) -> Vec<String> {
     let mut c = app.state.db().acquire().await.unwrap();
     sqlx::query_scalar("SELECT actor FROM audit WHERE object_name = ? ORDER BY id")
@@ -402,6 +414,13 @@ async fn an_instance_joining_late_on_an_empty_database_receives_everything() {
          { server = \"fra\", mount = \"/live.mp3\" }, { server = \"ams\", mount = \"/live.mp3\" }]\n",
     )
     .await;
+    // Only once a has shared its admin is the cluster's admin a's: two
+    // instances that have never synced both offer their own, and the one
+    // that reaches Redis first is the cluster's.
+    let shared = eventually(Duration::from_secs(10), async || {
+        shared_version(&a, "user:admin").await.is_some()
+    });
+    assert!(shared.await, "a never shared its admin");
     let admin = user_hash(&a, "admin").await.unwrap();
     let late = member(&redis, "late").await;
     let whole = export(&a).await;
