@@ -71,13 +71,10 @@ async fn stream(State(state): State<AppState>, Path(name): Path<String>, req: Re
             "no peer address\n".into(),
         );
     };
-    let started = std::time::Instant::now();
     // The parts only: a `&Request` (its body) cannot be held across the
     // wait for fresh counts.
     let (parts, _body) = req.into_parts();
-    let resp = answer(&state, &name, peer, &parts).await;
-    state.metrics().redirect_latency.observe(started.elapsed());
-    resp
+    timed_answer(&state, &name, peer, &parts).await
 }
 
 /// The stream a listener's GET names when the request can be answered
@@ -101,12 +98,17 @@ pub fn direct_stream<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
 /// owned copy of the name that the router needs cost a tenth of a
 /// redirect.
 pub async fn listener(state: AppState, peer: SocketAddr, req: Request) -> Response {
-    let started = std::time::Instant::now();
     let (parts, _body) = req.into_parts();
     let Some(name) = direct_stream(&parts.method, parts.uri.path()) else {
         return plain(StatusCode::NOT_FOUND, "Not a stream address.\n".into());
     };
-    let resp = answer(&state, name, peer, &parts).await;
+    timed_answer(&state, name, peer, &parts).await
+}
+
+/// `answer`, its time recorded in the redirect-latency histogram.
+async fn timed_answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> Response {
+    let started = std::time::Instant::now();
+    let resp = answer(state, name, peer, req).await;
     state.metrics().redirect_latency.observe(started.elapsed());
     resp
 }

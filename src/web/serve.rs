@@ -31,7 +31,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
-use axum::routing::future::RouteFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
@@ -39,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -404,63 +403,46 @@ impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
         if balancer::direct_stream(req.method(), path).is_some() {
             let req = req.map(axum::body::Body::new);
             let inner = Box::pin(balancer::listener(self.state.clone(), self.peer, req));
-            return Answer::Direct { inner, busy };
+            return Answer { inner, busy };
         }
         let here = path.starts_with("/icecast_balancer");
         req.extensions_mut().insert(ConnectInfo(self.peer));
         if !here {
-            let router = self.router.borrow().clone();
-            let inner = self.main.spawn(router.oneshot(req));
-            return Answer::Main { inner, busy };
+            let handle = self.main.spawn(self.router.borrow().clone().oneshot(req));
+            let inner = Box::pin(async move {
+                match handle.await {
+                    Ok(Ok(r)) => r,
+                    Err(e) => handler_failed(&e),
+                }
+            });
+            return Answer { inner, busy };
         }
         // Router is always ready, so calling without poll_ready is fine.
         // `call` is not re-entered (hyper calls it from the connection's
         // own task and the borrow ends before the future runs).
-        let inner = Box::new(self.router.borrow_mut().call(req));
-        Answer::Routed { inner, busy }
+        let routed = self.router.borrow_mut().call(req);
+        let inner = Box::pin(async move {
+            let Ok(r) = routed.await;
+            r
+        });
+        Answer { inner, busy }
     }
 }
 
-/// The answer to one request, the request marked busy until it is ready
-/// (named futures rather than an async block, which hyper would need
-/// boxed).
-enum Answer {
-    Direct {
-        inner: Pin<Box<dyn Future<Output = axum::response::Response> + Send>>,
-        busy: Option<Busy>,
-    },
-    Routed {
-        // Boxed: it is several times the size of the others.
-        inner: Box<RouteFuture<Infallible>>,
-        busy: Option<Busy>,
-    },
-    Main {
-        inner: JoinHandle<Result<axum::response::Response, Infallible>>,
-        busy: Option<Busy>,
-    },
+/// The answer to one request, the request marked busy until it is ready.
+/// One box per request, as the router's own answers are boxed.
+struct Answer {
+    inner: Pin<Box<dyn Future<Output = axum::response::Response> + Send>>,
+    busy: Option<Busy>,
 }
 
 impl Future for Answer {
     type Output = Result<axum::response::Response, Infallible>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every field is Unpin (the futures are boxed or handles).
-        let (r, busy) = match self.get_mut() {
-            Answer::Direct { inner, busy } => (std::task::ready!(inner.as_mut().poll(cx)), busy),
-            Answer::Routed { inner, busy } => {
-                let Ok(r) = std::task::ready!(Pin::new(inner.as_mut()).poll(cx));
-                (r, busy)
-            }
-            Answer::Main { inner, busy } => (
-                match std::task::ready!(Pin::new(inner).poll(cx)) {
-                    Ok(Ok(r)) => r,
-                    Err(e) => handler_failed(&e),
-                },
-                busy,
-            ),
-        };
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let r = std::task::ready!(self.inner.as_mut().poll(cx));
         // Idle from now on, even if hyper keeps the finished future.
-        *busy = None;
+        self.busy = None;
         Poll::Ready(Ok(r))
     }
 }

@@ -12,9 +12,9 @@
 //! The listener stays on the main runtime: it admits a connection (the
 //! caps in `serve`) and hands it to the worker with the fewest open
 //! connections, which keeps the cores evenly loaded however long
-//! connections last. Work that is long for a single request (a large
-//! page, a snapshot build) runs on blocking threads, so it does not hold
-//! up the other connections of its worker.
+//! connections last. What could hold a worker up for long is answered
+//! elsewhere: admin pages, the API and metrics on the main runtime
+//! (`serve::PerConnection`), snapshot builds on blocking threads.
 //!
 //! The pool lives for the whole process, like the poll runtime: every
 //! server in a process (the tests start many) shares it.
