@@ -201,7 +201,31 @@ impl AppState {
         // Read before the snapshot: a commit in between makes the version
         // look newer than the snapshot, which costs one more rebuild, never
         // a missed change.
+        // Noted before the build, not after: the watcher asks whether
+        // anything was committed that no rebuild has read *or is reading*;
+        // noted after, a check during the build saw this rebuild's own
+        // commits as news and asked for one more. Read before the rows: a
+        // commit in between costs one more rebuild, never a missed change.
+        // A failed build forgets it, so the next check asks again.
         let version = self.data_version().await;
+        self.0
+            .built_at_version
+            .store(version.unwrap_or(-1), Ordering::SeqCst);
+        let built = self.build_snapshot().await;
+        if built.is_err() {
+            self.0.built_at_version.store(-1, Ordering::SeqCst);
+        }
+        let old = self.0.snapshot.swap(Arc::new(built?));
+        retire(old);
+        self.0.refreshed.send_modify(|n| *n += 1);
+        self.0
+            .metrics
+            .snapshot_rebuilds
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn build_snapshot(&self) -> Result<Snapshot> {
         let resolved = self.resolved();
         let rec = snapshot::Reconcile {
             grace_ms: self.0.settings.reservation_grace.as_millis() as i64,
@@ -209,19 +233,7 @@ impl AppState {
         };
         let rows = snapshot::Rows::read(&self.0.db).await?;
         let this = self.clone();
-        let snap =
-            blocking(move || snapshot::build(rows, &this.0.counters, &resolved, rec)).await?;
-        let old = self.0.snapshot.swap(Arc::new(snap));
-        retire(old);
-        self.0.refreshed.send_modify(|n| *n += 1);
-        self.0
-            .built_at_version
-            .store(version.unwrap_or(-1), Ordering::SeqCst);
-        self.0
-            .metrics
-            .snapshot_rebuilds
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        blocking(move || snapshot::build(rows, &this.0.counters, &resolved, rec)).await
     }
 
     /// Rebuilds if a rebuild was asked for and none has started since: the
