@@ -125,6 +125,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             last_error_at: None,
             latency_ms: None,
             source: None,
+            callback_token: None,
             counters: Arc::new(ServerCounters::default()),
         });
         // Unlimited mounts: a million reservations must not fill them up
@@ -138,6 +139,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             listeners: rng.random_range(0..500),
             max: None,
             configured_max: None,
+            callbacks: false,
             counters: Arc::new(MountCounters::default()),
         });
     }

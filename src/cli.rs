@@ -71,7 +71,12 @@ pub enum Command {
         file: PathBuf,
     },
     /// Print the configuration in the import format.
-    Export,
+    Export {
+        /// Include the relays' callback tokens (left out by default: an
+        /// export is shared and stored where secrets should not be).
+        #[arg(long)]
+        secrets: bool,
+    },
     /// Manage admin users.
     #[command(subcommand)]
     User(UserCommand),

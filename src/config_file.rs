@@ -11,7 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec};
+use crate::domain::{
+    MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec, TokenChange,
+};
 use crate::error::{Error, Result};
 use crate::store::changes::{self, Actor, ChangeTx, MountSet, Writer};
 use crate::store::{self, Pool};
@@ -97,6 +99,9 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     let mut seen = HashSet::new();
     for (i, s) in file.servers.iter().enumerate() {
         let label = entry_label("servers", i, &s.name);
+        if let Err(e) = TokenChange::parse(s.callback_token.as_ref()) {
+            problems.push(format!("{label}: callback_token: {e}"));
+        }
         match s.parse() {
             Ok(spec) => {
                 if !seen.insert(spec.name.to_string()) {
@@ -177,6 +182,7 @@ pub async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportRep
     let (servers, streams) = validate(file)?;
     let mut report = ImportReport::default();
     apply_servers(ctx, &servers, &mut report).await?;
+    apply_tokens(ctx, file, &mut report).await?;
     let ids = apply_streams(ctx, &streams, &mut report).await?;
     apply_mounts(ctx, &streams, &ids, &mut report).await?;
     Ok(report)
@@ -199,6 +205,30 @@ async fn apply_servers(
                 changes::create_server(ctx, spec).await?;
                 report.servers_created.push(name);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Sets or removes the callback tokens the file names (validated already);
+/// a server whose only change is its token counts as updated.
+async fn apply_tokens(
+    ctx: &mut ChangeTx,
+    file: &ConfigFile,
+    report: &mut ImportReport,
+) -> Result<()> {
+    for s in &file.servers {
+        let change = TokenChange::parse(s.callback_token.as_ref()).map_err(Error::BadRequest)?;
+        let name = s.name.trim();
+        let Some(row) = store::servers::find_by_name(ctx.conn(), name).await? else {
+            continue;
+        };
+        if changes::set_callback_token(ctx, row.id, &change).await?
+            && !report.servers_created.iter().any(|n| n == name)
+            && !report.servers_updated.iter().any(|n| n == name)
+        {
+            report.unchanged = report.unchanged.saturating_sub(1);
+            report.servers_updated.push(name.to_string());
         }
     }
     Ok(())
@@ -313,13 +343,30 @@ async fn apply_mount_limits(ctx: &mut ChangeTx, p: &ParsedStream, stream_id: i64
     Ok(())
 }
 
-/// The whole configuration in import format, sorted by name.
+/// The whole configuration in import format, sorted by name, without the
+/// callback tokens: an export is shared and kept in places a secret should
+/// not be (`export --secrets` includes them).
 pub async fn export(db: &Pool) -> Result<ConfigFile> {
+    export_with(db, false).await
+}
+
+/// `export`, with the callback tokens when `secrets` is set.
+pub async fn export_with(db: &Pool, secrets: bool) -> Result<ConfigFile> {
     let mut conn = db.acquire().await?;
+    let tokens = if secrets {
+        store::servers::callback_tokens(&mut conn).await?
+    } else {
+        HashMap::new()
+    };
     let servers = store::servers::list(&mut conn)
         .await?
         .iter()
-        .map(|r| r.spec().map(|s| ServerInput::from(&s)))
+        .map(|r| {
+            r.spec().map(|s| ServerInput {
+                callback_token: tokens.get(&r.id).cloned(),
+                ..ServerInput::from(&s)
+            })
+        })
         .collect::<Result<Vec<_>>>()?;
     let mounts = store::mounts::list(&mut conn).await?;
     let mut streams = Vec::new();

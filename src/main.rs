@@ -85,11 +85,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             icecast_balancer::store::close(db).await;
             print!("{}", report?);
         }
-        Command::Export => {
+        Command::Export { secrets } => {
             let db = existing_database(&global).await?;
             print!(
                 "{}",
-                config_file::to_toml(&config_file::export(&db).await?)?
+                config_file::to_toml(&config_file::export_with(&db, secrets).await?)?
             );
         }
         Command::User(cmd) => {

@@ -82,6 +82,70 @@ pub struct ServerInput {
     pub weight: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// Write-only: absent keeps the server's token, `""` removes it (an
+    /// export without `--secrets` leaves it out, and importing that file
+    /// back must not disable the relay's callbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_token: Option<Secret>,
+}
+
+/// A secret from outside (a relay's callback token): its `Debug` hides it,
+/// so no log line or error message can carry it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+/// What an input says about a server's callback token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenChange {
+    Keep,
+    Remove,
+    Set(Secret),
+}
+
+/// The shortest callback token accepted: guessing one must be hopeless.
+pub const MIN_CALLBACK_TOKEN: usize = 16;
+
+impl TokenChange {
+    /// `None` keeps, `""` removes, anything else must be a usable token:
+    /// 16 to 200 visible ASCII characters (it goes into Icecast's XML and
+    /// an HTTP basic-auth password as it is).
+    pub fn parse(raw: Option<&Secret>) -> Result<TokenChange, String> {
+        let Some(raw) = raw else {
+            return Ok(TokenChange::Keep);
+        };
+        let t = raw.expose().trim();
+        if t.is_empty() {
+            return Ok(TokenChange::Remove);
+        }
+        if !(MIN_CALLBACK_TOKEN..=200).contains(&t.len()) {
+            return Err(format!(
+                "must be {MIN_CALLBACK_TOKEN} to 200 characters (e.g. `openssl rand -hex 24`)"
+            ));
+        }
+        if !t
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"&<>'".contains(&b))
+        {
+            return Err("may hold only visible ASCII characters other than \" & < > '".into());
+        }
+        Ok(TokenChange::Set(Secret::new(t)))
+    }
 }
 
 /// A parsed server definition.
@@ -188,6 +252,7 @@ impl From<&ServerSpec> for ServerInput {
             max_listeners: s.max_listeners.map(i64::from),
             weight: Some(i64::from(s.weight.get())),
             enabled: Some(s.enabled),
+            callback_token: None,
         }
     }
 }

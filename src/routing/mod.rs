@@ -1,6 +1,7 @@
 //! From store to redirect: the snapshot the redirect path reads, the pure
 //! selection function, and the lock-free slot reservations.
 
+pub mod callbacks;
 pub mod clients;
 pub mod countries;
 pub mod reservations;
@@ -9,6 +10,7 @@ pub mod select;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tokens;
 
 pub use snapshot::{Counters, Snapshot};
 

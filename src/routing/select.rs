@@ -88,11 +88,11 @@ pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (O
         Some(0)
     } else {
         m.max
-            .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved))
+            .map(|max| u64::from(max).saturating_sub(m.listeners_now() + reserved))
     };
     let server_free = s.max_listeners.map(|max| {
         u64::from(max)
-            .saturating_sub(s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen))
+            .saturating_sub(s.listeners_now() + s.counters.ledger.count_seen(now_s, ttl_s, seen))
     });
     let free = match (mount_free, server_free) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -140,7 +140,7 @@ pub fn stream_totals(
         t.reserved += reserved;
         if serving(m, s) {
             t.relays += 1;
-            t.listeners += u64::from(m.listeners);
+            t.listeners += m.listeners_now();
             t.capacity = t.capacity.zip(m.max).map(|(a, b)| a + u64::from(b));
             t.free = t.free.zip(free).map(|(a, b)| a + b);
         }
@@ -223,15 +223,15 @@ fn load_of(
     ttl_s: u64,
 ) -> Load {
     let (used, capacity) = match (m.max, s.max_listeners) {
-        (Some(max), _) => (u64::from(m.listeners) + reserved, u64::from(max)),
+        (Some(max), _) => (m.listeners_now() + reserved, u64::from(max)),
         (None, Some(max)) => (
-            s.listeners
+            s.listeners_now()
                 + s.counters
                     .ledger
                     .count_seen(now_s, ttl_s, s.last_success_at.unwrap_or(i64::MIN)),
             u64::from(max),
         ),
-        (None, None) => (u64::from(m.listeners) + reserved, fair_share),
+        (None, None) => (m.listeners_now() + reserved, fair_share),
     };
     Load {
         used: used + 1,
@@ -326,10 +326,10 @@ pub fn try_reserve(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> boo
     m.counters.ledger.add(now_s);
     s.counters.ledger.add(now_s);
     let mount_ok = m.max.is_none_or(|max| {
-        u64::from(m.listeners) + m.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
+        m.listeners_now() + m.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
     });
     let server_ok = s.max_listeners.is_none_or(|max| {
-        s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
+        s.listeners_now() + s.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
     });
     if mount_ok && server_ok {
         true

@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation};
+use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation, Secret};
 use crate::error::Result;
 use crate::store;
 
+use super::callbacks::{CallbackBook, Tally};
 use super::reservations::{Ledger, Observation};
 use super::routes::Routes;
 
@@ -25,6 +26,8 @@ pub struct MountCounters {
     /// With a cluster: until this second the shared count has no slot
     /// here, whatever this instance's own count says.
     pub shared_full_until_s: AtomicU64,
+    /// Listeners the relay's callbacks report here.
+    pub callbacks: Tally,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +35,10 @@ pub struct ServerCounters {
     pub ledger: Ledger,
     pub redirects: AtomicU64,
     pub poll_errors: AtomicU64,
+    /// Which client is on which mount, from the relay's callbacks.
+    pub book: CallbackBook,
+    /// Listeners the relay's callbacks report over all its mounts.
+    pub callbacks: Tally,
 }
 
 /// Redirect outcomes of one stream, for /metrics.
@@ -108,7 +115,22 @@ pub struct ServerEntry {
     pub latency_ms: Option<i64>,
     /// How the last good poll read the relay (`load.xsl`, `status-json.xsl`).
     pub source: Option<String>,
+    /// The relay's URL-auth callbacks authenticate with this; with one,
+    /// its listener counts come from the callbacks (see `callbacks`).
+    pub callback_token: Option<Secret>,
     pub counters: Arc<ServerCounters>,
+}
+
+impl ServerEntry {
+    /// Listeners over all the relay's mounts now: the callbacks' count
+    /// when the relay has a token, else the last poll's.
+    pub fn listeners_now(&self) -> u64 {
+        if self.callback_token.is_some() {
+            self.counters.callbacks.listeners()
+        } else {
+            self.listeners
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -124,7 +146,21 @@ pub struct MountEntry {
     /// (`configured_max`), or the lower of both; `None` = nobody knows.
     pub max: Option<u32>,
     pub configured_max: Option<u32>,
+    /// Its relay has a callback token: `listeners_now` is the callbacks'.
+    pub callbacks: bool,
     pub counters: Arc<MountCounters>,
+}
+
+impl MountEntry {
+    /// Listeners on the mount now: the callbacks' count when its relay
+    /// has a token, else the last poll's.
+    pub fn listeners_now(&self) -> u64 {
+        if self.callbacks {
+            self.counters.callbacks.listeners()
+        } else {
+            u64::from(self.listeners)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -151,6 +187,9 @@ pub struct Snapshot {
     pub streams: Vec<StreamEntry>,
     pub mounts: Vec<MountEntry>,
     by_name: HashMap<String, usize>,
+    servers_by_name: HashMap<String, usize>,
+    /// Mounts by (server index, path).
+    mounts_by_path: HashMap<(usize, String), usize>,
     /// Each server's coordinates as a unit vector, with the coordinates
     /// they were made from (the fields are public and may change).
     points: Vec<Option<(Coords, Point)>>,
@@ -175,6 +214,17 @@ impl Snapshot {
     pub fn stream_index(&self, name: &str) -> Option<usize> {
         self.by_name.get(name).copied()
     }
+    pub fn server_index(&self, name: &str) -> Option<usize> {
+        self.servers_by_name.get(name).copied()
+    }
+    /// The mount at `path` on server `server`, if a stream routes to it.
+    pub fn mount_at(&self, server: usize, path: &str) -> Option<usize> {
+        // A (usize, String) key cannot be looked up by &str without a
+        // copy; mounts per server are few, so the copy is the cheap part.
+        self.mounts_by_path
+            .get(&(server, path.to_string()))
+            .copied()
+    }
 
     /// Server `i`'s location for distance computations.
     pub fn server_point(&self, i: usize) -> Option<Point> {
@@ -197,6 +247,16 @@ impl Snapshot {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let servers_by_name = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let mounts_by_path = mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ((m.server, m.path.clone()), i))
+            .collect();
         let mut snap = Snapshot {
             built_at_ms: store::now_ms(),
             points: Vec::new(),
@@ -204,6 +264,8 @@ impl Snapshot {
             streams,
             mounts,
             by_name,
+            servers_by_name,
+            mounts_by_path,
         };
         snap.reindex();
         snap
@@ -254,7 +316,8 @@ pub fn build(
     for row in &rows.servers {
         let health = rows.health.get(&row.id);
         let geo = resolved.get(&row.id).copied().unwrap_or_default();
-        let entry = server_entry(row, health, &usage, counters.server(row.id), geo);
+        let mut entry = server_entry(row, health, &usage, counters.server(row.id), geo);
+        entry.callback_token = rows.tokens.get(&row.id).cloned();
         reconcile_server(&entry, health, rec);
         server_index.insert(row.id, servers.len());
         servers.push(entry);
@@ -279,7 +342,8 @@ pub fn build(
             .by_mount
             .get(&(row.server_id, row.mount.as_str()))
             .copied();
-        let entry = mount_entry(row, server, stream, u, counters.mount(row.id));
+        let mut entry = mount_entry(row, server, stream, u, counters.mount(row.id));
+        entry.callbacks = servers[server].callback_token.is_some();
         let connections = connections(rows.health.get(&row.server_id));
         reconcile_mount(&entry, &servers[server], &usage, connections, rec);
         streams[stream].mounts.push(mounts.len());
@@ -296,6 +360,7 @@ pub struct Rows {
     mounts: Vec<store::mounts::MountRow>,
     health: HashMap<i64, store::status::HealthRow>,
     usage: Vec<store::status::MountStatusRow>,
+    tokens: HashMap<i64, Secret>,
 }
 
 impl Rows {
@@ -310,6 +375,7 @@ impl Rows {
             .map(|h| (h.server_id, h))
             .collect();
         let usage = store::status::mount_status_all(&mut tx).await?;
+        let tokens = store::servers::callback_tokens(&mut tx).await?;
         tx.commit().await?;
         Ok(Rows {
             servers,
@@ -317,6 +383,7 @@ impl Rows {
             mounts,
             health,
             usage,
+            tokens,
         })
     }
 }
@@ -401,6 +468,7 @@ fn server_entry(
         last_error_at: h.and_then(|h| h.last_error_at),
         latency_ms: h.and_then(|h| h.latency_ms),
         source: h.and_then(|h| h.source.clone()),
+        callback_token: None,
         counters,
     }
 }
@@ -408,11 +476,19 @@ fn server_entry(
 /// Reconciles the server's reservations with its last successful poll.
 fn reconcile_server(entry: &ServerEntry, h: Option<&store::status::HealthRow>, rec: Reconcile) {
     if let Some(at) = entry.last_success_at {
-        let obs = Observation {
-            poll_ms: at,
-            listeners: entry.listeners,
-            connections: connections(h),
-        };
+        let c = &entry.counters;
+        if entry.callback_token.is_some() {
+            c.book
+                .reconcile(&c.callbacks, 0, entry.listeners, at, rec.grace_ms);
+        }
+        let obs = callback_free(
+            entry,
+            Observation {
+                poll_ms: at,
+                listeners: entry.listeners,
+                connections: connections(h),
+            },
+        );
         entry
             .counters
             .ledger
@@ -456,6 +532,7 @@ fn mount_entry(
             (a, b) => a.or(b),
         },
         configured_max,
+        callbacks: false,
         counters,
     }
 }
@@ -474,13 +551,42 @@ fn reconcile_mount(
         return;
     };
     let only_mount = usage.server_mounts.get(&server.id) == Some(&1) && entry.live;
-    let obs = Observation {
-        poll_ms: at,
-        listeners: u64::from(entry.listeners),
-        connections: connections.filter(|_| only_mount),
-    };
+    if entry.callbacks && entry.live {
+        let book = &server.counters.book;
+        let polled = u64::from(entry.listeners);
+        book.reconcile(
+            &entry.counters.callbacks,
+            entry.id,
+            polled,
+            at,
+            rec.grace_ms,
+        );
+    }
+    let obs = callback_free(
+        server,
+        Observation {
+            poll_ms: at,
+            listeners: u64::from(entry.listeners),
+            connections: connections.filter(|_| only_mount),
+        },
+    );
     entry
         .counters
         .ledger
         .reconcile(obs, rec.grace_ms, rec.ttl_s);
+}
+
+/// With callbacks a redirect's reservation ends when its listener's
+/// `listener_add` confirms it (or with the grace), not when the poll sees
+/// listeners grow: growth is the callbacks' to count, and taking it for
+/// arrivals too would free reservations twice.
+fn callback_free(server: &ServerEntry, obs: Observation) -> Observation {
+    if server.callback_token.is_none() {
+        return obs;
+    }
+    Observation {
+        listeners: 0,
+        connections: None,
+        ..obs
+    }
 }

@@ -67,6 +67,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             last_error_at: None,
             latency_ms: None,
             source: None,
+            callback_token: None,
             counters: Arc::new(ServerCounters::default()),
         });
         mounts.push(MountEntry {
@@ -78,6 +79,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             listeners: r.listeners,
             max: r.max,
             configured_max: None,
+            callbacks: false,
             counters: Arc::new(MountCounters::default()),
         });
     }

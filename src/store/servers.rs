@@ -1,9 +1,11 @@
 //! Servers (Icecast relays).
 
+use std::collections::HashMap;
+
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 
 use super::now_ms;
-use crate::domain::{CountryCode, HttpUrl, Latitude, Longitude, ServerSpec, Slug, Weight};
+use crate::domain::{CountryCode, HttpUrl, Latitude, Longitude, Secret, ServerSpec, Slug, Weight};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
@@ -172,6 +174,42 @@ pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
 pub async fn set_enabled(conn: &mut SqliteConnection, id: i64, enabled: bool) -> Result<()> {
     sqlx::query("UPDATE servers SET enabled = ?, updated_at = ? WHERE id = ?")
         .bind(enabled)
+        .bind(now_ms())
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Every server's callback token, by server id (servers without one are
+/// absent). Read apart from [`ServerRow`], which is printed in places.
+pub async fn callback_tokens(conn: &mut SqliteConnection) -> Result<HashMap<i64, Secret>> {
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, callback_token FROM servers WHERE callback_token IS NOT NULL")
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, t)| (id, Secret::new(t)))
+        .collect())
+}
+
+pub async fn callback_token(conn: &mut SqliteConnection, id: i64) -> Result<Option<Secret>> {
+    let t: Option<Option<String>> =
+        sqlx::query_scalar("SELECT callback_token FROM servers WHERE id = ?")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(t.flatten().map(Secret::new))
+}
+
+pub async fn set_callback_token(
+    conn: &mut SqliteConnection,
+    id: i64,
+    token: Option<&Secret>,
+) -> Result<()> {
+    sqlx::query("UPDATE servers SET callback_token = ?, updated_at = ? WHERE id = ?")
+        .bind(token.map(Secret::expose))
         .bind(now_ms())
         .bind(id)
         .execute(conn)

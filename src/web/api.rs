@@ -86,6 +86,18 @@ struct ApiServer<'a> {
     /// Only with details: an error names internal addresses.
     last_error: Option<&'a str>,
     last_error_at: Option<i64>,
+    /// Only for relays with a callback token (`listeners` is then theirs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callbacks: Option<ApiCallbacks>,
+}
+
+/// A relay's URL-auth callbacks: when the last came, and what the last
+/// poll found beyond what they accounted for (`drift`, listeners; 0 =
+/// they agreed; the count was corrected by it).
+#[derive(Serialize)]
+struct ApiCallbacks {
+    last_callback_at: Option<i64>,
+    drift: i64,
 }
 
 /// `"configured"` (admin/config file), `"geoip"` (looked up from the
@@ -101,7 +113,7 @@ struct ApiMount<'a> {
     server: &'a str,
     mount: &'a str,
     live: bool,
-    listeners: u32,
+    listeners: u64,
     /// The limit enforced (`null`: nobody knows one): the relay's, the
     /// configured one, or the lower of both.
     max: Option<u32>,
@@ -111,6 +123,9 @@ struct ApiMount<'a> {
     reserved: u64,
     /// Why selection would skip this mount now; `null` if it is a candidate.
     excluded: Option<&'static str>,
+    /// With callbacks: the last poll's correction of their count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_drift: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -254,7 +269,7 @@ fn api_server<'a>(
         https_url: s.https_url.as_deref(),
         enabled: s.enabled,
         state: s.health.state.as_str(),
-        listeners: s.listeners,
+        listeners: s.listeners_now(),
         max_listeners: s.max_listeners,
         reserved: s.counters.ledger.count(routing.now_s, routing.ttl_s),
         weight: s.weight,
@@ -271,6 +286,13 @@ fn api_server<'a>(
         poll_url,
         last_error: s.last_error.as_deref().filter(|_| details),
         last_error_at: s.last_error_at,
+        callbacks: s.callback_token.as_ref().map(|_| {
+            let last = s.counters.book.last_callback_ms();
+            ApiCallbacks {
+                last_callback_at: (last > 0).then_some(last),
+                drift: s.counters.callbacks.drift(),
+            }
+        }),
     }
 }
 
@@ -300,12 +322,13 @@ fn api_stream<'a>(
                 server: &s.name,
                 mount: &m.path,
                 live: m.live,
-                listeners: m.listeners,
+                listeners: m.listeners_now(),
                 max: m.max,
                 max_configured: m.configured_max,
                 free,
                 reserved,
                 excluded: excluded_of.get(&i).copied().flatten(),
+                callback_drift: m.callbacks.then(|| m.counters.callbacks.drift()),
             }
         })
         .collect();
@@ -313,11 +336,7 @@ fn api_stream<'a>(
         name: &st.name,
         description: &st.description,
         fallback_url: st.fallback_url.as_deref(),
-        listeners: mounts
-            .iter()
-            .filter(|m| m.live)
-            .map(|m| u64::from(m.listeners))
-            .sum(),
+        listeners: mounts.iter().filter(|m| m.live).map(|m| m.listeners).sum(),
         mounts,
     }
 }

@@ -26,6 +26,7 @@ use crate::routing::Snapshot;
 use crate::routing::clients::{Verdict, agent_hash};
 use crate::routing::select;
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
+use crate::routing::tokens;
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -280,7 +281,7 @@ async fn listen(
                     .clients()
                     .record(l.client.ip, stream.id, l.agent, id, now_ms);
             }
-            let location = mount_url(&snap, m, l.client, l.query);
+            let location = signed_url(state, &snap, m, l, now_s);
             tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
             return redirect(location);
         }
@@ -401,6 +402,21 @@ fn restricted_message(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo
             stream.name, client.ip
         ),
     }
+}
+
+/// `mount_url`, with a token confirming this reservation when the relay
+/// reports its listeners through callbacks (see `relay_auth`).
+fn signed_url(state: &AppState, snap: &Snapshot, m: usize, l: &Listener<'_>, now_s: u64) -> String {
+    let mount = &snap.mounts[m];
+    if !mount.callbacks {
+        return mount_url(snap, m, l.client, l.query);
+    }
+    let token = state.signer().sign(mount.id, now_s);
+    let query = match l.query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{q}&{}={token}", tokens::PARAM),
+        None => format!("{}={token}", tokens::PARAM),
+    };
+    mount_url(snap, m, l.client, Some(&query))
 }
 
 fn mount_url(snap: &Snapshot, m: usize, client: &ClientInfo, query: Option<&str>) -> String {

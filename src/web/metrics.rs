@@ -108,6 +108,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         unknown_stream: metrics.unknown_stream.load(Ordering::Relaxed),
         poll_rounds: metrics.poll_rounds.load(Ordering::Relaxed),
         latency: metrics.redirect_latency.read(),
+        callbacks: metrics.callbacks.read(),
     }));
     registry.register_collector(Box::new(Process));
     if let Some(c) = state.cluster() {
@@ -129,6 +130,8 @@ struct Scrape {
     unknown_stream: u64,
     poll_rounds: u64,
     latency: (f64, u64, Vec<(f64, u64)>),
+    /// Relay callbacks by outcome.
+    callbacks: [(&'static str, u64); 7],
 }
 
 impl std::fmt::Debug for Scrape {
@@ -298,6 +301,36 @@ impl Scrape {
             "icecast_balancer_poll_rounds",
             "Poll rounds run by this process",
             [(Vec::new(), self.poll_rounds)],
+        )?;
+        self.encode_callbacks(enc)
+    }
+
+    fn encode_callbacks(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let with_token = self
+            .snap
+            .servers
+            .iter()
+            .filter(|s| s.callback_token.is_some());
+        gauges(
+            enc,
+            "icecast_balancer_server_callback_drift",
+            "Listeners the last poll found beyond what the relay's callbacks accounted for \
+             (negative: fewer); the count was corrected by it",
+            with_token.map(|s| {
+                (
+                    vec![("server", s.name.as_str())],
+                    s.counters.callbacks.drift(),
+                )
+            }),
+        )?;
+        counters(
+            enc,
+            "icecast_balancer_relay_callbacks",
+            "Relay URL-auth callbacks by outcome (confirmed: a redirect's listener arrived; \
+             direct: a listener without a valid token; refused: bad credentials)",
+            self.callbacks
+                .iter()
+                .map(|(o, v)| (vec![("outcome", *o)], *v)),
         )
     }
 

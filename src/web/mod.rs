@@ -8,6 +8,7 @@ pub mod client_ip;
 pub mod cluster_slots;
 pub mod csrf;
 pub mod metrics;
+pub mod relay_auth;
 pub mod serve;
 pub mod state;
 pub mod workers;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         // the listener routes (added after this layer) log for themselves.
         .layer(TraceLayer::new_for_http())
         .merge(balancer::router())
+        .merge(relay_auth::router())
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }

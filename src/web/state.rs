@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::geo::{Geo, Reload};
 use crate::poll::{RoundSummary, fetch::Fetcher};
 use crate::routing::clients::ClientBook;
+use crate::routing::tokens::Signer;
 use crate::routing::{Counters, Routing, Snapshot, snapshot};
 use crate::store::changes::{Actor, ChangeTx, Writer};
 use crate::store::{self, Pool};
@@ -30,6 +31,43 @@ pub struct Metrics {
     pub poll_rounds: AtomicU64,
     pub redirect_latency: super::metrics::LatencyHistogram,
     pub snapshot_rebuilds: AtomicU64,
+    pub callbacks: CallbackMetrics,
+}
+
+/// Relay URL-auth callbacks by outcome.
+#[derive(Debug, Default)]
+pub struct CallbackMetrics {
+    /// `listener_add` that confirmed a redirect's reservation.
+    pub confirmed: AtomicU64,
+    /// `listener_add` without a usable token (a direct listener, or a
+    /// forged, expired or replayed token).
+    pub direct: AtomicU64,
+    /// `listener_add` of another relay pulling the stream: not a listener.
+    pub relay_pulls: AtomicU64,
+    /// `listener_add` for a path no stream routes to (another mount, a
+    /// status page): admitted, not counted.
+    pub unrouted: AtomicU64,
+    pub removed: AtomicU64,
+    /// Wrong or missing credentials.
+    pub refused: AtomicU64,
+    /// Not understood (no action or client id).
+    pub malformed: AtomicU64,
+}
+
+impl CallbackMetrics {
+    /// Every outcome with its count, for `/metrics`.
+    pub fn read(&self) -> [(&'static str, u64); 7] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("confirmed", n(&self.confirmed)),
+            ("direct", n(&self.direct)),
+            ("relay_pull", n(&self.relay_pulls)),
+            ("unrouted", n(&self.unrouted)),
+            ("removed", n(&self.removed)),
+            ("refused", n(&self.refused)),
+            ("malformed", n(&self.malformed)),
+        ]
+    }
 }
 
 struct Inner {
@@ -63,6 +101,8 @@ struct Inner {
     built_at_version: AtomicI64,
     /// With `--cluster`: the other instances, through Redis.
     cluster: Option<Arc<Cluster>>,
+    /// Signs the redirects' tokens that relays' callbacks echo back.
+    signer: Signer,
 }
 
 /// Cheap to clone; handlers get it through axum's `State`.
@@ -117,6 +157,7 @@ impl AppState {
             refresh_pending: AtomicBool::new(false),
             version_conn: Mutex::new(version_conn),
             built_at_version: AtomicI64::new(-1),
+            signer: Signer::random(),
         }));
         state.refresh().await?;
         Ok(state)
@@ -124,6 +165,10 @@ impl AppState {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.0.signer
     }
 
     /// For reads; configuration writes go through [`AppState::begin`].

@@ -16,7 +16,7 @@ use super::widgets::{
 use super::{
     AdminUser, Ctx, ago, conflict_to_field, count, redirect_with_flash, redirect_with_problem,
 };
-use crate::domain::{FieldErrors, MountPath, ServerInput};
+use crate::domain::{FieldErrors, MountPath, Secret, ServerInput, TokenChange};
 use crate::error::{Error, Result};
 use crate::store::{self, changes};
 use crate::web::AppState;
@@ -51,6 +51,9 @@ pub struct ServerForm {
     pub max_listeners: String,
     pub weight: String,
     pub enabled: Option<String>,
+    /// Write-only: blank keeps the token the server has; never shown back.
+    pub callback_token: Secret,
+    pub remove_callback_token: Option<String>,
     pub csrf_token: String,
 }
 
@@ -78,8 +81,21 @@ fn opt(s: &str) -> Option<String> {
 }
 
 impl ServerForm {
-    fn parse(&self) -> std::result::Result<crate::domain::ServerSpec, FieldErrors> {
+    fn parse(&self) -> std::result::Result<(crate::domain::ServerSpec, TokenChange), FieldErrors> {
         let mut e = FieldErrors::default();
+        let token = if self.remove_callback_token.is_some() {
+            TokenChange::Remove
+        } else if self.callback_token.expose().trim().is_empty() {
+            TokenChange::Keep
+        } else {
+            match TokenChange::parse(Some(&self.callback_token)) {
+                Ok(t) => t,
+                Err(m) => {
+                    e.push("callback_token", m);
+                    TokenChange::Keep
+                }
+            }
+        };
         let input = ServerInput {
             name: self.name.clone(),
             url: self.url.clone(),
@@ -101,9 +117,10 @@ impl ServerForm {
             ),
             weight: number(&mut e, "weight", &self.weight, "a whole number"),
             enabled: Some(self.enabled.is_some()),
+            callback_token: None,
         };
         match input.parse() {
-            Ok(spec) if e.is_empty() => Ok(spec),
+            Ok(spec) if e.is_empty() => Ok((spec, token)),
             Ok(_) => Err(e),
             Err(more) => {
                 // Number errors come first; don't report a field twice.
@@ -130,7 +147,7 @@ impl ServerForm {
             max_listeners: r.max_listeners.map(|v| v.to_string()).unwrap_or_default(),
             weight: r.weight.to_string(),
             enabled: r.enabled.then(|| "on".into()),
-            csrf_token: String::new(),
+            ..Default::default()
         }
     }
 }
@@ -167,6 +184,9 @@ struct FormPage {
     draining: bool,
     status_line: String,
     read_via: String,
+    /// Whether the server has a callback token (its value is never shown).
+    has_token: bool,
+    callback_url: String,
 }
 
 fn render(status: StatusCode, page: FormPage) -> Response {
@@ -189,6 +209,8 @@ async fn new_form(ctx: Ctx) -> Response {
             draining: false,
             status_line: String::new(),
             read_via: String::new(),
+            has_token: false,
+            callback_url: String::new(),
         },
     )
 }
@@ -212,10 +234,12 @@ async fn create(
                 draining: false,
                 status_line: String::new(),
                 read_via: String::new(),
+                has_token: false,
+                callback_url: String::new(),
             },
         )
     };
-    let spec = match form.parse() {
+    let (spec, token) = match form.parse() {
         Ok(s) => s,
         Err(errors) => return Ok(invalid(errors, form)),
     };
@@ -224,6 +248,7 @@ async fn create(
         Ok(id) => id,
         Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
     };
+    changes::set_callback_token(&mut tx, id, &token).await?;
     state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/servers/{id}/edit"),
@@ -294,7 +319,12 @@ async fn page_for(
         format!(" · read through {read_via}")
     };
     let status_line = format!("{status_line} · location: {location}{via}");
+    let has_token = store::servers::callback_token(&mut conn, id)
+        .await?
+        .is_some();
     Ok(FormPage {
+        has_token,
+        callback_url: format!("/icecast_balancer/relays/{}/auth", row.name),
         ctx,
         id: Some(id),
         draining: !row.enabled,
@@ -325,7 +355,7 @@ async fn update(
     Form(form): Form<ServerForm>,
 ) -> Result<Response> {
     user.check_csrf(&form.csrf_token)?;
-    let spec = match form.parse() {
+    let (spec, token) = match form.parse() {
         Ok(s) => s,
         Err(errors) => {
             let page = page_for(&state, ctx, id, Some(form), errors).await?;
@@ -342,6 +372,7 @@ async fn update(
             return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
+    changes::set_callback_token(&mut tx, id, &token).await?;
     state.commit(tx).await?;
     let msg = if before.enabled && !after.enabled {
         format!(
