@@ -4,12 +4,12 @@
 
 pub mod alerts;
 pub mod app;
-pub mod background;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod fd_limit;
 pub mod geo;

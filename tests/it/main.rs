@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod console;
 mod e2e_icecast;
+mod engine;
 mod faults;
 mod geo;
 mod hostile;
