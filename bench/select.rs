@@ -24,9 +24,7 @@ use icecast_balancer::routing::snapshot::{
 use mmdb_writer::Value;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-#[path = "../tests/it/support/geoip.rs"]
-mod geoip;
+use testkit::geoip;
 
 const COUNTRIES: &[(&str, &str)] = &[
     ("DE", "EU"),
