@@ -17,6 +17,7 @@
 //! `--refuse 403|503`, `--source load|status-json`, `--seed N`,
 //! `--full-recheck S` (the balancer's setting; 0 = answer 503 at once).
 //! The binary built before issue 9's changes has no `--full-recheck`.
+#![allow(clippy::unwrap_used, reason = "a benchmark: a failure ends the run")]
 
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;

@@ -10,6 +10,10 @@
 //!
 //! A dev-dependency only (tests, `bench/`, the unit tests in `src/`), and it
 //! does not depend on the balancer.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test support: a failure here is the test's failure, and should stop it"
+)]
 
 pub mod geoip;
 pub mod relay;
