@@ -76,7 +76,7 @@ impl AppState {
         let _ = rustls::crypto::ring::default_provider().install_default();
         super::metrics::process_start_time();
         let db = store::connect(&settings.database).await?;
-        let geo = open_geo(settings.geoip.clone()).await?;
+        let geo = open_geo(settings.geoip.clone(), settings.geoip_max_bytes).await?;
         // Half the descriptors may go to idle relay connections; the rest
         // stay for listeners, the database and the round's new sockets.
         let keep_alive_max = crate::fd_limit::current().map_or(512, |(soft, _)| soft as usize / 2);
@@ -489,8 +489,8 @@ impl AppState {
 
 /// Opens the GeoIP file on a blocking thread: a slow disk or a FIFO must
 /// not stall an async worker.
-async fn open_geo(path: Option<std::path::PathBuf>) -> anyhow::Result<Geo> {
-    tokio::task::spawn_blocking(move || Geo::open(path.as_deref()))
+async fn open_geo(path: Option<std::path::PathBuf>, max_bytes: u64) -> anyhow::Result<Geo> {
+    tokio::task::spawn_blocking(move || Geo::open_limited(path.as_deref(), max_bytes))
         .await
         .map_err(|e| anyhow::anyhow!("GeoIP open task failed: {e}"))?
 }
