@@ -486,9 +486,18 @@ fn user_commands() {
         }
     }
 
+    // The last user stays: nobody could sign in otherwise.
+    let out = run(&db, &["user", "remove", "ops"], None);
+    assert!(
+        text(&out.stderr).contains("last user"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&db, &["user", "add", "ops2"], Some("s3cure-enough\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&db, &["user", "remove", "ops"], None);
     assert!(out.status.success());
-    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "");
+    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "ops2\n");
     assert!(!run(&db, &["user", "remove", "ops"], None).status.success());
 }
 
