@@ -346,11 +346,12 @@ pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<
         .await
 }
 
-/// Refuses to remove the last user: nobody could sign in to the admin.
+/// Refuses to remove the last user: nobody could log in to add another.
 pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
     if users::find(ctx.conn(), name).await?.is_some() && users::count(ctx.conn()).await? <= 1 {
-        return Err(Error::Refused(format!(
-            "{name:?} is the last user; add another before removing it"
+        return Err(Error::BadRequest(format!(
+            "{name} is the last user and cannot be removed: nobody could log in to the admin. \
+             Add another user first."
         )));
     }
     users::delete(ctx.conn(), name).await?;

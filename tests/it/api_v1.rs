@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use icecast_balancer::domain::Slug;
+use icecast_balancer::engine::announced as announce;
 use icecast_balancer::store::changes;
 use icecast_balancer::store::tokens::Scope;
-use icecast_balancer::web::api_v1::announce;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -14,12 +14,12 @@ use super::{
     ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, etag, json, not_found, tagged,
 };
 use crate::domain::{FieldErrors, Slug};
+use crate::engine::blocking;
 use crate::error::Error;
 use crate::store::changes;
 use crate::store::users::{self, UserRow};
 use crate::store::versions::{self, Table};
 use crate::web::AppState;
-use crate::web::state::blocking;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -187,7 +187,11 @@ pub async fn remove(
     let mut tx = state.begin(&caller.actor()).await?;
     let (_, version) = load(tx.conn(), &name).await?;
     if_match.check_version(version)?;
-    changes::delete_user(&mut tx, &name).await?;
+    match changes::delete_user(&mut tx, &name).await {
+        // The last user: a rule about the current state, not bad input.
+        Err(Error::BadRequest(why)) => return Err(Error::Refused(why).into()),
+        other => other?,
+    }
     commit(&state, tx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
