@@ -556,33 +556,6 @@ pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// Checks a token's name and streams: the errors the admin's token form
-/// shows too.
-pub fn check_token(
-    name: &str,
-    scope: Scope,
-    streams: &[String],
-) -> anyhow::Result<(Slug, Vec<String>)> {
-    let name = Slug::parse(name).map_err(|e| anyhow::anyhow!("name: {e}"))?;
-    let mut list = Vec::new();
-    for s in streams.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        list.push(
-            Slug::parse(s)
-                .map_err(|e| anyhow::anyhow!("streams: {s:?}: {e}"))?
-                .to_string(),
-        );
-    }
-    match scope {
-        Scope::Announce if list.is_empty() => {
-            anyhow::bail!("streams: an announce token needs the streams its relays may carry")
-        }
-        Scope::Read | Scope::Write if !list.is_empty() => {
-            anyhow::bail!("streams: only announce tokens are limited to streams")
-        }
-        _ => Ok((name, list)),
-    }
-}
-
 /// `icecast-balancer token …`: through the write path (actor "cli").
 pub async fn run_token_command(writer: &Writer, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -599,7 +572,8 @@ pub async fn run_token_command(writer: &Writer, cmd: TokenCommand) -> anyhow::Re
             scope,
             streams,
         } => {
-            let (name, streams) = check_token(&name, scope.into(), &streams)?;
+            let (name, streams) = store::tokens::check(&name, scope.into(), &streams)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             let secret = users::api_token_secret();
             let mut ctx = writer.begin(Actor::new("cli")).await?;
             changes::create_token(&mut ctx, &name, scope.into(), &streams, &secret)

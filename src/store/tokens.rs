@@ -4,6 +4,7 @@
 use sqlx::{FromRow, SqliteConnection};
 
 use super::now_ms;
+use crate::domain::{FieldErrors, Slug};
 use crate::error::{Error, Result};
 
 /// What a token may do. `Write` includes `Read`; `Announce` only
@@ -74,6 +75,39 @@ impl TokenRow {
 
 pub fn actor(name: &str) -> String {
     format!("token:{name}")
+}
+
+/// Checks a new token's name and streams (fields `name`, `streams`), for
+/// the `token add` command and the admin's token form alike.
+pub fn check(
+    name: &str,
+    scope: Scope,
+    streams: &[String],
+) -> std::result::Result<(Slug, Vec<String>), FieldErrors> {
+    let mut e = FieldErrors::default();
+    let name = Slug::parse(name).map_err(|m| e.push("name", m)).ok();
+    let mut list = Vec::new();
+    for s in streams.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        match Slug::parse(s) {
+            _ if s.is_empty() => {}
+            Ok(slug) => list.push(slug.to_string()),
+            Err(m) => e.push("streams", format!("{s:?}: {m}")),
+        }
+    }
+    match scope {
+        Scope::Announce if list.is_empty() && e.get("streams").is_none() => e.push(
+            "streams",
+            "an announce token needs the streams its relays may carry",
+        ),
+        Scope::Read | Scope::Write if !list.is_empty() => {
+            e.push("streams", "only announce tokens are limited to streams")
+        }
+        _ => {}
+    }
+    match name {
+        Some(name) if e.is_empty() => Ok((name, list)),
+        _ => Err(e),
+    }
 }
 
 /// The stored form of a secret.

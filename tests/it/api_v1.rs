@@ -780,3 +780,58 @@ async fn a_relay_announces_serves_falls_silent_is_drained_then_removed() {
         "{actors:?}"
     );
 }
+
+#[tokio::test]
+async fn tokens_made_and_revoked_in_the_admin() {
+    use crate::support::admin::Browser;
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    assert_eq!(b.get("/admin/tokens").await.status, 200);
+    let p = b
+        .post(
+            "/admin/tokens",
+            &[("csrf_token", "wrong"), ("name", "x"), ("scope", "read")],
+        )
+        .await;
+    assert_eq!(p.status, 403, "CSRF");
+    let p = b
+        .post(
+            "/admin/tokens",
+            &[("name", "relays"), ("scope", "announce")],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("streams-error"), "{}", p.body);
+
+    let p = b
+        .post("/admin/tokens", &[("name", "deploy"), ("scope", "write")])
+        .await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    let start = p
+        .body
+        .find("<code id=\"new-token\">")
+        .expect("the secret is shown")
+        + 21;
+    let secret = p.body[start..].split('<').next().unwrap().to_string();
+    assert!(secret.starts_with("icb_"), "{secret}");
+    let again = b.get("/admin/tokens").await;
+    assert!(!again.body.contains(&secret), "shown once only");
+    let p = b
+        .post("/admin/tokens", &[("name", "deploy"), ("scope", "read")])
+        .await;
+    assert_eq!(p.status, 422, "a taken name");
+    assert!(p.body.contains("name-error"), "{}", p.body);
+
+    let api = Call {
+        app: &app,
+        token: &secret,
+    };
+    assert_eq!(api.get("/api/v1/servers").await.0, StatusCode::OK);
+    let p = b.post("/admin/tokens/deploy/delete", &[]).await;
+    assert_eq!(p.status, 303);
+    assert_eq!(api.get("/api/v1/servers").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        audit_actors(&app, "token", "deploy").await,
+        ["admin", "admin"]
+    );
+}
