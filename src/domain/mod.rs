@@ -10,6 +10,8 @@
 pub mod clock;
 pub mod health;
 pub mod location;
+pub mod network;
+pub mod sync;
 pub mod text;
 mod usage;
 mod values;
@@ -61,7 +63,7 @@ impl std::fmt::Display for FieldErrors {
 
 /// A server as written in the config file or submitted by the admin form,
 /// before parsing. Field names are the config file's keys.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerInput {
     pub name: String,
@@ -86,6 +88,7 @@ pub struct ServerInput {
     /// export without `--secrets` leaves it out, and importing that file
     /// back must not disable the relay's callbacks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, write_only)]
     pub callback_token: Option<Secret>,
 }
 
@@ -272,7 +275,7 @@ impl StreamSpec {
 }
 
 /// A stream as written in the config file, mounts included.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamInput {
     pub name: String,
@@ -373,7 +376,7 @@ impl StreamInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MountInput {
     pub server: String,

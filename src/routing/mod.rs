@@ -3,7 +3,9 @@
 
 pub mod callbacks;
 pub mod clients;
+pub mod condition;
 pub mod countries;
+pub mod recent;
 pub mod reservations;
 pub mod routes;
 pub mod select;
