@@ -9,6 +9,28 @@ use ipnet::IpNet;
 
 use crate::poll::PollSettings;
 
+/// The defaults, once: [`Settings::new`] and the command line's flags
+/// (`cli`, through clap's `default_value_t`) both read them. Those of
+/// polling and alerts live beside their settings and are named here.
+pub mod defaults {
+    pub use crate::alerts::DEFAULT_FREE_PERCENT as ALERT_FREE_PERCENT;
+    pub use crate::poll::defaults as poll;
+
+    pub const DATABASE: &str = "icecast-balancer.db";
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const POLL_INTERVAL_S: u64 = 15;
+    pub const HEADER_TIMEOUT_S: f64 = 10.0;
+    pub const IDLE_TIMEOUT_S: f64 = 60.0;
+    pub const MAX_CONNECTIONS: u64 = 1024;
+    pub const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
+    pub const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
+    pub const RESERVATION_GRACE_S: u64 = 5;
+    pub const MAX_RESERVATIONS_PER_CLIENT: u64 = 4;
+    pub const DOWN_RECHECK_S: u64 = 2;
+    pub const FULL_RECHECK_S: u64 = 1;
+    pub const CLUSTER_PREFIX: &str = "icecast-balancer";
+}
+
 #[derive(Clone)]
 pub struct Settings {
     pub listen: String,
@@ -56,10 +78,10 @@ impl Settings {
     /// Defaults as documented in the README, for a database at `database`.
     pub fn new(database: PathBuf) -> Settings {
         Settings {
-            listen: "127.0.0.1:8080".into(),
+            listen: defaults::LISTEN.into(),
             database,
             geoip: None,
-            poll_interval: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_S),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
             server: ServerLimits::default(),
@@ -67,13 +89,13 @@ impl Settings {
             api_token: None,
             alerts: Default::default(),
             poll: PollSettings::default(),
-            reservation_grace: Duration::from_secs(5),
+            reservation_grace: Duration::from_secs(defaults::RESERVATION_GRACE_S),
             admin_password: None,
             cluster: None,
-            shutdown_timeout: Duration::from_secs(10),
-            max_reservations_per_client: 4,
-            down_recheck: Duration::from_secs(2),
-            full_recheck: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs_f64(defaults::SHUTDOWN_TIMEOUT_S),
+            max_reservations_per_client: defaults::MAX_RESERVATIONS_PER_CLIENT as usize,
+            down_recheck: Duration::from_secs(defaults::DOWN_RECHECK_S),
+            full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
         }
@@ -162,10 +184,10 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 1024,
-            max_per_client: 64,
+            header_timeout: Duration::from_secs_f64(defaults::HEADER_TIMEOUT_S),
+            idle_timeout: Duration::from_secs_f64(defaults::IDLE_TIMEOUT_S),
+            max_connections: defaults::MAX_CONNECTIONS as usize,
+            max_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT as usize,
         }
     }
 }

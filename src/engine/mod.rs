@@ -6,6 +6,7 @@
 //! `Engine` is cheap to clone; fields stay private, so how routing is kept
 //! fresh is decided in this module and nowhere else.
 
+mod error;
 pub mod metrics;
 pub mod placement;
 pub mod poll_runtime;
@@ -21,7 +22,6 @@ use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::domain::sync::lock;
-use crate::error::{Error, Result};
 use crate::geo::{Geo, Reload};
 use crate::poll::RoundSummary;
 use crate::poll::fetch::Fetcher;
@@ -30,6 +30,7 @@ use crate::routing::{Routing, Snapshot, snapshot};
 use crate::store::changes::{Actor, ChangeTx, Writer};
 use crate::store::{self, Pool};
 
+pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use poller::Poller;
 pub use routing_state::{Reason, RoutingState};
@@ -153,7 +154,7 @@ impl Engine {
     }
 
     /// A configuration change by `actor`; finish it with [`Engine::commit`].
-    pub async fn begin(&self, actor: &str) -> Result<ChangeTx> {
+    pub async fn begin(&self, actor: &str) -> store::Result<ChangeTx> {
         self.0.writer.begin(Actor::new(actor)).await
     }
 
@@ -177,7 +178,7 @@ impl Engine {
 
     /// Adds the per-country redirect counts made since the last flush to
     /// the store; returns how many redirects were written.
-    pub async fn flush_country_counts(&self) -> Result<u64> {
+    pub async fn flush_country_counts(&self) -> store::Result<u64> {
         let now = self.0.clock.now_ms();
         crate::routing::countries::flush(&self.0.db, self.0.routing.counters(), now).await
     }
@@ -278,7 +279,5 @@ async fn open_geo(path: Option<std::path::PathBuf>) -> anyhow::Result<Geo> {
 /// Runs CPU-heavy work (password hashing, snapshot building) on a blocking
 /// thread, so a login flood or a large rebuild cannot slow redirects.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Other(anyhow::anyhow!("blocking task failed: {e}")))
+    Ok(tokio::task::spawn_blocking(f).await?)
 }

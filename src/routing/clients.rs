@@ -14,6 +14,8 @@ use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::domain::sync::lock;
+
 /// The most reservations per client and stream the book can hold.
 pub const MAX_PER_CLIENT: usize = 10;
 const SHARDS: usize = 16;
@@ -84,7 +86,7 @@ pub fn agent_hash(agent: &[u8]) -> u64 {
 impl ClientBook {
     fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Recent>> {
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        shard.lock().unwrap_or_else(|e| e.into_inner())
+        lock(shard)
     }
 
     /// Judges a request from `ip` with User-Agent fingerprint `agent`.
@@ -136,7 +138,7 @@ impl ClientBook {
     /// the book stays as large as one grace window's clients.
     pub fn sweep(&self, now_ms: i64, grace_ms: i64) {
         for shard in &self.shards {
-            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = lock(shard);
             map.retain(|_, r| {
                 r.prune(now_ms - grace_ms);
                 r.len > 0
@@ -145,10 +147,7 @@ impl ClientBook {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

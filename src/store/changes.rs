@@ -19,9 +19,9 @@ use super::audit::{self, Action, Entry, Kind};
 use super::mounts::MountRow;
 use super::servers::ServerRow;
 use super::streams::StreamRow;
+use super::{Error, Result};
 use super::{Pool, mounts, servers, streams, users};
 use crate::domain::{MountPath, ServerSpec, StreamSpec};
-use crate::error::{Error, Result};
 
 /// Who makes a change, as the audit log names them: an admin user's name,
 /// or `import`, `cli`, `system`.

@@ -256,14 +256,14 @@ async fn password_matches(hash: Option<String>, password: String) -> Result<bool
     // of logins from many addresses queues here instead of taking every
     // core from the redirects.
     let _turn = hashing_slots().acquire().await;
-    blocking(move || match hash {
+    Ok(blocking(move || match hash {
         Some(h) => verify_password(&h, &password),
         None => {
             verify_nothing(&password);
             false
         }
     })
-    .await
+    .await?)
 }
 
 #[derive(Deserialize, Default)]
