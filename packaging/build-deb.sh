@@ -4,6 +4,8 @@
 # definition), the systemd unit, load.xsl, README, docs/ and LICENSE.
 #   packaging/build-deb.sh            build the .deb
 #   packaging/build-deb.sh --install  and install it with dpkg -i, then check it
+#                                     (packaging/check-deb.sh: the maintainer
+#                                     scripts on install, upgrade, remove, purge)
 # Needs cargo-deb (cargo install cargo-deb).
 set -eu
 cd "$(dirname "$0")/.."
@@ -49,5 +51,6 @@ if [ "${1:-}" = "--install" ]; then
         systemd-analyze security --offline=true /usr/lib/systemd/system/icecast-balancer.service |
             tail -n 1
     fi
+    packaging/check-deb.sh "$deb"
     echo "installed and checked $deb"
 fi

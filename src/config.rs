@@ -21,6 +21,7 @@ pub mod defaults {
     pub const POLL_INTERVAL_S: u64 = 15;
     pub const HEADER_TIMEOUT_S: f64 = 10.0;
     pub const IDLE_TIMEOUT_S: f64 = 60.0;
+    pub const REQUEST_TIMEOUT_S: f64 = 30.0;
     pub const MAX_CONNECTIONS: u64 = 1024;
     pub const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
     pub const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
@@ -29,6 +30,9 @@ pub mod defaults {
     pub const DOWN_RECHECK_S: u64 = 2;
     pub const FULL_RECHECK_S: u64 = 1;
     pub const CLUSTER_PREFIX: &str = "icecast-balancer";
+    pub const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
+    pub const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
+    pub const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
 }
 
 #[derive(Clone)]
@@ -36,6 +40,8 @@ pub struct Settings {
     pub listen: String,
     pub database: PathBuf,
     pub geoip: Option<PathBuf>,
+    /// Larger GeoIP files are refused before they are read.
+    pub geoip_max_bytes: u64,
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -72,6 +78,7 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    pub announce: AnnounceSettings,
 }
 
 impl Settings {
@@ -81,6 +88,7 @@ impl Settings {
             listen: defaults::LISTEN.into(),
             database,
             geoip: None,
+            geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
             poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_S),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
@@ -98,6 +106,7 @@ impl Settings {
             full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            announce: AnnounceSettings::default(),
         }
     }
 
@@ -126,6 +135,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("database", &self.database)
             .field("geoip", &self.geoip)
+            .field("geoip_max_bytes", &self.geoip_max_bytes)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_header", &self.forwarded_header)
@@ -144,12 +154,34 @@ impl std::fmt::Debug for Settings {
             .field("full_recheck", &self.full_recheck)
             .field("outside_writer_check", &self.outside_writer_check)
             .field("geoip_check", &self.geoip_check)
+            .field("announce", &self.announce)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),
             )
             .field("cluster", &self.cluster)
             .finish()
+    }
+}
+
+/// Relays that register themselves (`POST /api/v1/relays/announce`).
+#[derive(Debug, Clone)]
+pub struct AnnounceSettings {
+    /// Silence after which an announced relay is drained.
+    pub drain_after: Duration,
+    /// Silence after which it is removed.
+    pub remove_after: Duration,
+    /// How often silent relays are looked for.
+    pub check_every: Duration,
+}
+
+impl Default for AnnounceSettings {
+    fn default() -> Self {
+        AnnounceSettings {
+            drain_after: Duration::from_secs(defaults::ANNOUNCE_DRAIN_AFTER_S),
+            remove_after: Duration::from_secs(defaults::ANNOUNCE_REMOVE_AFTER_S),
+            check_every: Duration::from_secs(10),
+        }
     }
 }
 
@@ -174,6 +206,8 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Time a keep-alive connection may sit without a request.
     pub idle_timeout: Duration,
+    /// Time from a request's first byte until its body has arrived.
+    pub request_timeout: Duration,
     /// Open client connections at most; more are closed at once.
     pub max_connections: usize,
     /// Open connections from one client address at most (trusted proxies,
@@ -186,6 +220,7 @@ impl Default for ServerLimits {
         ServerLimits {
             header_timeout: Duration::from_secs_f64(defaults::HEADER_TIMEOUT_S),
             idle_timeout: Duration::from_secs_f64(defaults::IDLE_TIMEOUT_S),
+            request_timeout: Duration::from_secs_f64(defaults::REQUEST_TIMEOUT_S),
             max_connections: defaults::MAX_CONNECTIONS as usize,
             max_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT as usize,
         }

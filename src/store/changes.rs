@@ -19,9 +19,10 @@ use super::audit::{self, Action, Entry, Kind};
 use super::mounts::MountRow;
 use super::servers::ServerRow;
 use super::streams::StreamRow;
+use super::tokens::{self, Scope};
 use super::{Error, Result};
 use super::{Pool, mounts, servers, streams, users};
-use crate::domain::{MountPath, ServerSpec, StreamSpec};
+use crate::domain::{MountPath, ServerSpec, Slug, StreamSpec};
 
 /// Who makes a change, as the audit log names them: an admin user's name,
 /// or `import`, `cli`, `system`.
@@ -345,8 +346,47 @@ pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<
         .await
 }
 
+/// Refuses to remove the last user: nobody could log in to add another.
 pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
+    if users::find(ctx.conn(), name).await?.is_some() && users::count(ctx.conn()).await? <= 1 {
+        return Err(Error::Refused(format!(
+            "{name} is the last user and cannot be removed: nobody could log in to the admin. \
+             Add another user first."
+        )));
+    }
     users::delete(ctx.conn(), name).await?;
     ctx.record(Action::Delete, Kind::User, name, None, None)
+        .await
+}
+
+/// Makes an API token; `secret` is shown to its owner once and stored
+/// only as a hash.
+pub async fn create_token(
+    ctx: &mut ChangeTx,
+    name: &Slug,
+    scope: Scope,
+    streams: &[String],
+    secret: &str,
+) -> Result<i64> {
+    let id = tokens::insert(ctx.conn(), name.as_str(), scope, streams, secret).await?;
+    let mut after = format!("scope = {:?}\n", scope.as_str());
+    if scope == Scope::Announce {
+        after.push_str(&format!("streams = {streams:?}\n"));
+    }
+    ctx.record(
+        Action::Create,
+        Kind::Token,
+        name.as_str(),
+        None,
+        Some(after),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Revokes a token: requests carrying it are refused from now on.
+pub async fn delete_token(ctx: &mut ChangeTx, name: &str) -> Result<()> {
+    tokens::delete(ctx.conn(), name).await?;
+    ctx.record(Action::Delete, Kind::Token, name, None, None)
         .await
 }

@@ -9,6 +9,10 @@ pub enum Error {
     /// A UNIQUE constraint: `field` already has `value`.
     #[error("{field}: {value:?} is already taken")]
     Conflict { field: &'static str, value: String },
+    /// Refused by a rule about the current state (removing the last
+    /// user), not by bad input.
+    #[error("{0}")]
+    Refused(String),
     /// A row that does not parse back into its value types (edited by
     /// hand into something invalid); reported rather than used.
     #[error("{0}")]

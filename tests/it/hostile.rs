@@ -192,6 +192,99 @@ async fn an_idle_keep_alive_connection_is_closed() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 
+/// A POST head declaring a body of 100 bytes, with `extra` headers.
+fn post_head(path: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 100\r\n{extra}\r\n"
+    )
+}
+
+fn short_request_timeout(s: &mut Settings) {
+    s.server.request_timeout = Duration::from_millis(600);
+    s.server.header_timeout = Duration::from_millis(600);
+    s.server.idle_timeout = Duration::from_secs(60);
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_cut_off() {
+    let app = TestApp::spawn_with(short_request_timeout).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    let head = post_head("/admin/login", "");
+    s.write_all(format!("{head}username=admin").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "a request whose body stopped arriving kept the connection open"
+    );
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_at_the_request_deadline() {
+    let app = TestApp::spawn_with(short_request_timeout).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    s.write_all(post_head("/admin/login", "").as_bytes())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // A byte every 100 ms: each arrives well within any per-read timeout,
+    // the 100 bytes together take 10 s.
+    let closed = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(b"a").await.is_err() {
+            break true;
+        }
+        let mut b = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            _ if started.elapsed() > Duration::from_secs(8) => break false,
+            _ => {}
+        }
+    };
+    assert!(closed, "a dripping body kept the connection open");
+}
+
+#[tokio::test]
+async fn expect_100_continue_does_not_wait_for_ever() {
+    let app = TestApp::spawn_with(short_request_timeout).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    s.write_all(post_head("/admin/login", "Expect: 100-continue\r\n").as_bytes())
+        .await
+        .unwrap();
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("after 100 Continue the server waited for ever for the body");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 100"), "{text}");
+}
+
+#[tokio::test]
+async fn a_route_without_a_body_answers_without_waiting_for_one() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.request_timeout = Duration::from_secs(60);
+        s.server.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    for path in ["/healthz", "/admin/logout"] {
+        let mut s = connect_from("127.0.0.1", app.addr).await;
+        s.write_all(format!("{}abc", post_head(path, "")).as_bytes())
+            .await
+            .unwrap();
+        let mut b = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("{path} waited for a body it does not take"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&b[..n]);
+        assert!(text.starts_with("HTTP/1.1 "), "{text}");
+        assert!(!text.starts_with("HTTP/1.1 100"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn one_client_cannot_take_every_connection() {
     let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10_000))]).await;
@@ -202,7 +295,8 @@ async fn one_client_cannot_take_every_connection() {
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..1100 {
-        let mut s = connect_from("127.0.0.2", app.addr).await;
+        // Another network than the test's own 127.0.0.1 (limits count /24s).
+        let mut s = connect_from("127.0.9.2", app.addr).await;
         s.write_all(b"GET /icecast_balancer/live/ HTTP/1.1\r\n")
             .await
             .unwrap();
@@ -470,4 +564,155 @@ fn the_poll_token_can_come_from_a_file() {
         cli.serve.settings(&cli.global).is_err(),
         "an empty token file was accepted"
     );
+}
+
+// ---- memory under a login flood ----------------------------------------
+
+/// Resident memory of process `pid`, in MB.
+fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// One failed login as `user` from `from` (each its own, so no limit
+/// refuses it).
+async fn failed_login(base: &str, from: std::net::IpAddr, user: &str) -> u16 {
+    crate::support::app::install_crypto();
+    let client = reqwest::Client::builder()
+        .local_address(from)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let form = client
+        .get(format!("{base}/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("icb_login="))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    let body = form.text().await.unwrap();
+    let token = crate::support::admin::scrape(&body, "login_token").unwrap_or_default();
+    let fields = [
+        ("username", user),
+        ("password", "not the password"),
+        ("login_token", token.as_str()),
+    ];
+    client
+        .post(format!("{base}/admin/login"))
+        .header("cookie", format!("icb_login={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(crate::support::admin::encode(&fields))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_login_flood_does_not_grow_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icecast-balancer"))
+        .args(["--listen", "127.0.0.1:0", "--poll-interval", "0"])
+        .arg("--database")
+        .arg(dir.path().join("b.db"))
+        .env(
+            "ICECAST_BALANCER_ADMIN_PASSWORD",
+            "correct horse battery staple",
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let port = crate::support::listening_port(pid, Duration::from_secs(30))
+        .await
+        .expect("the server listens");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut peak = 0;
+    let mut answers = std::collections::BTreeMap::new();
+    // 64 failed logins, 16 at a time, each from an address of its own.
+    for wave in 0..4u8 {
+        let logins: Vec<_> = (0..16u8)
+            .map(|i| {
+                let from = std::net::IpAddr::from([127, 10 + wave, i, 1]);
+                let base = base.clone();
+                let user = format!("guess{wave}-{i}");
+                tokio::spawn(async move { failed_login(&base, from, &user).await })
+            })
+            .collect();
+        for l in logins {
+            *answers.entry(l.await.unwrap()).or_insert(0) += 1;
+            peak = peak.max(rss_mb(pid));
+        }
+    }
+    let after = rss_mb(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answers.contains_key(&401), "{answers:?}");
+    assert!(
+        answers.keys().all(|s| [401, 503].contains(s)),
+        "{answers:?}"
+    );
+    eprintln!("login flood: RSS peak {peak} MB, after {after} MB, answers {answers:?}");
+    assert!(peak < 100, "RSS peaked at {peak} MB during a login flood");
+    assert!(after < 100, "RSS stayed at {after} MB after a login flood");
+}
+
+// ---- slot grabbing -------------------------------------------------------
+
+/// A client bound to `from`, so the app sees that address (no proxy).
+fn client_from(from: std::net::IpAddr) -> reqwest::Client {
+    crate::support::app::install_crypto();
+    reqwest::Client::builder()
+        .local_address(from)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_network_grabbing_reservations_cannot_starve_real_listeners() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let app = TestApp::spawn_with(|s| s.max_reservations_per_client = 4).await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    let url = app.url("/icecast_balancer/live/");
+    // 30 addresses of one /24, 4 User-Agents each, twice (as every 3 s):
+    // none of them ever connects to the relay.
+    for _ in 0..2 {
+        for host in 1..=30u8 {
+            let c = client_from([127, 0, 0, host].into());
+            for ua in 0..4 {
+                let r = c
+                    .get(&url)
+                    .header("user-agent", format!("grabber/{ua}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!([302, 503].contains(&r.status().as_u16()));
+            }
+        }
+    }
+    // 13 real listeners from networks of their own still get a slot.
+    let mut served = 0;
+    for n in 0..13u8 {
+        let c = client_from([127, 1, n, 1].into());
+        let r = c.get(&url).send().await.unwrap();
+        if r.status() == 302 {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 13, "real listeners were refused");
 }

@@ -3,10 +3,15 @@
 //! Each module drives the real application in-process (port 0) over HTTP;
 //! `support` holds the shared helpers. Server logs are hidden unless
 //! `TEST_LOG=1` is set.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a panic is the test failing with its reason"
+)]
 
 mod support;
 
 mod admin;
+mod api_v1;
 mod balancer;
 mod browser;
 mod capacity;
