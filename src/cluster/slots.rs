@@ -26,6 +26,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::sync::lock;
+
 /// How long a leased block may be handed out, in seconds.
 pub const LEASE_SECONDS: u64 = 2;
 /// The largest block leased at once.
@@ -283,18 +285,18 @@ pub struct Leases {
 
 impl Leases {
     pub fn of(&self, id: i64) -> Arc<MountLease> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.map);
         map.entry(id).or_default().clone()
     }
 
     pub fn all(&self) -> Vec<Arc<MountLease>> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.map);
         map.values().cloned().collect()
     }
 
     pub fn clear(&self) {
         for l in self.all() {
-            l.lease.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            lock(&l.lease).clear();
         }
     }
 }

@@ -7,6 +7,7 @@
 //! fresh is decided in this module and nowhere else.
 
 pub mod announced;
+mod error;
 pub mod metrics;
 pub mod placement;
 pub mod poll_runtime;
@@ -22,7 +23,6 @@ use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::domain::sync::lock;
-use crate::error::{Error, Result};
 use crate::geo::{Geo, Reload};
 use crate::poll::RoundSummary;
 use crate::poll::fetch::Fetcher;
@@ -31,6 +31,7 @@ use crate::routing::{Routing, Snapshot, snapshot};
 use crate::store::changes::{Actor, ChangeTx, Writer};
 use crate::store::{self, Pool};
 
+pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use poller::Poller;
 pub use routing_state::{Reason, RoutingState};
@@ -154,7 +155,7 @@ impl Engine {
     }
 
     /// A configuration change by `actor`; finish it with [`Engine::commit`].
-    pub async fn begin(&self, actor: &str) -> Result<ChangeTx> {
+    pub async fn begin(&self, actor: &str) -> store::Result<ChangeTx> {
         self.0.writer.begin(Actor::new(actor)).await
     }
 
@@ -178,7 +179,7 @@ impl Engine {
 
     /// Adds the per-country redirect counts made since the last flush to
     /// the store; returns how many redirects were written.
-    pub async fn flush_country_counts(&self) -> Result<u64> {
+    pub async fn flush_country_counts(&self) -> store::Result<u64> {
         let now = self.0.clock.now_ms();
         crate::routing::countries::flush(&self.0.db, self.0.routing.counters(), now).await
     }
@@ -279,7 +280,5 @@ async fn open_geo(path: Option<std::path::PathBuf>, max_bytes: u64) -> anyhow::R
 /// Runs CPU-heavy work (password hashing, snapshot building) on a blocking
 /// thread, so a login flood or a large rebuild cannot slow redirects.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Other(anyhow::anyhow!("blocking task failed: {e}")))
+    Ok(tokio::task::spawn_blocking(f).await?)
 }

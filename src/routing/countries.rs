@@ -78,7 +78,7 @@ pub async fn flush(
     db: &crate::store::Pool,
     counters: &super::Counters,
     now_ms: i64,
-) -> crate::error::Result<u64> {
+) -> crate::store::Result<u64> {
     use crate::store::countries;
     let drained: Vec<_> = counters
         .all_streams()
@@ -104,7 +104,7 @@ pub async fn flush(
         }
         countries::prune(&mut tx, hour - RETENTION_MS).await?;
         tx.commit().await?;
-        Ok::<u64, crate::error::Error>(n)
+        Ok::<u64, crate::store::Error>(n)
     }
     .await;
     if written.is_err() {

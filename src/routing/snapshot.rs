@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::sync::lock;
 use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation};
-use crate::error::Result;
 use crate::store;
+use crate::store::Result;
 
 use super::reservations::{Ledger, Observation};
 use super::routes::Routes;
@@ -61,11 +62,7 @@ pub struct Counters {
 }
 
 fn entry<T: Default>(map: &Mutex<HashMap<i64, Arc<T>>>, id: i64) -> Arc<T> {
-    map.lock()
-        .expect("counter registry poisoned")
-        .entry(id)
-        .or_default()
-        .clone()
+    lock(map).entry(id).or_default().clone()
 }
 
 impl Counters {
@@ -80,9 +77,7 @@ impl Counters {
     }
     /// Every stream's counters (also of streams deleted since), by id.
     pub fn all_streams(&self) -> Vec<(i64, Arc<StreamCounters>)> {
-        self.streams
-            .lock()
-            .expect("counter registry poisoned")
+        lock(&self.streams)
             .iter()
             .map(|(id, c)| (*id, c.clone()))
             .collect()

@@ -20,9 +20,9 @@ use super::mounts::MountRow;
 use super::servers::ServerRow;
 use super::streams::StreamRow;
 use super::tokens::{self, Scope};
+use super::{Error, Result};
 use super::{Pool, mounts, servers, streams, users};
 use crate::domain::{MountPath, ServerSpec, Slug, StreamSpec};
-use crate::error::{Error, Result};
 
 /// Who makes a change, as the audit log names them: an admin user's name,
 /// or `import`, `cli`, `system`.
@@ -349,7 +349,7 @@ pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<
 /// Refuses to remove the last user: nobody could log in to add another.
 pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
     if users::find(ctx.conn(), name).await?.is_some() && users::count(ctx.conn()).await? <= 1 {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Refused(format!(
             "{name} is the last user and cannot be removed: nobody could log in to the admin. \
              Add another user first."
         )));

@@ -8,6 +8,7 @@ pub mod announced;
 pub mod audit;
 pub mod changes;
 pub mod countries;
+mod error;
 pub mod mounts;
 pub mod servers;
 pub mod sessions;
@@ -27,6 +28,8 @@ use anyhow::Context;
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
+
+pub use error::{Error, Result};
 
 pub type Pool = SqlitePool;
 

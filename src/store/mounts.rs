@@ -3,8 +3,8 @@
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 
 use super::now_ms;
+use super::{Error, Result};
 use crate::domain::MountPath;
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct MountRow {

@@ -3,8 +3,8 @@
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 
 use super::now_ms;
+use super::{Error, Result};
 use crate::domain::{CountryCode, HttpUrl, Latitude, Longitude, ServerSpec, Slug, Weight};
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ServerRow {
@@ -28,7 +28,7 @@ impl ServerRow {
     /// by hand into something invalid is reported rather than used.
     pub fn spec(&self) -> Result<ServerSpec> {
         let bad = |what: &str, e: String| {
-            Error::Other(anyhow::anyhow!(
+            Error::BadRow(format!(
                 "server {:?} in the database has a bad {what}: {e}",
                 self.name
             ))

@@ -556,7 +556,7 @@ async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
     match state.poll_now().await {
         Ok(summary) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(summary)).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => crate::error::Error::from(e).into_response(),
     }
 }
 

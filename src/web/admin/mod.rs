@@ -27,6 +27,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::client_ip::{ClientInfo, client_info};
@@ -166,27 +168,23 @@ fn unhex(s: &str) -> Option<String> {
 }
 
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
+    CookieJar::from_headers(headers)
+        .get(name)
+        .map(|c| c.value().to_string())
 }
 
 /// `Set-Cookie` for an admin cookie: HttpOnly, SameSite=Strict, Path=/,
 /// Secure when the request came over HTTPS. `None` deletes it.
 pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
-    let mut c = match value {
-        Some(v) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Strict"),
-        None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    };
-    if secure {
-        c.push_str("; Secure");
+    let mut c = Cookie::build((name, value.unwrap_or_default()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure);
+    if value.is_none() {
+        c = c.max_age(time::Duration::ZERO);
     }
-    HeaderValue::from_str(&c).expect("cookie values are hex")
+    HeaderValue::from_str(&c.build().to_string()).expect("cookie values are hex")
 }
 
 /// Redirects with a message for the next page.
@@ -226,6 +224,14 @@ pub fn client(state: &AppState, req: &Request) -> Option<ClientInfo> {
 pub fn is_https(state: &AppState, req: &Request) -> bool {
     client(state, req).is_some_and(|c| c.https)
 }
+
+/// What stays as it is in the `next` parameter: an unreserved path.
+const NEXT_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Only local absolute paths, so `next` cannot send anyone off-site.
 pub fn safe_next(next: Option<&str>) -> String {
@@ -281,16 +287,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 Some(pq) => pq.as_str().to_string(),
                 None => path.clone(),
             };
-            let next: String = target
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
+            let next = percent_encode(target.as_bytes(), NEXT_KEEPS);
             return Redirect::to(&format!("/admin/login?next={next}")).into_response();
         }
         None => {
@@ -346,14 +343,16 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// A UNIQUE violation becomes a message on its form field; anything else
 /// stays an error.
-pub fn conflict_to_field(e: Error) -> std::result::Result<crate::domain::FieldErrors, Error> {
+pub fn conflict_to_field(
+    e: crate::store::Error,
+) -> std::result::Result<crate::domain::FieldErrors, Error> {
     match e {
-        Error::Conflict { field, value } => {
+        crate::store::Error::Conflict { field, value } => {
             let mut f = crate::domain::FieldErrors::default();
             f.push(field, format!("{value:?} is already taken"));
             Ok(f)
         }
-        other => Err(other),
+        other => Err(other.into()),
     }
 }
 

@@ -437,14 +437,14 @@ async fn add_mount(
         drop(tx);
         let mut errors = FieldErrors::default();
         match e {
-            Error::Conflict { .. } => errors.push(
+            crate::store::Error::Conflict { .. } => errors.push(
                 "mount",
                 format!(
                     "{} on {} already belongs to a stream",
                     spec.mount, server.name
                 ),
             ),
-            other => return Err(other),
+            other => return Err(other.into()),
         }
         return again(errors).await;
     }

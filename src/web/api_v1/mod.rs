@@ -90,9 +90,14 @@ pub enum ApiError {
     Body(StatusCode, String),
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError::App(e)
+/// The web's errors, and the layers below through the web boundary's
+/// mapping.
+impl<E> From<E> for ApiError
+where
+    Error: From<E>,
+{
+    fn from(e: E) -> Self {
+        ApiError::App(Error::from(e))
     }
 }
 
