@@ -9,7 +9,9 @@ pub mod cluster_slots;
 pub mod csrf;
 pub mod metrics;
 pub mod serve;
+pub mod session;
 pub mod state;
+pub mod stream_list;
 pub mod workers;
 
 pub use state::AppState;
