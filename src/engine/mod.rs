@@ -7,11 +7,11 @@
 //! fresh is decided in this module and nowhere else.
 
 pub mod announced;
-pub mod metrics;
-pub mod placement;
-pub mod poll_runtime;
-pub mod poller;
-pub mod routing_state;
+pub(crate) mod metrics;
+pub(crate) mod placement;
+pub(crate) mod poll_runtime;
+pub(crate) mod poller;
+pub(crate) mod routing_state;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -5,18 +5,18 @@
 //! writes, resolves the session cookie into an [`AdminUser`] (or redirects
 //! to the login page and back), and carries one-shot flash messages.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
-pub mod chart;
-pub mod countries;
-pub mod dashboard;
-pub mod explain;
-pub mod live;
-pub mod servers;
-pub mod streams;
-pub mod tokens;
-pub mod users;
-pub mod widgets;
+pub(crate) mod chart;
+pub(crate) mod countries;
+pub(crate) mod dashboard;
+pub(crate) mod explain;
+pub(crate) mod live;
+pub(crate) mod servers;
+pub(crate) mod streams;
+pub(crate) mod tokens;
+pub(crate) mod users;
+pub(crate) mod widgets;
 
 use std::net::SocketAddr;
 
