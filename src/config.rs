@@ -121,11 +121,6 @@ impl Settings {
         (2 * interval + self.reservation_grace.as_secs())
             .clamp(30, crate::routing::reservations::SLOTS)
     }
-
-    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
-    }
 }
 
 /// Secrets stay out of logs and panics.

@@ -14,9 +14,9 @@
 //! redirecting from its local copy with its share of the free slots, and
 //! rejoins by itself at the next heartbeat that gets an answer.
 
-pub mod config_sync;
 mod error;
-pub mod members;
+pub(crate) mod config_sync;
+pub(crate) mod members;
 pub mod slots;
 
 use std::sync::{Arc, Mutex};

@@ -8,11 +8,11 @@
 //! show each message beside its field.
 
 pub mod clock;
-pub mod health;
-pub mod location;
-pub mod network;
-pub mod sync;
-pub mod text;
+pub(crate) mod health;
+pub(crate) mod location;
+pub(crate) mod network;
+pub(crate) mod sync;
+pub(crate) mod text;
 mod usage;
 mod values;
 

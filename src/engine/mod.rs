@@ -8,11 +8,11 @@
 
 pub mod announced;
 mod error;
-pub mod metrics;
-pub mod placement;
-pub mod poll_runtime;
-pub mod poller;
-pub mod routing_state;
+pub(crate) mod metrics;
+pub(crate) mod placement;
+pub(crate) mod poll_runtime;
+pub(crate) mod poller;
+pub(crate) mod routing_state;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! batch, not per relay, and a relay that hangs until the timeout delays
 //! nobody else's batch.
 
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod parse;
 
 use std::collections::{HashMap, HashSet};

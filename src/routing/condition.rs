@@ -134,10 +134,6 @@ pub fn listeners_by_server(r: &Routing, st: &StreamEntry) -> Vec<(usize, u64)> {
     out
 }
 
-pub fn listeners_now(r: &Routing, st: &StreamEntry) -> u64 {
-    listeners_by_server(r, st).iter().map(|(_, n)| n).sum()
-}
-
 /// If the stream's busiest relay failed: its listeners, and how many of
 /// them the other serving relays could not take (`None`: some relay's
 /// limit is not known).
@@ -239,7 +235,6 @@ mod tests {
         b.enabled = false;
         let r = routing(vec![relay("a", 8, Some(10)), b]);
         assert_eq!(headroom(&r, &r.snap.streams[0]).unwrap().stranded, Some(8));
-        assert_eq!(listeners_now(&r, &r.snap.streams[0]), 11);
         // A relay without a known limit: nobody can say.
         let r = routing(vec![relay("a", 8, Some(10)), relay("b", 1, None)]);
         assert_eq!(headroom(&r, &r.snap.streams[0]).unwrap().stranded, None);

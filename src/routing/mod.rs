@@ -1,12 +1,12 @@
 //! From store to redirect: the snapshot the redirect path reads, the pure
 //! selection function, and the lock-free slot reservations.
 
-pub mod clients;
-pub mod condition;
-pub mod countries;
-pub mod recent;
+pub(crate) mod clients;
+pub(crate) mod condition;
+pub(crate) mod countries;
+pub(crate) mod recent;
 pub mod reservations;
-pub mod routes;
+pub(crate) mod routes;
 pub mod select;
 pub mod snapshot;
 #[cfg(test)]

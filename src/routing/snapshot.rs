@@ -171,9 +171,6 @@ impl Snapshot {
     pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
         self.by_name.get(name).map(|&i| &self.streams[i])
     }
-    pub fn stream_index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
-    }
 
     /// Server `i`'s location for distance computations.
     pub fn server_point(&self, i: usize) -> Option<Point> {

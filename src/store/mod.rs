@@ -4,19 +4,19 @@
 //! Functions that write take `&mut SqliteConnection` so callers can group
 //! several writes into one transaction (import does; a form save is one).
 
-pub mod announced;
+pub(crate) mod announced;
 pub mod audit;
 pub mod changes;
-pub mod countries;
 mod error;
-pub mod mounts;
+pub(crate) mod countries;
+pub(crate) mod mounts;
 pub mod servers;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod status;
 pub mod streams;
 pub mod tokens;
 pub mod users;
-pub mod versions;
+pub(crate) mod versions;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -124,11 +124,3 @@ pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
     }
     Ok(())
 }
-
-pub async fn delete_for_stream(conn: &mut SqliteConnection, stream_id: i64) -> Result<()> {
-    sqlx::query("DELETE FROM mounts WHERE stream_id = ?")
-        .bind(stream_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}

@@ -168,13 +168,3 @@ pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
     }
     Ok(())
 }
-
-pub async fn set_enabled(conn: &mut SqliteConnection, id: i64, enabled: bool) -> Result<()> {
-    sqlx::query("UPDATE servers SET enabled = ?, updated_at = ? WHERE id = ?")
-        .bind(enabled)
-        .bind(now_ms())
-        .bind(id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}

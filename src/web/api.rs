@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use subtle::ConstantTimeEq;
 
-use super::admin::session_user;
+use super::session::session_user;
 use crate::error::Result;
 use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};

@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::cluster_slots;
-use super::or_unlimited;
+use super::stream_list::{StreamRow, stream_rows};
 use crate::domain::ClientGeo;
 use crate::routing::Snapshot;
 use crate::routing::clients::{Verdict, agent_hash};
@@ -560,37 +560,10 @@ async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
 }
 
-pub struct StreamRow {
-    pub name: String,
-    pub description: String,
-    pub listeners: u64,
-    pub free: String,
-    pub relays: usize,
-}
-
 #[derive(Template, WebTemplate)]
 #[template(path = "balancer/index.html")]
 struct IndexPage {
     streams: Vec<StreamRow>,
-}
-
-/// Free slots and listeners per stream as selection sees them now.
-pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
-    let now_s = state.clock().now_s();
-    let ttl = state.settings().reservation_ttl_s();
-    snap.streams
-        .iter()
-        .map(|st| {
-            let t = select::stream_totals(snap, st, now_s, ttl);
-            StreamRow {
-                name: st.name.clone(),
-                description: st.description.clone(),
-                listeners: t.listeners,
-                free: or_unlimited(t.free),
-                relays: t.relays,
-            }
-        })
-        .collect()
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {

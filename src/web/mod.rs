@@ -2,16 +2,18 @@
 //! cross-cutting layers (static files, tracing, body limit).
 
 pub mod admin;
-pub mod api;
-pub mod api_v1;
-pub mod balancer;
-pub mod client_ip;
-pub mod cluster_slots;
-pub mod csrf;
-pub mod metrics;
-pub mod serve;
-pub mod state;
-pub mod workers;
+pub(crate) mod api;
+pub(crate) mod api_v1;
+pub(crate) mod balancer;
+pub(crate) mod client_ip;
+pub(crate) mod cluster_slots;
+pub(crate) mod csrf;
+pub(crate) mod metrics;
+pub(crate) mod serve;
+pub(crate) mod session;
+pub(crate) mod state;
+pub(crate) mod stream_list;
+pub(crate) mod workers;
 
 pub use state::AppState;
 

@@ -69,7 +69,6 @@ pub struct Row {
     pub free: Option<u64>,
     pub reserved: u64,
     pub weight: u32,
-    pub score: u64,
     pub health: &'static str,
     pub same_country: bool,
     /// Where the relay's coordinates came from (configured, geoip, unknown).
@@ -255,7 +254,6 @@ fn row(
         free: a.free,
         reserved: a.reserved,
         weight: s.weight,
-        score: a.score,
         health: if s.enabled {
             s.health.state.as_str()
         } else {

@@ -5,77 +5,41 @@
 //! writes, resolves the session cookie into an [`AdminUser`] (or redirects
 //! to the login page and back), and carries one-shot flash messages.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
-pub mod chart;
-pub mod countries;
-pub mod dashboard;
-pub mod explain;
-pub mod live;
-pub mod servers;
-pub mod streams;
-pub mod tokens;
-pub mod users;
-pub mod widgets;
+pub(crate) mod chart;
+pub(crate) mod countries;
+pub(crate) mod dashboard;
+pub(crate) mod explain;
+pub(crate) mod live;
+pub(crate) mod servers;
+pub(crate) mod streams;
+pub(crate) mod tokens;
+pub(crate) mod users;
+pub(crate) mod widgets;
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use axum_extra::extract::cookie::{Cookie, SameSite};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::csrf;
+pub use super::session::{AdminUser, IDLE_TIMEOUT_MS, SESSION_COOKIE, cookie, session_user};
 use crate::error::{Error, Result};
 use crate::store;
 use crate::users::hex;
 use crate::web::AppState;
 
-pub const SESSION_COOKIE: &str = "icb_session";
 const FLASH_COOKIE: &str = "icb_flash";
-/// Sessions end after this long without a request.
-pub const IDLE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
-
-/// The logged-in user of this request.
-#[derive(Debug, Clone)]
-pub struct AdminUser {
-    pub id: i64,
-    pub name: String,
-    pub csrf_token: String,
-}
-
-impl AdminUser {
-    /// Compares a form's `csrf_token` with the session's.
-    pub fn check_csrf(&self, given: &str) -> Result<()> {
-        if csrf::tokens_match(given, &self.csrf_token) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(
-                "This form has expired or came from another site (CSRF token mismatch). \
-                 Reload the page and try again."
-                    .into(),
-            ))
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
-    type Rejection = Error;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
-        parts
-            .extensions
-            .get::<AdminUser>()
-            .cloned()
-            .ok_or_else(|| Error::Unauthorized("login required".into()))
-    }
-}
 
 /// What every admin page shows around its content.
 #[derive(Debug, Clone)]
@@ -167,12 +131,6 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    CookieJar::from_headers(headers)
-        .get(name)
-        .map(|c| c.value().to_string())
-}
-
 /// `Set-Cookie` for an admin cookie: HttpOnly, SameSite=Strict, Path=/,
 /// Secure when the request came over HTTPS. `None` deletes it.
 pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
@@ -248,20 +206,6 @@ pub fn safe_next(next: Option<&str>) -> String {
         }
         _ => "/admin/".to_string(),
     }
-}
-
-/// The user whose session cookie this request carries, if it is valid.
-pub async fn session_user(state: &AppState, headers: &HeaderMap) -> Result<Option<AdminUser>> {
-    let Some(token) = cookie(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let mut conn = state.db().acquire().await?;
-    let found = store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await?;
-    Ok(found.map(|s| AdminUser {
-        id: s.user_id,
-        name: s.user_name,
-        csrf_token: s.csrf_token,
-    }))
 }
 
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -411,13 +355,5 @@ mod tests {
         ] {
             assert_eq!(safe_next(Some(bad)), "/admin/");
         }
-    }
-
-    #[test]
-    fn cookies_are_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; icb_session=abc; b=2".parse().unwrap());
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
-        assert_eq!(cookie(&h, "c"), None);
     }
 }

@@ -105,7 +105,7 @@ struct ListPage {
 
 async fn list(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
     let snap = state.snapshot();
-    let rows = crate::web::balancer::stream_rows(&state, &snap);
+    let rows = crate::web::stream_list::stream_rows(&state, &snap);
     let streams = snap
         .streams
         .iter()

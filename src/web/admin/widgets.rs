@@ -21,7 +21,6 @@ pub struct ServerLine {
     pub id: i64,
     pub name: String,
     pub url: String,
-    pub enabled: bool,
     /// Full, low, down, draining, ok… (see [`Condition`]).
     pub condition: Condition,
     pub listeners: u64,
@@ -76,7 +75,6 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
             id: s.id,
             name: s.name.clone(),
             url: s.url.clone(),
-            enabled: s.enabled,
             condition: condition::server(&r, i, low),
             listeners: s.listeners,
             last_poll: ago(s.last_poll_at),
