@@ -469,7 +469,7 @@ pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Resu
                 .await?
                 .is_some()
             {
-                anyhow::bail!("a user named {name:?} already exists (use `user passwd`)");
+                anyhow::bail!("a user named \"{name}\" already exists (use `user passwd {name}`)");
             }
             let password = read_password()?;
             users::check_password(&password)?;

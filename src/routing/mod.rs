@@ -2,7 +2,9 @@
 //! selection function, and the lock-free slot reservations.
 
 pub mod clients;
+pub mod condition;
 pub mod countries;
+pub mod recent;
 pub mod reservations;
 pub mod routes;
 pub mod select;

@@ -51,6 +51,17 @@ pub enum Excluded {
 }
 
 impl Excluded {
+    /// What the admin pages say, in an operator's words.
+    pub fn words(self) -> &'static str {
+        match self {
+            Excluded::ServerDisabled => "relay draining: no new listeners",
+            Excluded::ServerDown => "relay down or not polled yet",
+            Excluded::NotLive => "source offline? (the relay does not list this mount)",
+            Excluded::Full => "full",
+        }
+    }
+
+    /// The API's stable text.
     pub fn reason(self) -> &'static str {
         match self {
             Excluded::ServerDisabled => "server disabled (draining)",

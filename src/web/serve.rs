@@ -300,6 +300,10 @@ fn connection_cap(configured: usize) -> usize {
 /// limit of 1,024 is meant to be raised by the programs that need more)
 /// and returns the limit now in force.
 #[cfg(unix)]
+#[allow(
+    unsafe_code,
+    reason = "getrlimit/setrlimit have no safe wrapper in std"
+)]
 fn raise_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -193,7 +193,7 @@ fn method_text(has_database: bool, client: &ClientGeo, candidates: &[&Assessed])
                 select::BAND_KM
             ),
             None if candidates.is_empty() => format!(
-                "By distance from {:.2}, {:.2}, but no relay is a candidate now.",
+                "By distance from {:.2}, {:.2}, but no relay can take a listener now.",
                 c.lat, c.lon
             ),
             None => "By distance, but no relay with a free slot has a known location: \
@@ -238,7 +238,7 @@ fn row(
     let m = &snap.mounts[a.mount];
     let s = &snap.servers[m.server];
     let (verdict, reason) = match (a.excluded, candidates.first()) {
-        (Some(e), _) => (Verdict::Excluded, e.reason().to_string()),
+        (Some(e), _) => (Verdict::Excluded, e.words().to_string()),
         (None, Some(b)) if b.mount == a.mount => {
             (Verdict::Chosen, chosen_reason(a, candidates, client))
         }
@@ -259,7 +259,7 @@ fn row(
         health: if s.enabled {
             s.health.state.as_str()
         } else {
-            "disabled"
+            "draining"
         },
         same_country: a.same_country,
         located_by: s.coords_source.as_str(),
@@ -479,7 +479,7 @@ mod tests {
         assert_eq!(nyc.ring, Some(1));
         assert!(row(&e, "nowhere").reason.contains("location is unknown"));
         assert_eq!(row(&e, "muc").verdict, Verdict::Excluded);
-        assert_eq!(row(&e, "muc").reason, "no free slot");
+        assert_eq!(row(&e, "muc").reason, "full");
         assert_eq!(row(&e, "ber").health, "down");
         assert!(row(&e, "ber").reason.contains("down"));
         assert!(e.method.contains("ring 0 reaches"), "{}", e.method);
@@ -592,6 +592,7 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
             csrf: "token".into(),
             flash: None,
             flash_error: false,
+            path: "/admin/explain".into(),
         };
         let resp = page(State(state.clone()), ctx, Query(q)).await;
         let status = resp.status();
@@ -608,7 +609,7 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
         assert_eq!(status, StatusCode::OK);
         assert!(html.contains("198.51.100.1"), "{html}");
         assert!(html.contains("/live.mp3"));
-        assert!(html.contains("server down or not yet polled"));
+        assert!(html.contains("relay down or not polled yet"));
         assert!(html.contains("No GeoIP database"));
 
         // Bad input is answered inside the page, on the form.
