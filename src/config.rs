@@ -52,6 +52,7 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    pub announce: AnnounceSettings,
 }
 
 impl Settings {
@@ -79,6 +80,7 @@ impl Settings {
             full_recheck: Duration::from_secs(1),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            announce: AnnounceSettings::default(),
         }
     }
 
@@ -126,6 +128,7 @@ impl std::fmt::Debug for Settings {
             .field("full_recheck", &self.full_recheck)
             .field("outside_writer_check", &self.outside_writer_check)
             .field("geoip_check", &self.geoip_check)
+            .field("announce", &self.announce)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),
@@ -137,6 +140,27 @@ impl std::fmt::Debug for Settings {
 
 /// Which header a trusted proxy writes the client's address (and scheme)
 /// into. Only that one is read: the others may come from the client.
+/// Relays that register themselves (`POST /api/v1/relays/announce`).
+#[derive(Debug, Clone)]
+pub struct AnnounceSettings {
+    /// Silence after which an announced relay is drained.
+    pub drain_after: Duration,
+    /// Silence after which it is removed.
+    pub remove_after: Duration,
+    /// How often silent relays are looked for.
+    pub check_every: Duration,
+}
+
+impl Default for AnnounceSettings {
+    fn default() -> Self {
+        AnnounceSettings {
+            drain_after: Duration::from_secs(180),
+            remove_after: Duration::from_secs(3600),
+            check_every: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For`, scheme from `X-Forwarded-Proto`.

@@ -105,6 +105,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             icecast_balancer::store::close(db).await;
             return code;
         }
+        Command::Token(cmd) => {
+            let db = existing_database(&global).await?;
+            let code = cli::run_token_command(&Writer::new(db.clone()), cmd).await;
+            icecast_balancer::store::close(db).await;
+            return code;
+        }
         Command::Completions { shell } => cli::print_completions(shell)?,
         Command::Man { out_dir } => cli::write_man_pages(&out_dir)?,
     }

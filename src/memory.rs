@@ -17,6 +17,7 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 20;
 
 /// Fixes the allocator's mmap threshold (see the module doc). Call once,
 /// early in `main`.
+#[allow(unsafe_code, reason = "mallopt has no safe wrapper")]
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; any value is safe.
@@ -26,6 +27,7 @@ pub fn tune_allocator() {
 }
 
 /// Returns the free memory the allocator holds to the system.
+#[allow(unsafe_code, reason = "malloc_trim has no safe wrapper")]
 pub fn trim() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only releases free pages; it has no preconditions.

@@ -125,6 +125,12 @@ pub fn random_secret(bytes: usize) -> String {
     hex(&b)
 }
 
+/// A new API token's secret: 192 random bits, prefixed so a leaked one is
+/// recognisable in a log or a repository.
+pub fn api_token_secret() -> String {
+    format!("icb_{}", random_secret(24))
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|x| format!("{x:02x}")).collect()
 }

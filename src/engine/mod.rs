@@ -6,6 +6,7 @@
 //! `Engine` is cheap to clone; fields stay private, so how routing is kept
 //! fresh is decided in this module and nowhere else.
 
+pub mod announced;
 pub mod metrics;
 pub mod placement;
 pub mod poll_runtime;

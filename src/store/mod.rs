@@ -4,6 +4,7 @@
 //! Functions that write take `&mut SqliteConnection` so callers can group
 //! several writes into one transaction (import does; a form save is one).
 
+pub mod announced;
 pub mod audit;
 pub mod changes;
 pub mod countries;
@@ -12,7 +13,9 @@ pub mod servers;
 pub mod sessions;
 pub mod status;
 pub mod streams;
+pub mod tokens;
 pub mod users;
+pub mod versions;
 
 use std::path::Path;
 use std::str::FromStr;
