@@ -27,7 +27,7 @@ use crate::domain::sync::lock;
 pub const MAX_PER_CLIENT: usize = 10;
 /// A network's reservations per stream within the window, as a multiple
 /// of the per-address limit.
-pub const PER_NETWORK: usize = 4;
+pub const PER_NETWORK: usize = 2;
 const NETWORK_CAP: usize = MAX_PER_CLIENT * PER_NETWORK;
 const SHARDS: usize = 16;
 

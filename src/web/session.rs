@@ -4,7 +4,7 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 
 use super::csrf;
 use crate::error::{Error, Result};
