@@ -20,6 +20,7 @@ use super::mounts::MountRow;
 use super::servers::ServerRow;
 use super::streams::StreamRow;
 use super::{Pool, mounts, servers, streams, users};
+use crate::domain::text::Escaped;
 use crate::domain::{MountPath, ServerSpec, StreamSpec};
 use crate::error::{Error, Result};
 
@@ -113,7 +114,15 @@ impl Writer {
             return Ok(None);
         }
         for e in &ctx.done {
-            tracing::info!(actor = ?e.actor, action = e.action.as_str(), kind = e.kind.as_str(), name = ?e.name, "configuration changed");
+            // Display, not Debug: JSON logs would quote the quotes
+            // (`"actor":"\"alice\""`); control characters are escaped.
+            tracing::info!(
+                actor = %Escaped(&e.actor),
+                action = e.action.as_str(),
+                kind = e.kind.as_str(),
+                name = %Escaped(&e.name),
+                "configuration changed"
+            );
         }
         let committed = Arc::new(Committed {
             actor: ctx.actor,

@@ -8,6 +8,7 @@ pub mod client_ip;
 pub mod cluster_slots;
 pub mod csrf;
 pub mod metrics;
+pub mod pages;
 pub mod serve;
 pub mod state;
 pub mod workers;
@@ -57,12 +58,19 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router(state.clone()))
         .merge(api::router())
         .merge(metrics::router())
+        .merge(pages::router())
         .route("/static/style.css", get(style))
         .route("/static/live.js", get(live_js))
         // Request spans cost a measurable share of a redirect's time, so
         // the listener routes (added after this layer) log for themselves.
+        // Errors a browser reads become pages; players and scripts keep
+        // the plain text (and the listener routes, added below, are not
+        // wrapped at all).
+        .layer(axum::middleware::from_fn(pages::error_pages))
         .layer(TraceLayer::new_for_http())
+        .merge(api::probes())
         .merge(balancer::router())
+        .fallback(pages::fallback)
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }

@@ -15,11 +15,11 @@ use serde::Deserialize;
 use super::widgets::{ConfirmPage, CsrfForm};
 use super::{AdminUser, Ctx, redirect_with_flash, redirect_with_problem, when};
 use crate::domain::{FieldErrors, Slug};
+use crate::engine::blocking;
 use crate::error::{Error, Result};
 use crate::store::{self, changes};
 use crate::users::{check_password, hash_password, verify_password};
 use crate::web::AppState;
-use crate::web::state::blocking;
 
 pub fn router() -> Router<AppState> {
     Router::new()
