@@ -16,6 +16,7 @@ pub mod fd_limit;
 pub mod geo;
 pub mod legacy;
 pub mod logging;
+pub mod memory;
 pub mod poll;
 pub mod routing;
 pub mod store;
