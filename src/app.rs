@@ -65,7 +65,13 @@ impl Application {
         let router = crate::web::router(state.clone());
         let stop = CancellationToken::new();
         let background = supervise(state.engine().clone(), &stop);
-        tracing::info!(addr = %self.listener.local_addr()?, "serving");
+        let addr = self.listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            admin = %format!("http://{addr}/admin/"),
+            database = %state.settings().database.display(),
+            "serving"
+        );
         // The connection layer finishes in-flight requests within the
         // deadline after `shutdown`, then the background tasks stop.
         crate::web::serve::serve(self.listener, router, state.clone(), shutdown).await?;

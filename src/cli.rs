@@ -68,8 +68,12 @@ pub enum Command {
     /// Apply a TOML config file: create or update by name, all or nothing.
     Import {
         /// The config file (the format `export` prints); `-` reads standard input.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        #[arg(value_name = "FILE", required_unless_present = "from_env")]
+        file: Option<PathBuf>,
+        /// Import the relays of ICECAST_RELAYS (the FastAPI balancer's
+        /// comma-separated hosts; ICECAST_RELAY_SCHEME, default http) as servers.
+        #[arg(long, conflicts_with = "file")]
+        from_env: bool,
     },
     /// Print the configuration in the import format.
     Export,
@@ -198,10 +202,10 @@ pub struct PollArgs {
     #[arg(long, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = defaults::poll::HISTORY_DAYS, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub history_days: u64,
     /// Relays polled at the same time (bounds the sockets a round opens).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_POLL_CONCURRENCY", default_value_t = defaults::poll::CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    #[arg(long, env = "ICECAST_BALANCER_POLL_CONCURRENCY", default_value_t = defaults::poll::CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=10000))]
     pub poll_concurrency: u64,
     /// Mounts a relay may list beyond its configured ones; more are ignored.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RELAY_MOUNTS", default_value_t = defaults::poll::MAX_RELAY_MOUNTS, value_parser = clap::value_parser!(u64).range(0..=100000))]
+    #[arg(long, env = "ICECAST_BALANCER_MAX_RELAY_MOUNTS", default_value_t = defaults::poll::MAX_RELAY_MOUNTS, value_parser = clap::value_parser!(u64).range(0..=100000))]
     pub max_relay_mounts: u64,
 }
 
@@ -237,7 +241,7 @@ pub struct Options {
     #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = defaults::GEOIP_MAX_MB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub geoip_max_mb: u64,
     /// Seconds between polls; 0 disables the built-in scheduler.
-    #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL_S)]
+    #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL_S, value_parser = parse_whole_seconds)]
     pub poll_interval: u64,
     /// Proxies whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed (CIDR list).
     #[arg(long, env = "ICECAST_BALANCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
@@ -326,10 +330,18 @@ fn parse_webhook(s: &str) -> Result<String, String> {
 fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 300.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 300"
+        Ok(_) => Err(format!(
+            "{s} is out of range: give more than 0 and at most 300 seconds (e.g. 5 or 0.5)"
         )),
+        Err(_) => Err(format!("{s:?} is not a number of seconds (e.g. 5 or 0.5)")),
     }
+}
+
+/// Whole seconds, with a message a person can act on.
+fn parse_whole_seconds(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a whole number of seconds (e.g. 15; 0 turns it off)"))
 }
 
 impl Options {

@@ -14,6 +14,7 @@ pub mod engine;
 pub(crate) mod error;
 pub mod fd_limit;
 pub mod geo;
+pub mod legacy;
 pub mod logging;
 pub mod memory;
 pub mod poll;

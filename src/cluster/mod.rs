@@ -14,8 +14,8 @@
 //! redirecting from its local copy with its share of the free slots, and
 //! rejoins by itself at the next heartbeat that gets an answer.
 
-mod error;
 pub(crate) mod config_sync;
+mod error;
 pub(crate) mod members;
 pub mod slots;
 

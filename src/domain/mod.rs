@@ -129,7 +129,7 @@ impl ServerInput {
             &mut e,
             "country",
             blank_to_none(&self.country),
-            CountryCode::parse,
+            CountryCode::parse_assigned,
         );
         let latitude = self
             .latitude
@@ -284,7 +284,7 @@ impl StreamInput {
             Some(list) => {
                 let mut out = Vec::new();
                 for c in list.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
-                    match CountryCode::parse(c) {
+                    match CountryCode::parse_assigned(c) {
                         Ok(c) => out.push(c),
                         Err(m) => e.push("allowed_countries", format!("{c:?}: {m}")),
                     }

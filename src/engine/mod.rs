@@ -60,8 +60,10 @@ impl Engine {
     pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Engine> {
         install_crypto();
         metrics::process_start_time();
-        let db = store::connect(&settings.database).await?;
+        // GeoIP first: a start that fails on a bad --geoip must not
+        // leave a new, empty database behind.
         let geo = open_geo(settings.geoip.clone(), settings.geoip_max_bytes).await?;
+        let db = store::connect(&settings.database).await?;
         let reconcile = snapshot::Reconcile {
             grace_ms: settings.reservation_grace.as_millis() as i64,
             ttl_s: settings.reservation_ttl_s(),

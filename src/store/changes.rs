@@ -22,6 +22,7 @@ use super::streams::StreamRow;
 use super::tokens::{self, Scope};
 use super::{Error, Result};
 use super::{Pool, mounts, servers, streams, users};
+use crate::domain::text::Escaped;
 use crate::domain::{MountPath, ServerSpec, Slug, StreamSpec};
 
 /// Who makes a change, as the audit log names them: an admin user's name,
@@ -114,7 +115,15 @@ impl Writer {
             return Ok(None);
         }
         for e in &ctx.done {
-            tracing::info!(actor = ?e.actor, action = e.action.as_str(), kind = e.kind.as_str(), name = ?e.name, "configuration changed");
+            // Display, not Debug: JSON logs would quote the quotes
+            // (`"actor":"\"alice\""`); control characters are escaped.
+            tracing::info!(
+                actor = %Escaped(&e.actor),
+                action = e.action.as_str(),
+                kind = e.kind.as_str(),
+                name = %Escaped(&e.name),
+                "configuration changed"
+            );
         }
         let committed = Arc::new(Committed {
             actor: ctx.actor,

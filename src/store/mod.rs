@@ -7,8 +7,8 @@
 pub(crate) mod announced;
 pub mod audit;
 pub mod changes;
-mod error;
 pub(crate) mod countries;
+mod error;
 pub(crate) mod mounts;
 pub mod servers;
 pub(crate) mod sessions;
@@ -51,6 +51,17 @@ fn options(path: &Path) -> anyhow::Result<SqliteConnectOptions> {
 
 /// Opens (creating if needed) and migrates the database.
 pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
+    // SQLite's own message for this ("unable to open database file",
+    // twice over) does not say which part is missing.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "cannot create database {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
     if !path.exists() {
         let create = options(path)?.create_if_missing(true);
         SqliteConnection::connect_with(&create)

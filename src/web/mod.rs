@@ -9,6 +9,7 @@ pub(crate) mod client_ip;
 pub(crate) mod cluster_slots;
 pub(crate) mod csrf;
 pub(crate) mod metrics;
+pub(crate) mod pages;
 pub(crate) mod serve;
 pub(crate) mod session;
 pub(crate) mod state;
@@ -61,12 +62,19 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(api_v1::router())
         .merge(metrics::router())
+        .merge(pages::router())
         .route("/static/style.css", get(style))
         .route("/static/live.js", get(live_js))
         // Request spans cost a measurable share of a redirect's time, so
         // the listener routes (added after this layer) log for themselves.
+        // Errors a browser reads become pages; players and scripts keep
+        // the plain text (and the listener routes, added below, are not
+        // wrapped at all).
+        .layer(axum::middleware::from_fn(pages::error_pages))
         .layer(TraceLayer::new_for_http())
+        .merge(api::probes())
         .merge(balancer::router())
+        .fallback(pages::fallback)
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }

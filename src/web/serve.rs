@@ -126,6 +126,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    state.mark_stopping();
     let _ = stop_tx.send(true);
     drain(conns, settings.shutdown_timeout).await;
     Ok(())

@@ -23,7 +23,7 @@ pub struct ServerLine {
     pub url: String,
     /// Full, low, down, draining, ok… (see [`Condition`]).
     pub condition: Condition,
-    pub listeners: u64,
+    pub listeners: String,
     pub last_poll: String,
     pub latency: String,
     pub error: String,
@@ -76,7 +76,12 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
             name: s.name.clone(),
             url: s.url.clone(),
             condition: condition::server(&r, i, low),
-            listeners: s.listeners,
+            // A down relay's last count says nothing about now.
+            listeners: if s.health.is_up() {
+                s.listeners.to_string()
+            } else {
+                UNKNOWN.into()
+            },
             last_poll: ago(s.last_poll_at),
             // A relay that did not answer has no latency worth showing.
             latency: s
