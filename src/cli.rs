@@ -233,6 +233,9 @@ pub struct Options {
     /// MaxMind-format GeoIP database (City schema or ip-location-db schema).
     #[arg(long, env = "ICECAST_BALANCER_GEOIP")]
     pub geoip: Option<PathBuf>,
+    /// Largest GeoIP file loaded, in MiB; a larger one is refused at start and at reload.
+    #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub geoip_max_mb: u64,
     /// Seconds between polls; 0 disables the built-in scheduler.
     #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = 15)]
     pub poll_interval: u64,
@@ -334,6 +337,7 @@ impl Options {
         let mut s = self.poll.settings(global);
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
+        s.geoip_max_bytes = self.geoip_max_mb << 20;
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
         s.poll_token = self.poll_token()?;

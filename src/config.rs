@@ -14,6 +14,8 @@ pub struct Settings {
     pub listen: String,
     pub database: PathBuf,
     pub geoip: Option<PathBuf>,
+    /// Larger GeoIP files are refused before they are read.
+    pub geoip_max_bytes: u64,
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -60,6 +62,7 @@ impl Settings {
             listen: "127.0.0.1:8080".into(),
             database,
             geoip: None,
+            geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
             poll_interval: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
@@ -106,6 +109,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("database", &self.database)
             .field("geoip", &self.geoip)
+            .field("geoip_max_bytes", &self.geoip_max_bytes)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_header", &self.forwarded_header)

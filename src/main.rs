@@ -10,6 +10,7 @@ use icecast_balancer::store::require_existing;
 use icecast_balancer::{Application, config_file};
 
 fn main() -> ExitCode {
+    icecast_balancer::memory::tune_allocator();
     let cli = Cli::parse_args();
     icecast_balancer::logging::init(cli.global.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
