@@ -101,6 +101,7 @@ const TASKS: &[(&str, Task)] = &[
     ("country count flusher", |s, r| {
         Box::pin(country_flusher(s, r))
     }),
+    ("client book sweeper", |s, r| Box::pin(client_sweeper(s, r))),
 ];
 
 /// Runs every background loop under a supervisor of its own.
@@ -225,6 +226,17 @@ async fn watch_geoip(state: AppState, mut stopping: watch::Receiver<bool>) {
             state.relocate().await;
             placed = Instant::now();
         }
+    }
+}
+
+/// Forgets clients whose grace has passed (`routing::clients`), on its own
+/// schedule: whatever polls or does not, the book stays as large as one
+/// grace window's clients.
+async fn client_sweeper(state: AppState, mut stopping: watch::Receiver<bool>) {
+    let every = state.settings().client_sweep.max(Duration::from_millis(10));
+    let grace_ms = state.settings().reservation_grace.as_millis() as i64;
+    while !wait_or_stop(&mut stopping, every).await {
+        state.clients().sweep(state.clock().now_ms(), grace_ms);
     }
 }
 
@@ -373,7 +385,7 @@ async fn cluster_heartbeat(state: AppState, mut stopping: watch::Receiver<bool>)
     let s = state.clone();
     let held = move || {
         let r = s.routing();
-        crate::web::cluster_slots::held(&r.snap, r.now_s, r.ttl_s)
+        crate::routing::capacity::held(&r.snap, r.now_s, r.ttl_s)
     };
     tokio::select! {
         _ = cluster.run(held) => {}

@@ -1,10 +1,18 @@
-//! From store to redirect: the snapshot the redirect path reads, the pure
-//! selection function, and the lock-free slot reservations.
+//! From store to redirect: the snapshot the redirect path reads, the rules
+//! and the selection that applies them, and the lock-free slot
+//! reservations behind one capacity seam.
+//!
+//! Inside, dependencies point one way: `rules`, `countries`,
+//! `reservations` ← `routes` ← `snapshot` ← `select` ← `reasons`,
+//! `capacity`.
 
+pub mod capacity;
 pub mod clients;
 pub mod countries;
+pub mod reasons;
 pub mod reservations;
 pub mod routes;
+pub mod rules;
 pub mod select;
 pub mod snapshot;
 #[cfg(test)]

@@ -5,7 +5,6 @@ pub mod admin;
 pub mod api;
 pub mod balancer;
 pub mod client_ip;
-pub mod cluster_slots;
 pub mod csrf;
 pub mod metrics;
 pub mod serve;

@@ -139,7 +139,7 @@ impl AppState {
     /// the store; returns how many redirects were written.
     pub async fn flush_country_counts(&self) -> Result<u64> {
         let now = self.0.clock.now_ms();
-        crate::routing::countries::flush(&self.0.db, &self.0.counters, now).await
+        self.0.counters.flush_countries(&self.0.db, now).await
     }
 
     pub fn clock(&self) -> &Clock {
@@ -283,7 +283,7 @@ impl AppState {
     }
 
     /// Polls only the relays judged down, so a relay's return is used
-    /// within seconds; also forgets clients older than the grace window.
+    /// within seconds.
     pub async fn recheck_down(&self) -> Result<()> {
         let this = self.clone();
         crate::background::run(async move { this.recheck_down_here().await }).await?
@@ -291,8 +291,6 @@ impl AppState {
 
     async fn recheck_down_here(&self) -> Result<()> {
         let inner = &self.0;
-        let grace_ms = inner.settings.reservation_grace.as_millis() as i64;
-        inner.clients.sweep(inner.clock.now_ms(), grace_ms);
         let any_down = self
             .snapshot()
             .servers
