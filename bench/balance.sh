@@ -1,5 +1,5 @@
 #!/bin/sh
-# Balance simulator (benches/balance.rs): five fake relays that enforce their
+# Balance simulator (bench/balance.rs): five fake relays that enforce their
 # limits, listeners that follow the redirect and stay, the real balancer with
 # real polling. Usage: bench/balance.sh [flash|churn|death|all] [--poll 5|15]
 #   [--refuse 403|503] [--source load|status-json] [--seed N]

@@ -13,7 +13,7 @@
 # last day and hourly peaks for the week.
 #
 # With RATE (redirects per second), also the listeners' side of a heavy
-# admin page: redirect latency (benches/loadgen.rs, open loop, 10 s) idle
+# admin page: redirect latency (bench/tools/loadgen.rs, open loop, 10 s) idle
 # and while the dashboard is fetched back to back. No relay runs, so the
 # redirects are answered 503 "no relay available" (the same path up to the
 # answer; --full-recheck 0 so none waits for a poll).

@@ -1,5 +1,5 @@
 # Shared by the bench scripts: free ports, waiting for HTTP, the release
-# binary and the bench tools (benches/*.rs), nginx, cleanup.
+# binary and the bench tools (bench/tools/*.rs), nginx, cleanup.
 # shellcheck shell=bash
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -49,20 +49,10 @@ build_all() {
     LOADGEN=$BENCH_TOOLS/loadgen FAKE_RELAYS=$BENCH_TOOLS/fake_relays GEOIP_FIXTURE=$BENCH_TOOLS/geoip_fixture
     return
   fi
-  local json
-  json=$(cd "$ROOT" && cargo bench --quiet --no-run --message-format=json \
-    --bench loadgen --bench fake_relays --bench geoip_fixture 2>/dev/null)
-  tool() {
-    python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
-        print(m["executable"])' "$1" <<<"$json"
-  }
-  LOADGEN=$(tool loadgen)
-  FAKE_RELAYS=$(tool fake_relays)
-  GEOIP_FIXTURE=$(tool geoip_fixture)
+  (cd "$ROOT" && cargo build --release --quiet \
+    --example loadgen --example fake_relays --example geoip_fixture)
+  local dir="$ROOT/target/release/examples"
+  LOADGEN=$dir/loadgen FAKE_RELAYS=$dir/fake_relays GEOIP_FIXTURE=$dir/geoip_fixture
   for t in "$LOADGEN" "$FAKE_RELAYS" "$GEOIP_FIXTURE"; do
     [ -x "$t" ] || { echo "bench: a bench tool did not build" >&2; exit 1; }
   done

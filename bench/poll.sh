@@ -2,7 +2,7 @@
 # What a poll round costs the running server, at several relay counts.
 #
 # For each count in RELAYS (default "100 1000 5000"): fake relays on one
-# port each (benches/fake_relays.rs, streams of 20 relays), the release
+# port each (bench/tools/fake_relays.rs, streams of 20 relays), the release
 # server with the built-in scheduler off (--poll-interval 0) and rounds
 # triggered by POST /icecast_balancer/poll, which answers when the round
 # is done. Per round, from /proc/<pid>: CPU (utime + stime), bytes written
@@ -10,7 +10,7 @@
 # server's metric when it has one, else by counting the snapshot's query in
 # a debug log during one extra round. After ROUNDS rounds: RSS and open
 # descriptors. At the largest count: redirect latency (constant rate,
-# benches/loadgen.rs) idle and during back-to-back rounds, a round with
+# bench/tools/loadgen.rs) idle and during back-to-back rounds, a round with
 # one relay in ten black-holed, and rounds under a descriptor limit of
 # 1,024 (prlimit: soft only, then soft and hard).
 #

@@ -8,7 +8,7 @@
 # 1. Saturation: wrk with the same Lua script (bench/wrk-xff.lua, a new
 #    forwarded address per request) for both, alternating rounds, medians.
 # 2. Latency at half (and a quarter) of the balancer's saturation rate, for
-#    both at that rate, with the constant-rate generator (benches/loadgen.rs,
+#    both at that rate, with the constant-rate generator (bench/tools/loadgen.rs,
 #    corrected for coordinated omission); LEVELS="0.5" for half only,
 #    LEVELS= for none.
 #

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Builds target/debian/icecast-balancer_<version>_<arch>.deb: the release
 # binary, its man pages and shell completions (generated from the CLI
-# definition), the systemd unit, load.xsl, README and LICENSE.
+# definition), the systemd unit, load.xsl, README, docs/ and LICENSE.
 #   packaging/build-deb.sh            build the .deb
 #   packaging/build-deb.sh --install  and install it with dpkg -i, then check it
+#                                     (packaging/check-deb.sh: the maintainer
+#                                     scripts on install, upgrade, remove, purge)
 # Needs cargo-deb (cargo install cargo-deb).
 set -eu
 cd "$(dirname "$0")/.."
@@ -33,6 +35,7 @@ if [ "${1:-}" = "--install" ]; then
         /usr/lib/systemd/system/icecast-balancer.service \
         /usr/share/icecast-balancer/load.xsl \
         /usr/share/doc/icecast-balancer/README.md \
+        /usr/share/doc/icecast-balancer/docs/interface.md \
         /usr/share/doc/icecast-balancer/copyright \
         /usr/share/bash-completion/completions/icecast-balancer \
         /etc/default/icecast-balancer; do
@@ -48,5 +51,6 @@ if [ "${1:-}" = "--install" ]; then
         systemd-analyze security --offline=true /usr/lib/systemd/system/icecast-balancer.service |
             tail -n 1
     fi
+    packaging/check-deb.sh "$deb"
     echo "installed and checked $deb"
 fi

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use crate::alerts;
 use crate::config::Settings;
 use crate::domain::Clock;
+use crate::engine::Engine;
 use crate::geo::Reload;
 use crate::store;
 use crate::web::AppState;
@@ -63,7 +64,7 @@ impl Application {
         let deadline = state.settings().shutdown_timeout;
         let router = crate::web::router(state.clone());
         let (stop, stopping) = watch::channel(false);
-        let background = supervise(state.clone(), stopping);
+        let background = supervise(state.engine().clone(), stopping);
         tracing::info!(addr = %self.listener.local_addr()?, "serving");
         // The connection layer finishes in-flight requests within the
         // deadline after `shutdown`, then the background tasks stop.
@@ -78,7 +79,7 @@ impl Application {
 }
 
 /// A background loop: runs until `stopping` turns true.
-type Task = fn(AppState, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+type Task = fn(Engine, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 const TASKS: &[(&str, Task)] = &[
     ("poll scheduler", |s, r| Box::pin(scheduler(s, r))),
@@ -105,7 +106,7 @@ const TASKS: &[(&str, Task)] = &[
 ];
 
 /// Runs every background loop under a supervisor of its own.
-fn supervise(state: AppState, stopping: watch::Receiver<bool>) -> JoinSet<()> {
+fn supervise(state: Engine, stopping: watch::Receiver<bool>) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for &(name, task) in TASKS {
         let state = state.clone();
@@ -173,7 +174,7 @@ async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, d: Duration) -> bool
 
 /// Judges every new routing snapshot for alerts and hands them to the
 /// delivery loop through a queue: a slow webhook delays only its alerts.
-async fn alerts(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn alerts(state: Engine, mut stopping: watch::Receiver<bool>) {
     let settings = state.settings().alerts.clone();
     if settings.webhooks.is_empty() {
         return;
@@ -210,7 +211,7 @@ const RELOCATE_EVERY: Duration = Duration::from_secs(300);
 /// after a reload. With the built-in scheduler every poll (the first one
 /// at start) places them too; in cron mode this task does, at start and
 /// now and then.
-async fn watch_geoip(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn watch_geoip(state: Engine, mut stopping: watch::Receiver<bool>) {
     if !state.geo().is_configured() {
         return;
     }
@@ -232,7 +233,7 @@ async fn watch_geoip(state: AppState, mut stopping: watch::Receiver<bool>) {
 /// Forgets clients whose grace has passed (`routing::clients`), on its own
 /// schedule: whatever polls or does not, the book stays as large as one
 /// grace window's clients.
-async fn client_sweeper(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn client_sweeper(state: Engine, mut stopping: watch::Receiver<bool>) {
     let every = state.settings().client_sweep.max(Duration::from_millis(10));
     let grace_ms = state.settings().reservation_grace.as_millis() as i64;
     while !wait_or_stop(&mut stopping, every).await {
@@ -243,19 +244,19 @@ async fn client_sweeper(state: AppState, mut stopping: watch::Receiver<bool>) {
 /// Redirects are counted per country in memory; this writes them out.
 const COUNTRY_FLUSH_EVERY: Duration = Duration::from_secs(60);
 
-async fn country_flusher(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn country_flusher(state: Engine, mut stopping: watch::Receiver<bool>) {
     while !wait_or_stop(&mut stopping, COUNTRY_FLUSH_EVERY).await {
         flush_country_counts(&state).await;
     }
 }
 
-async fn flush_country_counts(state: &AppState) {
+async fn flush_country_counts(state: &Engine) {
     if let Err(e) = state.flush_country_counts().await {
         tracing::warn!(error = %e, "cannot write per-country redirect counts; kept for the next try");
     }
 }
 
-async fn scheduler(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn scheduler(state: Engine, mut stopping: watch::Receiver<bool>) {
     let every = state.settings().poll_interval;
     if every.is_zero() {
         tracing::info!("built-in poll scheduler disabled (--poll-interval 0)");
@@ -277,7 +278,7 @@ async fn scheduler(state: AppState, mut stopping: watch::Receiver<bool>) {
 
 /// Re-checks relays judged down every `--down-recheck` (with the built-in
 /// scheduler only: in cron mode nothing polls between cron runs).
-async fn quick_recheck(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn quick_recheck(state: Engine, mut stopping: watch::Receiver<bool>) {
     let every = state.settings().down_recheck;
     if every.is_zero() || state.settings().poll_interval.is_zero() {
         return;
@@ -289,22 +290,12 @@ async fn quick_recheck(state: AppState, mut stopping: watch::Receiver<bool>) {
     }
 }
 
-/// How long the refresher waits after a request before rebuilding, so the
-/// requests of a burst (poll batches, the watcher) make one rebuild.
-const REFRESH_COALESCE: Duration = Duration::from_millis(100);
-
-async fn refresher(state: AppState, mut stopping: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = state.refresh_requested() => {}
-            _ = stopping.wait_for(|s| *s) => return,
-        }
-        if wait_or_stop(&mut stopping, REFRESH_COALESCE).await {
-            return;
-        }
-        if let Err(e) = state.refresh_if_requested().await {
-            tracing::error!(error = %e, "routing refresh failed");
-        }
+/// Builds routing once for each burst of requests that did not wait
+/// (poll batches, outside writes): see `engine::routing_state`.
+async fn refresher(state: Engine, mut stopping: watch::Receiver<bool>) {
+    tokio::select! {
+        _ = state.routing_state().refresher() => {}
+        _ = stopping.wait_for(|s| *s) => {}
     }
 }
 
@@ -363,22 +354,20 @@ impl FileWatch {
 /// (import, cron poll, user commands), through SQLite's data_version, and
 /// asks for a rebuild within a second. The server's own commits are
 /// followed by a rebuild anyway and do not count.
-async fn watch_other_writers(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn watch_other_writers(state: Engine, mut stopping: watch::Receiver<bool>) {
     let mut file = FileWatch::new(&state.settings().database);
     let every = state.settings().outside_writer_check;
     while !wait_or_stop(&mut stopping, every).await {
         file.check();
-        match state.changed_since_snapshot().await {
-            Ok(true) => state.request_refresh(),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "data_version check failed"),
+        if let Err(e) = state.routing_state().check_outside_writes().await {
+            tracing::warn!(error = %e, "data_version check failed");
         }
     }
 }
 
 /// Heartbeats while the instance runs (with `--cluster`); on (re)joining
 /// this instance's outstanding reservations are counted again first.
-async fn cluster_heartbeat(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn cluster_heartbeat(state: Engine, mut stopping: watch::Receiver<bool>) {
     let Some(cluster) = state.cluster().cloned() else {
         return;
     };
@@ -394,7 +383,7 @@ async fn cluster_heartbeat(state: AppState, mut stopping: watch::Receiver<bool>)
 }
 
 /// Keeps the configuration in step with the other instances.
-async fn cluster_config(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn cluster_config(state: Engine, mut stopping: watch::Receiver<bool>) {
     let Some(cluster) = state.cluster().cloned() else {
         return;
     };
@@ -408,7 +397,7 @@ async fn cluster_config(state: AppState, mut stopping: watch::Receiver<bool>) {
 /// When Redis goes away, the split shares start with the first poll that
 /// began after every shared lease could have been used and connected: this
 /// runs that poll then rather than at the next scheduled round.
-async fn poll_after_split(state: AppState, mut stopping: watch::Receiver<bool>) {
+async fn poll_after_split(state: Engine, mut stopping: watch::Receiver<bool>) {
     let Some(cluster) = state.cluster().cloned() else {
         return;
     };

@@ -208,6 +208,9 @@ pub struct Options {
     /// Seconds a keep-alive connection may stay open without a request.
     #[arg(long, env = "ICECAST_BALANCER_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = parse_seconds)]
     pub idle_timeout: f64,
+    /// Seconds a client has from the first byte of a request until its body has arrived.
+    #[arg(long, env = "ICECAST_BALANCER_REQUEST_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
+    pub request_timeout: f64,
     /// Open client connections at most; further ones are closed at once.
     #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
@@ -289,6 +292,7 @@ impl Options {
         s.server = ServerLimits {
             header_timeout: Duration::from_secs_f64(self.header_timeout),
             idle_timeout: Duration::from_secs_f64(self.idle_timeout),
+            request_timeout: Duration::from_secs_f64(self.request_timeout),
             max_connections: self.max_connections as usize,
             max_per_client: self.max_connections_per_client as usize,
         };
@@ -461,7 +465,7 @@ pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Resu
                 .await?
                 .is_some()
             {
-                anyhow::bail!("a user named {name:?} already exists (use `user passwd`)");
+                anyhow::bail!("a user named \"{name}\" already exists (use `user passwd {name}`)");
             }
             let password = read_password()?;
             users::check_password(&password)?;

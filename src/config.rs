@@ -158,6 +158,8 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Time a keep-alive connection may sit without a request.
     pub idle_timeout: Duration,
+    /// Time from a request's first byte until its body has arrived.
+    pub request_timeout: Duration,
     /// Open client connections at most; more are closed at once.
     pub max_connections: usize,
     /// Open connections from one client address at most (trusted proxies,
@@ -170,6 +172,7 @@ impl Default for ServerLimits {
         ServerLimits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_per_client: 64,
         }

@@ -2,6 +2,10 @@
 //! limit of 1,024 and a much higher hard limit; a balancer polling
 //! thousands of relays while serving listeners needs more, and raising the
 //! soft limit up to the hard one needs no privilege.
+#![allow(
+    unsafe_code,
+    reason = "getrlimit/setrlimit have no safe wrapper in std"
+)]
 
 /// The limit in force (soft, hard).
 #[cfg(unix)]

@@ -440,17 +440,13 @@ fn decode<'a, S: AsRef<[u8]>>(
     }
 }
 
-/// The test databases the integration tests use too.
-#[cfg(test)]
-#[path = "../tests/it/support/geoip.rs"]
-mod testdb;
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use super::testdb as gen_db;
+    // The test databases the integration tests use too.
     use gen_db::{BERLIN, NEW_YORK, SYDNEY, TOKYO};
+    use testkit::geoip as gen_db;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

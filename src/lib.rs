@@ -1,15 +1,16 @@
 //! icecast-balancer: sends each listener (302) to the nearest Icecast relay
-//! that has a free slot. See README.md for the operator's view and
-//! DESIGN.md for the architecture.
+//! that has a free slot. See ARCHITECTURE.md for how the code is laid out,
+//! README.md for the operator's view and docs/interface.md for the
+//! interface contract (CLI, config file, HTTP, load.xsl).
 
 pub mod alerts;
 pub mod app;
-pub mod background;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod domain;
+pub mod engine;
 pub mod error;
 pub mod fd_limit;
 pub mod geo;

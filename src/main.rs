@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use icecast_balancer::cli::{self, Cli, Command, GlobalArgs};
 use icecast_balancer::domain::Clock;
+use icecast_balancer::engine::{Engine, Poller};
 use icecast_balancer::store::changes::Writer;
 use icecast_balancer::store::require_existing;
-use icecast_balancer::{AppState, Application, config_file};
+use icecast_balancer::{Application, config_file};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -36,13 +37,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let settings = opts.settings(&global)?;
             let app = Application::build(settings).await?;
             #[cfg(unix)]
-            tokio::spawn(reload_geoip_on_sighup(app.state()));
+            tokio::spawn(reload_geoip_on_sighup(app.state().engine().clone()));
             app.run_until_stopped(shutdown_signal()).await?;
         }
         Command::Poll(args) => {
             require_existing(database)?;
-            let state = AppState::new(args.settings(&global), Clock::system()).await?;
-            let summary = state.poll_now().await?;
+            let settings = args.settings(&global);
+            let db = icecast_balancer::store::connect(database).await?;
+            // Only the round: no snapshot, GeoIP or web state to keep fresh.
+            let poller = Poller::new(db.clone(), settings.poll, Clock::system(), None)?;
+            let summary = poller.poll().await;
+            drop(poller);
+            icecast_balancer::store::close(db).await;
+            let summary = summary?;
             for s in &summary.servers {
                 match &s.error {
                     None => println!(
@@ -68,7 +75,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.duration_ms,
                 summary.failed()
             );
-            icecast_balancer::store::close(state.db().clone()).await;
         }
         Command::Import { file } => {
             let text = if file.as_os_str() == "-" {
@@ -113,7 +119,7 @@ async fn existing_database(global: &GlobalArgs) -> anyhow::Result<icecast_balanc
 
 /// `kill -HUP` reopens the GeoIP database, as daemons reopen their files.
 #[cfg(unix)]
-async fn reload_geoip_on_sighup(state: AppState) {
+async fn reload_geoip_on_sighup(state: Engine) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod health;
 pub mod location;
+pub mod sync;
 pub mod text;
 mod usage;
 mod values;

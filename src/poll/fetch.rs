@@ -187,19 +187,60 @@ fn size_text(size: Option<u64>) -> String {
     size.map_or_else(String::new, |n| format!("of {n} bytes "))
 }
 
-/// reqwest's top-level message is vague ("error sending request"); the
-/// cause chain says what an operator can act on (refused, timed out, DNS).
+/// reqwest's top-level message is vague ("error sending request"): the
+/// common causes are said in words with what to check; anything else
+/// keeps the cause chain, which names it.
 fn describe(e: &reqwest::Error, file: PollSource) -> FetchError {
     if e.is_timeout() {
         return FetchError::Timeout { file };
     }
-    let mut detail = e.to_string();
+    let mut chain = e.to_string();
+    let mut io_kind = None;
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            io_kind = Some(io.kind());
+        }
         src = s.source();
     }
+    let detail = in_words(io_kind, &chain, e.url()).unwrap_or(chain);
     let detail = clean(&detail, RELAY_TEXT_MAX);
     FetchError::Transport { file, detail }
+}
+
+/// "connection refused: is Icecast running on 127.0.0.1:8000?" for the
+/// causes an operator meets most; `None` for the rest.
+fn in_words(
+    io_kind: Option<std::io::ErrorKind>,
+    chain: &str,
+    url: Option<&reqwest::Url>,
+) -> Option<String> {
+    use std::io::ErrorKind as K;
+    let host = url.and_then(|u| u.host_str()).unwrap_or("the relay");
+    let at = match url.and_then(|u| u.port_or_known_default()) {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    let lower = chain.to_ascii_lowercase();
+    Some(match io_kind {
+        Some(K::ConnectionRefused) => format!("connection refused: is Icecast running on {at}?"),
+        Some(K::ConnectionReset | K::ConnectionAborted) => {
+            format!("the connection to {at} was cut (reset by the relay or a firewall)")
+        }
+        Some(K::HostUnreachable | K::NetworkUnreachable) => {
+            format!("no route to {at}: check the address and the network")
+        }
+        _ if lower.contains("dns error") || lower.contains("failed to lookup") => {
+            format!("the name {host} does not resolve (DNS): check the server's address")
+        }
+        _ if lower.contains("certificate") || lower.contains("tls") => {
+            format!(
+                "TLS with {at} failed: {}",
+                chain.rsplit(": ").next().unwrap_or(chain)
+            )
+        }
+        _ => return None,
+    })
 }

@@ -58,13 +58,13 @@ impl<'a> Reservation<'a> {
     /// Keeps the slot: the listener is sent there. Counts the redirect on
     /// the mount and its server.
     pub fn commit(self) -> Slot {
-        let m = &self.snap.mounts[self.mount];
+        // Kept: not released on drop.
+        let this = std::mem::ManuallyDrop::new(self);
+        let m = &this.snap.mounts[this.mount];
         m.counters.redirects.fetch_add(1, Ordering::Relaxed);
-        let s = &self.snap.servers[m.server];
+        let s = &this.snap.servers[m.server];
         s.counters.redirects.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot { mount: self.mount };
-        std::mem::forget(self);
-        slot
+        Slot { mount: this.mount }
     }
 
     /// What the shared gate needs to know of this mount.

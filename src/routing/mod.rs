@@ -8,8 +8,10 @@
 
 pub mod capacity;
 pub mod clients;
+pub mod condition;
 pub mod countries;
 pub mod reasons;
+pub mod recent;
 pub mod reservations;
 pub mod routes;
 pub mod rules;

@@ -49,7 +49,19 @@ pub enum Excluded {
 }
 
 impl Excluded {
-    /// The label `/api/status` and the dashboard show.
+    /// What the admin pages say, in an operator's words.
+    pub fn words(self) -> &'static str {
+        match self {
+            Excluded::GeoBlocked => "the stream may not be heard in the client's country",
+            Excluded::Drained => "relay draining: no new listeners",
+            Excluded::Down => "relay down or not polled yet",
+            Excluded::NotListed => "source offline? (the relay does not list this mount)",
+            Excluded::HttpsRequired => "no https_url, and the stream requires HTTPS",
+            Excluded::Full => "full",
+        }
+    }
+
+    /// The API's stable text.
     pub fn reason(self) -> &'static str {
         match self {
             Excluded::GeoBlocked => "the stream may not be heard in the client's country",

@@ -49,6 +49,10 @@ pub struct StreamCounters {
     pub playlist: AtomicU64,
     /// Redirects by client country, until the next flush to the store.
     pub countries: CountryTally,
+    /// Listeners answered 503 (full or unavailable), for the console.
+    pub recent_refused: super::recent::Recent,
+    /// Listeners sent to the stream's `fallback_url`, for the console.
+    pub recent_fallback: super::recent::Recent,
 }
 
 #[derive(Debug, Default)]

@@ -345,7 +345,14 @@ pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<
         .await
 }
 
+/// Refuses to remove the last user: nobody could log in to add another.
 pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
+    if users::find(ctx.conn(), name).await?.is_some() && users::count(ctx.conn()).await? <= 1 {
+        return Err(Error::BadRequest(format!(
+            "{name} is the last user and cannot be removed: nobody could log in to the admin. \
+             Add another user first."
+        )));
+    }
     users::delete(ctx.conn(), name).await?;
     ctx.record(Action::Delete, Kind::User, name, None, None)
         .await

@@ -378,8 +378,10 @@ fn plain(status: StatusCode, body: String) -> Response {
 /// `any_up`: some relay is up but full (counted as `full`), else none is
 /// up (`unavailable`); the listener's answer is the same.
 fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
+    let now_s = state.clock().now_s();
     if let Some(url) = &stream.fallback_url {
         stream.counters.fallback.fetch_add(1, Ordering::Relaxed);
+        stream.counters.recent_fallback.add(now_s);
         return redirect(url.clone());
     }
     let counter = if any_up {
@@ -388,6 +390,7 @@ fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
         &stream.counters.unavailable
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    stream.counters.recent_refused.add(now_s);
     let retry = state.settings().poll_interval.as_secs().clamp(5, 60);
     let mut resp = plain(
         StatusCode::SERVICE_UNAVAILABLE,

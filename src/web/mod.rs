@@ -44,9 +44,11 @@ async fn live_js() -> impl IntoResponse {
     asset("text/javascript; charset=utf-8", LIVE_JS)
 }
 
-/// A limit or a free-slot count for display: `None` means unlimited.
+/// A limit or a free-slot count for display. `None` is no limit anybody
+/// knows of (a relay read through status-json.xsl reports none), which
+/// selection does not treat as unlimited: it shares listeners out evenly.
 pub fn or_unlimited<T: std::fmt::Display>(v: Option<T>) -> String {
-    v.map_or_else(|| "unlimited".into(), |v| v.to_string())
+    v.map_or_else(|| "no known limit".into(), |v| v.to_string())
 }
 
 pub fn router(state: AppState) -> Router {

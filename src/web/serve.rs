@@ -2,7 +2,9 @@
 //!
 //! A balancer faces its whole audience, so a client must not be able to
 //! hold what others need: a request head has `header_timeout` to arrive,
-//! a keep-alive connection without a request is closed after
+//! a request with a body has `request_timeout` from its first byte until
+//! its body has arrived (a route that takes no body does not wait for
+//! one: hyper gives up reading it), a keep-alive connection without a request is closed after
 //! `idle_timeout`, the number of open connections (in all and per client
 //! address) is capped well below the file-handle limit so the database and
 //! the poll always find handles, and after a stop signal requests in flight
@@ -31,7 +33,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
-use hyper::body::Incoming;
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -76,6 +79,7 @@ pub async fn serve(
     let timeouts = Timeouts {
         header: limits.header_timeout,
         idle: limits.idle_timeout,
+        request: limits.request_timeout,
     };
     workers::ensure_started()?;
     let main = Handle::current();
@@ -291,6 +295,10 @@ fn connection_cap(configured: usize) -> usize {
 /// limit of 1,024 is meant to be raised by the programs that need more)
 /// and returns the limit now in force.
 #[cfg(unix)]
+#[allow(
+    unsafe_code,
+    reason = "getrlimit/setrlimit have no safe wrapper in std"
+)]
 fn raise_file_limit() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -325,6 +333,8 @@ fn raise_file_limit() -> Option<u64> {
 struct Timeouts {
     header: Duration,
     idle: Duration,
+    /// From a request's first byte until its body has arrived.
+    request: Duration,
 }
 
 async fn connection(tcp: TcpStream, conn: Conn) {
@@ -397,11 +407,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for PerConnection {
     type Error = Infallible;
     type Future = Answer;
 
-    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
         let busy = Some(Busy::begin(&self.watch));
+        let mut req = req.map(|b| BodyWatch::wrap(b, &self.watch));
         let path = req.uri().path();
         if balancer::direct_stream(req.method(), path).is_some() {
-            let req = req.map(axum::body::Body::new);
             let inner = Box::pin(balancer::listener(self.state.clone(), self.peer, req));
             return Answer { inner, busy };
         }
@@ -481,6 +491,10 @@ struct Watch {
     head_started: AtomicU64,
     /// When the connection last became idle.
     idle_since: AtomicU64,
+    /// When the request being answered started (its head's first byte).
+    request_started: AtomicU64,
+    /// Request bodies still arriving (see `BodyWatch`).
+    bodies: AtomicUsize,
 }
 
 impl Watch {
@@ -490,6 +504,8 @@ impl Watch {
             busy: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            request_started: AtomicU64::new(0),
+            bodies: AtomicUsize::new(0),
         }
     }
 
@@ -509,7 +525,13 @@ impl Watch {
 
     fn begin(&self) {
         self.busy.fetch_add(1, Ordering::Relaxed);
-        self.head_started.store(0, Ordering::Relaxed);
+        let head = self.head_started.swap(0, Ordering::Relaxed);
+        let started = if head > 0 {
+            head - 1
+        } else {
+            self.since_base()
+        };
+        self.request_started.store(started, Ordering::Relaxed);
     }
 
     fn end(&self) {
@@ -524,6 +546,8 @@ impl Watch {
             busy: self.busy.load(Ordering::Relaxed),
             head_started: (head > 0).then(|| at(head - 1)),
             idle_since: at(self.idle_since.load(Ordering::Relaxed)),
+            request_started: at(self.request_started.load(Ordering::Relaxed)),
+            bodies: self.bodies.load(Ordering::Relaxed),
         }
     }
 
@@ -541,6 +565,10 @@ struct Activity {
     head_started: Option<Instant>,
     /// When the connection last became idle.
     idle_since: Instant,
+    /// When the request being answered started.
+    request_started: Instant,
+    /// Request bodies still arriving.
+    bodies: usize,
 }
 
 impl Activity {
@@ -550,14 +578,17 @@ impl Activity {
             busy: 0,
             head_started: None,
             idle_since: Instant::now(),
+            request_started: Instant::now(),
+            bodies: 0,
         }
     }
 
-    /// When the connection is due to be closed, `None` while a request is
-    /// being answered (the handler bounds its own time).
+    /// When the connection is due to be closed. While a request is being
+    /// answered that is when its body is due, or `None` once the body has
+    /// arrived (the handler bounds its own time).
     fn deadline(&self, t: Timeouts) -> Option<Instant> {
         if self.busy > 0 {
-            return None;
+            return (self.bodies > 0).then(|| self.request_started + t.request);
         }
         Some(match self.head_started {
             Some(at) => at + t.header,
@@ -585,7 +616,7 @@ impl Drop for Busy {
 /// Resolves once the connection has outstayed its head or idle timeout
 /// (see [`Watch`] for why it wakes at least every `step`).
 async fn expiry(watch: &Watch, t: Timeouts) {
-    let step = t.header.min(t.idle);
+    let step = t.header.min(t.idle).min(t.request);
     loop {
         let now = Instant::now();
         let next = match watch.deadline(t) {
@@ -595,6 +626,64 @@ async fn expiry(watch: &Watch, t: Timeouts) {
             None => now + step,
         };
         tokio::time::sleep_until(next).await;
+    }
+}
+
+/// A request body, counted in `Watch::bodies` until it has arrived or is
+/// dropped, so a client that declares a body and then sends it slowly (or,
+/// after `Expect: 100-continue` and our `100`, not at all) is cut off at
+/// the request deadline. A request without a body is passed as it is.
+struct BodyWatch {
+    inner: Incoming,
+    watch: Option<Arc<Watch>>,
+}
+
+impl BodyWatch {
+    fn wrap(inner: Incoming, watch: &Arc<Watch>) -> axum::body::Body {
+        if inner.is_end_stream() {
+            return axum::body::Body::new(inner);
+        }
+        watch.bodies.fetch_add(1, Ordering::Relaxed);
+        axum::body::Body::new(BodyWatch {
+            inner,
+            watch: Some(watch.clone()),
+        })
+    }
+
+    fn arrived(&mut self) {
+        if let Some(w) = self.watch.take() {
+            w.bodies.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for BodyWatch {
+    fn drop(&mut self) {
+        self.arrived();
+    }
+}
+
+impl HttpBody for BodyWatch {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+            self.arrived();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -670,6 +759,7 @@ mod tests {
         let t = Timeouts {
             header: Duration::from_secs(10),
             idle: Duration::from_secs(60),
+            request: Duration::from_secs(30),
         };
         let mut a = Activity::new();
         let start = a.idle_since;
@@ -678,5 +768,8 @@ mod tests {
         assert_eq!(a.deadline(t), Some(start + t.header));
         a.busy = 1;
         assert_eq!(a.deadline(t), None);
+        a.bodies = 1;
+        a.request_started = start;
+        assert_eq!(a.deadline(t), Some(start + t.request));
     }
 }

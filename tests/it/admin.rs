@@ -660,13 +660,16 @@ async fn draining_a_server_stops_redirects_at_once_and_shows_listeners_leaving()
         assert_eq!(app.sent_to("live").await, format!("{}/live.mp3", c.url));
     }
     let page = b.get(&edit).await.body;
-    assert!(page.contains("disabled (draining)"));
-    assert!(page.contains("<td class=\"num\">40</td>"), "{page}");
+    assert!(page.contains("is <strong>draining</strong>"));
+    assert!(page.contains(">draining</span>"), "the state word: {page}");
+    assert!(page.contains("-listeners\">40</td>"), "{page}");
     a.set_listeners("/live.mp3", 12);
     app.poll().await;
     let page = b.get(&edit).await.body;
-    assert!(page.contains("<td class=\"num\">12</td>"), "{page}");
-    assert!(page.contains("12 listeners"));
+    assert!(page.contains("-listeners\">12</td>"), "{page}");
+    assert!(page.contains(&format!(
+        "data-live=\"server-{id}-listeners\">12</span> listeners"
+    )));
 }
 
 #[tokio::test]
@@ -728,14 +731,19 @@ async fn dashboard_shows_streams_servers_mounts_and_a_chart() {
     assert!(page.contains("Polled 1 server"));
     assert!(
         page.contains(
-            "data-live=\"stream-1-listeners\">7</span> listeners · capacity <span data-live=\"stream-1-capacity\">20</span> · free <span data-live=\"stream-1-free\">13</span> · reserved <span data-live=\"stream-1-reserved\">0</span>"
+            "data-live=\"stream-1-listeners\">7</span> listeners now · capacity <span data-live=\"stream-1-capacity\">20</span> · free <span data-live=\"stream-1-free\">13</span> · reserved <span data-live=\"stream-1-reserved\">0</span>"
         ),
         "{page}"
     );
-    assert!(page.contains("state-up"));
+    assert!(page.contains("class=\"badge state-ok\" data-live=\"server-1-state\">ok<"));
+    assert!(page.contains("class=\"badge state-ok\" data-live=\"mount-1-status\">ok<"));
     assert!(page.contains("<svg class=\"chart\""));
     assert!(page.contains("<polyline"));
-    assert!(page.contains("candidate"));
+    assert!(
+        page.contains("capacity 20</text>"),
+        "the chart's capacity line"
+    );
+    assert!(!page.contains("candidate"), "no jargon");
 }
 
 #[tokio::test]

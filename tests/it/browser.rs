@@ -93,8 +93,8 @@ async fn operator_sets_up_a_stream_in_the_browser() {
         .await;
     browser.click("input[name=enabled]").await;
     browser.click("main form.card button[type=submit]").await;
-    let page = browser.wait_for("disabled (draining)").await;
-    assert!(page.contains("<td class=\"num\">12</td>"), "{page}");
+    let page = browser.wait_for("is <strong>draining</strong>").await;
+    assert!(page.contains("-listeners\">12</td>"), "{page}");
     browser.screenshot(&shots.join("server-draining.png")).await;
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
 

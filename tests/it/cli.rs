@@ -441,7 +441,12 @@ fn user_commands() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&db, &["user", "add", "ops"], Some("s3cure-enough\n"));
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("already exists"));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("a user named \"ops\" already exists"),
+        "{said}"
+    );
+    assert!(!said.contains("Slug("), "a name, not a type: {said}");
     let out = run(&db, &["user", "add", "short"], Some("abc\n"));
     assert!(!out.status.success());
     assert!(
@@ -486,10 +491,21 @@ fn user_commands() {
         }
     }
 
+    let out = run(&db, &["user", "add", "ops2"], Some("s3cure-enough\n"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let out = run(&db, &["user", "remove", "ops"], None);
     assert!(out.status.success());
-    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "");
+    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "ops2\n");
     assert!(!run(&db, &["user", "remove", "ops"], None).status.success());
+    // The last user stays: without one nobody could log in.
+    let out = run(&db, &["user", "remove", "ops2"], None);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("ops2 is the last user"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&run(&db, &["user", "list"], None).stdout), "ops2\n");
 }
 
 /// Starts `serve`, returns its log up to the "serving" line, and stops it.

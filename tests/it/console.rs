@@ -33,8 +33,8 @@ async fn live_numbers_follow_polls_and_redirects() {
     app.poll().await;
     let d = live(&mut b, "").await;
     assert_eq!(d["text"]["stream-1-listeners"], "5");
-    assert_eq!(d["text"]["server-1-state"], "up");
-    assert_eq!(d["class"]["server-1-state"], "state-up");
+    assert_eq!(d["text"]["server-1-state"], "ok");
+    assert_eq!(d["class"]["server-1-state"], "state-ok");
     assert_eq!(d["text"]["server-1-read_via"], "load.xsl");
     assert_eq!(d["text"]["mount-1-free"], "45");
     assert_eq!(d["text"]["mount-1-live"], "live");
@@ -185,4 +185,213 @@ async fn errors_stay_inside_the_admin_layout() {
             .body
             .contains("You have logged out.")
     );
+}
+
+/// A sold-out stream and a dead one lead the dashboard: the state in words
+/// and colour, the listeners turned away, and what losing the busiest
+/// relay would do; a dead relay's error in words and no latency.
+#[tokio::test]
+async fn a_sold_out_and_a_dead_stream_say_so() {
+    let a = FakeRelay::start(&[("/live.mp3", 5, Some(5))]).await;
+    let b = FakeRelay::start(&[("/live.mp3", 3, Some(3))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"a\"\nurl = \"{}\"\n[[servers]]\nname = \"b\"\nurl = \"{}\"\n\
+         [[servers]]\nname = \"gone\"\nurl = \"http://127.0.0.1:9\"\n\
+         [[streams]]\nname = \"live\"\nmounts = [{{ server = \"a\", mount = \"/live.mp3\" }}, {{ server = \"b\", mount = \"/live.mp3\" }}]\n\
+         [[streams]]\nname = \"dead\"\nmounts = [{{ server = \"gone\", mount = \"/dead.mp3\" }}]\n",
+        a.url, b.url
+    ))
+    .await;
+    app.poll().await;
+    for stream in ["live", "live", "dead"] {
+        let r = app.get(&format!("/icecast_balancer/{stream}/")).await;
+        assert_eq!(r.status(), 503);
+    }
+    let mut br = Browser::logged_in(&app).await;
+    let page = br.get("/admin/").await.body;
+    assert!(
+        page.contains("class=\"badge state-full\" data-live=\"stream-1-state\">full<"),
+        "{page}"
+    );
+    assert!(page.contains("class=\"badge state-down\" data-live=\"stream-2-state\">down<"));
+    assert!(page.contains("class=\"badge state-full\" data-live=\"server-1-state\">full<"));
+    assert!(page.contains("class=\"badge state-down\" data-live=\"server-3-state\">down<"));
+    assert!(
+        page.contains("2 in the last minute, 2 in the last hour answered 503"),
+        "{page}"
+    );
+    assert!(page.contains("1 in the last minute, 1 in the last hour answered 503"));
+    assert!(page.contains(
+        "If a, the busiest relay, failed, 5 of its 5 listeners would have nowhere to go."
+    ));
+    assert!(
+        page.contains("connection refused: is Icecast running on 127.0.0.1:9?"),
+        "{page}"
+    );
+    assert!(!page.contains("os error"), "{page}");
+    assert!(
+        page.contains("data-live=\"server-3-latency\">—<"),
+        "no latency for a dead relay"
+    );
+
+    // Live: the same words and classes, and they follow the relays.
+    let d = live(&mut br, "").await;
+    assert_eq!(d["text"]["stream-1-state"], "full");
+    assert_eq!(d["class"]["stream-1-state"], "state-full");
+    assert_eq!(d["class"]["stream-1-turned_away"], "state-full");
+    assert_eq!(d["text"]["stream-2-state"], "down");
+    a.set_mounts(&[("/live.mp3", 1, Some(5))]);
+    app.poll().await;
+    let d = live(&mut br, "").await;
+    assert_eq!(d["text"]["stream-1-state"], "ok");
+    assert_eq!(d["text"]["stream-1-listeners"], "4");
+    assert_eq!(d["text"]["server-1-state"], "ok");
+
+    // The stream's own page shows the same.
+    let page = br.get("/admin/streams/2/edit").await.body;
+    assert!(
+        page.contains("data-live=\"stream-2-state\">down<"),
+        "{page}"
+    );
+    assert!(page.contains("1 in the last hour answered 503"));
+}
+
+/// A relay read through status-json.xsl reports no limit: it is shown as
+/// not known, not as "unlimited".
+#[tokio::test]
+async fn a_relay_without_a_known_limit_is_not_called_unlimited() {
+    let bare = FakeRelay::start(&[("/live.mp3", 3, None)]).await;
+    bare.set_mode(crate::support::fake_relay::Mode::StatusJsonOnly);
+    let app = TestApp::spawn().await;
+    app.import(&one_stream(&bare.url)).await;
+    app.poll().await;
+    let mut b = Browser::logged_in(&app).await;
+    let page = b.get("/admin/").await.body;
+    assert!(!page.contains("unlimited"), "{page}");
+    assert!(page.contains("capacity <span data-live=\"stream-1-capacity\">no known limit<"));
+}
+
+#[tokio::test]
+async fn users_are_managed_in_the_admin() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    let page = b.get("/admin/users").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("admin <span class=\"muted\">(you)</span>")
+    );
+    assert!(
+        page.body.contains("aria-current=\"page\">Users<"),
+        "the menu marks the page"
+    );
+    assert!(page.body.contains("The last user cannot be removed"));
+
+    // Add: the form keeps the name and says what is wrong.
+    let p = b
+        .post(
+            "/admin/users",
+            &[
+                ("name", "bob"),
+                ("password", "short"),
+                ("password_again", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("at least 8 characters") && p.body.contains("value=\"bob\""));
+    let good = [
+        ("name", "bob"),
+        ("password", "bobs-password"),
+        ("password_again", "bobs-password"),
+    ];
+    let p = b.post("/admin/users", &good).await;
+    assert_eq!(p.status, 303, "{}", p.body);
+    b.get("/admin/users").await;
+    let p = b.post("/admin/users", &good).await;
+    assert_eq!(p.status, 422);
+    assert!(
+        p.body.contains("a user named bob already exists"),
+        "{}",
+        p.body
+    );
+
+    // Without the CSRF token nothing changes.
+    let p = b
+        .post(
+            "/admin/users/bob/password",
+            &[
+                ("csrf_token", "forged"),
+                ("password", "x-password-1"),
+                ("password_again", "x-password-1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+
+    // Reset bob's password: bob logs in with the new one only.
+    b.get("/admin/users").await;
+    let p = b
+        .post(
+            "/admin/users/bob/password",
+            &[
+                ("password", "new-bob-pass"),
+                ("password_again", "new-bob-pass"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let mut bob = Browser::new(&app);
+    assert_eq!(bob.login("bob", "bobs-password").await.status, 401);
+    assert_eq!(bob.login("bob", "new-bob-pass").await.status, 303);
+
+    // Removing: bob can go, the last user cannot.
+    b.get("/admin/users/bob/delete").await;
+    assert_eq!(b.post("/admin/users/bob/delete", &[]).await.status, 303);
+    b.get("/admin/users").await;
+    let p = b.post("/admin/users/admin/delete", &[]).await;
+    assert_eq!(p.location(), "/admin/users");
+    let page = b.get("/admin/users").await.body;
+    assert!(
+        page.contains("admin is the last user and cannot be removed"),
+        "{page}"
+    );
+
+    // Your own password needs the current one.
+    let p = b
+        .post(
+            "/admin/users/password",
+            &[
+                ("current", "wrong-one"),
+                ("own_password", "brand-new-pass"),
+                ("own_password_again", "brand-new-pass"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("this is not your current password"));
+    let p = b
+        .post(
+            "/admin/users/password",
+            &[
+                ("current", crate::support::admin::PASSWORD),
+                ("own_password", "brand-new-pass"),
+                ("own_password_again", "brand-new-pass"),
+            ],
+        )
+        .await;
+    assert_eq!(p.location(), "/admin/login");
+    let mut again = Browser::new(&app);
+    assert_eq!(again.login("admin", "brand-new-pass").await.status, 303);
+
+    let audit = again.get("/admin/audit").await.body;
+    for needle in [
+        "<td>admin</td><td>create</td><td>user bob</td>",
+        "<td>admin</td><td>password changed</td><td>user bob</td>",
+        "<td>admin</td><td>delete</td><td>user bob</td>",
+        "<td>admin</td><td>password changed</td><td>user admin</td>",
+    ] {
+        assert!(audit.contains(needle), "missing {needle:?} in {audit}");
+    }
 }

@@ -192,6 +192,99 @@ async fn an_idle_keep_alive_connection_is_closed() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 
+/// A POST head declaring a body of 100 bytes, with `extra` headers.
+fn post_head(path: &str, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: 100\r\n{extra}\r\n"
+    )
+}
+
+fn short_request_timeout(s: &mut Settings) {
+    s.server.request_timeout = Duration::from_millis(600);
+    s.server.header_timeout = Duration::from_millis(600);
+    s.server.idle_timeout = Duration::from_secs(60);
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_cut_off() {
+    let app = TestApp::spawn_with(short_request_timeout).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    let head = post_head("/admin/login", "");
+    s.write_all(format!("{head}username=admin").as_bytes())
+        .await
+        .unwrap();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "a request whose body stopped arriving kept the connection open"
+    );
+}
+
+#[tokio::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_at_the_request_deadline() {
+    let app = TestApp::spawn_with(short_request_timeout).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    s.write_all(post_head("/admin/login", "").as_bytes())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // A byte every 100 ms: each arrives well within any per-read timeout,
+    // the 100 bytes together take 10 s.
+    let closed = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.write_all(b"a").await.is_err() {
+            break true;
+        }
+        let mut b = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(1), s.read(&mut b)).await {
+            Ok(Ok(0) | Err(_)) => break true,
+            _ if started.elapsed() > Duration::from_secs(8) => break false,
+            _ => {}
+        }
+    };
+    assert!(closed, "a dripping body kept the connection open");
+}
+
+#[tokio::test]
+async fn expect_100_continue_does_not_wait_for_ever() {
+    let app = TestApp::spawn_with(short_request_timeout).await;
+    let mut s = connect_from("127.0.0.1", app.addr).await;
+    s.write_all(post_head("/admin/login", "Expect: 100-continue\r\n").as_bytes())
+        .await
+        .unwrap();
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("after 100 Continue the server waited for ever for the body");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 100"), "{text}");
+}
+
+#[tokio::test]
+async fn a_route_without_a_body_answers_without_waiting_for_one() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.request_timeout = Duration::from_secs(60);
+        s.server.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    for path in ["/healthz", "/admin/logout"] {
+        let mut s = connect_from("127.0.0.1", app.addr).await;
+        s.write_all(format!("{}abc", post_head(path, "")).as_bytes())
+            .await
+            .unwrap();
+        let mut b = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("{path} waited for a body it does not take"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&b[..n]);
+        assert!(text.starts_with("HTTP/1.1 "), "{text}");
+        assert!(!text.starts_with("HTTP/1.1 100"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn one_client_cannot_take_every_connection() {
     let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10_000))]).await;

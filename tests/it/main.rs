@@ -3,6 +3,10 @@
 //! Each module drives the real application in-process (port 0) over HTTP;
 //! `support` holds the shared helpers. Server logs are hidden unless
 //! `TEST_LOG=1` is set.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a panic is the test failing with its reason"
+)]
 
 mod support;
 
@@ -15,6 +19,7 @@ mod cli;
 mod cluster;
 mod console;
 mod e2e_icecast;
+mod engine;
 mod faults;
 mod geo;
 mod hostile;

@@ -128,12 +128,7 @@ async fn a_round_over_many_relays_rebuilds_routing_a_few_times_not_once_per_rela
     // for one more: let it happen before counting.
     tokio::time::sleep(WATCH * 6).await;
 
-    let rebuilds = || {
-        app.state
-            .metrics()
-            .snapshot_rebuilds
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let rebuilds = || app.state.routing_state().rebuilds();
     let before = rebuilds();
     let summary = app.poll().await;
     assert_eq!(summary.failed(), 0);

@@ -17,13 +17,13 @@ use super::{
     redirect_with_flash, safe_next, set_cookie,
 };
 use crate::domain::text::{Escaped, clean};
+use crate::engine::blocking;
 use crate::error::{Error, Result};
 use crate::store;
 use crate::store::audit::{Action, Entry, Kind};
 use crate::users::{random_secret, verify_nothing, verify_password};
 use crate::web::AppState;
 use crate::web::csrf::tokens_match;
-use crate::web::state::blocking;
 
 const LOGIN_COOKIE: &str = "icb_login";
 /// Failed logins counted over this window…

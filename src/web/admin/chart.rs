@@ -67,11 +67,14 @@ impl Range {
     }
 }
 
-/// One relay's listeners of a stream: (bucket start ms, listeners), by time.
+/// One relay's listeners of a stream: (bucket start ms, listeners), by
+/// time, and its listeners now (the last point drawn, the same number the
+/// page's headline adds up, not the last bucket's peak).
 #[derive(Debug, Clone)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(i64, i64)>,
+    pub now: i64,
 }
 
 /// Colour-blind-safe (Okabe–Ito), dark enough on white for 3:1 contrast.
@@ -98,7 +101,7 @@ pub fn legend(series: &[Series]) -> Vec<Legend> {
         .map(|(i, s)| Legend {
             name: s.name.clone(),
             colour: colour(i),
-            current: s.points.last().map_or(0, |p| p.1),
+            current: s.now,
         })
         .collect()
 }
@@ -209,23 +212,54 @@ impl Frame {
     }
 }
 
+/// Each series with its value now appended at `now_ms`, so the line ends
+/// at the number the page shows as now.
+fn ending_now(series: &[Series], now_ms: i64) -> Vec<Series> {
+    series
+        .iter()
+        .map(|s| {
+            let mut points: Vec<(i64, i64)> =
+                s.points.iter().copied().filter(|p| p.0 < now_ms).collect();
+            points.push((now_ms, s.now));
+            Series {
+                points,
+                ..s.clone()
+            }
+        })
+        .collect()
+}
+
 /// The chart of `series` (one per relay, already ordered) over `range`
-/// ending at `now_ms`. Safe to embed unescaped.
-pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String {
-    let (times, tops) = stack(series, range.bucket_ms());
+/// ending at `now_ms`, with the stream's `capacity` as a line when it is
+/// known. Safe to embed unescaped.
+pub fn svg(
+    series: &[Series],
+    range: Range,
+    now_ms: i64,
+    title: &str,
+    capacity: Option<u64>,
+) -> String {
+    let series = ending_now(series, now_ms);
+    let (times, tops) = stack(&series, range.bucket_ms());
     let totals = tops.last().cloned().unwrap_or_default();
     let peak = totals.iter().copied().max().unwrap_or(0);
     let current = totals.last().copied().unwrap_or(0);
+    let capacity = capacity.and_then(|c| i64::try_from(c).ok());
+    // At least 2, so the middle grid line is a whole listener.
+    let top = peak.max(capacity.unwrap_or(0)).max(2);
     let frame = Frame {
         start: now_ms - range.span_ms(),
         span: range.span_ms(),
-        ymax: nice_ceiling(peak.max(1)) as f64,
+        ymax: nice_ceiling(top) as f64,
     };
     let mut out = format!(
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" xmlns=\"http://www.w3.org/2000/svg\" \
-         aria-label=\"{}: listeners over the last {}, now {current}, peak {peak}\">",
+         aria-label=\"{}: listeners over the last {}, now {current}, peak {peak}{}\">",
         esc(title),
-        range.label()
+        range.label(),
+        capacity
+            .map(|c| format!(", capacity {c}"))
+            .unwrap_or_default()
     );
     value_axis(&mut out, &frame);
     time_axis(&mut out, &frame, range, now_ms);
@@ -239,21 +273,60 @@ pub fn svg(series: &[Series], range: Range, now_ms: i64, title: &str) -> String 
         );
         return out;
     }
-    areas(&mut out, &frame, &times, &tops, series);
+    no_data_before(&mut out, &frame, times[0]);
+    areas(&mut out, &frame, &times, &tops, &series);
+    if let Some(c) = capacity {
+        capacity_line(&mut out, &frame, c);
+    }
     total_line(&mut out, &frame, &times, &totals);
     out
+}
+
+/// Before the first sample there is no data (the balancer did not run or
+/// the stream did not exist): shaded and said, not drawn as zero.
+fn no_data_before(out: &mut String, frame: &Frame, first: i64) {
+    let x = frame.x(first);
+    if x - LEFT < 1.0 {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{PLOT_H}\" fill=\"#eef1f4\"/>",
+        x - LEFT
+    );
+    if x - LEFT > 70.0 {
+        let _ = write!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" {LABEL} text-anchor=\"middle\">no data</text>",
+            LEFT + (x - LEFT) / 2.0,
+            TOP + PLOT_H / 2.0
+        );
+    }
+}
+
+/// The stream's capacity now, dashed, labelled inside the plot.
+fn capacity_line(out: &mut String, frame: &Frame, capacity: i64) {
+    let y = frame.y(capacity);
+    let _ = write!(
+        out,
+        "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#c0362c\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\"/>\
+         <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"13\" fill=\"#c0362c\">capacity {capacity}</text>",
+        W - RIGHT,
+        LEFT + 4.0,
+        (y + 14.0).min(BASE - 4.0)
+    );
 }
 
 /// Value axis: 0, half and the top, with light grid lines.
 fn value_axis(out: &mut String, frame: &Frame) {
     let ymax = frame.ymax;
     for v in [0.0, ymax / 2.0, ymax] {
+        // Listeners are whole: a half-listener line would mean nothing.
+        if v.fract() != 0.0 {
+            continue;
+        }
         let yy = frame.y_of(v);
-        let label = if v.fract() == 0.0 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.1}")
-        };
+        let label = format!("{v:.0}");
         let _ = write!(
             out,
             "<line x1=\"{LEFT}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#e3e7eb\"/>\
@@ -349,6 +422,7 @@ mod tests {
         Series {
             name: name.into(),
             points: points.to_vec(),
+            now: points.last().map_or(0, |p| p.1),
         }
     }
 
@@ -360,7 +434,7 @@ mod tests {
         assert_eq!(times.len(), 2);
         assert_eq!(tops[0], vec![3, 5]);
         assert_eq!(tops[1], vec![7, 11]);
-        let svg = svg(&[a, b], Range::Hour, NOW, "live");
+        let svg = svg(&[a, b], Range::Hour, NOW, "live", None);
         assert!(svg.contains("now 11, peak 11"), "{svg}");
         assert_eq!(svg.matches("<polygon").count(), 2);
         assert!(svg.contains(">11</text></svg>"));
@@ -379,13 +453,35 @@ mod tests {
     #[test]
     fn time_axis_has_round_utc_labels() {
         // 2023-11-14 22:13:20 UTC.
-        let svg = svg(&[], Range::Day, NOW, "live");
+        let svg = svg(&[], Range::Day, NOW, "live", None);
         assert!(svg.contains(">00:00</text>") && svg.contains(">18:00</text>"));
         assert!(svg.contains("no samples in the last 24 h"));
-        let week = super::svg(&[], Range::Week, NOW, "live");
+        let week = super::svg(&[], Range::Week, NOW, "live", None);
         assert!(week.contains(">11-14</text>"));
-        let hour = super::svg(&[], Range::Hour, NOW, "x<y");
+        let hour = super::svg(&[], Range::Hour, NOW, "x<y", None);
         assert!(hour.contains(">22:00</text>") && hour.contains("x&lt;y"));
+    }
+
+    #[test]
+    fn now_is_the_relays_listeners_now_and_the_capacity_is_drawn() {
+        // The last bucket peaked at 5; the relay has 2 listeners now.
+        let mut a = s("fra", &[(NOW - 30 * MIN_MS, 5)]);
+        a.now = 2;
+        let svg = svg(&[a], Range::Hour, NOW, "live", Some(8));
+        assert!(svg.contains("now 2, peak 5, capacity 8"), "{svg}");
+        assert!(svg.contains(">2</text></svg>"), "{svg}");
+        assert!(svg.contains("capacity 8</text>"));
+        // The half hour before the first sample is shaded "no data".
+        assert!(svg.contains(">no data</text>"));
+        // One listener at most: the axis is 0, 1, 2, never 0.5.
+        let one = super::svg(
+            &[s("fra", &[(NOW - MIN_MS, 1)])],
+            Range::Hour,
+            NOW,
+            "l",
+            None,
+        );
+        assert!(!one.contains(">0.5<") && one.contains(">1</text>"), "{one}");
     }
 
     #[test]

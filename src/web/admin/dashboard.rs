@@ -14,12 +14,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::chart::{self, Range, Series};
-use super::widgets::{CsrfForm, ServerLine, or_unlimited, server_lines};
+use super::widgets::{CsrfForm, ServerLine, UNKNOWN, or_unlimited, server_lines};
 use super::{AdminUser, Ctx, redirect_with_flash, redirect_with_problem};
 use crate::error::Result;
+use crate::routing::Snapshot;
+use crate::routing::condition::{self, Condition};
 use crate::routing::select::{self, Excluded};
 use crate::routing::snapshot::StreamEntry;
-use crate::routing::{Routing, Snapshot};
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -31,10 +32,17 @@ pub fn router() -> Router<AppState> {
 pub struct StreamCard {
     pub id: i64,
     pub name: String,
+    pub condition: Condition,
     pub listeners: u64,
     pub capacity: String,
     pub free: String,
     pub reserved: u64,
+    /// Listeners answered 503 or sent to the fallback, last minute and hour.
+    pub turned_away: String,
+    /// Whether anyone was turned away in the last hour (the line is marked).
+    pub turning_away: bool,
+    /// What losing the busiest relay would do; empty with no listeners.
+    pub headroom: String,
     /// The SVG chart and its HTML legend, escaped where needed.
     pub chart: String,
 }
@@ -44,7 +52,7 @@ pub struct MountRow {
     pub stream: String,
     pub server: String,
     pub mount: String,
-    pub status: String,
+    pub condition: Condition,
     pub listeners: String,
     pub max: String,
     pub free: String,
@@ -108,10 +116,6 @@ pub struct RangeQuery {
     pub range: Option<String>,
 }
 
-/// Shown for a mount whose relay is down, never polled, or did not list
-/// it: its last numbers say nothing about now.
-const UNKNOWN: &str = "—";
-
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -120,8 +124,14 @@ fn escape(s: &str) -> String {
 }
 
 /// The chart of one stream with its legend (relay, colour, listeners now).
-pub fn chart_html(series: &[Series], range: Range, now_ms: i64, title: &str) -> String {
-    let mut html = chart::svg(series, range, now_ms, title);
+pub fn chart_html(
+    series: &[Series],
+    range: Range,
+    now_ms: i64,
+    title: &str,
+    capacity: Option<u64>,
+) -> String {
+    let mut html = chart::svg(series, range, now_ms, title, capacity);
     if !series.is_empty() {
         html.push_str("<ul class=\"legend\">");
         for l in chart::legend(series) {
@@ -138,12 +148,16 @@ pub fn chart_html(series: &[Series], range: Range, now_ms: i64, title: &str) -> 
     html
 }
 
+/// Each relay's history of the stream, ending with its listeners now
+/// (`now`, from [`condition::listeners_by_server`]); a relay with
+/// listeners but no history yet gets a series of its own.
 async fn stream_series(
     conn: &mut sqlx::SqliteConnection,
     snap: &Snapshot,
     stream_id: i64,
     range: Range,
     now_ms: i64,
+    now: &[(usize, u64)],
 ) -> Result<Vec<Series>> {
     let points = crate::store::status::stream_history_by_server(
         conn,
@@ -152,29 +166,65 @@ async fn stream_series(
         range.bucket_ms(),
     )
     .await?;
-    let mut series: Vec<(i64, Series)> = Vec::new();
+    let mut by_id: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
     for p in points {
-        match series.last_mut() {
-            Some((id, s)) if *id == p.server_id => s.points.push((p.at, p.listeners)),
-            _ => {
-                let name = snap
-                    .servers
-                    .iter()
-                    .find(|s| s.id == p.server_id)
-                    .map_or_else(|| format!("server {}", p.server_id), |s| s.name.clone());
-                series.push((
-                    p.server_id,
-                    Series {
-                        name,
-                        points: vec![(p.at, p.listeners)],
-                    },
-                ));
-            }
+        match by_id.last_mut() {
+            Some((id, pts)) if *id == p.server_id => pts.push((p.at, p.listeners)),
+            _ => by_id.push((p.server_id, vec![(p.at, p.listeners)])),
         }
     }
-    let mut series: Vec<Series> = series.into_iter().map(|(_, s)| s).collect();
+    for &(idx, _) in now {
+        let id = snap.servers[idx].id;
+        if !by_id.iter().any(|(i, _)| *i == id) {
+            by_id.push((id, Vec::new()));
+        }
+    }
+    let mut series: Vec<Series> = by_id
+        .into_iter()
+        .map(|(id, points)| {
+            let idx = snap.servers.iter().position(|s| s.id == id);
+            let listeners = now
+                .iter()
+                .find(|(i, _)| Some(*i) == idx)
+                .map_or(0, |(_, n)| *n);
+            Series {
+                name: idx.map_or_else(|| format!("server {id}"), |i| snap.servers[i].name.clone()),
+                points,
+                now: i64::try_from(listeners).unwrap_or(i64::MAX),
+            }
+        })
+        .collect();
     series.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(series)
+}
+
+/// "none in the last hour", or the 503s and fallbacks of the last minute
+/// and hour.
+fn turned_away(st: &StreamEntry, now_s: u64) -> (String, bool) {
+    let c = &st.counters;
+    let (refused_m, refused_h) = (
+        c.recent_refused.last_minute(now_s),
+        c.recent_refused.last_hour(now_s),
+    );
+    let (fallback_m, fallback_h) = (
+        c.recent_fallback.last_minute(now_s),
+        c.recent_fallback.last_hour(now_s),
+    );
+    if refused_h + fallback_h == 0 {
+        return ("none in the last hour".into(), false);
+    }
+    let mut parts = Vec::new();
+    if refused_h > 0 {
+        parts.push(format!(
+            "{refused_m} in the last minute, {refused_h} in the last hour answered 503"
+        ));
+    }
+    if fallback_h > 0 {
+        parts.push(format!(
+            "{fallback_m} in the last minute, {fallback_h} in the last hour sent to the fallback"
+        ));
+    }
+    (parts.join("; "), true)
 }
 
 fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<MountRow> {
@@ -195,9 +245,7 @@ fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<Mo
                 stream: st.name.clone(),
                 server: snap.servers[m.server].name.clone(),
                 mount: m.path.clone(),
-                status: a
-                    .excluded
-                    .map_or("candidate".into(), |e| e.reason().to_string()),
+                condition: condition::mount(a.excluded, snap.servers[m.server].health.state),
                 listeners: shown(m.listeners.to_string()),
                 max: shown(or_unlimited(m.max)),
                 free: shown(or_unlimited(a.free)),
@@ -210,31 +258,36 @@ fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<Mo
 /// Everything the dashboard shows now; charts only when `charts` is set
 /// (they cost a history query per stream).
 pub async fn build(state: &AppState, range: Range, charts: bool) -> Result<Dashboard> {
-    let Routing {
-        snap,
-        now_s,
-        ttl_s: ttl,
-    } = state.routing();
+    let r = state.routing();
+    let low = state.settings().alerts.free_percent;
     let now = state.clock().now_ms();
     let mut conn = state.db().acquire().await?;
     let mut streams = Vec::new();
     let mut mounts = Vec::new();
-    for st in &snap.streams {
-        mounts.extend(mount_rows(&snap, st, now_s, ttl));
-        let t = select::stream_totals(&snap, st, now_s, ttl);
+    for st in &r.snap.streams {
+        mounts.extend(mount_rows(&r.snap, st, r.now_s, r.ttl_s));
+        let t = select::stream_totals(&r.snap, st, r.now_s, r.ttl_s);
+        let by_server = condition::listeners_by_server(&r, st);
         let chart = if charts {
-            let series = stream_series(&mut conn, &snap, st.id, range, now).await?;
-            chart_html(&series, range, now, &st.name)
+            let series = stream_series(&mut conn, &r.snap, st.id, range, now, &by_server).await?;
+            chart_html(&series, range, now, &st.name, t.capacity)
         } else {
             String::new()
         };
+        let (turned_away, turning_away) = turned_away(st, r.now_s);
         streams.push(StreamCard {
             id: st.id,
             name: st.name.clone(),
-            listeners: t.listeners,
+            condition: condition::stream(&t, low),
+            listeners: by_server.iter().map(|(_, n)| n).sum(),
             capacity: or_unlimited(t.capacity),
             free: or_unlimited(t.free),
             reserved: t.reserved,
+            turned_away,
+            turning_away,
+            headroom: condition::headroom(&r, st)
+                .map(|h| h.sentence())
+                .unwrap_or_default(),
             chart,
         });
     }
@@ -299,10 +352,11 @@ mod tests {
         let series = vec![Series {
             name: "a<b".into(),
             points: vec![(1_000, 4)],
+            now: 4,
         }];
-        let html = chart_html(&series, Range::Hour, 60_000, "live");
+        let html = chart_html(&series, Range::Hour, 60_000, "live", None);
         assert!(html.starts_with("<svg"));
         assert!(html.contains("a&lt;b <strong>4</strong>"));
-        assert!(!chart_html(&[], Range::Hour, 60_000, "live").contains("legend"));
+        assert!(!chart_html(&[], Range::Hour, 60_000, "live", None).contains("legend"));
     }
 }

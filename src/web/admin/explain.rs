@@ -211,7 +211,7 @@ fn method_text(has_database: bool, client: &ClientGeo, ranked: &[Assessed]) -> S
                 )
             }
             None if first.is_none() => format!(
-                "By distance from {:.2}, {:.2}, but no relay is a candidate now.",
+                "By distance from {:.2}, {:.2}, but no relay can take a listener now.",
                 c.lat, c.lon
             ),
             None => format!(
@@ -263,7 +263,7 @@ fn row(snap: &Snapshot, i: usize, a: &Assessed, why: Reason) -> Row {
         health: if s.enabled {
             s.health.state.as_str()
         } else {
-            "disabled"
+            "draining"
         },
         same_country: a.same_country(),
         located_by: s.coords_source.as_str(),
@@ -277,7 +277,7 @@ fn row(snap: &Snapshot, i: usize, a: &Assessed, why: Reason) -> Row {
 fn reason_text(snap: &Snapshot, why: Reason) -> String {
     let name = |m: usize| snap.servers[snap.mounts[m].server].name.as_str();
     match why {
-        Reason::Excluded(e) => e.reason().into(),
+        Reason::Excluded(e) => e.words().into(),
         Reason::Only => "the only relay with a free slot".into(),
         Reason::LeastFull { fill, ring_end_km } => {
             let ring = ring_end_km.map_or(String::new(), |end| {
@@ -499,7 +499,7 @@ mod tests {
         assert_eq!(nyc.ring, Some(1));
         assert!(row(&e, "nowhere").reason.contains("location is unknown"));
         assert_eq!(row(&e, "muc").verdict, Verdict::Excluded);
-        assert_eq!(row(&e, "muc").reason, "no free slot");
+        assert_eq!(row(&e, "muc").reason, "full");
         assert_eq!(row(&e, "ber").health, "down");
         assert!(row(&e, "ber").reason.contains("down"));
         assert!(e.method.contains("ring 0 reaches"), "{}", e.method);
@@ -613,6 +613,7 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
             csrf: "token".into(),
             flash: None,
             flash_error: false,
+            path: "/admin/explain".into(),
         };
         let resp = page(State(state.clone()), ctx, Query(q)).await;
         let status = resp.status();
@@ -629,7 +630,7 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
         assert_eq!(status, StatusCode::OK);
         assert!(html.contains("198.51.100.1"), "{html}");
         assert!(html.contains("/live.mp3"));
-        assert!(html.contains("server down or not yet polled"));
+        assert!(html.contains("relay down or not polled yet"));
         assert!(html.contains("No GeoIP database"));
 
         // Bad input is answered inside the page, on the form.

@@ -18,6 +18,7 @@ use super::chart::Range;
 use super::dashboard::{self, Dashboard};
 use super::{AdminUser, when};
 use crate::error::Result;
+use crate::routing::condition::Condition;
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -48,6 +49,11 @@ impl Live {
     }
 }
 
+/// The class that colours a state word (`state-full`, `state-ok`…).
+pub fn state_class(c: Condition) -> String {
+    format!("state-{}", c.as_str())
+}
+
 /// The flat key → value view of what the pages show.
 pub fn flatten(d: &Dashboard, mount_live: &[(i64, bool)]) -> Live {
     let mut l = Live::default();
@@ -57,14 +63,24 @@ pub fn flatten(d: &Dashboard, mount_live: &[(i64, bool)]) -> Live {
         l.put(k("capacity"), &s.capacity);
         l.put(k("free"), &s.free);
         l.put(k("reserved"), s.reserved);
+        l.put(k("state"), s.condition.words());
+        l.class.insert(k("state"), state_class(s.condition));
+        l.put(k("turned_away"), &s.turned_away);
+        let marked = if s.turning_away {
+            "state-full"
+        } else {
+            "state-none"
+        };
+        l.class.insert(k("turned_away"), marked.into());
+        l.put(k("headroom"), &s.headroom);
         if !s.chart.is_empty() {
             l.html.insert(format!("chart-{}", s.id), s.chart.clone());
         }
     }
     for s in &d.servers {
         let k = |f: &str| format!("server-{}-{f}", s.id);
-        l.put(k("state"), s.state);
-        l.class.insert(k("state"), format!("state-{}", s.state));
+        l.put(k("state"), s.condition.words());
+        l.class.insert(k("state"), state_class(s.condition));
         l.put(k("listeners"), s.listeners);
         l.put(k("last_poll"), &s.last_poll);
         l.put(k("latency"), &s.latency);
@@ -77,7 +93,8 @@ pub fn flatten(d: &Dashboard, mount_live: &[(i64, bool)]) -> Live {
         l.put(k("max"), &m.max);
         l.put(k("free"), &m.free);
         l.put(k("reserved"), m.reserved);
-        l.put(k("status"), &m.status);
+        l.put(k("status"), m.condition.words());
+        l.class.insert(k("status"), state_class(m.condition));
     }
     for &(id, live) in mount_live {
         let key = format!("mount-{id}-live");

@@ -14,6 +14,7 @@ pub mod explain;
 pub mod live;
 pub mod servers;
 pub mod streams;
+pub mod users;
 pub mod widgets;
 
 use std::net::SocketAddr;
@@ -80,6 +81,25 @@ pub struct Ctx {
     pub csrf: String,
     pub flash: Option<String>,
     pub flash_error: bool,
+    /// The request's path, so the menu can mark the current page.
+    pub path: String,
+}
+
+impl Ctx {
+    /// Whether the menu entry `href` is the page shown (or a page under
+    /// it: a server's page is under Servers).
+    pub fn is_current(&self, href: &str) -> bool {
+        match href {
+            "/admin/" => self.path == "/admin/",
+            _ => {
+                self.path == href
+                    || self
+                        .path
+                        .strip_prefix(href)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        }
+    }
 }
 
 /// A one-shot message carried to the next page in a cookie.
@@ -128,6 +148,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             csrf: user.csrf_token,
             flash: flash.map(|(Notice::Done(t) | Notice::Problem(t))| t),
             flash_error,
+            path: parts.uri.path().to_string(),
         })
     }
 }
@@ -308,6 +329,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(streams::router())
         .merge(audit::router())
         .merge(explain::router())
+        .merge(users::router())
         .layer(middleware::from_fn_with_state(state, guard))
         // No admin page may be framed by another site (clickjacking).
         .layer(SetResponseHeaderLayer::overriding(

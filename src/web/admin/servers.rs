@@ -7,15 +7,13 @@ use axum::Router;
 use axum::extract::{Form, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 
 use super::widgets::{
-    ConfirmPage, CsrfForm, ServerLine, location_text, or_unlimited, server_lines,
+    ConfirmPage, CsrfForm, ServerLine, UNKNOWN, location_text, or_unlimited, server_lines,
 };
-use super::{
-    AdminUser, Ctx, ago, conflict_to_field, count, redirect_with_flash, redirect_with_problem,
-};
+use super::{AdminUser, Ctx, conflict_to_field, count, redirect_with_flash, redirect_with_problem};
 use crate::domain::{FieldErrors, MountPath, ServerInput};
 use crate::error::{Error, Result};
 use crate::store::{self, changes};
@@ -30,6 +28,7 @@ pub fn router() -> Router<AppState> {
             "/admin/servers/{id}/delete",
             get(confirm_delete).post(delete),
         )
+        .route("/admin/servers/{id}/drain", post(drain))
         .route(
             "/admin/servers/{id}/discover",
             get(discover).post(add_discovered),
@@ -150,6 +149,9 @@ async fn list(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
 }
 
 pub struct MountLine {
+    /// The configured mount's id (its numbers update live); `None` for a
+    /// mount the relay lists that no stream uses.
+    pub id: Option<i64>,
     pub mount: String,
     pub stream: String,
     pub listeners: String,
@@ -167,6 +169,8 @@ struct FormPage {
     draining: bool,
     status_line: String,
     read_via: String,
+    /// The relay's state and numbers now, as the servers table shows them.
+    line: Option<ServerLine>,
 }
 
 fn render(status: StatusCode, page: FormPage) -> Response {
@@ -189,6 +193,7 @@ async fn new_form(ctx: Ctx) -> Response {
             draining: false,
             status_line: String::new(),
             read_via: String::new(),
+            line: None,
         },
     )
 }
@@ -212,6 +217,7 @@ async fn create(
                 draining: false,
                 status_line: String::new(),
                 read_via: String::new(),
+                line: None,
             },
         )
     };
@@ -249,12 +255,13 @@ async fn page_for(
     let mut mounts: Vec<MountLine> = reported
         .iter()
         .map(|m| MountLine {
+            id: configured.iter().find(|c| c.mount == m.mount).map(|c| c.id),
             mount: m.mount.clone(),
             stream: configured
                 .iter()
                 .find(|c| c.mount == m.mount)
                 .map(|c| c.stream_name.clone())
-                .unwrap_or_else(|| "(not configured)".into()),
+                .unwrap_or_else(|| "(no stream)".into()),
             listeners: m.listeners.to_string(),
             max: or_unlimited(m.max_listeners),
         })
@@ -264,26 +271,17 @@ async fn page_for(
         .filter(|c| !reported.iter().any(|m| m.mount == c.mount))
     {
         mounts.push(MountLine {
+            id: Some(c.id),
             mount: c.mount.clone(),
             stream: c.stream_name.clone(),
-            listeners: "not live".into(),
+            listeners: "source offline?".into(),
             max: String::new(),
         });
     }
-    let listeners: i64 = reported.iter().map(|m| m.listeners).sum();
-    let status_line = match &health {
-        Some(h) => format!(
-            "{} · last poll {} · {} listeners{}",
-            h.state,
-            ago(h.last_poll_at),
-            listeners,
-            h.last_error
-                .as_ref()
-                .map(|e| format!(" · last error: {e} ({})", ago(h.last_error_at)))
-                .unwrap_or_default()
-        ),
-        None => "not polled yet".into(),
-    };
+    if health.is_none() {
+        // Never polled: its stored numbers (none) say nothing.
+        mounts.iter_mut().for_each(|m| m.listeners = UNKNOWN.into());
+    }
     let snap = state.snapshot();
     let entry = snap.servers.iter().find(|s| s.id == id);
     let location = entry.map_or_else(|| "unknown".into(), location_text);
@@ -293,7 +291,8 @@ async fn page_for(
     } else {
         format!(" · read through {read_via}")
     };
-    let status_line = format!("{status_line} · location: {location}{via}");
+    let status_line = format!("location: {location}{via}");
+    let line = server_lines(state).into_iter().find(|l| l.id == id);
     Ok(FormPage {
         ctx,
         id: Some(id),
@@ -303,6 +302,7 @@ async fn page_for(
         mounts,
         status_line,
         read_via,
+        line,
     })
 }
 
@@ -345,11 +345,52 @@ async fn update(
     state.commit(tx).await?;
     let msg = if before.enabled && !after.enabled {
         format!(
-            "Server {} disabled: no new listeners are sent to it; the ones connected stay until they leave.",
+            "Server {} is draining: no new listeners are sent to it; the ones connected stay until they leave.",
             spec.name
         )
     } else {
         format!("Server {} saved.", spec.name)
+    };
+    Ok(redirect_with_flash(
+        &format!("/admin/servers/{id}/edit"),
+        &msg,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DrainForm {
+    csrf_token: String,
+    /// `1` drains (no new listeners), `0` takes listeners again.
+    drain: String,
+}
+
+/// The drain button: the server's other settings stay as they are.
+async fn drain(
+    State(state): State<AppState>,
+    user: AdminUser,
+    Path(id): Path<i64>,
+    Form(f): Form<DrainForm>,
+) -> Result<Response> {
+    user.check_csrf(&f.csrf_token)?;
+    let drain = match f.drain.as_str() {
+        "1" => true,
+        "0" => false,
+        _ => return Err(Error::BadRequest("drain must be 1 or 0".into())),
+    };
+    let mut tx = state.begin(&user.name).await?;
+    let mut spec = store::servers::get(tx.conn(), id).await?.spec()?;
+    spec.enabled = !drain;
+    let (before, _) = changes::update_server(&mut tx, id, &spec).await?;
+    state.commit(tx).await?;
+    let msg = match (before.enabled, drain) {
+        (true, true) => format!(
+            "Server {} is draining: no new listeners are sent to it; the ones connected stay until they leave.",
+            spec.name
+        ),
+        (false, false) => format!("Server {} takes new listeners again.", spec.name),
+        (_, true) => format!("Server {} was already draining.", spec.name),
+        (_, false) => format!("Server {} already takes new listeners.", spec.name),
     };
     Ok(redirect_with_flash(
         &format!("/admin/servers/{id}/edit"),

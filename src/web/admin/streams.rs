@@ -9,11 +9,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use super::chart::Range;
+use super::dashboard::{self, StreamCard};
 use super::widgets::{ConfirmPage, CsrfForm, or_unlimited};
 use super::{AdminUser, Ctx, conflict_to_field, count, redirect_with_flash};
 use crate::domain::{FieldErrors, MountInput, StreamInput};
 use crate::error::{Error, Result};
 use crate::routing::Routing;
+use crate::routing::condition::Condition;
 use crate::routing::select::free_slots;
 use crate::store::{self, changes};
 use crate::web::AppState;
@@ -123,7 +126,7 @@ pub struct MountLine {
     pub id: i64,
     pub server: String,
     pub mount: String,
-    pub live: bool,
+    pub condition: Condition,
     pub listeners: String,
     pub max: String,
     pub free: String,
@@ -141,6 +144,8 @@ struct FormPage {
     servers: Vec<String>,
     mount_form: MountForm,
     mount_errors: FieldErrors,
+    /// The stream's state and numbers now (none on the new-stream form).
+    card: Option<StreamCard>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -167,6 +172,7 @@ async fn new_form(ctx: Ctx) -> Response {
         servers: vec![],
         mount_form: MountForm::default(),
         mount_errors: FieldErrors::default(),
+        card: None,
     }
     .into_response()
 }
@@ -190,6 +196,7 @@ async fn create(
                 servers: vec![],
                 mount_form: MountForm::default(),
                 mount_errors: FieldErrors::default(),
+                card: None,
             },
         )
             .into_response()
@@ -224,6 +231,8 @@ async fn page_for(
     let rows = store::mounts::for_stream(&mut conn, id).await?;
     let servers = store::servers::list(&mut conn).await?;
     drop(conn);
+    let now = dashboard::build(state, Range::Day, false).await?;
+    let card = now.streams.into_iter().find(|c| c.id == id);
     let Routing {
         snap,
         now_s,
@@ -243,7 +252,11 @@ async fn page_for(
                 id: r.id,
                 server: r.server_name.clone(),
                 mount: r.mount.clone(),
-                live: entry.is_some_and(|m| m.live),
+                condition: now
+                    .mounts
+                    .iter()
+                    .find(|m| m.id == r.id)
+                    .map_or(Condition::Unknown, |m| m.condition),
                 listeners: shown(entry.map_or(0, |m| m.listeners).to_string()),
                 max: shown(or_unlimited(entry.and_then(|m| m.max))),
                 free: shown(or_unlimited(free)),
@@ -260,6 +273,7 @@ async fn page_for(
         servers: servers.into_iter().map(|s| s.name).collect(),
         mount_form,
         mount_errors,
+        card,
     })
 }
 

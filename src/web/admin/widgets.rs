@@ -7,17 +7,23 @@ use serde::Deserialize;
 
 use super::{Ctx, ago};
 use crate::domain::LocationSource;
+use crate::routing::condition::{self, Condition};
 use crate::routing::snapshot::ServerEntry;
 use crate::web::AppState;
 
 pub use crate::web::or_unlimited;
+
+/// Shown where a number is not known now (a relay down, never polled, or
+/// a mount its relay did not list): its last value says nothing about now.
+pub const UNKNOWN: &str = "—";
 
 pub struct ServerLine {
     pub id: i64,
     pub name: String,
     pub url: String,
     pub enabled: bool,
-    pub state: &'static str,
+    /// Full, low, down, draining, ok… (see [`Condition`]).
+    pub condition: Condition,
     pub listeners: u64,
     pub last_poll: String,
     pub latency: String,
@@ -60,18 +66,26 @@ pub fn location_text(s: &ServerEntry) -> String {
 }
 
 pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
-    let snap = state.snapshot();
-    snap.servers
+    let r = state.routing();
+    let low = state.settings().alerts.free_percent;
+    r.snap
+        .servers
         .iter()
-        .map(|s| ServerLine {
+        .enumerate()
+        .map(|(i, s)| ServerLine {
             id: s.id,
             name: s.name.clone(),
             url: s.url.clone(),
             enabled: s.enabled,
-            state: s.health.state.as_str(),
+            condition: condition::server(&r, i, low),
             listeners: s.listeners,
             last_poll: ago(s.last_poll_at),
-            latency: s.latency_ms.map(|l| format!("{l} ms")).unwrap_or_default(),
+            // A relay that did not answer has no latency worth showing.
+            latency: s
+                .latency_ms
+                .filter(|_| s.health.is_up())
+                .map(|l| format!("{l} ms"))
+                .unwrap_or_else(|| UNKNOWN.into()),
             error: s
                 .last_error
                 .as_ref()

@@ -10,13 +10,12 @@
 //! server looks up a different client on each request.
 //!
 //! ```sh
-//! cargo bench --bench loadgen -- --url http://127.0.0.1:8080/icecast_balancer/live/ \
+//! cargo run --release --example loadgen -- --url http://127.0.0.1:8080/icecast_balancer/live/ \
 //!     --rate 20000 --duration 10 --connections 64 --xff-file addrs.txt
 //! ```
 //!
 //! Prints p50/p90/p99/p99.9/max latency, the achieved rate and the answers
-//! by status class. Without `--url` (as under `cargo test --benches`) it
-//! prints its usage and exits.
+//! by status class. Without `--url` it prints its usage and exits.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -95,8 +94,6 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--xff-count" => {
                 xff_count = value()?.parse().map_err(|e| format!("--xff-count: {e}"))?
             }
-            // cargo bench / cargo test pass these to every bench target.
-            "--bench" | "--nocapture" | "--quiet" => {}
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }

@@ -23,6 +23,7 @@ pub const NICE: i32 = 5;
 
 static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> = OnceLock::new();
 
+#[allow(unsafe_code, reason = "setpriority has no safe wrapper in std")]
 fn lower_priority() {
     // SAFETY: setpriority with PRIO_PROCESS and 0 acts on the calling
     // thread on Linux; it takes no pointers. Failure (not permitted) only
@@ -61,6 +62,7 @@ where
 mod tests {
     use super::*;
 
+    #[allow(unsafe_code, reason = "getpriority has no safe wrapper in std")]
     fn own_nice() -> i32 {
         // SAFETY: as in `lower_priority`; reads the calling thread's value.
         unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }

@@ -5,6 +5,7 @@
 //! The database is generated (about a million networks, like a City
 //! database) so the benchmark runs anywhere; `BENCH_NETWORKS` changes the
 //! size. A plain timing loop, no framework: the figures are ns per request.
+#![allow(clippy::unwrap_used, reason = "a benchmark: a failure ends the run")]
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -24,9 +25,7 @@ use icecast_balancer::routing::snapshot::{
 use mmdb_writer::Value;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-#[path = "../tests/it/support/geoip.rs"]
-mod geoip;
+use testkit::geoip;
 
 const COUNTRIES: &[(&str, &str)] = &[
     ("DE", "EU"),

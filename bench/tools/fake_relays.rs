@@ -5,7 +5,7 @@
 //! connection and never answer, like a relay whose process hangs.
 //!
 //! ```sh
-//! cargo bench --bench fake_relays -- --count 1000 --config relays.toml [--blackhole 0.1] [--mounts 1]
+//! cargo run --release --example fake_relays -- --count 1000 --config relays.toml [--blackhole 0.1] [--mounts 1]
 //! ```
 //!
 //! Writes an importable config (servers on five continents, streams of
@@ -69,7 +69,6 @@ fn parse_args() -> Result<Option<Options>, String> {
             }
             "--mounts" => mounts = value()?.parse().map_err(|e| format!("--mounts: {e}"))?,
             "--max" => max = Some(value()?.parse().map_err(|e| format!("--max: {e}"))?),
-            "--bench" | "--nocapture" | "--quiet" => {}
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
@@ -84,22 +83,17 @@ fn parse_args() -> Result<Option<Options>, String> {
 
 /// The load.xsl answer of relay `relay` for its `seq`-th request.
 fn load_xsl(relay: usize, seq: u64, mounts: usize, max: Option<u32>) -> String {
-    let max = max.map_or("unlimited".to_string(), |m| m.to_string());
-    let mut body = String::from("<load>\n");
-    for m in 0..mounts {
-        let name = if m == 0 {
-            "/live.mp3".to_string()
-        } else {
-            format!("/extra-{m}.mp3")
-        };
+    let names: Vec<String> = (0..mounts)
+        .map(|m| match m {
+            0 => "/live.mp3".to_string(),
+            m => format!("/extra-{m}.mp3"),
+        })
+        .collect();
+    let loads = names.iter().enumerate().map(|(m, name)| {
         let listeners = (seq * 7 + relay as u64 * 13 + m as u64) % 400;
-        let _ = writeln!(
-            body,
-            "<mount name=\"{name}\" listeners=\"{listeners}\" max=\"{max}\">{max}</mount>"
-        );
-    }
-    body.push_str("</load>\n");
-    body
+        (name.as_str(), listeners as u32, max)
+    });
+    testkit::relay::load_xsl(loads, None)
 }
 
 async fn serve(mut conn: TcpStream, relay: usize, opts: Arc<Options>, seq: Arc<AtomicU64>) {

@@ -17,6 +17,7 @@
 //! `--refuse 403|503`, `--source load|status-json`, `--seed N`,
 //! `--full-recheck S` (the balancer's setting; 0 = answer 503 at once).
 //! The binary built before issue 9's changes has no `--full-recheck`.
+#![allow(clippy::unwrap_used, reason = "a benchmark: a failure ends the run")]
 
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use std::time::{Duration, Instant};
 use icecast_balancer::{Application, Settings, config_file};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use testkit::relay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, watch};
@@ -77,19 +79,16 @@ impl Relay {
 
     fn status_body(&self, path: &str) -> Option<String> {
         let held = self.held.load(Ordering::SeqCst);
+        let mount = [(MOUNT, held, Some(self.max))];
         match path {
-            "/load.xsl" if self.options.source == Source::Load => Some(format!(
-                "<load listener_connections=\"{}\"><mount name=\"{MOUNT}\" listeners=\"{held}\" \
-                 max=\"{}\">{}</mount></load>",
-                self.connections.load(Ordering::SeqCst),
-                self.max,
-                self.max.saturating_sub(held)
+            "/load.xsl" if self.options.source == Source::Load => Some(relay::load_xsl(
+                mount,
+                Some(self.connections.load(Ordering::SeqCst)),
             )),
-            "/status-json.xsl" => Some(format!(
-                "{{\"icestats\":{{\"server_id\":\"Icecast 2.4.4\",\"source\":\
-                 {{\"listenurl\":\"http://127.0.0.1:{}{MOUNT}\",\"listeners\":{held}}}}}}}",
-                self.port
-            )),
+            "/status-json.xsl" => {
+                let base = format!("http://127.0.0.1:{}", self.port);
+                Some(relay::status_json(&base, mount).to_string())
+            }
             _ => None,
         }
     }
