@@ -103,6 +103,9 @@ const TASKS: &[(&str, Task)] = &[
         Box::pin(country_flusher(s, r))
     }),
     ("client book sweeper", |s, r| Box::pin(client_sweeper(s, r))),
+    ("announced relay expiry", |s, r| {
+        Box::pin(announce_expiry(s, r))
+    }),
 ];
 
 /// Runs every background loop under a supervisor of its own.
@@ -247,6 +250,16 @@ const COUNTRY_FLUSH_EVERY: Duration = Duration::from_secs(60);
 async fn country_flusher(state: Engine, mut stopping: watch::Receiver<bool>) {
     while !wait_or_stop(&mut stopping, COUNTRY_FLUSH_EVERY).await {
         flush_country_counts(&state).await;
+    }
+}
+
+/// Drains, then removes, relays whose announcements stopped.
+async fn announce_expiry(state: Engine, mut stopping: watch::Receiver<bool>) {
+    let every = state.settings().announce.check_every;
+    while !wait_or_stop(&mut stopping, every).await {
+        if let Err(e) = crate::engine::announced::expire(&state).await {
+            tracing::warn!(error = %e, "cannot expire silent announced relays; trying again later");
+        }
     }
 }
 

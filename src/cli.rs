@@ -1,5 +1,5 @@
 //! Command line: `serve` (the default), `poll`, `import`, `export`, `user`,
-//! `completions`. Every flag also reads `ICECAST_BALANCER_<FLAG>` from the
+//! `token`, `completions`. Every flag also reads `ICECAST_BALANCER_<FLAG>` from the
 //! environment.
 //!
 //! `--database` and `--log-format` belong to every command; the other flags
@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use crate::config::{ForwardedHeader, ServerLimits, Settings, parse_cidr};
 use crate::domain::Slug;
 use crate::store::changes::{self, Actor, Writer};
+use crate::store::tokens::Scope;
 use crate::{store, users};
 
 #[derive(Debug, Parser)]
@@ -75,6 +76,9 @@ pub enum Command {
     /// Manage admin users.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage the bearer tokens of the /api/v1 automation API.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.
@@ -108,6 +112,46 @@ pub enum UserCommand {
         /// Login name.
         name: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token and print it (this once: only its hash is kept).
+    Add {
+        /// The token's name, as the audit log shows it (`token:NAME`).
+        name: String,
+        /// read: read the configuration; write: change it too; announce:
+        /// register relays for --streams.
+        #[arg(long, value_enum)]
+        scope: TokenScope,
+        /// Streams an announce token's relays may carry (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        streams: Vec<String>,
+    },
+    /// List tokens (names and scopes; the secrets are not kept).
+    List,
+    /// Revoke a token: requests carrying it are refused from now on.
+    Remove {
+        /// The token's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenScope {
+    Read,
+    Write,
+    Announce,
+}
+
+impl From<TokenScope> for Scope {
+    fn from(s: TokenScope) -> Scope {
+        match s {
+            TokenScope::Read => Scope::Read,
+            TokenScope::Write => Scope::Write,
+            TokenScope::Announce => Scope::Announce,
+        }
+    }
 }
 
 /// Flags of every command.
@@ -189,6 +233,9 @@ pub struct Options {
     /// MaxMind-format GeoIP database (City schema or ip-location-db schema).
     #[arg(long, env = "ICECAST_BALANCER_GEOIP")]
     pub geoip: Option<PathBuf>,
+    /// Largest GeoIP file loaded, in MiB; a larger one is refused at start and at reload.
+    #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub geoip_max_mb: u64,
     /// Seconds between polls; 0 disables the built-in scheduler.
     #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = 15)]
     pub poll_interval: u64,
@@ -262,6 +309,12 @@ pub struct Options {
     /// This instance's name among the members and in the audit log (default: host name/listen address).
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
     pub cluster_instance: Option<String>,
+    /// Seconds without an announcement after which a relay that registered itself is drained.
+    #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = 180, value_parser = clap::value_parser!(u64).range(10..=86400))]
+    pub announce_drain_after: u64,
+    /// Seconds without an announcement after which a relay that registered itself is removed.
+    #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_REMOVE_AFTER", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..=31_536_000))]
+    pub announce_remove_after: u64,
 }
 
 fn parse_webhook(s: &str) -> Result<String, String> {
@@ -284,6 +337,7 @@ impl Options {
         let mut s = self.poll.settings(global);
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
+        s.geoip_max_bytes = self.geoip_max_mb << 20;
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
         s.poll_token = self.poll_token()?;
@@ -307,6 +361,15 @@ impl Options {
             .ok()
             .filter(|p| !p.is_empty());
         s.cluster = self.cluster_settings();
+        if self.announce_remove_after < self.announce_drain_after {
+            anyhow::bail!(
+                "--announce-remove-after ({} s) must not be shorter than --announce-drain-after ({} s)",
+                self.announce_remove_after,
+                self.announce_drain_after
+            );
+        }
+        s.announce.drain_after = Duration::from_secs(self.announce_drain_after);
+        s.announce.remove_after = Duration::from_secs(self.announce_remove_after);
         Ok(s)
     }
 
@@ -492,6 +555,45 @@ pub async fn run_user_command(writer: &Writer, cmd: UserCommand) -> anyhow::Resu
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             writer.commit(ctx).await?;
             println!("user {name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `icecast-balancer token …`: through the write path (actor "cli").
+pub async fn run_token_command(writer: &Writer, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        TokenCommand::List => {
+            for t in store::tokens::list(&mut *writer.pool().acquire().await?).await? {
+                match t.streams.as_deref() {
+                    Some(s) => println!("{}\t{}\t{s}", t.name, t.scope),
+                    None => println!("{}\t{}", t.name, t.scope),
+                }
+            }
+        }
+        TokenCommand::Add {
+            name,
+            scope,
+            streams,
+        } => {
+            let (name, streams) = store::tokens::check(&name, scope.into(), &streams)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let secret = users::api_token_secret();
+            let mut ctx = writer.begin(Actor::new("cli")).await?;
+            changes::create_token(&mut ctx, &name, scope.into(), &streams, &secret)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            writer.commit(ctx).await?;
+            eprintln!("token {name} added; it is shown this once:");
+            println!("{secret}");
+        }
+        TokenCommand::Remove { name } => {
+            let mut ctx = writer.begin(Actor::new("cli")).await?;
+            changes::delete_token(&mut ctx, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            writer.commit(ctx).await?;
+            println!("token {name} removed");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -14,6 +14,8 @@ pub struct Settings {
     pub listen: String,
     pub database: PathBuf,
     pub geoip: Option<PathBuf>,
+    /// Larger GeoIP files are refused before they are read.
+    pub geoip_max_bytes: u64,
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -54,6 +56,7 @@ pub struct Settings {
     /// passed, so it holds about one grace window's clients (no flag;
     /// tests shorten it).
     pub client_sweep: Duration,
+    pub announce: AnnounceSettings,
 }
 
 impl Settings {
@@ -63,6 +66,7 @@ impl Settings {
             listen: "127.0.0.1:8080".into(),
             database,
             geoip: None,
+            geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
             poll_interval: Duration::from_secs(15),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
@@ -81,6 +85,7 @@ impl Settings {
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
             client_sweep: Duration::from_secs(2),
+            announce: AnnounceSettings::default(),
         }
     }
 
@@ -109,6 +114,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("database", &self.database)
             .field("geoip", &self.geoip)
+            .field("geoip_max_bytes", &self.geoip_max_bytes)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_header", &self.forwarded_header)
@@ -128,6 +134,7 @@ impl std::fmt::Debug for Settings {
             .field("outside_writer_check", &self.outside_writer_check)
             .field("geoip_check", &self.geoip_check)
             .field("client_sweep", &self.client_sweep)
+            .field("announce", &self.announce)
             .field(
                 "admin_password",
                 &self.admin_password.as_ref().map(|_| "<set>"),
@@ -139,6 +146,27 @@ impl std::fmt::Debug for Settings {
 
 /// Which header a trusted proxy writes the client's address (and scheme)
 /// into. Only that one is read: the others may come from the client.
+/// Relays that register themselves (`POST /api/v1/relays/announce`).
+#[derive(Debug, Clone)]
+pub struct AnnounceSettings {
+    /// Silence after which an announced relay is drained.
+    pub drain_after: Duration,
+    /// Silence after which it is removed.
+    pub remove_after: Duration,
+    /// How often silent relays are looked for.
+    pub check_every: Duration,
+}
+
+impl Default for AnnounceSettings {
+    fn default() -> Self {
+        AnnounceSettings {
+            drain_after: Duration::from_secs(180),
+            remove_after: Duration::from_secs(3600),
+            check_every: Duration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For`, scheme from `X-Forwarded-Proto`.

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::store::changes::{self, Actor, ChangeTx, MountSet, Writer};
 use crate::store::{self, Pool};
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// The whole configuration: the import/export file, and the body of
+/// `/api/v1/config`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     #[serde(default)]

@@ -19,6 +19,9 @@ pub enum Error {
     /// A UNIQUE constraint: `field` already has `value`.
     #[error("{field}: {value:?} is already taken")]
     Conflict { field: &'static str, value: String },
+    /// Refused by a rule about the current state (removing the last user).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -37,7 +40,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::Conflict { .. } | Error::Refused(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Db(_) | Error::Other(_) => StatusCode::INTERNAL_SERVER_ERROR,

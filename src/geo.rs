@@ -136,8 +136,16 @@ pub enum Reload {
     Failed,
 }
 
+/// Largest GeoIP file loaded unless configured otherwise: a City database
+/// is about 70 MB, so this leaves room for growth and richer editions
+/// while a wrong file (or a sparse 30 GB one) is refused before any of it
+/// is read into memory.
+pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
+
 pub struct Geo {
     path: Option<PathBuf>,
+    /// Larger files are refused before they are read.
+    max_bytes: u64,
     current: ArcSwapOption<Database>,
     /// The file state last acted on, loaded or rejected, so a broken file
     /// is reported once rather than at every check.
@@ -156,13 +164,20 @@ impl Geo {
     /// Opens the configured database; a file that cannot be used is an
     /// error naming it, never a silent start without GeoIP.
     pub fn open(path: Option<&Path>) -> anyhow::Result<Geo> {
+        Geo::open_limited(path, DEFAULT_MAX_BYTES)
+    }
+
+    /// Like [`Geo::open`], refusing files larger than `max_bytes` (at
+    /// start and at every reload).
+    pub fn open_limited(path: Option<&Path>, max_bytes: u64) -> anyhow::Result<Geo> {
         let geo = Geo {
             path: path.map(Path::to_path_buf),
+            max_bytes,
             current: ArcSwapOption::empty(),
             seen: Mutex::new(None),
         };
         if let Some(path) = path {
-            let (db, st) = load(path)
+            let (db, st) = load(path, max_bytes)
                 .with_context(|| format!("cannot use GeoIP database {}", path.display()))?;
             tracing::info!(database = %db.info, "GeoIP database loaded");
             *geo.seen.lock().expect("poisoned") = Some(st);
@@ -249,7 +264,7 @@ impl Geo {
     }
 
     fn swap_in(&self, path: &Path, seen: &mut Option<Stamp>) -> Reload {
-        match load(path) {
+        match load(path, self.max_bytes) {
             Ok((db, st)) => {
                 tracing::info!(database = %db.info, "GeoIP database reloaded");
                 *seen = Some(st);
@@ -268,11 +283,11 @@ impl Geo {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<(Database, Stamp)> {
+fn load(path: &Path, max_bytes: u64) -> anyhow::Result<(Database, Stamp)> {
     // Stat first: if the file is replaced while we read it, the next check
     // sees a newer stamp and loads again.
     let st = stamp(path)?;
-    let reader = Reader::from_source(read_regular_file(path)?)?;
+    let reader = Reader::from_source(read_regular_file(path, max_bytes)?)?;
     let schema = detect(&reader)?;
     let meta = reader.metadata();
     let info = DatabaseInfo {
@@ -285,22 +300,42 @@ fn load(path: &Path) -> anyhow::Result<(Database, Stamp)> {
     Ok((Database { reader, info }, st))
 }
 
-/// The whole file, if it is a regular file. Opened non-blocking so that a
-/// FIFO or device put in its place is refused at once instead of waiting
-/// for a writer.
-fn read_regular_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+/// The whole file, if it is a regular file of at most `max_bytes`. Opened
+/// non-blocking so that a FIFO or device put in its place is refused at
+/// once instead of waiting for a writer. The size is checked before
+/// anything is read (and the read stops there, should the file grow
+/// meanwhile), and the buffer is reserved fallibly: a file too large for
+/// memory is an error, not an abort.
+fn read_regular_file(path: &Path, max_bytes: u64) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
-    let mut file = options.open(path)?;
+    let file = options.open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         anyhow::bail!("not a regular file (a FIFO, device or directory)");
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.read_to_end(&mut bytes)?;
+    let too_large = |len: u64| {
+        anyhow::anyhow!(
+            "the file is {} MiB, more than the limit of {} MiB (--geoip-max-mb)",
+            len.div_ceil(1 << 20),
+            max_bytes >> 20
+        )
+    };
+    if meta.len() > max_bytes {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(meta.len())?)
+        .map_err(|e| anyhow::anyhow!("cannot allocate {} bytes: {e}", meta.len()))?;
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
     Ok(bytes)
 }
 

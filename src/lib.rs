@@ -15,6 +15,7 @@ pub mod error;
 pub mod fd_limit;
 pub mod geo;
 pub mod logging;
+pub mod memory;
 pub mod poll;
 pub mod routing;
 pub mod store;

@@ -10,6 +10,7 @@ use icecast_balancer::store::require_existing;
 use icecast_balancer::{Application, config_file};
 
 fn main() -> ExitCode {
+    icecast_balancer::memory::tune_allocator();
     let cli = Cli::parse_args();
     icecast_balancer::logging::init(cli.global.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -101,6 +102,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(cmd) => {
             let db = existing_database(&global).await?;
             let code = cli::run_user_command(&Writer::new(db.clone()), cmd).await;
+            icecast_balancer::store::close(db).await;
+            return code;
+        }
+        Command::Token(cmd) => {
+            let db = existing_database(&global).await?;
+            let code = cli::run_token_command(&Writer::new(db.clone()), cmd).await;
             icecast_balancer::store::close(db).await;
             return code;
         }

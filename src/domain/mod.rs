@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod health;
 pub mod location;
+pub mod network;
 pub mod sync;
 pub mod text;
 mod usage;
@@ -62,7 +63,7 @@ impl std::fmt::Display for FieldErrors {
 
 /// A server as written in the config file or submitted by the admin form,
 /// before parsing. Field names are the config file's keys.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerInput {
     pub name: String,
@@ -208,7 +209,7 @@ impl StreamSpec {
 }
 
 /// A stream as written in the config file, mounts included.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamInput {
     pub name: String,
@@ -309,7 +310,7 @@ impl StreamInput {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MountInput {
     pub server: String,

@@ -6,6 +6,7 @@
 //! `Engine` is cheap to clone; fields stay private, so how routing is kept
 //! fresh is decided in this module and nowhere else.
 
+pub mod announced;
 pub mod metrics;
 pub mod placement;
 pub mod poll_runtime;
@@ -59,7 +60,7 @@ impl Engine {
         install_crypto();
         metrics::process_start_time();
         let db = store::connect(&settings.database).await?;
-        let geo = open_geo(settings.geoip.clone()).await?;
+        let geo = open_geo(settings.geoip.clone(), settings.geoip_max_bytes).await?;
         let reconcile = snapshot::Reconcile {
             grace_ms: settings.reservation_grace.as_millis() as i64,
             ttl_s: settings.reservation_ttl_s(),
@@ -271,8 +272,8 @@ fn install_crypto() {
 
 /// Opens the GeoIP file on a blocking thread: a slow disk or a FIFO must
 /// not stall an async worker.
-async fn open_geo(path: Option<std::path::PathBuf>) -> anyhow::Result<Geo> {
-    tokio::task::spawn_blocking(move || Geo::open(path.as_deref()))
+async fn open_geo(path: Option<std::path::PathBuf>, max_bytes: u64) -> anyhow::Result<Geo> {
+    tokio::task::spawn_blocking(move || Geo::open_limited(path.as_deref(), max_bytes))
         .await
         .map_err(|e| anyhow::anyhow!("GeoIP open task failed: {e}"))?
 }

@@ -8,14 +8,26 @@
 //! address (a household, an office NAT) are different listeners, up to
 //! `max_per_client` reservations per stream within the window; beyond
 //! that, requests are sent where the latest went, again without a slot.
+//!
+//! Addresses are counted as `domain::network` groups them (an IPv6 /64 is
+//! one address), and a whole network (/24, /64) may hold at most
+//! `PER_NETWORK` times the per-address limit: thirty addresses of one
+//! network rotating User-Agents cannot reserve a stream's free slots away
+//! from real listeners.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::domain::network::{address_key, network_key};
+
 /// The most reservations per client and stream the book can hold.
 pub const MAX_PER_CLIENT: usize = 10;
+/// A network's reservations per stream within the window, as a multiple
+/// of the per-address limit.
+pub const PER_NETWORK: usize = 4;
+const NETWORK_CAP: usize = MAX_PER_CLIENT * PER_NETWORK;
 const SHARDS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,13 +43,32 @@ struct Given {
     at_ms: i64,
 }
 
-#[derive(Debug, Default)]
-struct Recent {
-    given: [Given; MAX_PER_CLIENT],
+#[derive(Debug)]
+struct Recent<const N: usize = MAX_PER_CLIENT> {
+    given: [Given; N],
     len: usize,
 }
 
-impl Recent {
+impl<const N: usize> Default for Recent<N> {
+    fn default() -> Self {
+        Recent {
+            given: [Given::default(); N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Recent<N> {
+    /// Notes one more, forgetting the oldest when full.
+    fn push(&mut self, g: Given) {
+        if self.len == N {
+            self.given.rotate_left(1);
+            self.len -= 1;
+        }
+        self.given[self.len] = g;
+        self.len += 1;
+    }
+
     fn prune(&mut self, since_ms: i64) {
         let mut kept = 0;
         for i in 0..self.len {
@@ -59,16 +90,25 @@ pub enum Verdict {
     Same(i64),
 }
 
+type Shards<R> = Vec<Mutex<HashMap<Key, R>>>;
+
 #[derive(Debug)]
 pub struct ClientBook {
-    shards: Vec<Mutex<HashMap<Key, Recent>>>,
+    shards: Shards<Recent>,
+    /// The same, per network (`Key::ip` is the network's address).
+    networks: Shards<Recent<NETWORK_CAP>>,
     hasher: std::collections::hash_map::RandomState,
+}
+
+fn shards<R>() -> Shards<R> {
+    (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect()
 }
 
 impl Default for ClientBook {
     fn default() -> Self {
         ClientBook {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: shards(),
+            networks: shards(),
             hasher: Default::default(),
         }
     }
@@ -82,8 +122,12 @@ pub fn agent_hash(agent: &[u8]) -> u64 {
 }
 
 impl ClientBook {
-    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Recent>> {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+    fn shard<'a, R>(
+        &self,
+        shards: &'a Shards<R>,
+        key: &Key,
+    ) -> std::sync::MutexGuard<'a, HashMap<Key, R>> {
+        let shard = &shards[(self.hasher.hash_one(key) as usize) % SHARDS];
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -97,51 +141,69 @@ impl ClientBook {
         grace_ms: i64,
         max_per_client: usize,
     ) -> Verdict {
-        let key = Key { ip, stream };
-        let mut map = self.shard(&key);
-        let Some(recent) = map.get_mut(&key) else {
+        let max = max_per_client.clamp(1, MAX_PER_CLIENT);
+        let key = Key {
+            ip: address_key(ip),
+            stream,
+        };
+        let mut map = self.shard(&self.shards, &key);
+        if let Some(recent) = map.get_mut(&key) {
+            recent.prune(now_ms - grace_ms);
+            let given = &recent.given[..recent.len];
+            if let Some(g) = given.iter().rev().find(|g| g.agent == agent) {
+                return Verdict::Same(g.mount);
+            }
+            if let Some(g) = given.last().filter(|_| given.len() >= max) {
+                return Verdict::Same(g.mount);
+            }
+        }
+        drop(map);
+        let key = Key {
+            ip: network_key(ip),
+            stream,
+        };
+        let mut nets = self.shard(&self.networks, &key);
+        let Some(recent) = nets.get_mut(&key) else {
             return Verdict::New;
         };
         recent.prune(now_ms - grace_ms);
         let given = &recent.given[..recent.len];
-        if let Some(g) = given.iter().rev().find(|g| g.agent == agent) {
-            return Verdict::Same(g.mount);
-        }
         match given.last() {
-            Some(g) if given.len() >= max_per_client.clamp(1, MAX_PER_CLIENT) => {
-                Verdict::Same(g.mount)
-            }
+            Some(g) if given.len() >= max * PER_NETWORK => Verdict::Same(g.mount),
             _ => Verdict::New,
         }
     }
 
     /// Notes a reservation given to a new listener.
     pub fn record(&self, ip: IpAddr, stream: i64, agent: u64, mount: i64, now_ms: i64) {
-        let key = Key { ip, stream };
-        let mut map = self.shard(&key);
-        let recent = map.entry(key).or_default();
-        if recent.len == MAX_PER_CLIENT {
-            recent.given.rotate_left(1);
-            recent.len -= 1;
-        }
-        recent.given[recent.len] = Given {
+        let given = Given {
             agent,
             mount,
             at_ms: now_ms,
         };
-        recent.len += 1;
+        let key = Key {
+            ip: address_key(ip),
+            stream,
+        };
+        self.shard(&self.shards, &key)
+            .entry(key)
+            .or_default()
+            .push(given);
+        let key = Key {
+            ip: network_key(ip),
+            stream,
+        };
+        self.shard(&self.networks, &key)
+            .entry(key)
+            .or_default()
+            .push(given);
     }
 
     /// Forgets clients whose last redirect is older than the window, so
     /// the book stays as large as one grace window's clients.
     pub fn sweep(&self, now_ms: i64, grace_ms: i64) {
-        for shard in &self.shards {
-            let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
-            map.retain(|_, r| {
-                r.prune(now_ms - grace_ms);
-                r.len > 0
-            });
-        }
+        sweep(&self.shards, now_ms - grace_ms);
+        sweep(&self.networks, now_ms - grace_ms);
     }
 
     pub fn len(&self) -> usize {
@@ -153,6 +215,16 @@ impl ClientBook {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+fn sweep<const N: usize>(shards: &Shards<Recent<N>>, since_ms: i64) {
+    for shard in shards {
+        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, r| {
+            r.prune(since_ms);
+            r.len > 0
+        });
     }
 }
 
@@ -195,5 +267,40 @@ mod tests {
         );
         b.sweep(7000, 5000);
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn one_network_gets_at_most_its_budget_whatever_its_addresses() {
+        let b = ClientBook::default();
+        let mut new = 0;
+        for host in 1..=30u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, host));
+            for ua in 0..4u8 {
+                let a = agent_hash(&[ua]);
+                if b.judge(ip, 1, a, 1000, 5000, 4) == Verdict::New {
+                    new += 1;
+                    b.record(ip, 1, a, 7, 1000);
+                }
+            }
+        }
+        assert_eq!(new, 4 * PER_NETWORK);
+        // Another network is not held back by it.
+        assert_eq!(b.judge(IP, 1, 1, 1000, 5000, 4), Verdict::New);
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let b = ClientBook::default();
+        for i in 0..4u16 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i + 1));
+            assert_eq!(b.judge(ip, 1, u64::from(i), 1000, 5000, 2), {
+                if i < 2 {
+                    Verdict::New
+                } else {
+                    Verdict::Same(1)
+                }
+            });
+            b.record(ip, 1, u64::from(i), 1, 1000);
+        }
     }
 }

@@ -56,6 +56,7 @@ pub enum Kind {
     Mount,
     User,
     Session,
+    Token,
 }
 
 impl Kind {
@@ -66,6 +67,7 @@ impl Kind {
             Kind::Mount => "mount",
             Kind::User => "user",
             Kind::Session => "session",
+            Kind::Token => "token",
         }
     }
 }

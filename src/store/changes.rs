@@ -19,8 +19,9 @@ use super::audit::{self, Action, Entry, Kind};
 use super::mounts::MountRow;
 use super::servers::ServerRow;
 use super::streams::StreamRow;
+use super::tokens::{self, Scope};
 use super::{Pool, mounts, servers, streams, users};
-use crate::domain::{MountPath, ServerSpec, StreamSpec};
+use crate::domain::{MountPath, ServerSpec, Slug, StreamSpec};
 use crate::error::{Error, Result};
 
 /// Who makes a change, as the audit log names them: an admin user's name,
@@ -355,5 +356,37 @@ pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
     }
     users::delete(ctx.conn(), name).await?;
     ctx.record(Action::Delete, Kind::User, name, None, None)
+        .await
+}
+
+/// Makes an API token; `secret` is shown to its owner once and stored
+/// only as a hash.
+pub async fn create_token(
+    ctx: &mut ChangeTx,
+    name: &Slug,
+    scope: Scope,
+    streams: &[String],
+    secret: &str,
+) -> Result<i64> {
+    let id = tokens::insert(ctx.conn(), name.as_str(), scope, streams, secret).await?;
+    let mut after = format!("scope = {:?}\n", scope.as_str());
+    if scope == Scope::Announce {
+        after.push_str(&format!("streams = {streams:?}\n"));
+    }
+    ctx.record(
+        Action::Create,
+        Kind::Token,
+        name.as_str(),
+        None,
+        Some(after),
+    )
+    .await?;
+    Ok(id)
+}
+
+/// Revokes a token: requests carrying it are refused from now on.
+pub async fn delete_token(ctx: &mut ChangeTx, name: &str) -> Result<()> {
+    tokens::delete(ctx.conn(), name).await?;
+    ctx.record(Action::Delete, Kind::Token, name, None, None)
         .await
 }

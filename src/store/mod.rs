@@ -4,6 +4,7 @@
 //! Functions that write take `&mut SqliteConnection` so callers can group
 //! several writes into one transaction (import does; a form save is one).
 
+pub mod announced;
 pub mod audit;
 pub mod changes;
 pub mod countries;
@@ -12,7 +13,9 @@ pub mod servers;
 pub mod sessions;
 pub mod status;
 pub mod streams;
+pub mod tokens;
 pub mod users;
+pub mod versions;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -126,15 +129,24 @@ fn since_start_ms(at: Instant) -> u64 {
 /// ones opened once it is gone stay.
 /// Returns whether `e` was such a refusal.
 fn note_write_error(e: &sqlx::Error) -> bool {
-    const SQLITE_READONLY: &str = "8";
     let read_only = e
         .as_database_error()
         .and_then(|d| d.code())
-        .is_some_and(|c| c == SQLITE_READONLY);
+        .is_some_and(|c| is_read_only(&c));
     if read_only {
         READ_ONLY_SEEN_MS.fetch_max(since_start_ms(Instant::now()), Ordering::Relaxed);
     }
     read_only
+}
+
+/// SQLite reports a read-only refusal as `SQLITE_READONLY` (8) or one of
+/// its extended codes (8 in the low byte): `_CANTINIT` and `_RECOVERY` when
+/// the shared-memory file could only be opened read-only, `_DBMOVED`,
+/// `_CANTLOCK`… sqlx gives the extended code, so all of them count.
+fn is_read_only(code: &str) -> bool {
+    const SQLITE_READONLY: i32 = 8;
+    code.parse::<i32>()
+        .is_ok_and(|c| c & 0xff == SQLITE_READONLY)
 }
 
 fn opened_before_read_only_seen(age: Duration) -> bool {
@@ -230,4 +242,19 @@ pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sq
 /// [`crate::domain::Clock`].
 pub fn now_ms() -> i64 {
     crate::domain::clock::system_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_read_only_code_counts_and_only_those() {
+        for code in ["8", "264", "520", "776", "1032", "1288", "1544"] {
+            assert!(is_read_only(code), "{code}");
+        }
+        for code in ["5", "13", "2067", "x", ""] {
+            assert!(!is_read_only(code), "{code}");
+        }
+    }
 }

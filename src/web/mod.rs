@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod api_v1;
 pub mod balancer;
 pub mod client_ip;
 pub mod csrf;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin::router(state.clone()))
         .merge(api::router())
+        .merge(api_v1::router())
         .merge(metrics::router())
         .route("/static/style.css", get(style))
         .route("/static/live.js", get(live_js))

@@ -4,11 +4,12 @@
 //! hold what others need: a request head has `header_timeout` to arrive,
 //! a request with a body has `request_timeout` from its first byte until
 //! its body has arrived (a route that takes no body does not wait for
-//! one: hyper gives up reading it), a keep-alive connection without a request is closed after
-//! `idle_timeout`, the number of open connections (in all and per client
-//! address) is capped well below the file-handle limit so the database and
-//! the poll always find handles, and after a stop signal requests in flight
-//! get `shutdown_timeout` before the connections are dropped.
+//! one: hyper gives up reading it), a keep-alive connection without a
+//! request is closed after `idle_timeout`, the number of open connections
+//! (in all and per client network, /24 or /64) is capped well below the
+//! file-handle limit so the database and the poll always find handles, and
+//! after a stop signal requests in flight get `shutdown_timeout` before the
+//! connections are dropped.
 //!
 //! Admitted connections are answered on the connection threads
 //! (`workers`); the listener's own runtime only accepts, and answers the
@@ -45,6 +46,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+use crate::domain::network::network_key;
 use crate::web::AppState;
 use crate::web::balancer;
 use crate::web::workers;
@@ -221,8 +223,11 @@ impl Admission {
         let client = if self.per_client.is_exempt(ip) {
             None
         } else {
-            self.per_client.acquire(ip)?;
-            Some((self.per_client.clone(), ip))
+            // Counted per network (/24, /64): a host's neighbouring
+            // addresses are one client to this limit.
+            let net = network_key(ip);
+            self.per_client.acquire(net)?;
+            Some((self.per_client.clone(), net))
         };
         Some(Ticket {
             _slot: slot,

@@ -89,6 +89,55 @@ async fn geoip_replaced_by_garbage_keeps_the_old_data() {
     assert_eq!(country(&app, geoip::BERLIN_V4).as_deref(), Some("DE"));
 }
 
+/// A sparse file of `gb` GiB in place of the database (no disk used).
+fn huge_sparse(path: &std::path::Path, gb: u64) {
+    let tmp = path.with_extension("huge");
+    let f = std::fs::File::create(&tmp).unwrap();
+    f.set_len(gb << 30).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn a_huge_geoip_file_is_refused_at_reload_before_it_is_read() {
+    let (app, mmdb) = with_geoip().await;
+    huge_sparse(&mmdb, 30);
+    // Before the limit this tried to allocate 30 GiB and aborted.
+    assert_eq!(app.state.reload_geoip().await, Reload::Failed);
+    assert_eq!(country(&app, geoip::BERLIN_V4).as_deref(), Some("DE"));
+    assert_eq!(app.state.reload_geoip_if_changed().await, Reload::Unchanged);
+}
+
+#[tokio::test]
+async fn a_huge_geoip_file_at_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mmdb = dir.path().join("city.mmdb");
+    huge_sparse(&mmdb, 30);
+    let mut settings = Settings::new(dir.path().join("b.db"));
+    settings.listen = "127.0.0.1:0".into();
+    settings.geoip = Some(mmdb);
+    let e = icecast_balancer::Application::build(settings)
+        .await
+        .err()
+        .expect("a 30 GiB GeoIP file was accepted");
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("city.mmdb") && e.contains("--geoip-max-mb"),
+        "{e}"
+    );
+    // A lower limit refuses the real test database too.
+    let small = dir.path().join("small.mmdb");
+    geoip::replace(&small, &geoip::world(geoip::Schema::MaxMind));
+    let mut settings = Settings::new(dir.path().join("c.db"));
+    settings.listen = "127.0.0.1:0".into();
+    settings.geoip = Some(small);
+    settings.geoip_max_bytes = 1024;
+    assert!(
+        icecast_balancer::Application::build(settings)
+            .await
+            .is_err()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn geoip_replaced_by_a_fifo_is_refused_without_stalling() {
     let (app, mmdb) = with_geoip().await;
@@ -250,6 +299,72 @@ async fn writes_recover_after_the_database_was_read_only() {
     assert!(immutable(&db, false));
     assert!(failed > 0, "a read-only database went unnoticed");
     assert_eq!(failed_rounds(&app, 10).await, 0, "polls did not recover");
+}
+
+/// The database, its WAL and its shared-memory file made immutable (as a
+/// `chmod 444` does for anyone but root) until dropped.
+struct ReadOnlyFiles(Vec<PathBuf>);
+
+impl ReadOnlyFiles {
+    fn set(db: &std::path::Path) -> Option<ReadOnlyFiles> {
+        let files: Vec<PathBuf> = ["db", "db-wal", "db-shm"]
+            .iter()
+            .map(|e| db.with_extension(e))
+            .collect();
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .args(&files)
+            .status()
+            .is_ok_and(|s| s.success());
+        let guard = ReadOnlyFiles(files);
+        if !ok {
+            let why = "chattr +i is not available here (needs root and ext4/xfs)";
+            assert!(
+                std::env::var("ICECAST_BALANCER_E2E").as_deref() != Ok("required"),
+                "{why}"
+            );
+            eprintln!("skipped: {why}");
+            return None;
+        }
+        Some(guard)
+    }
+}
+
+impl Drop for ReadOnlyFiles {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .args(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn writes_recover_after_database_wal_and_shm_were_read_only_during_logins() {
+    use crate::support::admin::{Browser, PASSWORD};
+    let relay = crate::support::fake_relay::FakeRelay::start(&[("/live.mp3", 1, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    let db = app.state.settings().database.clone();
+    let Some(read_only) = ReadOnlyFiles::set(&db) else {
+        return;
+    };
+    let failed = failed_rounds(&app, 2).await;
+    // Logins while it lasts: each takes pooled connections, and the pool
+    // opens new ones (which open their WAL and shared memory read-only).
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        answers.push(Browser::new(&app).login("admin", "wrong").await.status);
+    }
+    let failed = failed + failed_rounds(&app, 2).await;
+    app.sent_to("live").await;
+    drop(read_only);
+    assert!(failed > 0, "a read-only database went unnoticed");
+    assert!(answers.iter().all(|s| *s != 200), "{answers:?}");
+    assert_eq!(failed_rounds(&app, 10).await, 0, "polls did not recover");
+    let ok = Browser::new(&app).login("admin", PASSWORD).await.status;
+    assert_eq!(ok, 303, "logins did not recover");
 }
 
 /// Collects what the app logs while the guard lives (the app's tasks run

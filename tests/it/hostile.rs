@@ -295,7 +295,8 @@ async fn one_client_cannot_take_every_connection() {
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..1100 {
-        let mut s = connect_from("127.0.0.2", app.addr).await;
+        // Another network than the test's own 127.0.0.1 (limits count /24s).
+        let mut s = connect_from("127.0.9.2", app.addr).await;
         s.write_all(b"GET /icecast_balancer/live/ HTTP/1.1\r\n")
             .await
             .unwrap();
@@ -563,4 +564,155 @@ fn the_poll_token_can_come_from_a_file() {
         cli.serve.settings(&cli.global).is_err(),
         "an empty token file was accepted"
     );
+}
+
+// ---- memory under a login flood ----------------------------------------
+
+/// Resident memory of process `pid`, in MB.
+fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// One failed login as `user` from `from` (each its own, so no limit
+/// refuses it).
+async fn failed_login(base: &str, from: std::net::IpAddr, user: &str) -> u16 {
+    crate::support::app::install_crypto();
+    let client = reqwest::Client::builder()
+        .local_address(from)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let form = client
+        .get(format!("{base}/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("icb_login="))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    let body = form.text().await.unwrap();
+    let token = crate::support::admin::scrape(&body, "login_token").unwrap_or_default();
+    let fields = [
+        ("username", user),
+        ("password", "not the password"),
+        ("login_token", token.as_str()),
+    ];
+    client
+        .post(format!("{base}/admin/login"))
+        .header("cookie", format!("icb_login={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(crate::support::admin::encode(&fields))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_login_flood_does_not_grow_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_icecast-balancer"))
+        .args(["--listen", "127.0.0.1:0", "--poll-interval", "0"])
+        .arg("--database")
+        .arg(dir.path().join("b.db"))
+        .env(
+            "ICECAST_BALANCER_ADMIN_PASSWORD",
+            "correct horse battery staple",
+        )
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let port = crate::support::listening_port(pid, Duration::from_secs(30))
+        .await
+        .expect("the server listens");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut peak = 0;
+    let mut answers = std::collections::BTreeMap::new();
+    // 64 failed logins, 16 at a time, each from an address of its own.
+    for wave in 0..4u8 {
+        let logins: Vec<_> = (0..16u8)
+            .map(|i| {
+                let from = std::net::IpAddr::from([127, 10 + wave, i, 1]);
+                let base = base.clone();
+                let user = format!("guess{wave}-{i}");
+                tokio::spawn(async move { failed_login(&base, from, &user).await })
+            })
+            .collect();
+        for l in logins {
+            *answers.entry(l.await.unwrap()).or_insert(0) += 1;
+            peak = peak.max(rss_mb(pid));
+        }
+    }
+    let after = rss_mb(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(answers.contains_key(&401), "{answers:?}");
+    assert!(
+        answers.keys().all(|s| [401, 503].contains(s)),
+        "{answers:?}"
+    );
+    eprintln!("login flood: RSS peak {peak} MB, after {after} MB, answers {answers:?}");
+    assert!(peak < 100, "RSS peaked at {peak} MB during a login flood");
+    assert!(after < 100, "RSS stayed at {after} MB after a login flood");
+}
+
+// ---- slot grabbing -------------------------------------------------------
+
+/// A client bound to `from`, so the app sees that address (no proxy).
+fn client_from(from: std::net::IpAddr) -> reqwest::Client {
+    crate::support::app::install_crypto();
+    reqwest::Client::builder()
+        .local_address(from)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_network_grabbing_reservations_cannot_starve_real_listeners() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let app = TestApp::spawn_with(|s| s.max_reservations_per_client = 4).await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    let url = app.url("/icecast_balancer/live/");
+    // 30 addresses of one /24, 4 User-Agents each, twice (as every 3 s):
+    // none of them ever connects to the relay.
+    for _ in 0..2 {
+        for host in 1..=30u8 {
+            let c = client_from([127, 0, 0, host].into());
+            for ua in 0..4 {
+                let r = c
+                    .get(&url)
+                    .header("user-agent", format!("grabber/{ua}"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!([302, 503].contains(&r.status().as_u16()));
+            }
+        }
+    }
+    // 13 real listeners from networks of their own still get a slot.
+    let mut served = 0;
+    for n in 0..13u8 {
+        let c = client_from([127, 1, n, 1].into());
+        let r = c.get(&url).send().await.unwrap();
+        if r.status() == 302 {
+            served += 1;
+        }
+    }
+    assert_eq!(served, 13, "real listeners were refused");
 }

@@ -11,6 +11,7 @@
 mod support;
 
 mod admin;
+mod api_v1;
 mod balancer;
 mod browser;
 mod capacity;

@@ -16,12 +16,12 @@ use super::{
     AdminUser, FLASH_COOKIE, Flash, Notice, SESSION_COOKIE, client, cookie, is_https,
     redirect_with_flash, safe_next, set_cookie,
 };
+use crate::domain::network::address_key;
 use crate::domain::text::{Escaped, clean};
-use crate::engine::blocking;
 use crate::error::{Error, Result};
 use crate::store;
 use crate::store::audit::{Action, Entry, Kind};
-use crate::users::{random_secret, verify_nothing, verify_password};
+use crate::users::{random_secret, verify_pooled};
 use crate::web::AppState;
 use crate::web::csrf::tokens_match;
 
@@ -34,15 +34,6 @@ pub const MAX_PER_IP: i64 = 5;
 pub const MAX_PER_USER: i64 = 10;
 /// Longest user name looked at; longer input is cut to this.
 pub const MAX_NAME_CHARS: usize = 64;
-
-/// Password checks running at once: half the cores, at least one.
-fn hashing_slots() -> &'static tokio::sync::Semaphore {
-    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        tokio::sync::Semaphore::new((cores / 2).max(1))
-    })
-}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -119,7 +110,12 @@ struct LoginForm {
 async fn login(State(state): State<AppState>, req: Request) -> Result<Response> {
     let from = client(&state, &req);
     let secure = from.as_ref().is_some_and(|c| c.https);
-    let ip = from.map(|c| c.ip.to_string()).unwrap_or_default();
+    let ip = from.as_ref().map(|c| c.ip.to_string()).unwrap_or_default();
+    // The per-address limit counts an IPv6 /64 as one address.
+    let limit_key = from
+        .as_ref()
+        .map(|c| address_key(c.ip).to_string())
+        .unwrap_or_default();
     let headers: HeaderMap = req.headers().clone();
     let Form(f): Form<LoginForm> = Form::from_request(req, &state)
         .await
@@ -130,6 +126,7 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         // the database, the audit log or the page.
         username: clean(f.username.trim(), MAX_NAME_CHARS),
         ip,
+        limit_key,
         secure,
     };
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
@@ -144,10 +141,14 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         Err(limited) => return Ok(limited),
     };
 
-    let mut conn = state.db().acquire().await?;
-    let user = store::users::find(&mut conn, &attempt.username).await?;
+    // No pooled connection is held while the password is checked: a login
+    // flood would otherwise hold every one while it waits for hashing.
+    let user = store::users::find(&mut *state.db().acquire().await?, &attempt.username).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = password_matches(hash, f.password).await?;
+    let Ok(ok) = verify_pooled(hash, f.password).await else {
+        return Ok(attempt.busy());
+    };
+    let mut conn = state.db().acquire().await?;
     if ok {
         store::users::mark_succeeded(&mut conn, claimed).await?;
     }
@@ -170,6 +171,8 @@ struct Attempt {
     next: String,
     username: String,
     ip: String,
+    /// What the per-address limit counts (`domain::network::address_key`).
+    limit_key: String,
     secure: bool,
 }
 
@@ -189,6 +192,18 @@ impl Attempt {
         )
     }
 
+    /// Every password check is taken: the login is refused for now,
+    /// clearly, instead of queueing without bound.
+    fn busy(&self) -> Response {
+        let mut r = self.retry(
+            "Too many logins at once. Please try again in a few seconds.",
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(5));
+        r
+    }
+
     /// Records the attempt (as failed until the password matches) and
     /// gives its id, or the answer for an address or user name over its
     /// limit.
@@ -200,7 +215,8 @@ impl Attempt {
             per_user: MAX_PER_USER,
         };
         let claim =
-            store::users::claim_attempt(state.db(), &self.ip, &self.username, limits).await?;
+            store::users::claim_attempt(state.db(), &self.limit_key, &self.username, limits)
+                .await?;
         let oldest = match claim {
             store::users::Claim::Allowed(id) => return Ok(Ok(id)),
             store::users::Claim::Limited(oldest) => oldest,
@@ -246,24 +262,6 @@ impl Attempt {
         );
         Ok(r)
     }
-}
-
-/// Checks `password` against `hash`; without a user, a check of the same
-/// cost, so the answer's timing does not tell which names exist.
-async fn password_matches(hash: Option<String>, password: String) -> Result<bool> {
-    // argon2 is deliberately slow: off the async workers, so a login
-    // flood cannot hold up redirects. At most a few hashes at once: a flood
-    // of logins from many addresses queues here instead of taking every
-    // core from the redirects.
-    let _turn = hashing_slots().acquire().await;
-    blocking(move || match hash {
-        Some(h) => verify_password(&h, &password),
-        None => {
-            verify_nothing(&password);
-            false
-        }
-    })
-    .await
 }
 
 #[derive(Deserialize, Default)]

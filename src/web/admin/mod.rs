@@ -14,6 +14,7 @@ pub mod explain;
 pub mod live;
 pub mod servers;
 pub mod streams;
+pub mod tokens;
 pub mod users;
 pub mod widgets;
 
@@ -330,6 +331,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(audit::router())
         .merge(explain::router())
         .merge(users::router())
+        .merge(tokens::router())
         .layer(middleware::from_fn_with_state(state, guard))
         // No admin page may be framed by another site (clickjacking).
         .layer(SetResponseHeaderLayer::overriding(
