@@ -108,7 +108,7 @@ async fn add(
             return refused(form, e).await;
         }
     };
-    let (name, streams) = match tokens::check(&form.name, scope, &[form.streams.clone()]) {
+    let (name, streams) = match tokens::check(&form.name, scope, std::slice::from_ref(&form.streams)) {
         Ok(v) => v,
         Err(e) => return refused(form, e).await,
     };
