@@ -108,10 +108,11 @@ async fn add(
             return refused(form, e).await;
         }
     };
-    let (name, streams) = match tokens::check(&form.name, scope, std::slice::from_ref(&form.streams)) {
-        Ok(v) => v,
-        Err(e) => return refused(form, e).await,
-    };
+    let (name, streams) =
+        match tokens::check(&form.name, scope, std::slice::from_ref(&form.streams)) {
+            Ok(v) => v,
+            Err(e) => return refused(form, e).await,
+        };
     let secret = crate::users::api_token_secret();
     let mut tx = state.begin(&user.name).await?;
     match changes::create_token(&mut tx, &name, scope, &streams, &secret).await {
