@@ -108,6 +108,7 @@ const TASKS: &[(&str, Task)] = &[
     ("country count flusher", |s, r| {
         Box::pin(country_flusher(s, r))
     }),
+    ("client book sweeper", |s, r| Box::pin(client_sweeper(s, r))),
     ("announced relay expiry", |s, r| {
         Box::pin(announce_expiry(s, r))
     }),
@@ -232,6 +233,17 @@ async fn watch_geoip(state: Engine, stopping: CancellationToken) {
             state.relocate().await;
             placed = Instant::now();
         }
+    }
+}
+
+/// Forgets clients whose grace has passed (`routing::clients`), on its own
+/// schedule: whatever polls or does not, the book stays as large as one
+/// grace window's clients.
+async fn client_sweeper(state: Engine, stopping: CancellationToken) {
+    let every = state.settings().client_sweep.max(Duration::from_millis(10));
+    let grace_ms = state.settings().reservation_grace.as_millis() as i64;
+    while !wait_or_stop(&stopping, every).await {
+        state.clients().sweep(state.clock().now_ms(), grace_ms);
     }
 }
 
@@ -378,7 +390,7 @@ async fn cluster_heartbeat(state: Engine, stopping: CancellationToken) {
     let s = state.clone();
     let held = move || {
         let r = s.routing();
-        crate::web::cluster_slots::held(&r.snap, r.now_s, r.ttl_s)
+        crate::routing::capacity::held(&r.snap, r.now_s, r.ttl_s)
     };
     tokio::select! {
         _ = cluster.run(held) => {}

@@ -78,6 +78,10 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    /// How often the per-client book forgets clients whose grace has
+    /// passed, so it holds about one grace window's clients (no flag;
+    /// tests shorten it).
+    pub client_sweep: Duration,
     pub announce: AnnounceSettings,
 }
 
@@ -106,6 +110,7 @@ impl Settings {
             full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            client_sweep: Duration::from_secs(2),
             announce: AnnounceSettings::default(),
         }
     }
@@ -149,6 +154,7 @@ impl std::fmt::Debug for Settings {
             .field("full_recheck", &self.full_recheck)
             .field("outside_writer_check", &self.outside_writer_check)
             .field("geoip_check", &self.geoip_check)
+            .field("client_sweep", &self.client_sweep)
             .field("announce", &self.announce)
             .field(
                 "admin_password",

@@ -33,6 +33,8 @@ use error::Result as RedisResult;
 use members::{Member, Members};
 use slots::{Lease, Leases, MountView};
 
+pub use crate::routing::capacity::Held;
+
 /// Heartbeats, and the rejoin attempts while split, this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A Redis call taking longer counts as Redis being away.
@@ -158,14 +160,6 @@ pub struct Figures {
     pub absent: u64,
     /// Seconds since Redis last answered (-1: never).
     pub last_contact_age_s: f64,
-}
-
-/// What an instance holds on one mount, for re-adding on rejoin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub server: String,
-    pub mount: String,
-    pub count: u64,
 }
 
 pub struct Cluster {
@@ -468,7 +462,7 @@ impl Cluster {
         };
         if taken {
             if fetch_ahead {
-                self.prefetch(entry, v.to_owned());
+                self.prefetch(entry, slots::OwnedView::of(v));
             }
             return true;
         }
@@ -658,4 +652,10 @@ struct LeaseCall {
     want: u64,
     old_bucket: u64,
     old_unused: u64,
+}
+/// The redirect path asks the cluster through routing's capacity seam.
+impl crate::routing::capacity::SharedGate for Arc<Cluster> {
+    fn admit(&self, v: &MountView<'_>) -> impl Future<Output = bool> + Send {
+        self.take(v)
+    }
 }

@@ -183,7 +183,11 @@ impl Engine {
     /// the store; returns how many redirects were written.
     pub async fn flush_country_counts(&self) -> store::Result<u64> {
         let now = self.0.clock.now_ms();
-        crate::routing::countries::flush(&self.0.db, self.0.routing.counters(), now).await
+        self.0
+            .routing
+            .counters()
+            .flush_countries(&self.0.db, now)
+            .await
     }
 
     /// Runs one poll round now (rounds never overlap) and rebuilds routing.
@@ -191,11 +195,9 @@ impl Engine {
         self.0.poller.poll().await
     }
 
-    /// Polls the relays judged down; also forgets clients older than the
-    /// grace window.
+    /// Polls the relays judged down (the client book has a sweeper of its
+    /// own in `app`).
     pub async fn recheck_down(&self) -> Result<()> {
-        let grace_ms = self.0.settings.reservation_grace.as_millis() as i64;
-        self.0.clients.sweep(self.0.clock.now_ms(), grace_ms);
         self.0.poller.recheck_down().await
     }
 

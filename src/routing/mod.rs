@@ -1,12 +1,20 @@
-//! From store to redirect: the snapshot the redirect path reads, the pure
-//! selection function, and the lock-free slot reservations.
+//! From store to redirect: the snapshot the redirect path reads, the rules
+//! and the selection that applies them, and the lock-free slot
+//! reservations behind one capacity seam.
+//!
+//! Inside, dependencies point one way: `rules`, `countries`,
+//! `reservations` ← `routes` ← `snapshot` ← `select` ← `reasons`,
+//! `capacity`.
 
-pub(crate) mod clients;
+pub mod capacity;
+pub mod clients;
 pub(crate) mod condition;
 pub(crate) mod countries;
+pub(crate) mod reasons;
 pub(crate) mod recent;
 pub mod reservations;
 pub(crate) mod routes;
+pub(crate) mod rules;
 pub mod select;
 pub mod snapshot;
 #[cfg(test)]

@@ -232,12 +232,11 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .iter()
         .map(|s| api_server(s, &routing, details, poll_urls.remove(&s.name)))
         .collect();
-    let mut rng = rand::rng();
     let streams = routing
         .snap
         .streams
         .iter()
-        .map(|st| api_stream(st, &routing, &mut rng))
+        .map(|st| api_stream(st, &routing))
         .collect();
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -291,13 +290,9 @@ fn api_server<'a>(
 
 /// A stream with its mounts, each with the verdict of a ranking for a
 /// client of unknown location.
-fn api_stream<'a>(
-    st: &'a StreamEntry,
-    routing: &'a Routing,
-    rng: &mut impl rand::Rng,
-) -> ApiStream<'a> {
+fn api_stream<'a>(st: &'a StreamEntry, routing: &'a Routing) -> ApiStream<'a> {
     let (snap, now_s, ttl) = (&routing.snap, routing.now_s, routing.ttl_s);
-    let ranked = select::rank(snap, st, &Default::default(), now_s, ttl, rng);
+    let ranked = select::survey(snap, st, now_s, ttl);
     // By mount index, so each mount's verdict is one lookup, not a scan of
     // the ranking (which made this O(mounts²)).
     let excluded_of: HashMap<usize, Option<&'static str>> = ranked

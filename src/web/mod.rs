@@ -6,7 +6,6 @@ pub(crate) mod api;
 pub(crate) mod api_v1;
 pub(crate) mod balancer;
 pub(crate) mod client_ip;
-pub(crate) mod cluster_slots;
 pub(crate) mod csrf;
 pub(crate) mod metrics;
 pub(crate) mod pages;
