@@ -230,15 +230,10 @@ fn main() {
     // Worst case: no poll within the reservation TTL, so every free-slot
     // count reads the whole TTL of one-second buckets.
     measure("choose, no recent poll", &clients, |c| {
-        black_box(select::choose(
-            &snap,
-            stream,
-            c,
-            Want::default(),
-            now_s,
-            ttl,
-            &mut pick_rng,
-        ));
+        black_box(
+            select::choose(&snap, stream, c, Want::default(), now_s, ttl, &mut pick_rng)
+                .map(|r| r.commit()),
+        );
     });
     // Steady state: a poll 10 s ago (5 s grace) released what it counted.
     let poll_ms = (now_s as i64 - 10) * 1000;
@@ -254,38 +249,31 @@ fn main() {
         s.counters.ledger.reconcile(obs, 5000, ttl);
     }
     measure("choose, polled 10 s ago", &clients, |c| {
-        black_box(select::choose(
-            &snap,
-            stream,
-            c,
-            Want::default(),
-            now_s,
-            ttl,
-            &mut pick_rng,
-        ));
+        black_box(
+            select::choose(&snap, stream, c, Want::default(), now_s, ttl, &mut pick_rng)
+                .map(|r| r.commit()),
+        );
     });
     let unknown = vec![ClientGeo::default(); clients.len()];
     measure("choose, unknown client", &unknown, |c| {
-        black_box(select::choose(
-            &snap,
-            stream,
-            c,
-            Want::default(),
-            now_s,
-            ttl,
-            &mut pick_rng,
-        ));
+        black_box(
+            select::choose(&snap, stream, c, Want::default(), now_s, ttl, &mut pick_rng)
+                .map(|r| r.commit()),
+        );
     });
     measure("lookup + choose, polled", &ips, |&ip| {
         let c = geo.lookup(black_box(ip));
-        black_box(select::choose(
-            &snap,
-            stream,
-            &c,
-            Want::default(),
-            now_s,
-            ttl,
-            &mut pick_rng,
-        ));
+        black_box(
+            select::choose(
+                &snap,
+                stream,
+                &c,
+                Want::default(),
+                now_s,
+                ttl,
+                &mut pick_rng,
+            )
+            .map(|r| r.commit()),
+        );
     });
 }

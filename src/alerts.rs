@@ -28,11 +28,14 @@ pub struct AlertSettings {
     pub first_retry: Duration,
 }
 
+/// Alert when a stream's free share falls below this (`--alert-free-percent`).
+pub const DEFAULT_FREE_PERCENT: u8 = 10;
+
 impl Default for AlertSettings {
     fn default() -> Self {
         AlertSettings {
             webhooks: Vec::new(),
-            free_percent: 10,
+            free_percent: DEFAULT_FREE_PERCENT,
             check_every: Duration::from_millis(500),
             first_retry: Duration::from_secs(1),
         }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::alerts;
 use crate::config::Settings;
@@ -63,13 +63,19 @@ impl Application {
         let state = self.state;
         let deadline = state.settings().shutdown_timeout;
         let router = crate::web::router(state.clone());
-        let (stop, stopping) = watch::channel(false);
-        let background = supervise(state.engine().clone(), stopping);
-        tracing::info!(addr = %self.listener.local_addr()?, "serving");
+        let stop = CancellationToken::new();
+        let background = supervise(state.engine().clone(), &stop);
+        let addr = self.listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            admin = %format!("http://{addr}/admin/"),
+            database = %state.settings().database.display(),
+            "serving"
+        );
         // The connection layer finishes in-flight requests within the
         // deadline after `shutdown`, then the background tasks stop.
         crate::web::serve::serve(self.listener, router, state.clone(), shutdown).await?;
-        let _ = stop.send(true);
+        stop.cancel();
         stop_background(background, deadline).await;
         // What was counted since the last flush is not lost at a stop.
         flush_country_counts(&state).await;
@@ -78,8 +84,8 @@ impl Application {
     }
 }
 
-/// A background loop: runs until `stopping` turns true.
-type Task = fn(Engine, watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A background loop: runs until `stop` is cancelled.
+type Task = fn(Engine, CancellationToken) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 const TASKS: &[(&str, Task)] = &[
     ("poll scheduler", |s, r| Box::pin(scheduler(s, r))),
@@ -102,18 +108,19 @@ const TASKS: &[(&str, Task)] = &[
     ("country count flusher", |s, r| {
         Box::pin(country_flusher(s, r))
     }),
+    ("client book sweeper", |s, r| Box::pin(client_sweeper(s, r))),
     ("announced relay expiry", |s, r| {
         Box::pin(announce_expiry(s, r))
     }),
 ];
 
 /// Runs every background loop under a supervisor of its own.
-fn supervise(state: Engine, stopping: watch::Receiver<bool>) -> JoinSet<()> {
+fn supervise(state: Engine, stop: &CancellationToken) -> JoinSet<()> {
     let mut set = JoinSet::new();
     for &(name, task) in TASKS {
         let state = state.clone();
         let make = move |stop| task(state.clone(), stop);
-        set.spawn(supervised(name, make, stopping.clone()));
+        set.spawn(supervised(name, make, stop.clone()));
     }
     set
 }
@@ -124,8 +131,8 @@ fn supervise(state: Engine, stopping: watch::Receiver<bool>) -> JoinSet<()> {
 /// as the scheduler with `--poll-interval 0`).
 async fn supervised<F>(
     name: &'static str,
-    make: impl Fn(watch::Receiver<bool>) -> F,
-    mut stopping: watch::Receiver<bool>,
+    make: impl Fn(CancellationToken) -> F,
+    stopping: CancellationToken,
 ) where
     F: Future<Output = ()> + Send + 'static,
 {
@@ -133,7 +140,7 @@ async fn supervised<F>(
         let run = tokio::spawn(make(stopping.clone()));
         match run.await {
             Ok(()) => {
-                if !*stopping.borrow() {
+                if !stopping.is_cancelled() {
                     tracing::debug!(task = name, "background task finished");
                 }
                 return;
@@ -143,7 +150,7 @@ async fn supervised<F>(
             }
             Err(_) => return,
         }
-        if wait_or_stop(&mut stopping, RESTART_PAUSE).await {
+        if wait_or_stop(&stopping, RESTART_PAUSE).await {
             return;
         }
     }
@@ -163,20 +170,17 @@ async fn stop_background(mut set: JoinSet<()>, deadline: Duration) {
 }
 
 /// Sleeps for `d` unless told to stop first; true when stopping.
-async fn wait_or_stop(stopping: &mut watch::Receiver<bool>, d: Duration) -> bool {
-    if *stopping.borrow() {
-        return true;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        _ = stopping.wait_for(|s| *s) => {}
-    }
-    *stopping.borrow()
+async fn wait_or_stop(stopping: &CancellationToken, d: Duration) -> bool {
+    stopping.is_cancelled()
+        || stopping
+            .run_until_cancelled(tokio::time::sleep(d))
+            .await
+            .is_none()
 }
 
 /// Judges every new routing snapshot for alerts and hands them to the
 /// delivery loop through a queue: a slow webhook delays only its alerts.
-async fn alerts(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn alerts(state: Engine, stopping: CancellationToken) {
     let settings = state.settings().alerts.clone();
     if settings.webhooks.is_empty() {
         return;
@@ -185,7 +189,7 @@ async fn alerts(state: Engine, mut stopping: watch::Receiver<bool>) {
     let mut watcher = alerts::Watcher::new(settings.free_percent);
     let judge = async move {
         let mut last = None;
-        while !wait_or_stop(&mut stopping, settings.check_every).await {
+        while !wait_or_stop(&stopping, settings.check_every).await {
             let routing = state.routing();
             if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &routing.snap)) {
                 continue;
@@ -213,7 +217,7 @@ const RELOCATE_EVERY: Duration = Duration::from_secs(300);
 /// after a reload. With the built-in scheduler every poll (the first one
 /// at start) places them too; in cron mode this task does, at start and
 /// now and then.
-async fn watch_geoip(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn watch_geoip(state: Engine, stopping: CancellationToken) {
     if !state.geo().is_configured() {
         return;
     }
@@ -223,7 +227,7 @@ async fn watch_geoip(state: Engine, mut stopping: watch::Receiver<bool>) {
     }
     let mut placed = Instant::now();
     let every = state.settings().geoip_check;
-    while !wait_or_stop(&mut stopping, every).await {
+    while !wait_or_stop(&stopping, every).await {
         let reloaded = state.reload_geoip_if_changed().await == Reload::Reloaded;
         if reloaded || (cron_mode && placed.elapsed() >= RELOCATE_EVERY) {
             state.relocate().await;
@@ -232,19 +236,30 @@ async fn watch_geoip(state: Engine, mut stopping: watch::Receiver<bool>) {
     }
 }
 
+/// Forgets clients whose grace has passed (`routing::clients`), on its own
+/// schedule: whatever polls or does not, the book stays as large as one
+/// grace window's clients.
+async fn client_sweeper(state: Engine, stopping: CancellationToken) {
+    let every = state.settings().client_sweep.max(Duration::from_millis(10));
+    let grace_ms = state.settings().reservation_grace.as_millis() as i64;
+    while !wait_or_stop(&stopping, every).await {
+        state.clients().sweep(state.clock().now_ms(), grace_ms);
+    }
+}
+
 /// Redirects are counted per country in memory; this writes them out.
 const COUNTRY_FLUSH_EVERY: Duration = Duration::from_secs(60);
 
-async fn country_flusher(state: Engine, mut stopping: watch::Receiver<bool>) {
-    while !wait_or_stop(&mut stopping, COUNTRY_FLUSH_EVERY).await {
+async fn country_flusher(state: Engine, stopping: CancellationToken) {
+    while !wait_or_stop(&stopping, COUNTRY_FLUSH_EVERY).await {
         flush_country_counts(&state).await;
     }
 }
 
 /// Drains, then removes, relays whose announcements stopped.
-async fn announce_expiry(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn announce_expiry(state: Engine, stopping: CancellationToken) {
     let every = state.settings().announce.check_every;
-    while !wait_or_stop(&mut stopping, every).await {
+    while !wait_or_stop(&stopping, every).await {
         if let Err(e) = crate::engine::announced::expire(&state).await {
             tracing::warn!(error = %e, "cannot expire silent announced relays; trying again later");
         }
@@ -257,7 +272,7 @@ async fn flush_country_counts(state: &Engine) {
     }
 }
 
-async fn scheduler(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn scheduler(state: Engine, stopping: CancellationToken) {
     let every = state.settings().poll_interval;
     if every.is_zero() {
         tracing::info!("built-in poll scheduler disabled (--poll-interval 0)");
@@ -271,7 +286,7 @@ async fn scheduler(state: Engine, mut stopping: watch::Receiver<bool>) {
         // A round that overran starts the next one at once, never a burst.
         next = (next + every).max(tokio::time::Instant::now());
         let pause = next.saturating_duration_since(tokio::time::Instant::now());
-        if wait_or_stop(&mut stopping, pause).await {
+        if wait_or_stop(&stopping, pause).await {
             return;
         }
     }
@@ -279,12 +294,12 @@ async fn scheduler(state: Engine, mut stopping: watch::Receiver<bool>) {
 
 /// Re-checks relays judged down every `--down-recheck` (with the built-in
 /// scheduler only: in cron mode nothing polls between cron runs).
-async fn quick_recheck(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn quick_recheck(state: Engine, stopping: CancellationToken) {
     let every = state.settings().down_recheck;
     if every.is_zero() || state.settings().poll_interval.is_zero() {
         return;
     }
-    while !wait_or_stop(&mut stopping, every).await {
+    while !wait_or_stop(&stopping, every).await {
         if let Err(e) = state.recheck_down().await {
             tracing::error!(error = %e, "re-check of down relays failed");
         }
@@ -293,10 +308,10 @@ async fn quick_recheck(state: Engine, mut stopping: watch::Receiver<bool>) {
 
 /// Builds routing once for each burst of requests that did not wait
 /// (poll batches, outside writes): see `engine::routing_state`.
-async fn refresher(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn refresher(state: Engine, stopping: CancellationToken) {
     tokio::select! {
         _ = state.routing_state().refresher() => {}
-        _ = stopping.wait_for(|s| *s) => {}
+        _ = stopping.cancelled() => {}
     }
 }
 
@@ -355,10 +370,10 @@ impl FileWatch {
 /// (import, cron poll, user commands), through SQLite's data_version, and
 /// asks for a rebuild within a second. The server's own commits are
 /// followed by a rebuild anyway and do not count.
-async fn watch_other_writers(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn watch_other_writers(state: Engine, stopping: CancellationToken) {
     let mut file = FileWatch::new(&state.settings().database);
     let every = state.settings().outside_writer_check;
-    while !wait_or_stop(&mut stopping, every).await {
+    while !wait_or_stop(&stopping, every).await {
         file.check();
         if let Err(e) = state.routing_state().check_outside_writes().await {
             tracing::warn!(error = %e, "data_version check failed");
@@ -368,37 +383,37 @@ async fn watch_other_writers(state: Engine, mut stopping: watch::Receiver<bool>)
 
 /// Heartbeats while the instance runs (with `--cluster`); on (re)joining
 /// this instance's outstanding reservations are counted again first.
-async fn cluster_heartbeat(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn cluster_heartbeat(state: Engine, stopping: CancellationToken) {
     let Some(cluster) = state.cluster().cloned() else {
         return;
     };
     let s = state.clone();
     let held = move || {
         let r = s.routing();
-        crate::web::cluster_slots::held(&r.snap, r.now_s, r.ttl_s)
+        crate::routing::capacity::held(&r.snap, r.now_s, r.ttl_s)
     };
     tokio::select! {
         _ = cluster.run(held) => {}
-        _ = stopping.wait_for(|s| *s) => {}
+        _ = stopping.cancelled() => {}
     }
 }
 
 /// Keeps the configuration in step with the other instances.
-async fn cluster_config(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn cluster_config(state: Engine, stopping: CancellationToken) {
     let Some(cluster) = state.cluster().cloned() else {
         return;
     };
     let run = cluster.run_config(state.db().clone(), state.writer().clone());
     tokio::select! {
         _ = run => {}
-        _ = stopping.wait_for(|s| *s) => {}
+        _ = stopping.cancelled() => {}
     }
 }
 
 /// When Redis goes away, the split shares start with the first poll that
 /// began after every shared lease could have been used and connected: this
 /// runs that poll then rather than at the next scheduled round.
-async fn poll_after_split(state: Engine, mut stopping: watch::Receiver<bool>) {
+async fn poll_after_split(state: Engine, stopping: CancellationToken) {
     let Some(cluster) = state.cluster().cloned() else {
         return;
     };
@@ -408,14 +423,14 @@ async fn poll_after_split(state: Engine, mut stopping: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             changed = modes.changed() => if changed.is_err() { return },
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopping.cancelled() => return,
         }
         let split = matches!(*modes.borrow(), crate::cluster::Mode::Split { .. });
         if !split {
             continue;
         }
         // A little past the second boundary the counters are kept in.
-        if wait_or_stop(&mut stopping, settle + Duration::from_millis(1100)).await {
+        if wait_or_stop(&stopping, settle + Duration::from_millis(1100)).await {
             return;
         }
         if matches!(cluster.mode(), crate::cluster::Mode::Split { .. }) {
@@ -439,21 +454,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_panicking_task_is_restarted_and_stops_on_shutdown() {
         let runs = Arc::new(AtomicU32::new(0));
-        let (stop, stopping) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopping = stop.clone();
         let counted = runs.clone();
-        let make = move |mut stopping: watch::Receiver<bool>| {
+        let make = move |stopping: CancellationToken| {
             let counted = counted.clone();
             async move {
                 if counted.fetch_add(1, Ordering::SeqCst) < 2 {
                     panic!("deliberate");
                 }
-                let _ = stopping.wait_for(|s| *s).await;
+                stopping.cancelled().await;
             }
         };
         let sup = tokio::spawn(supervised("test", make, stopping));
         tokio::time::sleep(RESTART_PAUSE * 3).await;
         assert_eq!(runs.load(Ordering::SeqCst), 3, "restarted after each panic");
-        stop.send(true).unwrap();
+        stop.cancel();
         tokio::time::timeout(Duration::from_secs(1), sup)
             .await
             .expect("supervisor stops on shutdown")

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::config::{ForwardedHeader, ServerLimits, Settings, parse_cidr};
+use crate::config::{ForwardedHeader, ServerLimits, Settings, defaults, parse_cidr};
 use crate::domain::Slug;
 use crate::store::changes::{self, Actor, Writer};
 use crate::store::tokens::Scope;
@@ -68,8 +68,12 @@ pub enum Command {
     /// Apply a TOML config file: create or update by name, all or nothing.
     Import {
         /// The config file (the format `export` prints); `-` reads standard input.
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
+        #[arg(value_name = "FILE", required_unless_present = "from_env")]
+        file: Option<PathBuf>,
+        /// Import the relays of ICECAST_RELAYS (the FastAPI balancer's
+        /// comma-separated hosts; ICECAST_RELAY_SCHEME, default http) as servers.
+        #[arg(long, conflicts_with = "file")]
+        from_env: bool,
     },
     /// Print the configuration in the import format.
     Export {
@@ -167,7 +171,7 @@ pub struct GlobalArgs {
         long,
         global = true,
         env = "ICECAST_BALANCER_DATABASE",
-        default_value = "icecast-balancer.db"
+        default_value = defaults::DATABASE
     )]
     pub database: PathBuf,
     /// Log lines as text (coloured only on a terminal) or as JSON objects, one per line.
@@ -191,22 +195,22 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct PollArgs {
     /// Seconds a relay may take to answer a poll.
-    #[arg(long, env = "ICECAST_BALANCER_POLL_TIMEOUT", default_value_t = 5.0, value_parser = parse_seconds)]
+    #[arg(long, env = "ICECAST_BALANCER_POLL_TIMEOUT", default_value_t = defaults::poll::TIMEOUT_S, value_parser = parse_seconds)]
     pub poll_timeout: f64,
     /// Successful polls in a row before a down server is used again.
-    #[arg(long, env = "ICECAST_BALANCER_RISE", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, env = "ICECAST_BALANCER_RISE", default_value_t = defaults::poll::RISE, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub rise: u32,
     /// Failed polls in a row before a server is taken out.
-    #[arg(long, env = "ICECAST_BALANCER_FALL", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, env = "ICECAST_BALANCER_FALL", default_value_t = defaults::poll::FALL, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub fall: u32,
     /// Days of per-mount listener history to keep.
-    #[arg(long, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    #[arg(long, env = "ICECAST_BALANCER_HISTORY_DAYS", default_value_t = defaults::poll::HISTORY_DAYS, value_parser = clap::value_parser!(u64).range(1..=3650))]
     pub history_days: u64,
     /// Relays polled at the same time (bounds the sockets a round opens).
-    #[arg(long, global = true, env = "ICECAST_BALANCER_POLL_CONCURRENCY", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=10000))]
+    #[arg(long, env = "ICECAST_BALANCER_POLL_CONCURRENCY", default_value_t = defaults::poll::CONCURRENCY, value_parser = clap::value_parser!(u64).range(1..=10000))]
     pub poll_concurrency: u64,
     /// Mounts a relay may list beyond its configured ones; more are ignored.
-    #[arg(long, global = true, env = "ICECAST_BALANCER_MAX_RELAY_MOUNTS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=100000))]
+    #[arg(long, env = "ICECAST_BALANCER_MAX_RELAY_MOUNTS", default_value_t = defaults::poll::MAX_RELAY_MOUNTS, value_parser = clap::value_parser!(u64).range(0..=100000))]
     pub max_relay_mounts: u64,
 }
 
@@ -232,17 +236,17 @@ pub struct Options {
     #[arg(
         long,
         env = "ICECAST_BALANCER_LISTEN",
-        default_value = "127.0.0.1:8080"
+        default_value = defaults::LISTEN
     )]
     pub listen: String,
     /// MaxMind-format GeoIP database (City schema or ip-location-db schema).
     #[arg(long, env = "ICECAST_BALANCER_GEOIP")]
     pub geoip: Option<PathBuf>,
     /// Largest GeoIP file loaded, in MiB; a larger one is refused at start and at reload.
-    #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = defaults::GEOIP_MAX_MB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub geoip_max_mb: u64,
     /// Seconds between polls; 0 disables the built-in scheduler.
-    #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = 15)]
+    #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL_S, value_parser = parse_whole_seconds)]
     pub poll_interval: u64,
     /// Proxies whose X-Forwarded-For / Forwarded / X-Forwarded-Proto are believed (CIDR list).
     #[arg(long, env = "ICECAST_BALANCER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_cidr)]
@@ -252,25 +256,25 @@ pub struct Options {
     pub poll_token: Option<String>,
     /// The one header the trusted proxies write the client's address into
     /// (the scheme comes from X-Forwarded-Proto, or Forwarded's proto=).
-    #[arg(long, env = "ICECAST_BALANCER_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    #[arg(long, env = "ICECAST_BALANCER_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::default())]
     pub forwarded_header: ForwardedHeader,
     /// Seconds a client has to send a complete request head.
-    #[arg(long, env = "ICECAST_BALANCER_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    #[arg(long, env = "ICECAST_BALANCER_HEADER_TIMEOUT", default_value_t = defaults::HEADER_TIMEOUT_S, value_parser = parse_seconds)]
     pub header_timeout: f64,
     /// Seconds a keep-alive connection may stay open without a request.
-    #[arg(long, env = "ICECAST_BALANCER_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = parse_seconds)]
+    #[arg(long, env = "ICECAST_BALANCER_IDLE_TIMEOUT", default_value_t = defaults::IDLE_TIMEOUT_S, value_parser = parse_seconds)]
     pub idle_timeout: f64,
     /// Seconds a client has from the first byte of a request until its body has arrived.
-    #[arg(long, env = "ICECAST_BALANCER_REQUEST_TIMEOUT", default_value_t = 30.0, value_parser = parse_seconds)]
+    #[arg(long, env = "ICECAST_BALANCER_REQUEST_TIMEOUT", default_value_t = defaults::REQUEST_TIMEOUT_S, value_parser = parse_seconds)]
     pub request_timeout: f64,
     /// Open client connections at most; further ones are closed at once.
-    #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
     /// Open connections from one client address at most (trusted proxies are not limited).
-    #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "ICECAST_BALANCER_MAX_CONNECTIONS_PER_CLIENT", default_value_t = defaults::MAX_CONNECTIONS_PER_CLIENT, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections_per_client: u64,
     /// Seconds in-flight requests get after SIGTERM before the process exits.
-    #[arg(long, env = "ICECAST_BALANCER_SHUTDOWN_TIMEOUT", default_value_t = 10.0, value_parser = parse_seconds)]
+    #[arg(long, env = "ICECAST_BALANCER_SHUTDOWN_TIMEOUT", default_value_t = defaults::SHUTDOWN_TIMEOUT_S, value_parser = parse_seconds)]
     pub shutdown_timeout: f64,
     /// File holding the poll token (first line), so it shows in no process list.
     #[arg(
@@ -286,39 +290,39 @@ pub struct Options {
     #[arg(long = "alert-webhook", env = "ICECAST_BALANCER_ALERT_WEBHOOK", value_delimiter = ',', value_parser = parse_webhook, hide_env_values = true)]
     pub alert_webhooks: Vec<String>,
     /// Alert when a stream's free slots fall below this percentage of its capacity.
-    #[arg(long, env = "ICECAST_BALANCER_ALERT_FREE_PERCENT", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=100))]
+    #[arg(long, env = "ICECAST_BALANCER_ALERT_FREE_PERCENT", default_value_t = defaults::ALERT_FREE_PERCENT, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub alert_free_percent: u8,
     #[command(flatten)]
     pub poll: PollArgs,
     /// Seconds a redirected listener has to connect before a poll must count it.
-    #[arg(long, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
+    #[arg(long, env = "ICECAST_BALANCER_RESERVATION_GRACE", default_value_t = defaults::RESERVATION_GRACE_S, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub reservation_grace: u64,
     /// Reservations one client address may hold per stream at once (players
     /// behind one NAT); a repeat from the same player takes none. 0 turns
     /// the check off (e.g. behind a proxy that hides client addresses).
-    #[arg(long, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=10))]
+    #[arg(long, env = "ICECAST_BALANCER_MAX_RESERVATIONS_PER_CLIENT", default_value_t = defaults::MAX_RESERVATIONS_PER_CLIENT, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub max_reservations_per_client: u64,
     /// Seconds between re-checks of relays that are down (0: only with the regular polls).
-    #[arg(long, env = "ICECAST_BALANCER_DOWN_RECHECK", default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=300))]
+    #[arg(long, env = "ICECAST_BALANCER_DOWN_RECHECK", default_value_t = defaults::DOWN_RECHECK_S, value_parser = clap::value_parser!(u64).range(0..=300))]
     pub down_recheck: u64,
     /// Seconds a listener waits for fresh relay counts when a stream looks full (0: answer 503 at once).
-    #[arg(long, env = "ICECAST_BALANCER_FULL_RECHECK", default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=10))]
+    #[arg(long, env = "ICECAST_BALANCER_FULL_RECHECK", default_value_t = defaults::FULL_RECHECK_S, value_parser = clap::value_parser!(u64).range(0..=10))]
     pub full_recheck: u64,
     /// Redis/Valkey through which several instances share configuration and slots:
     /// redis://[user:password@]host:port[/db], rediss://… (TLS) or unix:///path.sock.
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER", hide_env_values = true, value_parser = crate::cluster::parse_url)]
     pub cluster: Option<String>,
     /// Prefix of every Redis key, so several balancers can share one Redis.
-    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_PREFIX", default_value = "icecast-balancer", value_parser = crate::cluster::parse_name)]
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_PREFIX", default_value = defaults::CLUSTER_PREFIX, value_parser = crate::cluster::parse_name)]
     pub cluster_prefix: String,
     /// This instance's name among the members and in the audit log (default: host name/listen address).
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
     pub cluster_instance: Option<String>,
     /// Seconds without an announcement after which a relay that registered itself is drained.
-    #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = 180, value_parser = clap::value_parser!(u64).range(10..=86400))]
+    #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = defaults::ANNOUNCE_DRAIN_AFTER_S, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub announce_drain_after: u64,
     /// Seconds without an announcement after which a relay that registered itself is removed.
-    #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_REMOVE_AFTER", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(10..=31_536_000))]
+    #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_REMOVE_AFTER", default_value_t = defaults::ANNOUNCE_REMOVE_AFTER_S, value_parser = clap::value_parser!(u64).range(10..=31_536_000))]
     pub announce_remove_after: u64,
 }
 
@@ -331,10 +335,18 @@ fn parse_webhook(s: &str) -> Result<String, String> {
 fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if v > 0.0 && v <= 300.0 => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0 and 300"
+        Ok(_) => Err(format!(
+            "{s} is out of range: give more than 0 and at most 300 seconds (e.g. 5 or 0.5)"
         )),
+        Err(_) => Err(format!("{s:?} is not a number of seconds (e.g. 5 or 0.5)")),
     }
+}
+
+/// Whole seconds, with a message a person can act on.
+fn parse_whole_seconds(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a whole number of seconds (e.g. 15; 0 turns it off)"))
 }
 
 impl Options {
@@ -607,6 +619,19 @@ pub async fn run_token_command(writer: &Writer, cmd: TokenCommand) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Clap and `Settings::new` read the same constants: serving with no
+    /// flag at all gives the documented defaults.
+    #[test]
+    fn no_flags_give_the_settings_defaults() {
+        let (global, command) = Cli::parse_from(["ib"]).into_parts();
+        let Command::Serve(opts) = command else {
+            panic!("serve is the default command");
+        };
+        let from_flags = opts.settings(&global).unwrap();
+        let defaults = Settings::new(PathBuf::from(defaults::DATABASE));
+        assert_eq!(format!("{from_flags:?}"), format!("{defaults:?}"));
+    }
 
     fn args(s: &str) -> Vec<OsString> {
         s.split_whitespace().map(OsString::from).collect()

@@ -9,6 +9,32 @@ use ipnet::IpNet;
 
 use crate::poll::PollSettings;
 
+/// The defaults, once: [`Settings::new`] and the command line's flags
+/// (`cli`, through clap's `default_value_t`) both read them. Those of
+/// polling and alerts live beside their settings and are named here.
+pub mod defaults {
+    pub use crate::alerts::DEFAULT_FREE_PERCENT as ALERT_FREE_PERCENT;
+    pub use crate::poll::defaults as poll;
+
+    pub const DATABASE: &str = "icecast-balancer.db";
+    pub const LISTEN: &str = "127.0.0.1:8080";
+    pub const POLL_INTERVAL_S: u64 = 15;
+    pub const HEADER_TIMEOUT_S: f64 = 10.0;
+    pub const IDLE_TIMEOUT_S: f64 = 60.0;
+    pub const REQUEST_TIMEOUT_S: f64 = 30.0;
+    pub const MAX_CONNECTIONS: u64 = 1024;
+    pub const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
+    pub const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
+    pub const RESERVATION_GRACE_S: u64 = 5;
+    pub const MAX_RESERVATIONS_PER_CLIENT: u64 = 4;
+    pub const DOWN_RECHECK_S: u64 = 2;
+    pub const FULL_RECHECK_S: u64 = 1;
+    pub const CLUSTER_PREFIX: &str = "icecast-balancer";
+    pub const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
+    pub const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
+    pub const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
+}
+
 #[derive(Clone)]
 pub struct Settings {
     pub listen: String,
@@ -52,6 +78,10 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    /// How often the per-client book forgets clients whose grace has
+    /// passed, so it holds about one grace window's clients (no flag;
+    /// tests shorten it).
+    pub client_sweep: Duration,
     pub announce: AnnounceSettings,
 }
 
@@ -59,11 +89,11 @@ impl Settings {
     /// Defaults as documented in the README, for a database at `database`.
     pub fn new(database: PathBuf) -> Settings {
         Settings {
-            listen: "127.0.0.1:8080".into(),
+            listen: defaults::LISTEN.into(),
             database,
             geoip: None,
             geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
-            poll_interval: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_S),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
             server: ServerLimits::default(),
@@ -71,15 +101,16 @@ impl Settings {
             api_token: None,
             alerts: Default::default(),
             poll: PollSettings::default(),
-            reservation_grace: Duration::from_secs(5),
+            reservation_grace: Duration::from_secs(defaults::RESERVATION_GRACE_S),
             admin_password: None,
             cluster: None,
-            shutdown_timeout: Duration::from_secs(10),
-            max_reservations_per_client: 4,
-            down_recheck: Duration::from_secs(2),
-            full_recheck: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs_f64(defaults::SHUTDOWN_TIMEOUT_S),
+            max_reservations_per_client: defaults::MAX_RESERVATIONS_PER_CLIENT as usize,
+            down_recheck: Duration::from_secs(defaults::DOWN_RECHECK_S),
+            full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            client_sweep: Duration::from_secs(2),
             announce: AnnounceSettings::default(),
         }
     }
@@ -94,11 +125,6 @@ impl Settings {
         };
         (2 * interval + self.reservation_grace.as_secs())
             .clamp(30, crate::routing::reservations::SLOTS)
-    }
-
-    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.trusted_proxies.iter().any(|n| n.contains(&ip))
     }
 }
 
@@ -128,6 +154,7 @@ impl std::fmt::Debug for Settings {
             .field("full_recheck", &self.full_recheck)
             .field("outside_writer_check", &self.outside_writer_check)
             .field("geoip_check", &self.geoip_check)
+            .field("client_sweep", &self.client_sweep)
             .field("announce", &self.announce)
             .field(
                 "admin_password",
@@ -138,8 +165,6 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-/// Which header a trusted proxy writes the client's address (and scheme)
-/// into. Only that one is read: the others may come from the client.
 /// Relays that register themselves (`POST /api/v1/relays/announce`).
 #[derive(Debug, Clone)]
 pub struct AnnounceSettings {
@@ -154,13 +179,15 @@ pub struct AnnounceSettings {
 impl Default for AnnounceSettings {
     fn default() -> Self {
         AnnounceSettings {
-            drain_after: Duration::from_secs(180),
-            remove_after: Duration::from_secs(3600),
+            drain_after: Duration::from_secs(defaults::ANNOUNCE_DRAIN_AFTER_S),
+            remove_after: Duration::from_secs(defaults::ANNOUNCE_REMOVE_AFTER_S),
             check_every: Duration::from_secs(10),
         }
     }
 }
 
+/// Which header a trusted proxy writes the client's address (and scheme)
+/// into. Only that one is read: the others may come from the client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For`, scheme from `X-Forwarded-Proto`.
@@ -192,11 +219,11 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(30),
-            max_connections: 1024,
-            max_per_client: 64,
+            header_timeout: Duration::from_secs_f64(defaults::HEADER_TIMEOUT_S),
+            idle_timeout: Duration::from_secs_f64(defaults::IDLE_TIMEOUT_S),
+            request_timeout: Duration::from_secs_f64(defaults::REQUEST_TIMEOUT_S),
+            max_connections: defaults::MAX_CONNECTIONS as usize,
+            max_per_client: defaults::MAX_CONNECTIONS_PER_CLIENT as usize,
         }
     }
 }

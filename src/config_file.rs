@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{
     MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec, TokenChange,
 };
-use crate::error::{Error, Result};
 use crate::store::changes::{self, Actor, ChangeTx, MountSet, Writer};
 use crate::store::{self, Pool};
 
@@ -76,8 +75,31 @@ impl std::fmt::Display for ImportReport {
     }
 }
 
+/// What importing or exporting a configuration file can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not TOML, or not the file's shape.
+    #[error("config file: {0}")]
+    Parse(String),
+    /// The file asks for something invalid; nothing was changed.
+    #[error("config file rejected, nothing was changed:\n  {0}")]
+    Rejected(String),
+    #[error("cannot write TOML: {0}")]
+    Write(#[from] toml::ser::Error),
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Error {
+        Error::Store(e.into())
+    }
+}
+
 pub fn parse(text: &str) -> Result<ConfigFile> {
-    toml::from_str(text).map_err(|e| Error::BadRequest(format!("config file: {e}")))
+    toml::from_str(text).map_err(|e| Error::Parse(e.to_string()))
 }
 
 struct ParsedStream {
@@ -160,10 +182,7 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     if problems.is_empty() {
         Ok((servers, streams))
     } else {
-        Err(Error::BadRequest(format!(
-            "config file rejected, nothing was changed:\n  {}",
-            problems.join("\n  ")
-        )))
+        Err(Error::Rejected(problems.join("\n  ")))
     }
 }
 
@@ -220,7 +239,12 @@ async fn apply_tokens(
     report: &mut ImportReport,
 ) -> Result<()> {
     for s in &file.servers {
-        let change = TokenChange::parse(s.callback_token.as_ref()).map_err(Error::BadRequest)?;
+        let change = TokenChange::parse(s.callback_token.as_ref()).map_err(|e| {
+            rejected(
+                &format!("servers: {name}", name = s.name.trim()),
+                format!("callback_token: {e}"),
+            )
+        })?;
         let name = s.name.trim();
         let Some(row) = store::servers::find_by_name(ctx.conn(), name).await? else {
             continue;
@@ -267,9 +291,7 @@ async fn apply_streams(
 }
 
 fn rejected(label: &str, what: String) -> Error {
-    Error::BadRequest(format!(
-        "config file rejected, nothing was changed:\n  {label}: {what}"
-    ))
+    Error::Rejected(format!("{label}: {what}"))
 }
 
 /// The mounts a stream entry lists, by server id (servers must exist by now).
@@ -317,13 +339,13 @@ async fn apply_mounts(
                 report.mounts_added.extend(added.iter().map(|m| m.label()));
                 apply_mount_limits(ctx, p, id).await?;
             }
-            Err(Error::Conflict { value, .. }) => {
+            Err(store::Error::Conflict { value, .. }) => {
                 return Err(rejected(
                     &p.label,
                     format!("mount: {value} already belongs to another stream"),
                 ));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
@@ -369,7 +391,7 @@ pub async fn export_with(db: &Pool, secrets: bool) -> Result<ConfigFile> {
                 ..ServerInput::from(&s)
             })
         })
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<store::Result<Vec<_>>>()?;
     let mounts = store::mounts::list(&mut conn).await?;
     let mut streams = Vec::new();
     for row in store::streams::list(&mut conn).await? {
@@ -393,7 +415,7 @@ pub async fn export_with(db: &Pool, secrets: bool) -> Result<ConfigFile> {
 }
 
 pub fn to_toml(file: &ConfigFile) -> Result<String> {
-    toml::to_string(file).map_err(|e| Error::Other(anyhow::anyhow!("cannot write TOML: {e}")))
+    Ok(toml::to_string(file)?)
 }
 
 #[cfg(test)]

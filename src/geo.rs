@@ -33,6 +33,7 @@ use maxminddb::{LookupResult, PathElement, Reader};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
+use crate::domain::sync::lock;
 use crate::domain::{ClientGeo, Coords, CountryCode};
 
 /// How many records to inspect when telling the schemas apart. The first
@@ -180,7 +181,7 @@ impl Geo {
             let (db, st) = load(path, max_bytes)
                 .with_context(|| format!("cannot use GeoIP database {}", path.display()))?;
             tracing::info!(database = %db.info, "GeoIP database loaded");
-            *geo.seen.lock().expect("poisoned") = Some(st);
+            *lock(&geo.seen) = Some(st);
             geo.current.store(Some(Arc::new(db)));
         } else {
             tracing::info!("no GeoIP database configured: relays are chosen by load alone");
@@ -238,7 +239,7 @@ impl Geo {
             return Reload::Unchanged;
         };
         let now = stamp(path).ok();
-        let mut seen = self.seen.lock().expect("poisoned");
+        let mut seen = lock(&self.seen);
         if now == *seen {
             return Reload::Unchanged;
         }
@@ -258,7 +259,7 @@ impl Geo {
         let Some(path) = &self.path else {
             return Reload::Unchanged;
         };
-        let mut seen = self.seen.lock().expect("poisoned");
+        let mut seen = lock(&self.seen);
         *seen = stamp(path).ok();
         self.swap_in(path, &mut seen)
     }

@@ -3,17 +3,18 @@
 //! README.md for the operator's view and docs/interface.md for the
 //! interface contract (CLI, config file, HTTP, load.xsl).
 
-pub mod alerts;
-pub mod app;
+pub(crate) mod alerts;
+pub(crate) mod app;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod domain;
 pub mod engine;
-pub mod error;
+pub(crate) mod error;
 pub mod fd_limit;
 pub mod geo;
+pub mod legacy;
 pub mod logging;
 pub mod memory;
 pub mod poll;

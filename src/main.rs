@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(opts) => {
             let settings = opts.settings(&global)?;
+            tell_about_icecast_relays();
             let app = Application::build(settings).await?;
             #[cfg(unix)]
             tokio::spawn(reload_geoip_on_sighup(app.state().engine().clone()));
@@ -77,16 +78,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.failed()
             );
         }
-        Command::Import { file } => {
-            let text = if file.as_os_str() == "-" {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                s
-            } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?
-            };
-            let parsed = config_file::parse(&text)?;
+        Command::Import { file, from_env } => {
+            let (text, from) = import_text(file.as_deref(), from_env)?;
+            let parsed = config_file::parse(&text).with_context(|| format!("in {from}"))?;
             let db = icecast_balancer::store::connect(database).await?;
             let report = config_file::apply(&Writer::new(db.clone()), &parsed).await;
             icecast_balancer::store::close(db).await;
@@ -170,5 +164,44 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = term => {},
         }
         tracing::info!("shutting down");
+    }
+}
+
+/// The text to import and where it came from (for messages).
+fn import_text(file: Option<&std::path::Path>, from_env: bool) -> anyhow::Result<(String, String)> {
+    use icecast_balancer::legacy;
+    if from_env {
+        let value = std::env::var(legacy::RELAYS_VAR)
+            .with_context(|| format!("--from-env: {} is not set", legacy::RELAYS_VAR))?;
+        let scheme = std::env::var(legacy::SCHEME_VAR).ok();
+        let text = legacy::servers_toml(&value, scheme.as_deref()).map_err(anyhow::Error::msg)?;
+        return Ok((text, legacy::RELAYS_VAR.to_string()));
+    }
+    match file {
+        Some(f) if f.as_os_str() != "-" => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            Ok((text, f.display().to_string()))
+        }
+        _ => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            Ok((s, "standard input".to_string()))
+        }
+    }
+}
+
+/// The FastAPI balancer was configured by ICECAST_RELAYS; this one reads
+/// its relays from the database, so say so rather than start without a
+/// word and no servers.
+fn tell_about_icecast_relays() {
+    use icecast_balancer::legacy;
+    if let Ok(value) = std::env::var(legacy::RELAYS_VAR) {
+        tracing::warn!(
+            relays = legacy::hosts(&value).len(),
+            "{} is set (the FastAPI balancer's relay list), but relays are read from the database; \
+             import them once with `icecast-balancer import --from-env`, then add each stream's mounts",
+            legacy::RELAYS_VAR
+        );
     }
 }

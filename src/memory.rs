@@ -6,6 +6,10 @@
 //! failed logins from different threads grew a 16 MB process past 500 MB.
 //! A fixed threshold keeps large blocks in their own mappings (unmapped on
 //! free), and a trim after a burst returns what the arenas kept.
+#![allow(
+    unsafe_code,
+    reason = "mallopt/malloc_trim have no safe wrapper in std"
+)]
 
 /// Blocks from this size up get their own mapping.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

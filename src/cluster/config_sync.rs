@@ -24,12 +24,12 @@
 use std::collections::BTreeMap;
 
 use redis::Script;
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use sqlx::SqliteConnection;
 
+use super::error::{Error, Result};
 use crate::config_file::{self, ConfigFile};
 use crate::domain::{ServerInput, StreamInput};
-use crate::error::Result;
 use crate::store::changes::{self, Actor, Writer};
 use crate::store::{self, Pool};
 
@@ -110,20 +110,7 @@ pub async fn local_objects(db: &Pool) -> Result<BTreeMap<ObjectKey, String>> {
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| crate::error::Error::Other(e.into()))
-}
-
-/// Created here rather than by a migration: only a database that is part
-/// of a cluster needs it.
-pub async fn ensure_table(db: &Pool) -> Result<()> {
-    let mut c = db.acquire().await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS cluster_sync \
-         (object TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT)",
-    )
-    .execute(&mut *c)
-    .await?;
-    Ok(())
+    Ok(serde_json::to_string(v)?)
 }
 
 /// What this database last shared: object → (version, body).
@@ -213,12 +200,11 @@ impl ConfigSync {
         &self,
         db: &Pool,
         writer: &Writer,
-        conn: &mut MultiplexedConnection,
+        conn: &mut ConnectionManager,
         generation: &str,
-    ) -> std::result::Result<(usize, usize), String> {
-        let err = |e: crate::error::Error| e.to_string();
-        let mut local_conn = db.acquire().await.map_err(|e| e.to_string())?;
-        let seen = seen(&mut local_conn).await.map_err(err)?;
+    ) -> Result<(usize, usize)> {
+        let mut local_conn = db.acquire().await?;
+        let seen = seen(&mut local_conn).await?;
         drop(local_conn);
         let fresh = match &seen {
             Some((_, g)) => g != generation,
@@ -230,7 +216,7 @@ impl ConfigSync {
             seen.as_ref().map_or(0, |s| s.0)
         };
         if fresh {
-            self.forget(db, generation).await.map_err(err)?;
+            self.forget(db, generation).await?;
             let applied = self.pull(db, writer, conn, from, generation).await?;
             let published = self.push(db, conn).await?;
             Ok((published, applied))
@@ -252,15 +238,10 @@ impl ConfigSync {
         Ok(())
     }
 
-    async fn push(
-        &self,
-        db: &Pool,
-        conn: &mut MultiplexedConnection,
-    ) -> std::result::Result<usize, String> {
-        let err = |e: crate::error::Error| e.to_string();
-        let local = local_objects(db).await.map_err(err)?;
-        let mut c = db.acquire().await.map_err(|e| e.to_string())?;
-        let synced = synced(&mut c).await.map_err(err)?;
+    async fn push(&self, db: &Pool, conn: &mut ConnectionManager) -> Result<usize> {
+        let local = local_objects(db).await?;
+        let mut c = db.acquire().await?;
+        let synced = synced(&mut c).await?;
         drop(c);
         let changed = local_changes(&local, &synced);
         for (object, body) in &changed {
@@ -277,12 +258,9 @@ impl ConfigSync {
                 .arg(actor)
                 .arg(value)
                 .invoke_async(conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut c = db.acquire().await.map_err(|e| e.to_string())?;
-            note(&mut c, object, version, body.as_deref())
-                .await
-                .map_err(err)?;
+                .await?;
+            let mut c = db.acquire().await?;
+            note(&mut c, object, version, body.as_deref()).await?;
         }
         Ok(changed.len())
     }
@@ -291,19 +269,17 @@ impl ConfigSync {
         &self,
         db: &Pool,
         writer: &Writer,
-        conn: &mut MultiplexedConnection,
+        conn: &mut ConnectionManager,
         from: i64,
         generation: &str,
-    ) -> std::result::Result<usize, String> {
-        let err = |e: crate::error::Error| e.to_string();
+    ) -> Result<usize> {
         let newer: Vec<(String, i64)> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.key("log"))
             .arg(format!("({from}"))
             .arg("+inf")
             .arg("WITHSCORES")
             .query_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if newer.is_empty() {
             return Ok(0);
         }
@@ -312,16 +288,15 @@ impl ConfigSync {
             .arg(self.key("objects"))
             .arg(&fields)
             .query_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut records: Vec<Record> = fields
             .iter()
             .zip(values)
             .filter_map(|(o, v)| Record::decode(o, v.as_deref()?))
             .collect();
         records.sort_by_key(|r| r.version);
-        let mut c = db.acquire().await.map_err(|e| e.to_string())?;
-        let known = synced(&mut c).await.map_err(err)?;
+        let mut c = db.acquire().await?;
+        let known = synced(&mut c).await?;
         drop(c);
         let mut applied = 0;
         for r in &records {
@@ -336,10 +311,8 @@ impl ConfigSync {
             }
         }
         let top = newer.iter().map(|(_, v)| *v).max().unwrap_or(from);
-        let mut c = db.acquire().await.map_err(|e| e.to_string())?;
-        note(&mut c, SEEN, top, Some(generation))
-            .await
-            .map_err(err)?;
+        let mut c = db.acquire().await?;
+        note(&mut c, SEEN, top, Some(generation)).await?;
         Ok(applied)
     }
 }
@@ -414,8 +387,8 @@ async fn apply(writer: &Writer, r: &Record) -> Result<()> {
     Ok(())
 }
 
-fn bad(e: impl std::fmt::Display) -> crate::error::Error {
-    crate::error::Error::BadRequest(format!("shared configuration record: {e}"))
+fn bad(e: impl std::fmt::Display) -> Error {
+    Error::Record(e.to_string())
 }
 
 /// How often the shared configuration is compared when nothing signals a
@@ -427,10 +400,6 @@ impl super::Cluster {
     /// instance runs: a round after every local commit and twice a second.
     pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
         let sync = ConfigSync::new(&self.settings().prefix, &self.settings().instance);
-        if let Err(e) = ensure_table(&db).await {
-            tracing::error!(error = %e, "cluster: cannot keep track of the shared configuration; it is not synced");
-            return;
-        }
         let mut committed = writer.subscribe();
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -442,9 +411,7 @@ impl super::Cluster {
             let Some(generation) = self.shared_generation() else {
                 continue;
             };
-            let Ok(mut conn) = self.connection().await else {
-                continue;
-            };
+            let mut conn = self.connection();
             match sync.round(&db, &writer, &mut conn, &generation).await {
                 Ok((0, 0)) => {}
                 Ok((published, applied)) => {
@@ -459,6 +426,52 @@ impl super::Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn database() -> (Pool, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = store::connect(&dir.path().join("c.db")).await.unwrap();
+        (db, dir)
+    }
+
+    fn record(object: &str, body: Option<&str>) -> Record {
+        Record {
+            object: object.into(),
+            version: 3,
+            instance: "fra-1".into(),
+            actor: "admin".into(),
+            body: body.map(String::from),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_shared_record_is_a_cluster_error_and_changes_nothing() {
+        let (db, _dir) = database().await;
+        let writer = Writer::new(db.clone());
+        for r in [
+            record("server:x", Some("{not json")),
+            record("gadget:x", Some("{}")),
+        ] {
+            let e = apply(&writer, &r).await.unwrap_err();
+            assert!(matches!(e, Error::Record(_)), "{e:?}");
+        }
+        let mut c = db.acquire().await.unwrap();
+        assert!(synced(&mut c).await.unwrap().is_empty());
+        assert_eq!(store::servers::list(&mut c).await.unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_database_can_note_shared_records_without_setup() {
+        // The table comes from a migration: no cluster-only setup step.
+        let (db, _dir) = database().await;
+        let writer = Writer::new(db.clone());
+        let body = r#"{"name":"x","url":"http://10.0.0.1:8000"}"#;
+        apply(&writer, &record("server:x", Some(body)))
+            .await
+            .unwrap();
+        let mut c = db.acquire().await.unwrap();
+        let known = synced(&mut c).await.unwrap();
+        assert_eq!(known.get("server:x"), Some(&(3, Some(body.to_string()))));
+    }
 
     #[test]
     fn records_round_trip() {

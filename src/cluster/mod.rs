@@ -14,20 +14,26 @@
 //! redirecting from its local copy with its share of the free slots, and
 //! rejoins by itself at the next heartbeat that gets an answer.
 
-pub mod config_sync;
-pub mod members;
+pub(crate) mod config_sync;
+mod error;
+pub(crate) mod members;
 pub mod slots;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Script};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
 use serde::Serialize;
 
 use crate::domain::Clock;
+use crate::domain::sync::lock;
+pub use error::Error;
+use error::Result as RedisResult;
 use members::{Member, Members};
 use slots::{Lease, Leases, MountView};
+
+pub use crate::routing::capacity::Held;
 
 /// Heartbeats, and the rejoin attempts while split, this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -156,18 +162,12 @@ pub struct Figures {
     pub last_contact_age_s: f64,
 }
 
-/// What an instance holds on one mount, for re-adding on rejoin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub server: String,
-    pub mount: String,
-    pub count: u64,
-}
-
 pub struct Cluster {
     settings: ClusterSettings,
+    /// Connects on first use; replaced by a fresh one when Redis is lost
+    /// (see [`Cluster::lost`]).
+    conn: Mutex<ConnectionManager>,
     client: Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
     state: Mutex<State>,
     leases: Leases,
     heartbeat: Script,
@@ -185,12 +185,12 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-type RedisResult<T> = Result<T, String>;
-
 impl Cluster {
     /// Never waits for Redis: the first heartbeat joins.
     pub fn new(settings: ClusterSettings, clock: Clock) -> anyhow::Result<Arc<Cluster>> {
         let client = Client::open(settings.url.as_str())
+            .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redacted(&settings.url)))?;
+        let conn = manager(&client)
             .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redacted(&settings.url)))?;
         let now = clock.now_ms();
         let (modes, _) = tokio::sync::watch::channel(Mode::Joining { since_ms: now });
@@ -198,8 +198,8 @@ impl Cluster {
             modes,
             joining: tokio::sync::Mutex::new(()),
             settings,
+            conn: Mutex::new(conn),
             client,
-            conn: Mutex::new(None),
             state: Mutex::new(State {
                 mode: Mode::Joining { since_ms: now },
                 generation: None,
@@ -219,7 +219,7 @@ impl Cluster {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     pub fn mode(&self) -> Mode {
@@ -298,26 +298,19 @@ impl Cluster {
         }
     }
 
-    /// A connection, opened if there is none.
-    pub(crate) async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(c) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Ok(c);
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| e.to_string())?;
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
-        Ok(c)
+    /// The shared connection (a cheap handle).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        lock(&self.conn).clone()
     }
 
     /// Redis did not answer: forget the connection and the leases, split.
-    fn lost(&self, error: String) {
-        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// A fresh manager connects at the next use, so the first call after
+    /// Redis is back succeeds (the old one would answer that call with
+    /// the failure it saw and only then reconnect).
+    fn lost(&self, error: Error) {
+        if let Ok(fresh) = manager(&self.client) {
+            *lock(&self.conn) = fresh;
+        }
         let now = self.clock.now_ms();
         let mut st = self.state();
         if matches!(st.mode, Mode::Shared) {
@@ -328,7 +321,7 @@ impl Cluster {
             st.mode = Mode::Split { since_ms };
         }
         st.generation = None;
-        st.last_error = Some(error);
+        st.last_error = Some(error.to_string());
         let mode = st.mode;
         drop(st);
         self.leases.clear();
@@ -345,7 +338,7 @@ impl Cluster {
     }
 
     async fn try_beat(&self, held: &(dyn Fn() -> Vec<Held> + Sync)) -> RedisResult<()> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection();
         let joined = self.state().generation.clone();
         let answer = self
             .heartbeat_call(&mut conn, joined.as_deref().unwrap_or(""))
@@ -365,7 +358,7 @@ impl Cluster {
 
     async fn heartbeat_call(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut ConnectionManager,
         joined: &str,
     ) -> RedisResult<(String, Vec<(String, i64, String)>)> {
         let now = self.clock.now_ms();
@@ -381,10 +374,9 @@ impl Cluster {
             .arg(now - members::FORGET_AFTER_MS)
             .arg(joined)
             .invoke_async(conn)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut it = reply.into_iter();
-        let generation = it.next().ok_or("empty heartbeat answer")?;
+        let generation = it.next().ok_or(Error::Answer("empty heartbeat answer"))?;
         let rest: Vec<String> = it.collect();
         let rows = rest
             .chunks_exact(3)
@@ -416,7 +408,7 @@ impl Cluster {
 
     /// Re-adds this instance's outstanding reservations, counted from now
     /// to the end of a lease, so no instance gives them away again.
-    async fn push_held(&self, conn: &mut MultiplexedConnection, held: &[Held]) -> RedisResult<()> {
+    async fn push_held(&self, conn: &mut ConnectionManager, held: &[Held]) -> RedisResult<()> {
         if held.is_empty() {
             return Ok(());
         }
@@ -438,9 +430,7 @@ impl Cluster {
                 .expire(&k, slots::COUNTER_TTL_S as i64)
                 .ignore();
         }
-        pipe.query_async::<()>(conn)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(pipe.query_async::<()>(conn).await?)
     }
 
     fn mount_prefix(&self, server: &str, mount: &str) -> String {
@@ -472,7 +462,7 @@ impl Cluster {
         };
         if taken {
             if fetch_ahead {
-                self.prefetch(entry, v.to_owned());
+                self.prefetch(entry, slots::OwnedView::of(v));
             }
             return true;
         }
@@ -536,7 +526,7 @@ impl Cluster {
 
     async fn refill(&self, lease: &Mutex<Lease>, v: &MountView<'_>, now_s: u64) -> RedisResult<()> {
         let Some(generation) = self.state().generation.clone() else {
-            return Err("not joined".into());
+            return Err(Error::NotJoined);
         };
         let (members, absent) = self.member_counts();
         let (mlimit, slimit) = slots::lease_limits(v, members, absent);
@@ -559,7 +549,7 @@ impl Cluster {
             .lease_call(v.server, v.mount, &generation, call)
             .await?;
         if granted < 0 {
-            return Err("Redis lost its data; joining anew".into());
+            return Err(Error::DataLost);
         }
         let mut l = lock(lease);
         l.names = Some((v.server.to_string(), v.mount.to_string()));
@@ -577,7 +567,7 @@ impl Cluster {
         generation: &str,
         c: LeaseCall,
     ) -> RedisResult<(i64, i64)> {
-        let mut conn = self.connection().await?;
+        let mut conn = self.connection();
         let mut inv = self.lease.prepare_invoke();
         inv.key(self.mount_prefix(server, mount))
             .key(self.server_prefix(server))
@@ -594,8 +584,7 @@ impl Cluster {
         let (granted, msum, _): (i64, i64, i64) =
             tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut conn))
                 .await
-                .map_err(|_| "Redis did not answer in time".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| Error::Timeout)??;
         Ok((granted, msum))
     }
 
@@ -643,6 +632,17 @@ impl Cluster {
     }
 }
 
+/// A connection manager that connects on first use, one attempt per use:
+/// while Redis is away a request falls back to the split share at once
+/// rather than waiting out retries.
+fn manager(client: &Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(0);
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
 /// Arguments of one lease script call; limits of `-1` mean none.
 struct LeaseCall {
     from: u64,
@@ -653,7 +653,9 @@ struct LeaseCall {
     old_bucket: u64,
     old_unused: u64,
 }
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// The redirect path asks the cluster through routing's capacity seam.
+impl crate::routing::capacity::SharedGate for Arc<Cluster> {
+    fn admit(&self, v: &MountView<'_>) -> impl Future<Output = bool> + Send {
+        self.take(v)
+    }
 }

@@ -26,6 +26,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::sync::lock;
+pub use crate::routing::capacity::MountView;
+
 /// How long a leased block may be handed out, in seconds.
 pub const LEASE_SECONDS: u64 = 2;
 /// The largest block leased at once.
@@ -81,27 +84,6 @@ end
 return {want, msum + want, ssum + want}
 "#;
 
-/// What routing knows about one mount when a listener asks for it.
-#[derive(Debug, Clone)]
-pub struct MountView<'a> {
-    /// The local mount id: keys this instance's lease.
-    pub id: i64,
-    /// Names shared by every instance (ids are per database).
-    pub server: &'a str,
-    pub mount: &'a str,
-    /// `max - listeners` by this instance's last poll (`None`: no limit).
-    pub mount_free: Option<u64>,
-    /// The server-wide cap minus all its listeners (`None`: no cap).
-    pub server_free: Option<u64>,
-    /// First second whose reservations still count: the local ring's
-    /// window start after the last poll of this server.
-    pub counts_from_s: u64,
-    /// This instance's own reservations still counting on the mount and
-    /// its server, without the one being asked for.
-    pub own_mount: u64,
-    pub own_server: u64,
-}
-
 /// A [`MountView`] that can move into a background task.
 #[derive(Debug, Clone)]
 pub struct OwnedView {
@@ -130,31 +112,28 @@ impl OwnedView {
     }
 }
 
-impl MountView<'_> {
-    pub fn to_owned(&self) -> OwnedView {
+impl OwnedView {
+    pub fn of(v: &MountView<'_>) -> OwnedView {
         OwnedView {
-            id: self.id,
-            server: self.server.to_string(),
-            mount: self.mount.to_string(),
-            mount_free: self.mount_free,
-            server_free: self.server_free,
-            counts_from_s: self.counts_from_s,
-            own_mount: self.own_mount,
-            own_server: self.own_server,
+            id: v.id,
+            server: v.server.to_string(),
+            mount: v.mount.to_string(),
+            mount_free: v.mount_free,
+            server_free: v.server_free,
+            counts_from_s: v.counts_from_s,
+            own_mount: v.own_mount,
+            own_server: v.own_server,
         }
     }
+}
 
-    pub fn is_unlimited(&self) -> bool {
-        self.mount_free.is_none() && self.server_free.is_none()
-    }
-
-    fn tightest_free(&self) -> u64 {
-        self.mount_free
-            .into_iter()
-            .chain(self.server_free)
-            .min()
-            .unwrap_or(u64::MAX)
-    }
+/// The fewest free slots of the mount and its server (`u64::MAX`: no limit).
+fn tightest_free(v: &MountView<'_>) -> u64 {
+    v.mount_free
+        .into_iter()
+        .chain(v.server_free)
+        .min()
+        .unwrap_or(u64::MAX)
 }
 
 /// Slots held back, while shared, for members that are cut off from Redis
@@ -283,18 +262,18 @@ pub struct Leases {
 
 impl Leases {
     pub fn of(&self, id: i64) -> Arc<MountLease> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = lock(&self.map);
         map.entry(id).or_default().clone()
     }
 
     pub fn all(&self) -> Vec<Arc<MountLease>> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = lock(&self.map);
         map.values().cloned().collect()
     }
 
     pub fn clear(&self) {
         for l in self.all() {
-            l.lease.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            lock(&l.lease).clear();
         }
     }
 }
@@ -302,7 +281,7 @@ impl Leases {
 /// How much to ask for: enough for a while, little when the mount is
 /// nearly full.
 pub fn want(v: &MountView<'_>, last_sum: Option<u64>, members: u64) -> u64 {
-    let remaining = v.tightest_free().saturating_sub(last_sum.unwrap_or(0));
+    let remaining = tightest_free(v).saturating_sub(last_sum.unwrap_or(0));
     block_size(remaining, members)
 }
 

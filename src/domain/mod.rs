@@ -8,11 +8,11 @@
 //! show each message beside its field.
 
 pub mod clock;
-pub mod health;
-pub mod location;
-pub mod network;
-pub mod sync;
-pub mod text;
+pub(crate) mod health;
+pub(crate) mod location;
+pub(crate) mod network;
+pub(crate) mod sync;
+pub(crate) mod text;
 mod usage;
 mod values;
 
@@ -194,7 +194,7 @@ impl ServerInput {
             &mut e,
             "country",
             blank_to_none(&self.country),
-            CountryCode::parse,
+            CountryCode::parse_assigned,
         );
         let latitude = self
             .latitude
@@ -350,7 +350,7 @@ impl StreamInput {
             Some(list) => {
                 let mut out = Vec::new();
                 for c in list.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
-                    match CountryCode::parse(c) {
+                    match CountryCode::parse_assigned(c) {
                         Ok(c) => out.push(c),
                         Err(m) => e.push("allowed_countries", format!("{c:?}: {m}")),
                     }

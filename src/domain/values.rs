@@ -136,7 +136,37 @@ impl CountryCode {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("ASCII by construction")
     }
+
+    /// A code an operator typed (config file, admin form): one of the
+    /// officially assigned ISO 3166-1 alpha-2 codes, with a hint for the
+    /// usual mistakes. (GeoIP data goes through [`CountryCode::parse`].)
+    pub fn parse_assigned(s: &str) -> Result<Self, String> {
+        let code = CountryCode::parse(s)?;
+        if ASSIGNED.split(' ').any(|c| c == code.as_str()) {
+            return Ok(code);
+        }
+        Err(match code.as_str() {
+            "UK" => "UK is not an ISO 3166-1 code: the United Kingdom is GB".into(),
+            "EL" => "EL is the EU's code for Greece; ISO 3166-1 has GR".into(),
+            "EU" => "EU is not a country: list the member countries (DE, FR, …)".into(),
+            c => format!("{c} is not an assigned ISO 3166-1 country code (such as DE, GB, US)"),
+        })
+    }
 }
+
+/// The officially assigned ISO 3166-1 alpha-2 codes.
+const ASSIGNED: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ \
+BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ \
+EC EE EG EH ER ES ET FI FJ FK FM FO FR \
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU \
+ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN KP KR KW KY KZ \
+LA LB LC LI LK LR LS LT LU LV LY \
+MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ \
+NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY \
+QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ \
+TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ \
+VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
 
 impl fmt::Display for CountryCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -256,5 +286,32 @@ mod tests {
         assert!(Longitude::new(-180.0).is_ok() && Longitude::new(f64::NAN).is_err());
         assert!(Weight::new(1).is_ok() && Weight::new(0).is_err());
         assert!(Weight::new(10_001).is_err());
+    }
+}
+
+#[cfg(test)]
+mod country_tests {
+    use super::*;
+
+    #[test]
+    fn typed_country_codes_are_assigned_ones_with_hints() {
+        assert_eq!(ASSIGNED.split(' ').count(), 249);
+        assert_eq!(CountryCode::parse_assigned(" gb ").unwrap().as_str(), "GB");
+        assert!(
+            CountryCode::parse_assigned("UK")
+                .unwrap_err()
+                .contains("GB")
+        );
+        assert!(
+            CountryCode::parse_assigned("EU")
+                .unwrap_err()
+                .contains("not a country")
+        );
+        assert!(
+            CountryCode::parse_assigned("XX")
+                .unwrap_err()
+                .contains("not an assigned")
+        );
+        assert!(CountryCode::parse_assigned("D1").is_err());
     }
 }

@@ -4,9 +4,8 @@
 //! loop in `app` calls [`expire`]). Silence is measured on the injected
 //! clock, so tests move it instead of waiting.
 
+use super::{Engine, Result};
 use crate::domain::ServerSpec;
-use crate::engine::Engine;
-use crate::error::Result;
 use crate::store::announced::{self, AnnouncedRow};
 use crate::store::changes::{self, ChangeTx};
 use crate::store::servers;
@@ -60,5 +59,5 @@ async fn drain(tx: &mut ChangeTx, a: &AnnouncedRow, now: i64) -> Result<()> {
     if row.enabled {
         changes::update_server(tx, row.id, &spec).await?;
     }
-    announced::mark_drained(tx.conn(), a.server_id, now).await
+    Ok(announced::mark_drained(tx.conn(), a.server_id, now).await?)
 }

@@ -7,11 +7,12 @@
 //! fresh is decided in this module and nowhere else.
 
 pub mod announced;
-pub mod metrics;
-pub mod placement;
-pub mod poll_runtime;
-pub mod poller;
-pub mod routing_state;
+mod error;
+pub(crate) mod metrics;
+pub(crate) mod placement;
+pub(crate) mod poll_runtime;
+pub(crate) mod poller;
+pub(crate) mod routing_state;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,7 +23,6 @@ use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::domain::sync::lock;
-use crate::error::{Error, Result};
 use crate::geo::{Geo, Reload};
 use crate::poll::RoundSummary;
 use crate::poll::fetch::Fetcher;
@@ -32,6 +32,7 @@ use crate::routing::{Routing, Snapshot, snapshot};
 use crate::store::changes::{Actor, ChangeTx, Writer};
 use crate::store::{self, Pool};
 
+pub use error::{Error, Result};
 pub use metrics::Metrics;
 pub use poller::Poller;
 pub use routing_state::{Reason, RoutingState};
@@ -62,8 +63,10 @@ impl Engine {
     pub async fn open(settings: Settings, clock: Clock) -> anyhow::Result<Engine> {
         install_crypto();
         metrics::process_start_time();
-        let db = store::connect(&settings.database).await?;
+        // GeoIP first: a start that fails on a bad --geoip must not
+        // leave a new, empty database behind.
         let geo = open_geo(settings.geoip.clone(), settings.geoip_max_bytes).await?;
+        let db = store::connect(&settings.database).await?;
         let reconcile = snapshot::Reconcile {
             grace_ms: settings.reservation_grace.as_millis() as i64,
             ttl_s: settings.reservation_ttl_s(),
@@ -163,7 +166,7 @@ impl Engine {
     }
 
     /// A configuration change by `actor`; finish it with [`Engine::commit`].
-    pub async fn begin(&self, actor: &str) -> Result<ChangeTx> {
+    pub async fn begin(&self, actor: &str) -> store::Result<ChangeTx> {
         self.0.writer.begin(Actor::new(actor)).await
     }
 
@@ -187,9 +190,13 @@ impl Engine {
 
     /// Adds the per-country redirect counts made since the last flush to
     /// the store; returns how many redirects were written.
-    pub async fn flush_country_counts(&self) -> Result<u64> {
+    pub async fn flush_country_counts(&self) -> store::Result<u64> {
         let now = self.0.clock.now_ms();
-        crate::routing::countries::flush(&self.0.db, self.0.routing.counters(), now).await
+        self.0
+            .routing
+            .counters()
+            .flush_countries(&self.0.db, now)
+            .await
     }
 
     /// Runs one poll round now (rounds never overlap) and rebuilds routing.
@@ -197,11 +204,9 @@ impl Engine {
         self.0.poller.poll().await
     }
 
-    /// Polls the relays judged down; also forgets clients older than the
-    /// grace window.
+    /// Polls the relays judged down (the client book has a sweeper of its
+    /// own in `app`).
     pub async fn recheck_down(&self) -> Result<()> {
-        let grace_ms = self.0.settings.reservation_grace.as_millis() as i64;
-        self.0.clients.sweep(self.0.clock.now_ms(), grace_ms);
         self.0.poller.recheck_down().await
     }
 
@@ -288,7 +293,5 @@ async fn open_geo(path: Option<std::path::PathBuf>, max_bytes: u64) -> anyhow::R
 /// Runs CPU-heavy work (password hashing, snapshot building) on a blocking
 /// thread, so a login flood or a large rebuild cannot slow redirects.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Other(anyhow::anyhow!("blocking task failed: {e}")))
+    Ok(tokio::task::spawn_blocking(f).await?)
 }

@@ -14,7 +14,14 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
-use crate::error::{Error, Result};
+/// The poll runtime could not start, or a task on it panicked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start the poll runtime: {0}")]
+    Start(String),
+    #[error("poll task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
 
 /// How much lower than the listeners' threads: CFS weight 335 against
 /// 1024, about a quarter of a core for polls while redirects saturate
@@ -31,7 +38,7 @@ fn lower_priority() {
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
 }
 
-fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+fn runtime() -> Result<&'static tokio::runtime::Runtime, Error> {
     let rt = RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -41,21 +48,17 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
             .build()
             .map_err(|e| e.to_string())
     });
-    rt.as_ref()
-        .map_err(|e| Error::Other(anyhow::anyhow!("cannot start the poll runtime: {e}")))
+    rt.as_ref().map_err(|e| Error::Start(e.clone()))
 }
 
 /// Runs `f` on the poll runtime and waits for it. If the caller stops
 /// waiting, `f` still runs to its end (a round is not cut half-written).
-pub async fn run<F>(f: F) -> Result<F::Output>
+pub async fn run<F>(f: F) -> Result<F::Output, Error>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    runtime()?
-        .spawn(f)
-        .await
-        .map_err(|e| Error::Other(anyhow::anyhow!("poll task failed: {e}")))
+    Ok(runtime()?.spawn(f).await?)
 }
 
 #[cfg(test)]

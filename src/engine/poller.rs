@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Mutex;
 
+use super::Result;
 use crate::domain::{Clock, HealthState};
-use crate::error::Result;
 use crate::poll::fetch::Fetcher;
-use crate::poll::{self, PollSettings, RoundSummary, Which};
+use crate::poll::{self, FailureLog, PollSettings, RoundSummary, Which};
 use crate::store::Pool;
 
 use super::routing_state::{Reason, RoutingState};
@@ -30,6 +30,8 @@ pub struct Poller {
     routing: Option<Arc<RoutingState>>,
     one_round: Mutex<()>,
     rounds: AtomicU64,
+    /// When each failing relay was last logged.
+    failures: FailureLog,
 }
 
 impl Poller {
@@ -52,6 +54,7 @@ impl Poller {
             routing,
             one_round: Mutex::new(()),
             rounds: AtomicU64::new(0),
+            failures: FailureLog::default(),
         }))
     }
 
@@ -126,14 +129,16 @@ impl Poller {
                 drop(r.rebuild(Reason::PollBatch));
             }
         };
-        poll::run_round_of(
+        let summary = poll::run_round_of(
             &self.db,
             &self.fetcher,
             &self.settings,
             &self.clock,
+            &self.failures,
             &on_written,
             which,
         )
-        .await
+        .await?;
+        Ok(summary)
     }
 }

@@ -28,8 +28,8 @@ use arc_swap::{ArcSwap, Guard};
 use sqlx::SqliteConnection;
 use tokio::sync::{Mutex, watch};
 
+use super::Result;
 use crate::domain::ResolvedLocation;
-use crate::error::Result;
 use crate::geo::Geo;
 use crate::poll::RoundSummary;
 use crate::routing::{Counters, Snapshot, snapshot};

@@ -7,7 +7,7 @@
 //! batch, not per relay, and a relay that hangs until the timeout delays
 //! nobody else's batch.
 
-pub mod fetch;
+pub(crate) mod fetch;
 pub mod parse;
 
 use std::collections::{HashMap, HashSet};
@@ -19,9 +19,20 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::domain::{Clock, Health, HealthState, MountUsage, PollSource};
-use crate::error::Result;
 use crate::store::{self, Pool, status::PollRecord};
 use fetch::{FetchError, Fetcher};
+
+/// What a poll round can fail with (a relay that does not answer is a
+/// result of the round, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A batch is written when it has this many results...
 const BATCH_SIZE: usize = 500;
@@ -42,16 +53,29 @@ pub struct PollSettings {
     pub max_relay_mounts: usize,
 }
 
+/// The defaults, once: `PollSettings::default` and the command line's
+/// flags (`cli`) both read them.
+pub mod defaults {
+    pub const TIMEOUT_S: f64 = 5.0;
+    pub const RISE: u32 = 2;
+    pub const FALL: u32 = 1;
+    pub const HISTORY_DAYS: u64 = 7;
+    pub const CONCURRENCY: u64 = 256;
+    pub const MAX_RELAY_MOUNTS: u64 = 200;
+    /// No flag: a relay's status page larger than this is refused.
+    pub const MAX_BODY: usize = 1024 * 1024;
+}
+
 impl Default for PollSettings {
     fn default() -> Self {
         PollSettings {
-            timeout: Duration::from_secs(5),
-            max_body: 1024 * 1024,
-            rise: 2,
-            fall: 1,
-            history_retention: Duration::from_secs(7 * 24 * 3600),
-            concurrency: 256,
-            max_relay_mounts: 200,
+            timeout: Duration::from_secs_f64(defaults::TIMEOUT_S),
+            max_body: defaults::MAX_BODY,
+            rise: defaults::RISE,
+            fall: defaults::FALL,
+            history_retention: Duration::from_secs(defaults::HISTORY_DAYS * 24 * 3600),
+            concurrency: defaults::CONCURRENCY as usize,
+            max_relay_mounts: defaults::MAX_RELAY_MOUNTS as usize,
         }
     }
 }
@@ -151,36 +175,40 @@ fn summarize(server: &store::servers::ServerRow, next: Health, f: &Fetched) -> S
 /// changes, then at most this often while it keeps failing.
 const FAILURE_LOG_EVERY_MS: i64 = 5 * 60 * 1000;
 
-/// When each server's ongoing failure was last logged: per process, so a
-/// restart logs each failing relay once again.
-fn failure_logged() -> &'static std::sync::Mutex<HashMap<i64, i64>> {
-    static LOGGED: std::sync::OnceLock<std::sync::Mutex<HashMap<i64, i64>>> =
-        std::sync::OnceLock::new();
-    LOGGED.get_or_init(Default::default)
+/// When each relay's ongoing failure was last logged, kept by whoever
+/// runs the rounds (the server's poller), so a restart logs each failing
+/// relay once again.
+#[derive(Debug, Default)]
+pub struct FailureLog(std::sync::Mutex<HashMap<i64, i64>>);
+
+impl FailureLog {
+    /// Whether this failure is news: the first of a run, a health change,
+    /// or the first for [`FAILURE_LOG_EVERY_MS`]. A success ends the run.
+    fn is_news(&self, server_id: i64, failing: bool, changed: bool, now_ms: i64) -> bool {
+        let mut logged = crate::domain::sync::lock(&self.0);
+        if !failing {
+            logged.remove(&server_id);
+            return false;
+        }
+        let due = logged
+            .get(&server_id)
+            .is_none_or(|&at| now_ms - at >= FAILURE_LOG_EVERY_MS);
+        if due || changed {
+            logged.insert(server_id, now_ms);
+        }
+        due || changed
+    }
 }
 
-/// Whether this failure is news: the first of a run, a health change, or
-/// the first for [`FAILURE_LOG_EVERY_MS`]. A success ends the run.
-fn failure_is_news(server_id: i64, failing: bool, changed: bool, now_ms: i64) -> bool {
-    let Ok(mut logged) = failure_logged().lock() else {
-        return true;
-    };
-    if !failing {
-        logged.remove(&server_id);
-        return false;
-    }
-    let due = logged
-        .get(&server_id)
-        .is_none_or(|&at| now_ms - at >= FAILURE_LOG_EVERY_MS);
-    if due || changed {
-        logged.insert(server_id, now_ms);
-    }
-    due || changed
-}
-
-fn log_outcome(server: &store::servers::ServerRow, prev: Health, s: &ServerSummary, now_ms: i64) {
+fn log_outcome(
+    failures: &FailureLog,
+    server: &store::servers::ServerRow,
+    prev: Health,
+    s: &ServerSummary,
+    now_ms: i64,
+) {
     let changed = prev.state != s.state;
-    let news = failure_is_news(server.id, s.error.is_some(), changed, now_ms);
+    let news = failures.is_news(server.id, s.error.is_some(), changed, now_ms);
     match &s.error {
         Some(e) if news && server.enabled => {
             tracing::warn!(server = %server.name, state = s.state.as_str(), error = %e, "poll failed (logged again in 5 minutes if it keeps failing)")
@@ -244,19 +272,6 @@ async fn write_batch(db: &Pool, batch: &mut Vec<PollRecord>) -> Result<()> {
     Ok(())
 }
 
-/// One round over all servers. `on_written` runs after each batch but the
-/// last is committed (the server refreshes routing then; after the last,
-/// the caller does).
-pub async fn run_round(
-    db: &Pool,
-    fetcher: &Fetcher,
-    settings: &PollSettings,
-    clock: &Clock,
-    on_written: &(dyn Fn() + Sync),
-) -> Result<RoundSummary> {
-    run_round_of(db, fetcher, settings, clock, on_written, Which::All).await
-}
-
 /// Which servers a round asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Which {
@@ -266,12 +281,15 @@ pub enum Which {
     Down,
 }
 
-/// `run_round` over the servers `which` selects.
+/// One round over the servers `which` selects. `on_written` runs after
+/// each batch but the last is committed (the server rebuilds routing
+/// then; after the last, the caller does).
 pub async fn run_round_of(
     db: &Pool,
     fetcher: &Fetcher,
     settings: &PollSettings,
     clock: &Clock,
+    failures: &FailureLog,
     on_written: &(dyn Fn() + Sync),
     which: Which,
 ) -> Result<RoundSummary> {
@@ -286,7 +304,13 @@ pub async fn run_round_of(
         });
     }
     let mut batch = Batch::new(db, on_written, known.servers.len());
-    let servers = gather(&known, fetcher, settings, clock, &mut batch).await?;
+    let ask = Ask {
+        fetcher,
+        settings,
+        clock,
+        failures,
+    };
+    let servers = gather(&known, &ask, &mut batch).await?;
     if which == Which::Down {
         return Ok(RoundSummary {
             started_at,
@@ -348,16 +372,18 @@ impl Known {
     }
 }
 
+/// How relays are asked and their answers judged, for one round.
+struct Ask<'a> {
+    fetcher: &'a Fetcher,
+    settings: &'a PollSettings,
+    clock: &'a Clock,
+    failures: &'a FailureLog,
+}
+
 /// Collects every server's answer as it comes, writing the results in
 /// batches; the summaries come back sorted by name.
-async fn gather(
-    known: &Known,
-    fetcher: &Fetcher,
-    settings: &PollSettings,
-    clock: &Clock,
-    batch: &mut Batch<'_>,
-) -> Result<Vec<ServerSummary>> {
-    let mut tasks = fetch_all(&known.servers, fetcher, settings, clock);
+async fn gather(known: &Known, ask: &Ask<'_>, batch: &mut Batch<'_>) -> Result<Vec<ServerSummary>> {
+    let mut tasks = fetch_all(&known.servers, ask.fetcher, ask.settings, ask.clock);
     let by_id: HashMap<i64, &store::servers::ServerRow> =
         known.servers.iter().map(|s| (s.id, s)).collect();
     let mut summaries = Vec::with_capacity(known.servers.len());
@@ -377,7 +403,7 @@ async fn gather(
         let Some(&server) = by_id.get(&f.id) else {
             continue;
         };
-        let (summary, record) = judge(f, server, known, settings, clock);
+        let (summary, record) = judge(f, server, known, ask);
         summaries.push(summary);
         if batch.push(record) {
             batch.write().await?;
@@ -395,9 +421,9 @@ fn judge(
     mut f: Fetched,
     server: &store::servers::ServerRow,
     known: &Known,
-    settings: &PollSettings,
-    clock: &Clock,
+    ask: &Ask<'_>,
 ) -> (ServerSummary, PollRecord) {
+    let settings = ask.settings;
     let cap = settings.max_relay_mounts;
     f.result = f.result.map(|(source, mounts)| {
         let configured = known.configured.get(&f.id);
@@ -406,7 +432,7 @@ fn judge(
     let prev = known.health.get(&f.id).copied().unwrap_or_default();
     let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
     let summary = summarize(server, next, &f);
-    log_outcome(server, prev, &summary, clock.now_ms());
+    log_outcome(ask.failures, server, prev, &summary, ask.clock.now_ms());
     let record = PollRecord {
         server_id: f.id,
         started_at: f.started_ms,
@@ -459,19 +485,20 @@ mod tests {
 
     #[test]
     fn a_failing_relay_is_logged_at_start_on_change_and_every_five_minutes() {
-        let id = -4242; // no real server has it; the record is per process
+        let log = FailureLog::default();
+        let id = 42;
         let min = 60 * 1000;
-        assert!(failure_is_news(id, true, false, 0));
-        assert!(!failure_is_news(id, true, false, min));
+        assert!(log.is_news(id, true, false, 0));
+        assert!(!log.is_news(id, true, false, min));
         assert!(
-            failure_is_news(id, true, true, 2 * min),
+            log.is_news(id, true, true, 2 * min),
             "a health change is news"
         );
-        assert!(!failure_is_news(id, true, false, 6 * min));
-        assert!(failure_is_news(id, true, false, 7 * min));
-        assert!(!failure_is_news(id, false, false, 8 * min));
+        assert!(!log.is_news(id, true, false, 6 * min));
+        assert!(log.is_news(id, true, false, 7 * min));
+        assert!(!log.is_news(id, false, false, 8 * min));
         assert!(
-            failure_is_news(id, true, false, 8 * min + 1),
+            log.is_news(id, true, false, 8 * min + 1),
             "a new run of failures"
         );
     }

@@ -21,12 +21,13 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::domain::network::{address_key, network_key};
+use crate::domain::sync::lock;
 
 /// The most reservations per client and stream the book can hold.
 pub const MAX_PER_CLIENT: usize = 10;
 /// A network's reservations per stream within the window, as a multiple
 /// of the per-address limit.
-pub const PER_NETWORK: usize = 4;
+pub const PER_NETWORK: usize = 2;
 const NETWORK_CAP: usize = MAX_PER_CLIENT * PER_NETWORK;
 const SHARDS: usize = 16;
 
@@ -128,7 +129,7 @@ impl ClientBook {
         key: &Key,
     ) -> std::sync::MutexGuard<'a, HashMap<Key, R>> {
         let shard = &shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        shard.lock().unwrap_or_else(|e| e.into_inner())
+        lock(shard)
     }
 
     /// Judges a request from `ip` with User-Agent fingerprint `agent`.
@@ -207,10 +208,7 @@ impl ClientBook {
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -220,7 +218,7 @@ impl ClientBook {
 
 fn sweep<const N: usize>(shards: &Shards<Recent<N>>, since_ms: i64) {
     for shard in shards {
-        let mut map = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(shard);
         map.retain(|_, r| {
             r.prune(since_ms);
             r.len > 0

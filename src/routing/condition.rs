@@ -4,7 +4,7 @@
 //! [`Routing`], so every page and the live updates agree.
 
 use super::Routing;
-use super::routes::serving;
+use super::rules;
 use super::select::{Excluded, StreamTotals, free_slots};
 use super::snapshot::StreamEntry;
 use crate::domain::health::State as Health;
@@ -108,11 +108,13 @@ pub fn server(r: &Routing, idx: usize, low_percent: u8) -> Condition {
 pub fn mount(excluded: Option<Excluded>, server_health: Health) -> Condition {
     match excluded {
         None => Condition::Ok,
-        Some(Excluded::ServerDisabled) => Condition::Draining,
-        Some(Excluded::ServerDown) if server_health == Health::Unknown => Condition::Unknown,
-        Some(Excluded::ServerDown) => Condition::Down,
-        Some(Excluded::NotLive) => Condition::Offline,
-        Some(Excluded::Full) => Condition::Full,
+        Some(Excluded::Drained) => Condition::Draining,
+        Some(Excluded::Down) if server_health == Health::Unknown => Condition::Unknown,
+        Some(Excluded::Down) => Condition::Down,
+        Some(Excluded::NotListed) => Condition::Offline,
+        // Not seen by the admin's view (`select::survey`), which asks for
+        // a plain listener the stream lets in.
+        Some(Excluded::Full | Excluded::GeoBlocked | Excluded::HttpsRequired) => Condition::Full,
     }
 }
 
@@ -132,10 +134,6 @@ pub fn listeners_by_server(r: &Routing, st: &StreamEntry) -> Vec<(usize, u64)> {
         }
     }
     out
-}
-
-pub fn listeners_now(r: &Routing, st: &StreamEntry) -> u64 {
-    listeners_by_server(r, st).iter().map(|(_, n)| n).sum()
 }
 
 /// If the stream's busiest relay failed: its listeners, and how many of
@@ -172,7 +170,7 @@ pub fn headroom(r: &Routing, st: &StreamEntry) -> Option<Headroom> {
         .filter_map(|&i| {
             let m = &r.snap.mounts[i];
             let s = &r.snap.servers[m.server];
-            serving(m, s).then(|| {
+            rules::serving(m.live, s.enabled, s.health.is_up()).then(|| {
                 let (free, _) = free_slots(m, s, r.now_s, r.ttl_s);
                 (m.server, u64::from(m.listeners), free)
             })
@@ -239,7 +237,6 @@ mod tests {
         b.enabled = false;
         let r = routing(vec![relay("a", 8, Some(10)), b]);
         assert_eq!(headroom(&r, &r.snap.streams[0]).unwrap().stranded, Some(8));
-        assert_eq!(listeners_now(&r, &r.snap.streams[0]), 11);
         // A relay without a known limit: nobody can say.
         let r = routing(vec![relay("a", 8, Some(10)), relay("b", 1, None)]);
         assert_eq!(headroom(&r, &r.snap.streams[0]).unwrap().stranded, None);

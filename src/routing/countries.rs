@@ -71,22 +71,18 @@ impl CountryTally {
 /// royalty report can be drawn from them.
 pub const RETENTION_MS: i64 = 400 * 24 * 3600 * 1000;
 
-/// Adds what the tallies counted since the last flush to the hour of
+/// Adds what the tallies (by stream id) counted since the last flush to the hour of
 /// `now_ms`, in one transaction, and prunes old hours. On failure the
 /// counts are put back for the next try. Returns how many were written.
 pub async fn flush(
     db: &crate::store::Pool,
-    counters: &super::Counters,
+    tallies: &[(i64, &CountryTally)],
     now_ms: i64,
-) -> crate::error::Result<u64> {
+) -> crate::store::Result<u64> {
     use crate::store::countries;
-    let drained: Vec<_> = counters
-        .all_streams()
-        .into_iter()
-        .map(|(id, c)| {
-            let counts = c.countries.drain();
-            (id, c, counts)
-        })
+    let drained: Vec<_> = tallies
+        .iter()
+        .map(|&(id, t)| (id, t, t.drain()))
         .filter(|(_, _, counts)| !counts.is_empty())
         .collect();
     if drained.is_empty() {
@@ -104,12 +100,12 @@ pub async fn flush(
         }
         countries::prune(&mut tx, hour - RETENTION_MS).await?;
         tx.commit().await?;
-        Ok::<u64, crate::error::Error>(n)
+        Ok::<u64, crate::store::Error>(n)
     }
     .await;
     if written.is_err() {
-        for (_, c, counts) in &drained {
-            c.countries.restore(counts);
+        for (_, t, counts) in &drained {
+            t.restore(counts);
         }
     }
     written

@@ -1,13 +1,21 @@
-//! From store to redirect: the snapshot the redirect path reads, the pure
-//! selection function, and the lock-free slot reservations.
+//! From store to redirect: the snapshot the redirect path reads, the rules
+//! and the selection that applies them, and the lock-free slot
+//! reservations behind one capacity seam.
+//!
+//! Inside, dependencies point one way: `rules`, `countries`,
+//! `reservations` ← `routes` ← `snapshot` ← `select` ← `reasons`,
+//! `capacity`.
 
-pub mod callbacks;
+pub(crate) mod callbacks;
+pub mod capacity;
 pub mod clients;
-pub mod condition;
-pub mod countries;
-pub mod recent;
+pub(crate) mod condition;
+pub(crate) mod countries;
+pub(crate) mod reasons;
+pub(crate) mod recent;
 pub mod reservations;
-pub mod routes;
+pub(crate) mod routes;
+pub(crate) mod rules;
 pub mod select;
 pub mod snapshot;
 #[cfg(test)]

@@ -23,6 +23,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::domain::sync::lock;
+
 /// Ring length in seconds: the longest TTL the ring can represent.
 pub const SLOTS: u64 = 128;
 
@@ -226,7 +228,7 @@ impl Ledger {
     /// second are treated as made after it (they may not be counted yet).
     /// An observation not newer than the last one changes nothing.
     pub fn reconcile(&self, obs: Observation, grace_ms: i64, ttl_s: u64) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = lock(&self.last);
         if last.is_some_and(|l| l.poll_ms >= obs.poll_ms) {
             return;
         }

@@ -10,7 +10,7 @@
 
 use crate::domain::{CountryCode, Point};
 
-use super::snapshot::{MountEntry, ServerEntry};
+use super::rules::{self, TIERS, Want};
 
 /// Serving mounts of one HTTPS tier, in the stream's mount order.
 #[derive(Debug, Clone, Default)]
@@ -54,65 +54,66 @@ impl Group {
     /// selection compares these without a square root or an arcsine per
     /// relay; computed here over the three arrays so the loop vectorizes.
     pub fn chords_from(&self, p: Point, out: &mut Vec<f64>) {
-        let [x, y, z] = p.xyz();
+        let p = p.xyz();
         out.clear();
         out.extend(
             self.xs
                 .iter()
                 .zip(&self.ys)
                 .zip(&self.zs)
-                .map(|((a, b), c)| (x - a) * (x - a) + (y - b) * (y - b) + (z - c) * (z - c)),
+                .map(|((&a, &b), &c)| rules::chord2(p, [a, b, c])),
         );
     }
 }
 
-/// A stream's serving mounts by HTTPS tier, with the fair share of a mount
-/// of unknown limit (`select`'s rule 3).
+/// What the index needs of one serving mount.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving {
+    /// Index into `Snapshot::mounts`.
+    pub mount: usize,
+    pub country: Option<CountryCode>,
+    pub point: Option<Point>,
+    pub has_https_url: bool,
+    /// The limit of the mount, or of its server when only that is known.
+    pub limit: Option<u32>,
+}
+
+/// A stream's serving mounts, per kind of listener ([`Want::ALL`]) and
+/// tier ([`rules::tier`]), with the fair share of a mount of unknown limit.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    /// Every serving mount: a plain-HTTP listener's candidates.
-    pub all: Group,
-    /// Those with an `https_url`: an HTTPS listener's first tier.
-    pub https: Group,
-    /// Those without: an HTTPS listener's second tier.
-    pub plain: Group,
+    tiers: [[Group; TIERS]; 2],
     pub share: u64,
 }
 
-/// Whether a mount can take listeners at all until the next rebuild.
-pub fn serving(m: &MountEntry, s: &ServerEntry) -> bool {
-    m.live && s.enabled && s.health.is_up()
-}
-
 impl Routes {
-    pub fn build(
-        mounts_of_stream: &[usize],
-        mounts: &[MountEntry],
-        servers: &[ServerEntry],
-        point: impl Fn(usize) -> Option<Point>,
-    ) -> Routes {
+    /// `serving`: the stream's mounts that can take listeners until the
+    /// next rebuild ([`rules::serving`]), in the stream's mount order.
+    pub fn build(serving: impl IntoIterator<Item = Serving>, require_https: bool) -> Routes {
         let mut r = Routes::default();
         let (mut sum, mut known) = (0u64, 0u64);
-        for &i in mounts_of_stream {
-            let m = &mounts[i];
-            let s = &servers[m.server];
-            if !serving(m, s) {
-                continue;
-            }
-            if let Some(max) = m.max.or(s.max_listeners) {
+        for m in serving {
+            if let Some(max) = m.limit {
                 sum += u64::from(max);
                 known += 1;
             }
-            let p = point(m.server);
-            r.all.push(i, s.country, p);
-            let tier = if s.https_url.is_some() {
-                &mut r.https
-            } else {
-                &mut r.plain
-            };
-            tier.push(i, s.country, p);
+            for want in Want::ALL {
+                if let Some(t) = rules::tier(m.has_https_url, require_https, want) {
+                    r.tiers[want.index()][usize::from(t)].push(m.mount, m.country, m.point);
+                }
+            }
         }
         r.share = sum.checked_div(known).unwrap_or(1).max(1);
         r
+    }
+
+    /// The groups offered to this listener, best tier first.
+    pub fn tiers(&self, want: Want) -> &[Group; TIERS] {
+        &self.tiers[want.index()]
+    }
+
+    /// Every serving mount (a plain listener's one tier).
+    pub fn serving(&self) -> &Group {
+        &self.tiers[Want::default().index()][0]
     }
 }

@@ -1,12 +1,14 @@
 //! Choosing a relay: a pure function of (snapshot, client location, clock,
-//! reservations), so every rule here is unit-tested without I/O.
+//! reservations), so every rule here is unit-tested without I/O. The rules
+//! themselves are in `rules`; this module applies them twice, the same way:
 //!
 //! 1. A mount is a candidate when its server is enabled and up, the last
-//!    poll listed it, and it has a free slot after reservations. A listener
-//!    who came over HTTPS is offered relays with an `https_url` first, and
-//!    only those when the stream has `require_https`.
-//! 2. Candidates are grouped into distance rings around the client: the
-//!    nearest candidate opens ring 0, and every candidate within
+//!    poll listed it, the stream lets the client in, and it has a free slot
+//!    after reservations. A listener who came over HTTPS is offered relays
+//!    with an `https_url` first (tier 0), the others after (tier 1, none
+//!    when the stream has `require_https`).
+//! 2. Within a tier, candidates are grouped into distance rings around the
+//!    client: the nearest candidate opens ring 0, and every candidate within
 //!    `max(1.25 × d, d + 300 km)` of that distance `d` is in the same ring;
 //!    the next candidate beyond opens ring 1, and so on. Without client
 //!    coordinates but with a country, same-country relays form ring 0.
@@ -18,59 +20,31 @@
 //!    mean capacity of the known candidates as its fair share (or 1 when no
 //!    limit is known at all: then the least loaded by weight wins), so it
 //!    fills alongside the others and never draws every listener. Relays of
-//!    equal weight thus fill evenly by fraction at any load. Equal scores
+//!    equal weight thus fill evenly by fraction at any load. Equal fills
 //!    prefer the client's country, then chance decides.
-//! 4. The winner's slot is reserved; if a concurrent request took the last
-//!    slot first, selection runs again.
+//! 4. The winner's slot is reserved (`capacity::Reservation`); if a
+//!    concurrent request took the last slot first, selection runs again.
 //!
 //! `choose` (the redirect path) reads the stream's `routes` index (one
 //! distance pass, counters only for the nearest and the first ring) and
-//! allocates nothing; `rank` orders every mount for the admin,
-//! playlists and the explain page by the same rules.
+//! allocates nothing; `rank` assesses every mount for playlists, HEAD, the
+//! admin and the explain page. Both judge a mount with the same
+//! [`Ctx::standing`], draw rings with `rules::ring_end` over the same
+//! squared chords, and tier with `rules::tier`.
 
+use std::cmp::Ordering as Order;
 use std::sync::atomic::Ordering;
 
 use rand::Rng;
 
 use crate::domain::{ClientGeo, CountryCode, Point};
 
-use super::routes::{Group, serving};
+use super::capacity::Reservation;
+use super::routes::Group;
+use super::rules::{self, CapacityFrom, Fill, Standing};
 use super::snapshot::{MountEntry, ServerEntry, Snapshot, StreamEntry};
 
-/// Relays within this factor of the nearest distance count as equally near…
-pub const BAND_FACTOR: f64 = 1.25;
-/// …or within this many kilometres of it, whichever is wider.
-pub const BAND_KM: f64 = 300.0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Excluded {
-    ServerDisabled,
-    ServerDown,
-    NotLive,
-    Full,
-}
-
-impl Excluded {
-    /// What the admin pages say, in an operator's words.
-    pub fn words(self) -> &'static str {
-        match self {
-            Excluded::ServerDisabled => "relay draining: no new listeners",
-            Excluded::ServerDown => "relay down or not polled yet",
-            Excluded::NotLive => "source offline? (the relay does not list this mount)",
-            Excluded::Full => "full",
-        }
-    }
-
-    /// The API's stable text.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Excluded::ServerDisabled => "server disabled (draining)",
-            Excluded::ServerDown => "server down or not yet polled",
-            Excluded::NotLive => "mount not listed by the last poll",
-            Excluded::Full => "no free slot",
-        }
-    }
-}
+pub use super::rules::{BAND_FACTOR, BAND_KM, Excluded, Want, band_limit};
 
 /// What selection saw of one mount.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,15 +54,32 @@ pub struct Assessed {
     pub free: Option<u64>,
     pub reserved: u64,
     pub excluded: Option<Excluded>,
+    /// The HTTPS tier ([`rules::tier`]); 0 for excluded mounts it rules out.
+    pub tier: u8,
+    /// From the client, along the great circle; `None` when either
+    /// location is unknown (0 for a relay placed only by the client's
+    /// country).
     pub distance_km: Option<f64>,
-    pub same_country: bool,
+    /// The distance ring within the tier; 0 for excluded mounts.
     pub ring: u32,
-    pub score: u64,
+    /// Where the mount's own ring ends, in km (located clients only).
+    pub ring_end_km: Option<f64>,
+    pub standing: Standing,
 }
 
-/// Where the ring opened by a relay `d` km away ends.
-pub fn band_limit(d: f64) -> f64 {
-    (d * BAND_FACTOR).max(d + BAND_KM)
+impl Assessed {
+    pub fn same_country(&self) -> bool {
+        self.standing.local
+    }
+
+    /// The order of candidates (rules 1 to 3): tier, ring, standing.
+    /// `Equal` means chance decides between them.
+    pub fn cmp_rules(&self, o: &Assessed) -> Order {
+        self.tier
+            .cmp(&o.tier)
+            .then(self.ring.cmp(&o.ring))
+            .then(self.standing.cmp_standing(&o.standing))
+    }
 }
 
 /// Free slots of `m` on `s` after reservations (`None` = unlimited).
@@ -149,7 +140,7 @@ pub fn stream_totals(
         let s = &snap.servers[m.server];
         let (free, reserved) = free_slots(m, s, now_s, ttl_s);
         t.reserved += reserved;
-        if serving(m, s) {
+        if rules::serving(m.live, s.enabled, s.health.is_up()) {
             t.relays += 1;
             t.listeners += m.listeners_now();
             t.capacity = t.capacity.zip(m.max).map(|(a, b)| a + u64::from(b));
@@ -159,222 +150,109 @@ pub fn stream_totals(
     t
 }
 
-fn assess(
-    snap: &Snapshot,
-    idx: usize,
-    client: &ClientGeo,
-    client_point: Option<Point>,
+/// Whether the stream's geo-restriction lets this client in.
+pub fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
+    match (&stream.allowed_countries, client.country) {
+        (None, _) => true,
+        (Some(list), Some(c)) => list.contains(&c),
+        (Some(_), None) => stream.allow_unknown,
+    }
+}
+
+/// What every step of one selection reads.
+struct Ctx<'a> {
+    snap: &'a Snapshot,
+    client: &'a ClientGeo,
+    /// The capacity of a mount whose limit nobody knows (rule 3).
+    share: u64,
     now_s: u64,
     ttl_s: u64,
-    fair_share: u64,
-) -> Assessed {
-    let m = &snap.mounts[idx];
-    let s = &snap.servers[m.server];
-    let (free, reserved) = free_slots(m, s, now_s, ttl_s);
-    let excluded = if !s.enabled {
-        Some(Excluded::ServerDisabled)
-    } else if !s.health.is_up() {
-        Some(Excluded::ServerDown)
-    } else if !m.live {
-        Some(Excluded::NotLive)
-    } else if free == Some(0) {
-        Some(Excluded::Full)
-    } else {
-        None
-    };
-    let same_country = matches!((client.country, s.country), (Some(a), Some(b)) if a == b);
-    let distance_km = match (client_point, snap.server_point(m.server)) {
-        (Some(c), Some(sp)) => Some(c.distance_km(sp)),
-        // A relay placed only by country counts as local to its country.
-        (Some(_), None) if same_country => Some(0.0),
-        _ => None,
-    };
-    let load = load_of(m, s, reserved, fair_share, now_s, ttl_s);
-    Assessed {
-        mount: idx,
-        free,
-        reserved,
-        excluded,
-        distance_km,
-        same_country,
-        ring: 0,
-        score: load.score(),
-    }
 }
 
-/// How full a mount would be with one more listener, as a fraction
-/// `used / room` compared exactly (cross-multiplied), lower is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Load {
-    used: u64,
-    room: u64,
-}
-
-impl Load {
-    fn better_than(self, o: Load) -> std::cmp::Ordering {
-        (u128::from(self.used) * u128::from(o.room))
-            .cmp(&(u128::from(o.used) * u128::from(self.room)))
+impl Ctx<'_> {
+    /// Free slots and reservations of a mount, `None` when it is full.
+    fn room(&self, mount: usize) -> Option<(Option<u64>, u64)> {
+        let m = &self.snap.mounts[mount];
+        let s = &self.snap.servers[m.server];
+        let (free, reserved) = free_slots(m, s, self.now_s, self.ttl_s);
+        (free != Some(0)).then_some((free, reserved))
     }
 
-    /// A number that grows as the load shrinks, for the ordering in `rank`.
-    pub fn score(self) -> u64 {
-        ((u128::from(self.room) << 32) / u128::from(self.used.max(1))).min(u128::from(u64::MAX))
-            as u64
+    fn local(&self, c: Option<CountryCode>) -> bool {
+        matches!((self.client.country, c), (Some(a), Some(b)) if a == b)
     }
-}
 
-/// The capacity a mount is filled against (see rule 3), with the slot
-/// the listener would take.
-fn load_of(
-    m: &MountEntry,
-    s: &ServerEntry,
-    reserved: u64,
-    fair_share: u64,
-    now_s: u64,
-    ttl_s: u64,
-) -> Load {
-    let (used, capacity) = match (m.max, s.max_listeners) {
-        (Some(max), _) => (m.listeners_now() + reserved, u64::from(max)),
-        (None, Some(max)) => (
-            s.listeners_now()
-                + s.counters
-                    .ledger
-                    .count_seen(now_s, ttl_s, s.last_success_at.unwrap_or(i64::MIN)),
-            u64::from(max),
-        ),
-        (None, None) => (m.listeners_now() + reserved, fair_share),
-    };
-    Load {
-        used: used + 1,
-        room: capacity.max(1) * u64::from(s.weight.max(1)),
-    }
-}
-
-/// Every mount of the stream, candidates first in the order they would be
-/// chosen, then the excluded ones.
-pub fn rank(
-    snap: &Snapshot,
-    stream: &StreamEntry,
-    client: &ClientGeo,
-    now_s: u64,
-    ttl_s: u64,
-    rng: &mut impl Rng,
-) -> Vec<Assessed> {
-    let point = client.coords.map(Point::new);
-    let share = stream.routes.share;
-    let mut all: Vec<(Assessed, u32)> = stream
-        .mounts
-        .iter()
-        .map(|&i| {
-            (
-                assess(snap, i, client, point, now_s, ttl_s, share),
-                rng.random(),
-            )
-        })
-        .collect();
-
-    if client.coords.is_some() {
-        let mut order: Vec<usize> = (0..all.len())
-            .filter(|&i| all[i].0.excluded.is_none() && all[i].0.distance_km.is_some())
-            .collect();
-        order.sort_unstable_by(|&a, &b| {
-            let (da, db) = (all[a].0.distance_km, all[b].0.distance_km);
-            da.unwrap_or(f64::MAX).total_cmp(&db.unwrap_or(f64::MAX))
-        });
-        let mut ring = 0;
-        let mut limit = None;
-        for i in order {
-            let d = all[i].0.distance_km.expect("filtered");
-            match limit {
-                None => limit = Some(band_limit(d)),
-                Some(l) if d > l => {
-                    ring += 1;
-                    limit = Some(band_limit(d));
-                }
-                Some(_) => {}
+    /// How a mount compares within its ring (rule 3), given its
+    /// reservations: the one judgement both `choose` and `rank` make.
+    fn standing(&self, mount: usize, reserved: u64) -> Standing {
+        let m = &self.snap.mounts[mount];
+        let s = &self.snap.servers[m.server];
+        let (used, capacity, from) = match (m.max, s.max_listeners) {
+            (Some(max), _) => (
+                m.listeners_now() + reserved,
+                u64::from(max),
+                CapacityFrom::Mount,
+            ),
+            (None, Some(max)) => {
+                let seen = s.last_success_at.unwrap_or(i64::MIN);
+                let server_reserved = s.counters.ledger.count_seen(self.now_s, self.ttl_s, seen);
+                (
+                    s.listeners_now() + server_reserved,
+                    u64::from(max),
+                    CapacityFrom::Server,
+                )
             }
-            all[i].0.ring = ring;
-        }
-        // Relays of unknown location come after every located one.
-        for (a, _) in all.iter_mut() {
-            if a.distance_km.is_none() {
-                a.ring = ring + 1;
-            }
-        }
-    } else if client.country.is_some() {
-        for (a, _) in all.iter_mut() {
-            a.ring = u32::from(!a.same_country);
+            (None, None) => (
+                m.listeners_now() + reserved,
+                self.share,
+                CapacityFrom::FairShare,
+            ),
+        };
+        Standing {
+            fill: Fill {
+                used: used + 1,
+                capacity: capacity.max(1),
+                weight: s.weight.max(1),
+                from,
+            },
+            local: self.local(s.country),
         }
     }
 
-    // One integer per mount holds the whole order, so the sort compares
-    // integers rather than walking five fields (sorting was the largest
-    // part of selection with 100 relays).
-    let mut keyed: Vec<(u128, Assessed)> = all
-        .into_iter()
-        .map(|(a, tiebreak)| (order_key(&a, tiebreak), a))
-        .collect();
-    keyed.sort_unstable_by_key(|(k, _)| *k);
-    keyed.into_iter().map(|(_, a)| a).collect()
-}
-
-/// Candidates before excluded mounts, then nearer rings, more free
-/// capacity × weight, the client's country, and chance; as one number.
-fn order_key(a: &Assessed, tiebreak: u32) -> u128 {
-    (u128::from(a.excluded.is_some()) << 127)
-        | (u128::from(a.ring.min((1 << 31) - 1)) << 96)
-        | (u128::from(u64::MAX - a.score) << 32)
-        | (u128::from(!a.same_country) << 31)
-        | u128::from(tiebreak >> 1)
-}
-
-/// Reserves a slot on the mount and its server unless that would exceed a
-/// limit; checking after the increment makes concurrent reservations safe.
-pub fn try_reserve(snap: &Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> bool {
-    let m = &snap.mounts[mount];
-    let s = &snap.servers[m.server];
-    let seen = s.last_success_at.unwrap_or(i64::MIN);
-    m.counters.ledger.add(now_s);
-    s.counters.ledger.add(now_s);
-    let mount_ok = m.max.is_none_or(|max| {
-        m.listeners_now() + m.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
-    });
-    let server_ok = s.max_listeners.is_none_or(|max| {
-        s.listeners_now() + s.counters.ledger.count_seen(now_s, ttl_s, seen) <= u64::from(max)
-    });
-    if mount_ok && server_ok {
-        true
-    } else {
-        m.counters.ledger.remove(now_s);
-        s.counters.ledger.remove(now_s);
-        false
+    /// Squared chord from the client to the relay of `mount` (rule 2):
+    /// a relay placed only by country counts as local to it (0), other
+    /// relays of unknown location as infinitely far.
+    fn chord(&self, client: Point, mount: usize) -> f64 {
+        let m = &self.snap.mounts[mount];
+        match self.snap.server_point(m.server) {
+            Some(p) => rules::chord2(client.xyz(), p.xyz()),
+            None if self.local(self.snap.servers[m.server].country) => 0.0,
+            None => f64::INFINITY,
+        }
     }
-}
-
-/// Where the client stands, for `choose`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Want {
-    /// The request came over HTTPS.
-    pub https: bool,
 }
 
 /// Picks and reserves the best mount; `None` when nothing has a free slot.
-/// Reads the stream's [`Routes`] and allocates nothing (a per-thread buffer
-/// of distances is reused): the distance pass touches only the relays'
-/// unit vectors, the reservation counters are read for the nearest few and
-/// for the mounts of the first ring.
-pub fn choose(
-    snap: &Snapshot,
+/// Reads the stream's [`Routes`](super::routes::Routes) and allocates
+/// nothing (a per-thread buffer of distances is reused): the distance pass
+/// touches only the relays' unit vectors, the reservation counters are read
+/// for the nearest few and for the mounts of the first ring. `None` too
+/// where the stream may not be heard.
+pub fn choose<'s>(
+    snap: &'s Snapshot,
     stream: &StreamEntry,
     client: &ClientGeo,
     want: Want,
     now_s: u64,
     ttl_s: u64,
     rng: &mut impl Rng,
-) -> Option<usize> {
+) -> Option<Reservation<'s>> {
     // A concurrent request may take the winner's last slot; then the
     // winner is full and the next pass picks another (bounded: each retry
     // follows a slot someone else took).
+    if !allowed(stream, client) {
+        return None;
+    }
     let c = Ctx {
         snap,
         client,
@@ -384,20 +262,11 @@ pub fn choose(
     };
     for _ in 0..8 {
         let m = c.pick(stream, want, rng)?;
-        if try_reserve(snap, m, now_s, ttl_s) {
-            return Some(m);
+        if let Some(r) = Reservation::try_new(snap, m, now_s, ttl_s) {
+            return Some(r);
         }
     }
     None
-}
-
-/// What every step of one pick reads.
-struct Ctx<'a> {
-    snap: &'a Snapshot,
-    client: &'a ClientGeo,
-    share: u64,
-    now_s: u64,
-    ttl_s: u64,
 }
 
 /// Full mounts looked at one by one, nearest first, before the rest are
@@ -413,31 +282,14 @@ thread_local! {
 }
 
 impl Ctx<'_> {
-    /// The mount `choose` would reserve, without reserving it. An HTTPS
-    /// listener's candidates are the relays with an `https_url` while one
-    /// of them has room, then (unless the stream requires HTTPS) the others.
+    /// The mount `choose` would reserve, without reserving it: the first
+    /// tier with a candidate decides (rule 1).
     fn pick(&self, stream: &StreamEntry, want: Want, rng: &mut impl Rng) -> Option<usize> {
-        let r = &stream.routes;
-        let tiers: [Option<&Group>; 2] = match (want.https, stream.require_https) {
-            (false, _) => [Some(&r.all), None],
-            (true, true) => [Some(&r.https), None],
-            (true, false) => [Some(&r.https), Some(&r.plain)],
-        };
-        tiers
-            .into_iter()
-            .flatten()
+        stream
+            .routes
+            .tiers(want)
+            .iter()
             .find_map(|g| self.pick_in(g, rng))
-    }
-
-    fn free(&self, mount: u32) -> Option<(Option<u64>, u64)> {
-        let m = &self.snap.mounts[mount as usize];
-        let s = &self.snap.servers[m.server];
-        let (free, reserved) = free_slots(m, s, self.now_s, self.ttl_s);
-        (free != Some(0)).then_some((free, reserved))
-    }
-
-    fn same_country(&self, c: Option<CountryCode>) -> bool {
-        matches!((self.client.country, c), (Some(a), Some(b)) if a == b)
     }
 
     /// The best mount of `g` for this client (rules 2 and 3).
@@ -448,7 +300,7 @@ impl Ctx<'_> {
         match self.client.coords {
             Some(c) => CHORDS.with_borrow_mut(|d| self.pick_located(g, Point::new(c), d, rng)),
             None => {
-                let local = |k: usize| self.same_country(g.countries[k]);
+                let local = |k: usize| self.local(g.countries[k]);
                 if self.client.country.is_some()
                     && let Some(m) = self.best(g, local, rng)
                 {
@@ -472,13 +324,13 @@ impl Ctx<'_> {
         g.chords_from(p, d);
         for &k in &g.unlocated {
             // A relay placed only by country counts as local to it.
-            let local = self.same_country(g.countries[k as usize]);
+            let local = self.local(g.countries[k as usize]);
             d[k as usize] = if local { 0.0 } else { f64::INFINITY };
         }
         match self.nearest_with_room(g, d) {
             Some(near) => {
-                let limit = km_to_chord2(band_limit(chord2_to_km(near)));
-                self.best(g, |k| d[k] <= limit, rng)
+                let end = rules::ring_end(near);
+                self.best(g, |k| d[k] <= end, rng)
             }
             // No located relay has room: the rest form one ring.
             None => self.best(g, |k| !d[k].is_nan(), rng),
@@ -490,7 +342,7 @@ impl Ctx<'_> {
     fn nearest_with_room(&self, g: &Group, d: &mut [f64]) -> Option<f64> {
         for _ in 0..NEAREST_TRIES {
             let k = nearest(d)?;
-            if self.free(g.mounts[k]).is_some() {
+            if self.room(g.mounts[k] as usize).is_some() {
                 return Some(d[k]);
             }
             d[k] = f64::NAN;
@@ -500,7 +352,7 @@ impl Ctx<'_> {
             if !dk.is_finite() || best.is_some_and(|b| *dk >= b) {
                 continue;
             }
-            match self.free(mount) {
+            match self.room(mount as usize) {
                 Some(_) => best = Some(*dk),
                 None => *dk = f64::NAN,
             }
@@ -509,44 +361,38 @@ impl Ctx<'_> {
     }
 
     /// Rule 3 among the mounts of `g` that `in_ring` admits and that have
-    /// room: the least loaded, then the client's country, then chance.
+    /// room: the best standing, then chance.
     fn best(
         &self,
         g: &Group,
         in_ring: impl Fn(usize) -> bool,
         rng: &mut impl Rng,
     ) -> Option<usize> {
-        let mut best: Option<(usize, Load, bool)> = None;
+        let mut best: Option<(usize, Standing)> = None;
         let mut ties = 0u32;
         for k in (0..g.len()).filter(|&k| in_ring(k)) {
-            let Some((_, reserved)) = self.free(g.mounts[k]) else {
+            let i = g.mounts[k] as usize;
+            let Some((_, reserved)) = self.room(i) else {
                 continue;
             };
-            let i = g.mounts[k] as usize;
-            let m = &self.snap.mounts[i];
-            let s = &self.snap.servers[m.server];
-            let load = load_of(m, s, reserved, self.share, self.now_s, self.ttl_s);
-            let local = self.same_country(g.countries[k]);
-            let order = match best {
-                None => std::cmp::Ordering::Less,
-                Some((_, l, c)) => load.better_than(l).then(c.cmp(&local)),
-            };
+            let standing = self.standing(i, reserved);
+            let order = best.map_or(Order::Less, |(_, b)| standing.cmp_standing(&b));
             match order {
-                std::cmp::Ordering::Less => {
-                    best = Some((i, load, local));
+                Order::Less => {
+                    best = Some((i, standing));
                     ties = 1;
                 }
-                std::cmp::Ordering::Equal => {
+                Order::Equal => {
                     // Reservoir sampling: each of the tied mounts equally likely.
                     ties += 1;
                     if rng.random_range(0..ties) == 0 {
-                        best = Some((i, load, local));
+                        best = Some((i, standing));
                     }
                 }
-                std::cmp::Ordering::Greater => {}
+                Order::Greater => {}
             }
         }
-        best.map(|(i, _, _)| i)
+        best.map(|(i, _)| i)
     }
 }
 
@@ -561,25 +407,138 @@ fn nearest(d: &[f64]) -> Option<usize> {
     best.map(|(k, _)| k)
 }
 
-const EARTH_R: f64 = 6371.0088;
-
-fn chord2_to_km(c2: f64) -> f64 {
-    2.0 * EARTH_R * (c2.sqrt() / 2.0).min(1.0).asin()
+/// Every mount of the stream, candidates first in the order [`choose`]
+/// would take them (ties in random order), then the excluded ones in the
+/// stream's order.
+pub fn rank(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    client: &ClientGeo,
+    want: Want,
+    now_s: u64,
+    ttl_s: u64,
+    rng: &mut impl Rng,
+) -> Vec<Assessed> {
+    let c = Ctx {
+        snap,
+        client,
+        share: stream.routes.share,
+        now_s,
+        ttl_s,
+    };
+    c.rank(stream, want, allowed(stream, client), rng)
 }
 
-fn km_to_chord2(km: f64) -> f64 {
-    let half = (km / (2.0 * EARTH_R)).min(std::f64::consts::FRAC_PI_2);
-    let c = 2.0 * half.sin();
-    // A hair wider than exact, so a relay exactly at the bound stays in.
-    c * c * (1.0 + 1e-12) + 1e-15
+/// What selection sees of each mount for a plain listener of unknown
+/// location, whatever the stream's geo-restriction: the admin's view.
+pub fn survey(snap: &Snapshot, stream: &StreamEntry, now_s: u64, ttl_s: u64) -> Vec<Assessed> {
+    let c = Ctx {
+        snap,
+        client: &ClientGeo::default(),
+        share: stream.routes.share,
+        now_s,
+        ttl_s,
+    };
+    c.rank(stream, Want::default(), true, &mut rand::rng())
 }
 
-/// Whether the stream's geo-restriction lets this client in.
-pub fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
-    match (&stream.allowed_countries, client.country) {
-        (None, _) => true,
-        (Some(list), Some(c)) => list.contains(&c),
-        (Some(_), None) => stream.allow_unknown,
+impl Ctx<'_> {
+    fn rank(
+        &self,
+        stream: &StreamEntry,
+        want: Want,
+        open: bool,
+        rng: &mut impl Rng,
+    ) -> Vec<Assessed> {
+        let c = self;
+        let point = c.client.coords.map(Point::new);
+        let mut all: Vec<(Assessed, f64, u32)> = stream
+            .mounts
+            .iter()
+            .map(|&i| {
+                let a = c.assess(stream, i, want, open);
+                let d = point.map_or(f64::INFINITY, |p| c.chord(p, i));
+                (a, d, rng.random())
+            })
+            .collect();
+        for tier in 0..rules::TIERS as u8 {
+            let mut members: Vec<&mut (Assessed, f64, u32)> = all
+                .iter_mut()
+                .filter(|(a, _, _)| a.excluded.is_none() && a.tier == tier)
+                .collect();
+            c.draw_rings(&mut members);
+        }
+        // Distances are shown for every located mount, candidate or not.
+        for (a, d, _) in &mut all {
+            a.distance_km = d.is_finite().then(|| rules::chord2_to_km(*d));
+        }
+        all.sort_by(|(a, _, ta), (b, _, tb)| match (a.excluded, b.excluded) {
+            (None, None) => a.cmp_rules(b).then(ta.cmp(tb)),
+            (x, y) => x.is_some().cmp(&y.is_some()),
+        });
+        all.into_iter().map(|(a, _, _)| a).collect()
+    }
+
+    /// Candidacy (rule 1) and standing of one mount; rings come later.
+    fn assess(&self, stream: &StreamEntry, i: usize, want: Want, open: bool) -> Assessed {
+        let m = &self.snap.mounts[i];
+        let s = &self.snap.servers[m.server];
+        let (free, reserved) = free_slots(m, s, self.now_s, self.ttl_s);
+        let tier = rules::tier(s.https_url.is_some(), stream.require_https, want);
+        let excluded = if !open {
+            Some(Excluded::GeoBlocked)
+        } else if let Some(e) = rules::static_exclusion(m.live, s.enabled, s.health.is_up()) {
+            Some(e)
+        } else if tier.is_none() {
+            Some(Excluded::HttpsRequired)
+        } else if free == Some(0) {
+            Some(Excluded::Full)
+        } else {
+            None
+        };
+        Assessed {
+            mount: i,
+            free,
+            reserved,
+            excluded,
+            tier: tier.unwrap_or(0),
+            distance_km: None,
+            ring: 0,
+            ring_end_km: None,
+            standing: self.standing(i, reserved),
+        }
+    }
+
+    /// Rule 2 over the candidates of one tier (with their squared chords):
+    /// rings outwards from the nearest for a located client, the client's
+    /// country first for one known only by country, one ring otherwise.
+    fn draw_rings(&self, members: &mut [&mut (Assessed, f64, u32)]) {
+        if self.client.coords.is_none() {
+            let by_country = self.client.country.is_some();
+            for (a, _, _) in members.iter_mut() {
+                a.ring = u32::from(by_country && !a.standing.local);
+            }
+            return;
+        }
+        members.sort_by(|x, y| x.1.total_cmp(&y.1));
+        let (mut ring, mut end) = (0, None);
+        for (a, d, _) in members.iter_mut() {
+            if !d.is_finite() {
+                // Relays of unknown location come after every located one.
+                a.ring = ring + u32::from(end.is_some());
+                continue;
+            }
+            match end {
+                None => end = Some(rules::ring_end(*d)),
+                Some(e) if *d > e => {
+                    ring += 1;
+                    end = Some(rules::ring_end(*d));
+                }
+                Some(_) => {}
+            }
+            a.ring = ring;
+            a.ring_end_km = end.map(rules::chord2_to_km);
+        }
     }
 }
 
@@ -592,6 +551,19 @@ mod tests {
 
     use super::*;
     use crate::domain::{Coords, CountryCode, distance_km};
+
+    /// `choose`, the slot kept (as a redirect does).
+    fn choose(
+        snap: &Snapshot,
+        stream: &StreamEntry,
+        client: &ClientGeo,
+        want: Want,
+        now_s: u64,
+        ttl_s: u64,
+        rng: &mut impl Rng,
+    ) -> Option<usize> {
+        super::choose(snap, stream, client, want, now_s, ttl_s, rng).map(|r| r.commit().mount)
+    }
     use crate::routing::snapshot::StreamCounters;
     use crate::routing::testing::{NOW, TTL, located, relay, snapshot};
 
@@ -662,14 +634,15 @@ mod tests {
             &s,
             &s.streams[0],
             &ClientGeo::default(),
+            Want::default(),
             NOW,
             TTL,
             &mut StdRng::seed_from_u64(1),
         );
         let reasons: Vec<_> = ranked.iter().map(|a| a.excluded.unwrap()).collect();
-        assert!(reasons.contains(&Excluded::ServerDown));
-        assert!(reasons.contains(&Excluded::ServerDisabled));
-        assert!(reasons.contains(&Excluded::NotLive));
+        assert!(reasons.contains(&Excluded::Down));
+        assert!(reasons.contains(&Excluded::Drained));
+        assert!(reasons.contains(&Excluded::NotListed));
         assert!(reasons.contains(&Excluded::Full));
     }
 
@@ -716,6 +689,7 @@ mod tests {
                 &s,
                 &s.streams[0],
                 &ClientGeo::default(),
+                Want::default(),
                 NOW,
                 TTL,
                 &mut StdRng::seed_from_u64(seed),
@@ -749,6 +723,7 @@ mod tests {
             &s,
             &s.streams[0],
             &at(52.52, 13.40),
+            Want::default(),
             NOW,
             TTL,
             &mut StdRng::seed_from_u64(1),
@@ -770,6 +745,7 @@ mod tests {
             &s,
             &s.streams[0],
             &berlin,
+            Want::default(),
             NOW,
             TTL,
             &mut StdRng::seed_from_u64(1),
@@ -885,6 +861,7 @@ mod tests {
             Some(0)
         );
         s.streams[0].require_https = true;
+        s.reindex();
         let st = &s.streams[0];
         assert_eq!(
             choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng),
@@ -893,7 +870,9 @@ mod tests {
     }
 
     /// A random relay: located or placed by country only, often full,
-    /// sometimes down, with or without a limit.
+    /// sometimes down, drained or not listed, with or without a limit, an
+    /// `https_url`, a weight of its own; now and then refused by the
+    /// cluster for this second.
     fn random_relay(rng: &mut StdRng) -> crate::routing::testing::Relay {
         let country = ["DE", "FR", "US"][rng.random_range(0..3)];
         let mut r = located(
@@ -912,6 +891,10 @@ mod tests {
             rng.random_range(0..100)
         };
         r.up = rng.random_bool(0.9);
+        r.enabled = rng.random_bool(0.9);
+        r.live = rng.random_bool(0.95);
+        r.https = rng.random_bool(0.5);
+        r.weight = [50, 100, 150][rng.random_range(0..3)];
         r
     }
 
@@ -929,34 +912,50 @@ mod tests {
         c
     }
 
+    /// A random stream over random relays: sometimes HTTPS-only, sometimes
+    /// geo-restricted (with or without unknown clients).
+    fn random_situation(rng: &mut StdRng) -> Snapshot {
+        let n = rng.random_range(1..30);
+        let mut s = snapshot((0..n).map(|_| random_relay(rng)).collect());
+        for m in &s.mounts {
+            if rng.random_bool(0.05) {
+                m.counters
+                    .shared_full_until_s
+                    .store(NOW + 1, Ordering::Relaxed);
+            }
+        }
+        let st = &mut s.streams[0];
+        st.require_https = rng.random_bool(0.3);
+        if rng.random_bool(0.3) {
+            st.allowed_countries = Some(vec![CountryCode::parse("DE").unwrap()]);
+            st.allow_unknown = rng.random_bool(0.5);
+        }
+        s.reindex();
+        s
+    }
+
     #[test]
     fn choose_agrees_with_rank_on_the_ring_and_the_least_loaded() {
         // Random situations (full relays nearest, relays placed by country
-        // only, relays down, clients with and without coordinates): the
-        // winner is always a candidate rank puts first or ties with.
+        // only, relays down or drained, HTTPS and plain listeners, streams
+        // that require HTTPS or are geo-restricted, clients with and
+        // without coordinates): the redirect's winner is always a
+        // candidate rank puts first or ties with, and when the redirect
+        // finds nothing rank has no candidate either.
         let mut rng = StdRng::seed_from_u64(11);
-        for round in 0..2000 {
-            let n = rng.random_range(1..30);
-            let s = snapshot((0..n).map(|_| random_relay(&mut rng)).collect());
+        for round in 0..3000 {
+            let s = random_situation(&mut rng);
             let client = random_client(&mut rng);
-            let ranked = rank(
-                &s,
-                &s.streams[0],
-                &client,
-                NOW,
-                TTL,
-                &mut StdRng::seed_from_u64(round),
-            );
-            let first = ranked.first().filter(|a| a.excluded.is_none());
-            let key = |a: &Assessed| (a.ring, a.score, a.same_country);
-            let c = Ctx {
-                snap: &s,
-                client: &client,
-                share: s.streams[0].routes.share,
-                now_s: NOW,
-                ttl_s: TTL,
+            let want = Want {
+                https: rng.random_bool(0.5),
             };
-            let chosen = c.pick(&s.streams[0], Want::default(), &mut rng);
+            let st = &s.streams[0];
+            let tiebreak = &mut StdRng::seed_from_u64(round);
+            let ranked = rank(&s, st, &client, want, NOW, TTL, tiebreak);
+            let first = ranked.first().filter(|a| a.excluded.is_none());
+            // The reservation is released as it is dropped.
+            let chosen =
+                super::choose(&s, st, &client, want, NOW, TTL, &mut rng).map(|r| r.mount());
             let Some(m) = chosen else {
                 assert!(
                     first.is_none(),
@@ -965,12 +964,80 @@ mod tests {
                 continue;
             };
             let a = ranked.iter().find(|a| a.mount == m).unwrap();
-            assert!(
-                a.excluded.is_none(),
-                "round {round}: chose an excluded mount"
+            assert_eq!(a.excluded, None, "round {round}: chose an excluded mount");
+            let first = first.unwrap();
+            assert_eq!(
+                a.cmp_rules(first),
+                Order::Equal,
+                "round {round}: {a:?} vs {first:?}"
             );
-            assert_eq!(key(a), key(first.unwrap()), "round {round}");
+            if !allowed(st, &client) {
+                panic!("round {round}: chose where the stream may not be heard");
+            }
         }
+    }
+
+    #[test]
+    fn rank_marks_every_mount_of_a_stream_the_client_may_not_hear() {
+        let mut s = snapshot(vec![relay("a", 0, Some(10)), relay("b", 0, None)]);
+        s.streams[0].allowed_countries = Some(vec![CountryCode::parse("AT").unwrap()]);
+        let de = ClientGeo {
+            country: Some(CountryCode::parse("DE").unwrap()),
+            coords: None,
+        };
+        let ranked = rank(
+            &s,
+            &s.streams[0],
+            &de,
+            Want::default(),
+            NOW,
+            TTL,
+            &mut StdRng::seed_from_u64(1),
+        );
+        assert!(
+            ranked
+                .iter()
+                .all(|a| a.excluded == Some(Excluded::GeoBlocked))
+        );
+        assert_eq!(
+            choose(
+                &s,
+                &s.streams[0],
+                &de,
+                Want::default(),
+                NOW,
+                TTL,
+                &mut StdRng::seed_from_u64(1)
+            ),
+            None
+        );
+        let survey = survey(&s, &s.streams[0], NOW, TTL);
+        assert!(
+            survey.iter().all(|a| a.excluded.is_none()),
+            "the admin's view"
+        );
+    }
+
+    #[test]
+    fn an_https_listener_is_ranked_as_chosen() {
+        // The plain relay is emptier; an HTTPS listener goes to the https
+        // one by both paths, and sees the plain one second.
+        let mut s = snapshot(vec![
+            relay("plain", 0, Some(100)),
+            relay("tls", 60, Some(100)),
+        ]);
+        s.servers[1].https_url = Some("https://tls".into());
+        s.reindex();
+        let https = Want { https: true };
+        let mut rng = StdRng::seed_from_u64(3);
+        let st = &s.streams[0];
+        let ranked = rank(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng);
+        let order: Vec<(usize, u8)> = ranked.iter().map(|a| (a.mount, a.tier)).collect();
+        assert_eq!(order, vec![(1, 0), (0, 1)]);
+        assert_eq!(
+            choose(&s, st, &ClientGeo::default(), https, NOW, TTL, &mut rng),
+            Some(1)
+        );
     }
 
     #[test]
@@ -985,6 +1052,7 @@ mod tests {
             &s,
             &s.streams[0],
             &at(52.52, 13.40),
+            Want::default(),
             NOW,
             TTL,
             &mut StdRng::seed_from_u64(3),
@@ -1033,6 +1101,7 @@ mod tests {
                 &s,
                 &s.streams[0],
                 &client,
+                Want::default(),
                 NOW,
                 TTL,
                 &mut StdRng::seed_from_u64(seed),
@@ -1117,6 +1186,7 @@ mod tests {
             &s,
             &s.streams[0],
             &at(-33.87, 151.21),
+            Want::default(),
             NOW,
             TTL,
             &mut StdRng::seed_from_u64(1),
@@ -1125,47 +1195,11 @@ mod tests {
     }
 
     #[test]
-    fn the_order_key_sorts_like_the_rules_say() {
-        use std::cmp::Ordering;
-        let rules = |(a, ra): &(Assessed, u32), (b, rb): &(Assessed, u32)| -> Ordering {
-            a.excluded
-                .is_some()
-                .cmp(&b.excluded.is_some())
-                .then(a.ring.cmp(&b.ring))
-                .then(b.score.cmp(&a.score))
-                .then(b.same_country.cmp(&a.same_country))
-                .then((ra >> 1).cmp(&(rb >> 1)))
-        };
-        let mut rng = StdRng::seed_from_u64(42);
-        let items: Vec<(Assessed, u32)> = (0..500)
-            .map(|i| {
-                let a = Assessed {
-                    mount: i,
-                    free: None,
-                    reserved: 0,
-                    excluded: rng.random_bool(0.2).then_some(Excluded::Full),
-                    distance_km: None,
-                    same_country: rng.random(),
-                    ring: rng.random_range(0..4),
-                    score: [0, 1, 5000, u64::MAX][rng.random_range(0..4)],
-                };
-                (a, rng.random_range(0..8))
-            })
-            .collect();
-        for x in &items {
-            for y in &items {
-                let by_key = order_key(&x.0, x.1).cmp(&order_key(&y.0, y.1));
-                assert_eq!(by_key, rules(x, y), "{x:?} {y:?}");
-            }
-        }
-    }
-
-    #[test]
     fn stream_totals_count_serving_mounts_and_every_reservation() {
         let mut down = relay("down", 7, Some(10));
         down.up = false;
         let s = snapshot(vec![relay("a", 3, Some(10)), relay("b", 5, Some(20)), down]);
-        try_reserve(&s, 2, NOW, TTL);
+        Reservation::try_new(&s, 2, NOW, TTL).unwrap().commit();
         let t = stream_totals(&s, &s.streams[0], NOW, TTL);
         assert_eq!(
             t,

@@ -11,13 +11,16 @@ use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use crate::domain::sync::lock;
 use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation, Secret};
-use crate::error::Result;
 use crate::store;
+use crate::store::Result;
 
 use super::callbacks::{CallbackBook, Tally};
+use super::countries::{self, CountryTally};
 use super::reservations::{Ledger, Observation};
-use super::routes::Routes;
+use super::routes::{Routes, Serving};
+use super::rules;
 
 #[derive(Debug, Default)]
 pub struct MountCounters {
@@ -53,7 +56,7 @@ pub struct StreamCounters {
     pub forbidden: AtomicU64,
     pub playlist: AtomicU64,
     /// Redirects by client country, until the next flush to the store.
-    pub countries: super::countries::CountryTally,
+    pub countries: CountryTally,
     /// Listeners answered 503 (full or unavailable), for the console.
     pub recent_refused: super::recent::Recent,
     /// Listeners sent to the stream's `fallback_url`, for the console.
@@ -68,11 +71,7 @@ pub struct Counters {
 }
 
 fn entry<T: Default>(map: &Mutex<HashMap<i64, Arc<T>>>, id: i64) -> Arc<T> {
-    map.lock()
-        .expect("counter registry poisoned")
-        .entry(id)
-        .or_default()
-        .clone()
+    lock(map).entry(id).or_default().clone()
 }
 
 impl Counters {
@@ -85,11 +84,18 @@ impl Counters {
     pub fn stream(&self, id: i64) -> Arc<StreamCounters> {
         entry(&self.streams, id)
     }
+    /// Writes the per-country redirect counts of every stream (also of
+    /// streams deleted since) to the store; see [`countries::flush`].
+    pub async fn flush_countries(&self, db: &store::Pool, now_ms: i64) -> Result<u64> {
+        let streams = self.all_streams();
+        let tallies: Vec<(i64, &CountryTally)> =
+            streams.iter().map(|(id, c)| (*id, &c.countries)).collect();
+        countries::flush(db, &tallies, now_ms).await
+    }
+
     /// Every stream's counters (also of streams deleted since), by id.
     pub fn all_streams(&self) -> Vec<(i64, Arc<StreamCounters>)> {
-        self.streams
-            .lock()
-            .expect("counter registry poisoned")
+        lock(&self.streams)
             .iter()
             .map(|(id, c)| (*id, c.clone()))
             .collect()
@@ -179,7 +185,7 @@ pub struct StreamEntry {
     pub require_https: bool,
     pub mounts: Vec<usize>,
     pub counters: Arc<StreamCounters>,
-    /// The serving mounts as `select::choose` reads them; filled in by
+    /// The serving mounts as selection reads them; filled in by
     /// [`Snapshot::from_parts`] (and [`Snapshot::reindex`]).
     pub routes: Routes,
 }
@@ -214,9 +220,6 @@ impl StreamEntry {
 impl Snapshot {
     pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
         self.by_name.get(name).map(|&i| &self.streams[i])
-    }
-    pub fn stream_index(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
     }
     pub fn server_index(&self, name: &str) -> Option<usize> {
         self.servers_by_name.get(name).copied()
@@ -285,9 +288,18 @@ impl Snapshot {
             .collect();
         let mut streams = std::mem::take(&mut self.streams);
         for st in &mut streams {
-            st.routes = Routes::build(&st.mounts, &self.mounts, &self.servers, |i| {
-                self.server_point(i)
+            let serving = st.mounts.iter().filter_map(|&i| {
+                let m = &self.mounts[i];
+                let s = &self.servers[m.server];
+                rules::serving(m.live, s.enabled, s.health.is_up()).then(|| Serving {
+                    mount: i,
+                    country: s.country,
+                    point: self.server_point(m.server),
+                    has_https_url: s.https_url.is_some(),
+                    limit: m.max.or(s.max_listeners),
+                })
             });
+            st.routes = Routes::build(serving, st.require_https);
         }
         self.streams = streams;
     }

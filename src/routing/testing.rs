@@ -22,6 +22,8 @@ pub struct Relay {
     pub live: bool,
     pub country: Option<&'static str>,
     pub coords: Option<(f64, f64)>,
+    /// Gets `https_url = https://<name>`.
+    pub https: bool,
 }
 
 pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
@@ -36,6 +38,7 @@ pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
         live: true,
         country: None,
         coords: None,
+        https: false,
     }
 }
 
@@ -47,7 +50,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             id: i as i64,
             name: r.name.into(),
             url: format!("http://{}", r.name),
-            https_url: None,
+            https_url: r.https.then(|| format!("https://{}", r.name)),
             country: r.country.map(|c| CountryCode::parse(c).unwrap()),
             country_source: LocationSource::Configured,
             coords: r.coords.map(|(lat, lon)| Coords { lat, lon }),

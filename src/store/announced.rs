@@ -4,7 +4,7 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
-use crate::error::Result;
+use super::Result;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AnnouncedRow {

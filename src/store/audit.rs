@@ -6,8 +6,8 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
+use super::Result;
 use super::now_ms;
-use crate::error::Result;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct AuditRow {

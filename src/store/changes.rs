@@ -20,9 +20,10 @@ use super::mounts::MountRow;
 use super::servers::ServerRow;
 use super::streams::StreamRow;
 use super::tokens::{self, Scope};
+use super::{Error, Result};
 use super::{Pool, mounts, servers, streams, users};
+use crate::domain::text::Escaped;
 use crate::domain::{MountPath, ServerSpec, Slug, StreamSpec};
-use crate::error::{Error, Result};
 
 /// Who makes a change, as the audit log names them: an admin user's name,
 /// or `import`, `cli`, `system`.
@@ -114,7 +115,15 @@ impl Writer {
             return Ok(None);
         }
         for e in &ctx.done {
-            tracing::info!(actor = ?e.actor, action = e.action.as_str(), kind = e.kind.as_str(), name = ?e.name, "configuration changed");
+            // Display, not Debug: JSON logs would quote the quotes
+            // (`"actor":"\"alice\""`); control characters are escaped.
+            tracing::info!(
+                actor = %Escaped(&e.actor),
+                action = e.action.as_str(),
+                kind = e.kind.as_str(),
+                name = %Escaped(&e.name),
+                "configuration changed"
+            );
         }
         let committed = Arc::new(Committed {
             actor: ctx.actor,
@@ -390,7 +399,7 @@ pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<
 /// Refuses to remove the last user: nobody could log in to add another.
 pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
     if users::find(ctx.conn(), name).await?.is_some() && users::count(ctx.conn()).await? <= 1 {
-        return Err(Error::BadRequest(format!(
+        return Err(Error::Refused(format!(
             "{name} is the last user and cannot be removed: nobody could log in to the admin. \
              Add another user first."
         )));

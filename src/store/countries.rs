@@ -3,7 +3,7 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
-use crate::error::Result;
+use super::Result;
 
 pub const HOUR_MS: i64 = 3600 * 1000;
 

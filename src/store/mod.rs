@@ -4,18 +4,19 @@
 //! Functions that write take `&mut SqliteConnection` so callers can group
 //! several writes into one transaction (import does; a form save is one).
 
-pub mod announced;
+pub(crate) mod announced;
 pub mod audit;
 pub mod changes;
-pub mod countries;
-pub mod mounts;
+pub(crate) mod countries;
+mod error;
+pub(crate) mod mounts;
 pub mod servers;
-pub mod sessions;
+pub(crate) mod sessions;
 pub mod status;
 pub mod streams;
 pub mod tokens;
 pub mod users;
-pub mod versions;
+pub(crate) mod versions;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -27,6 +28,8 @@ use anyhow::Context;
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
+
+pub use error::{Error, Result};
 
 pub type Pool = SqlitePool;
 
@@ -48,6 +51,17 @@ fn options(path: &Path) -> anyhow::Result<SqliteConnectOptions> {
 
 /// Opens (creating if needed) and migrates the database.
 pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
+    // SQLite's own message for this ("unable to open database file",
+    // twice over) does not say which part is missing.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "cannot create database {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
     if !path.exists() {
         let create = options(path)?.create_if_missing(true);
         SqliteConnection::connect_with(&create)

@@ -3,8 +3,8 @@
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 
 use super::now_ms;
+use super::{Error, Result};
 use crate::domain::MountPath;
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct MountRow {
@@ -122,13 +122,5 @@ pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
     if done.rows_affected() == 0 {
         return Err(Error::NotFound(format!("no mount with id {id}")));
     }
-    Ok(())
-}
-
-pub async fn delete_for_stream(conn: &mut SqliteConnection, stream_id: i64) -> Result<()> {
-    sqlx::query("DELETE FROM mounts WHERE stream_id = ?")
-        .bind(stream_id)
-        .execute(conn)
-        .await?;
     Ok(())
 }

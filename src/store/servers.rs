@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 
 use super::now_ms;
+use super::{Error, Result};
 use crate::domain::{CountryCode, HttpUrl, Latitude, Longitude, Secret, ServerSpec, Slug, Weight};
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ServerRow {
@@ -30,7 +30,7 @@ impl ServerRow {
     /// by hand into something invalid is reported rather than used.
     pub fn spec(&self) -> Result<ServerSpec> {
         let bad = |what: &str, e: String| {
-            Error::Other(anyhow::anyhow!(
+            Error::BadRow(format!(
                 "server {:?} in the database has a bad {what}: {e}",
                 self.name
             ))
@@ -168,16 +168,6 @@ pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
     if done.rows_affected() == 0 {
         return Err(Error::NotFound(format!("no server with id {id}")));
     }
-    Ok(())
-}
-
-pub async fn set_enabled(conn: &mut SqliteConnection, id: i64, enabled: bool) -> Result<()> {
-    sqlx::query("UPDATE servers SET enabled = ?, updated_at = ? WHERE id = ?")
-        .bind(enabled)
-        .bind(now_ms())
-        .bind(id)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

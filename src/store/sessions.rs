@@ -4,8 +4,8 @@
 use sha2::{Digest, Sha256};
 use sqlx::{FromRow, SqliteConnection};
 
+use super::Result;
 use super::now_ms;
-use crate::error::Result;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {

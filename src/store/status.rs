@@ -4,9 +4,9 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
+use super::{Error, Result};
 use crate::domain::text::{RELAY_TEXT_MAX, clean};
 use crate::domain::{Health, MountUsage, PollSource};
-use crate::error::Result;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct HealthRow {
@@ -303,10 +303,9 @@ pub async fn stream_history_by_server(
                 .split_once(':')
                 .and_then(|(at, l)| Some((at.parse().ok()?, l.parse().ok()?)));
             let Some((at, listeners)) = parsed else {
-                return Err(anyhow::anyhow!(
+                return Err(Error::BadRow(format!(
                     "history point {pair:?} of server {server_id} is malformed"
-                )
-                .into());
+                )));
             };
             points.push(RelayPoint {
                 at,

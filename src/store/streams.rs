@@ -3,8 +3,8 @@
 use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 
 use super::now_ms;
+use super::{Error, Result};
 use crate::domain::{CountryCode, HttpUrl, Slug, StreamSpec};
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct StreamRow {
@@ -31,7 +31,7 @@ impl StreamRow {
 
     pub fn spec(&self) -> Result<StreamSpec> {
         let bad = |what: &str, e: String| {
-            Error::Other(anyhow::anyhow!(
+            Error::BadRow(format!(
                 "stream {:?} in the database has a bad {what}: {e}",
                 self.name
             ))

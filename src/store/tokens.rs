@@ -4,8 +4,8 @@
 use sqlx::{FromRow, SqliteConnection};
 
 use super::now_ms;
+use super::{Error, Result};
 use crate::domain::{FieldErrors, Slug};
-use crate::error::{Error, Result};
 
 /// What a token may do. `Write` includes `Read`; `Announce` only
 /// registers relays for its streams.
@@ -52,8 +52,7 @@ pub struct TokenRow {
 
 impl TokenRow {
     pub fn scope(&self) -> Result<Scope> {
-        Scope::parse(&self.scope)
-            .map_err(|e| Error::Other(anyhow::anyhow!("token {}: {e}", self.name)))
+        Scope::parse(&self.scope).map_err(|e| Error::BadRow(format!("token {}: {e}", self.name)))
     }
 
     /// The streams an announce token may register relays for.

@@ -2,8 +2,8 @@
 
 use sqlx::{FromRow, SqliteConnection};
 
+use super::{Error, Result};
 use super::{Pool, now_ms};
-use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct UserRow {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
+use super::Result;
 
 /// A table whose rows carry a version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

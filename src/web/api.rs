@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use subtle::ConstantTimeEq;
 
-use super::admin::session_user;
+use super::session::session_user;
 use crate::error::Result;
 use crate::routing::Routing;
 use crate::routing::select::{self, free_slots};
@@ -25,6 +25,12 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/status", get(status))
         .route("/api/status", get(api_status))
+}
+
+/// `/healthz` and `/readyz`: merged outside the request log, so a probe
+/// every few seconds (and its 503 while shutting down) writes no line.
+pub fn probes() -> Router<AppState> {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
 }
@@ -150,40 +156,49 @@ struct ApiStatus<'a> {
     cluster: Option<crate::cluster::Status>,
 }
 
-/// Ready when the database answers and some stream has a relay that can
-/// take a listener now: what a load balancer or an orchestrator in front
-/// should route by (`/healthz` says only that the process runs).
+/// Ready when this instance can answer: the database answers, a routing
+/// snapshot is loaded, and it is not shutting down. Full or down relays
+/// do not make it unready: a front proxy would then drop every instance
+/// during a sell-out, and listeners would lose the clear 503 and the
+/// fallback. Nothing here logs above debug: a probe every few seconds
+/// must not fill the log.
 async fn readyz(State(state): State<AppState>) -> Response {
     let answer = |code: StatusCode, text: String| {
         (code, [(header::CACHE_CONTROL, "no-store")], text).into_response()
     };
+    let unready = |why: String| {
+        tracing::debug!(%why, "not ready");
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+    };
+    if state.is_stopping() {
+        return unready("shutting down".into());
+    }
     let db = sqlx::query_scalar::<_, i64>("SELECT 1")
         .fetch_one(state.db())
         .await;
     if let Err(e) = db {
-        let why = format!("not ready: the database does not answer ({e})\n");
-        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+        return unready(format!("the database does not answer ({e})"));
     }
     let r = state.routing();
-    if r.snap.streams.is_empty() {
-        let why = "not ready: no stream is configured\n".to_string();
-        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
+    if r.snap.built_at_ms == 0 {
+        return unready("no routing snapshot loaded yet".into());
     }
-    let open: Vec<&str> = r
+    let open = r
         .snap
         .streams
         .iter()
         .filter(|st| select::stream_totals(&r.snap, st, r.now_s, r.ttl_s).can_take_listener())
-        .map(|st| st.name.as_str())
-        .collect();
-    if open.is_empty() {
-        let why = format!(
-            "not ready: no relay of any of the {} streams can take a listener (all full, down or not yet polled)\n",
+        .count();
+    answer(
+        StatusCode::OK,
+        format!(
+            "ready: {open} of {} streams can take a listener now\n",
             r.snap.streams.len()
-        );
-        return answer(StatusCode::SERVICE_UNAVAILABLE, why);
-    }
-    answer(StatusCode::OK, format!("ready: {}\n", open.join(", ")))
+        ),
+    )
 }
 
 /// Error texts and poll addresses are for the operator: an error such as
@@ -232,12 +247,11 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .iter()
         .map(|s| api_server(s, &routing, details, poll_urls.remove(&s.name)))
         .collect();
-    let mut rng = rand::rng();
     let streams = routing
         .snap
         .streams
         .iter()
-        .map(|st| api_stream(st, &routing, &mut rng))
+        .map(|st| api_stream(st, &routing))
         .collect();
     (
         [(header::CACHE_CONTROL, "no-store")],
@@ -298,13 +312,9 @@ fn api_server<'a>(
 
 /// A stream with its mounts, each with the verdict of a ranking for a
 /// client of unknown location.
-fn api_stream<'a>(
-    st: &'a StreamEntry,
-    routing: &'a Routing,
-    rng: &mut impl rand::Rng,
-) -> ApiStream<'a> {
+fn api_stream<'a>(st: &'a StreamEntry, routing: &'a Routing) -> ApiStream<'a> {
     let (snap, now_s, ttl) = (&routing.snap, routing.now_s, routing.ttl_s);
-    let ranked = select::rank(snap, st, &Default::default(), now_s, ttl, rng);
+    let ranked = select::survey(snap, st, now_s, ttl);
     // By mount index, so each mount's verdict is one lookup, not a scan of
     // the ranking (which made this O(mounts²)).
     let excluded_of: HashMap<usize, Option<&'static str>> = ranked

@@ -19,14 +19,13 @@ use axum::routing::get;
 use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
-use super::cluster_slots;
-use super::or_unlimited;
+use super::stream_list::{StreamRow, stream_rows};
 use crate::domain::ClientGeo;
 use crate::routing::Snapshot;
+use crate::routing::capacity::{self, Refusal};
 use crate::routing::clients::{Verdict, agent_hash};
-use crate::routing::select;
+use crate::routing::select::{self, Want};
 use crate::routing::snapshot::{ServerEntry, StreamEntry};
-use crate::routing::tokens;
 use crate::web::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -128,12 +127,9 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         state.settings().forwarded_header,
     );
     let geo = state.geo().lookup(client.ip);
-    if !select::allowed(stream, &geo) {
-        return forbidden(stream, &geo, &client);
-    }
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
-    let want = select::Want {
+    let want = Want {
         https: client.https,
     };
     if format == Format::Redirect && reserve {
@@ -150,19 +146,20 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         let snap = arc_swap::Guard::into_inner(snap);
         return listen(state, snap, name, &listener).await;
     }
-    let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
-    let ask = Ask {
+    let ask = capacity::Ask {
+        client: &geo,
         want,
-        reserve,
-        format,
+        clock: state.clock(),
+        ttl_s: state.settings().reservation_ttl_s(),
+        gate: state.cluster(),
+        signer: Some(state.signer()),
     };
-    let chosen = confirmed_candidates(state, &snap, stream, &geo, ask).await;
-    if chosen.is_empty() {
-        return full(state, stream, any_up(stream));
-    }
-    if reserve {
-        count_redirect(&snap, chosen[0]);
-    }
+    let limit = if format == Format::Redirect { 1 } else { 5 };
+    let chosen = match capacity::playlist(&snap, stream, &ask, limit, reserve).await {
+        Ok(chosen) => chosen,
+        Err(refusal) => return refused(state, stream, &geo, &client, refusal),
+    };
+    let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
     match format {
         Format::Redirect => {
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
@@ -193,6 +190,21 @@ fn unknown_stream(state: &AppState, name: &str) -> Response {
     )
 }
 
+/// The answer when routing has no slot for the client.
+fn refused(
+    state: &AppState,
+    stream: &StreamEntry,
+    geo: &ClientGeo,
+    client: &ClientInfo,
+    why: Refusal,
+) -> Response {
+    match why {
+        Refusal::GeoBlocked => forbidden(stream, geo, client),
+        Refusal::Full => full(state, stream, true),
+        Refusal::Unavailable => full(state, stream, false),
+    }
+}
+
 /// The answer where the stream may not be heard.
 fn forbidden(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo) -> Response {
     stream.counters.forbidden.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +218,7 @@ fn forbidden(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo) -> Resp
 struct Listener<'a> {
     client: &'a ClientInfo,
     geo: ClientGeo,
-    want: select::Want,
+    want: Want,
     agent: u64,
     query: Option<&'a str>,
 }
@@ -224,7 +236,6 @@ async fn listen(
 ) -> Response {
     let settings = state.settings();
     let grace_ms = settings.reservation_grace.as_millis() as i64;
-    let ttl = settings.reservation_ttl_s();
     let now_ms = state.clock().now_ms();
     let Some(stream) = snap.stream(name) else {
         return plain(
@@ -232,6 +243,9 @@ async fn listen(
             format!("No stream named {name:?} here.\n"),
         );
     };
+    if !select::allowed(stream, &l.geo) {
+        return forbidden(stream, &l.geo, l.client);
+    }
     let book = settings.max_reservations_per_client > 0;
     let verdict = if !book {
         Verdict::New
@@ -251,8 +265,15 @@ async fn listen(
         stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
         return redirect(mount_url(&snap, m, l.client, l.query));
     }
+    let ask = capacity::Ask {
+        client: &l.geo,
+        want: l.want,
+        clock: state.clock(),
+        ttl_s: settings.reservation_ttl_s(),
+        gate: state.cluster(),
+        signer: Some(state.signer()),
+    };
     let deadline = tokio::time::Instant::now() + settings.full_recheck;
-    let mut refused = 0;
     loop {
         let Some(stream) = snap.stream(name) else {
             return plain(
@@ -260,131 +281,35 @@ async fn listen(
                 format!("No stream named {name:?} here.\n"),
             );
         };
-        let now_s = state.clock().now_s();
-        let chosen = select::choose(&snap, stream, &l.geo, l.want, now_s, ttl, &mut rand::rng());
-        if let Some(m) = chosen
-            && !cluster_slots::confirm(state.cluster(), &snap, m, now_s, ttl).await
-        {
-            // The refused mount counts as full for this second: the
-            // next choice goes elsewhere (bounded by the stream's mounts).
-            refused += 1;
-            if refused <= stream.mounts.len() {
-                continue;
+        let why = match capacity::redirect(&snap, stream, &ask).await {
+            Ok(slot) => {
+                stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
+                stream.counters.countries.add(l.geo.country);
+                if book {
+                    let id = snap.mounts[slot.mount].id;
+                    state
+                        .clients()
+                        .record(l.client.ip, stream.id, l.agent, id, now_ms);
+                }
+                let query = slot.query(l.query);
+                let location = mount_url(&snap, slot.mount, l.client, query.as_deref());
+                tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
+                return redirect(location);
             }
-        } else if let Some(m) = chosen {
-            count_redirect(&snap, m);
-            stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
-            stream.counters.countries.add(l.geo.country);
-            if book {
-                let id = snap.mounts[m].id;
-                state
-                    .clients()
-                    .record(l.client.ip, stream.id, l.agent, id, now_ms);
-            }
-            let location = signed_url(state, &snap, m, l, now_s);
-            tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
-            return redirect(location);
-        }
-        if !state.await_fresh_counts(deadline).await {
-            return full(state, stream, any_up(stream));
+            Err(why) => why,
+        };
+        if why == Refusal::GeoBlocked || !state.await_fresh_counts(deadline).await {
+            return refused(state, stream, &l.geo, l.client, why);
         }
         snap = arc_swap::Guard::into_inner(state.snapshot());
     }
 }
 
-/// Whether some relay of the stream is up and lists it: a 503 then means
-/// "full", otherwise "no relay available" (counted apart in /metrics).
-fn any_up(stream: &StreamEntry) -> bool {
-    !stream.routes.all.is_empty()
-}
-
 /// Mount `id` of the stream, if it could take a listener now.
 fn serving_mount(snap: &Snapshot, stream: &StreamEntry, id: i64) -> Option<usize> {
-    (stream.routes.all.mounts.iter())
+    (stream.routes.serving().mounts.iter())
         .map(|&m| m as usize)
         .find(|&m| snap.mounts[m].id == id)
-}
-
-fn count_redirect(snap: &Snapshot, m: usize) {
-    let mount = &snap.mounts[m];
-    mount.counters.redirects.fetch_add(1, Ordering::Relaxed);
-    snap.servers[mount.server]
-        .counters
-        .redirects
-        .fetch_add(1, Ordering::Relaxed);
-}
-
-/// Playlists (and HEAD, which reserves nothing): the best few candidates
-/// in order, a slot reserved on the first only (a player takes the first).
-/// What a playlist or HEAD request asks for.
-#[derive(Debug, Clone, Copy)]
-struct Ask {
-    want: select::Want,
-    /// A GET takes a slot on the first candidate; a HEAD takes none.
-    reserve: bool,
-    format: Format,
-}
-
-/// `ranked_candidates`, the first one's reservation confirmed by the
-/// cluster (a refused mount counts as full for the second: the next try
-/// ranks without it). Empty when nothing could be reserved.
-async fn confirmed_candidates(
-    state: &AppState,
-    snap: &Snapshot,
-    stream: &StreamEntry,
-    geo: &ClientGeo,
-    ask: Ask,
-) -> Vec<usize> {
-    let ttl = state.settings().reservation_ttl_s();
-    for _ in 0..=stream.mounts.len() {
-        let now_s = state.clock().now_s();
-        let chosen = ranked_candidates(snap, stream, geo, ask, now_s, ttl);
-        let confirmed = match chosen.first() {
-            Some(&m) if ask.reserve => {
-                cluster_slots::confirm(state.cluster(), snap, m, now_s, ttl).await
-            }
-            _ => true,
-        };
-        if confirmed {
-            return chosen;
-        }
-    }
-    Vec::new()
-}
-
-fn ranked_candidates(
-    snap: &Snapshot,
-    stream: &StreamEntry,
-    geo: &ClientGeo,
-    ask: Ask,
-    now_s: u64,
-    ttl: u64,
-) -> Vec<usize> {
-    let Ask {
-        want,
-        reserve,
-        format,
-    } = ask;
-    let ranked = select::rank(snap, stream, geo, now_s, ttl, &mut rand::rng());
-    let limit = if format == Format::Redirect { 1 } else { 5 };
-    let usable = |m: usize| {
-        let s = &snap.servers[snap.mounts[m].server];
-        !(want.https && stream.require_https && s.https_url.is_none())
-    };
-    let mut chosen = Vec::with_capacity(limit);
-    for a in ranked.iter().take_while(|a| a.excluded.is_none()) {
-        if !usable(a.mount) {
-            continue;
-        }
-        let take = !reserve || !chosen.is_empty() || select::try_reserve(snap, a.mount, now_s, ttl);
-        if take {
-            chosen.push(a.mount);
-            if chosen.len() == limit {
-                break;
-            }
-        }
-    }
-    chosen
 }
 
 /// Says why, and where the stream can be heard, so a listener (or their
@@ -402,21 +327,6 @@ fn restricted_message(stream: &StreamEntry, geo: &ClientGeo, client: &ClientInfo
             stream.name, client.ip
         ),
     }
-}
-
-/// `mount_url`, with a token confirming this reservation when the relay
-/// reports its listeners through callbacks (see `relay_auth`).
-fn signed_url(state: &AppState, snap: &Snapshot, m: usize, l: &Listener<'_>, now_s: u64) -> String {
-    let mount = &snap.mounts[m];
-    if !mount.callbacks {
-        return mount_url(snap, m, l.client, l.query);
-    }
-    let token = state.signer().sign(mount.id, now_s);
-    let query = match l.query.filter(|q| !q.is_empty()) {
-        Some(q) => format!("{q}&{}={token}", tokens::PARAM),
-        None => format!("{}={token}", tokens::PARAM),
-    };
-    mount_url(snap, m, l.client, Some(&query))
 }
 
 fn mount_url(snap: &Snapshot, m: usize, client: &ClientInfo, query: Option<&str>) -> String {
@@ -572,41 +482,14 @@ async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response
     }
     match state.poll_now().await {
         Ok(summary) => ([(header::CACHE_CONTROL, "no-store")], axum::Json(summary)).into_response(),
-        Err(e) => e.into_response(),
+        Err(e) => crate::error::Error::from(e).into_response(),
     }
-}
-
-pub struct StreamRow {
-    pub name: String,
-    pub description: String,
-    pub listeners: u64,
-    pub free: String,
-    pub relays: usize,
 }
 
 #[derive(Template, WebTemplate)]
 #[template(path = "balancer/index.html")]
 struct IndexPage {
     streams: Vec<StreamRow>,
-}
-
-/// Free slots and listeners per stream as selection sees them now.
-pub fn stream_rows(state: &AppState, snap: &Snapshot) -> Vec<StreamRow> {
-    let now_s = state.clock().now_s();
-    let ttl = state.settings().reservation_ttl_s();
-    snap.streams
-        .iter()
-        .map(|st| {
-            let t = select::stream_totals(snap, st, now_s, ttl);
-            StreamRow {
-                name: st.name.clone(),
-                description: st.description.clone(),
-                listeners: t.listeners,
-                free: or_unlimited(t.free),
-                relays: t.relays,
-            }
-        })
-        .collect()
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {

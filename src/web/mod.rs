@@ -2,17 +2,19 @@
 //! cross-cutting layers (static files, tracing, body limit).
 
 pub mod admin;
-pub mod api;
-pub mod api_v1;
-pub mod balancer;
-pub mod client_ip;
-pub mod cluster_slots;
-pub mod csrf;
-pub mod metrics;
-pub mod relay_auth;
-pub mod serve;
-pub mod state;
-pub mod workers;
+pub(crate) mod api;
+pub(crate) mod api_v1;
+pub(crate) mod balancer;
+pub(crate) mod client_ip;
+pub(crate) mod csrf;
+pub(crate) mod metrics;
+pub(crate) mod pages;
+pub(crate) mod relay_auth;
+pub(crate) mod serve;
+pub(crate) mod session;
+pub(crate) mod state;
+pub(crate) mod stream_list;
+pub(crate) mod workers;
 
 pub use state::AppState;
 
@@ -60,13 +62,20 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .merge(api_v1::router())
         .merge(metrics::router())
+        .merge(pages::router())
         .route("/static/style.css", get(style))
         .route("/static/live.js", get(live_js))
         // Request spans cost a measurable share of a redirect's time, so
         // the listener routes (added after this layer) log for themselves.
+        // Errors a browser reads become pages; players and scripts keep
+        // the plain text (and the listener routes, added below, are not
+        // wrapped at all).
+        .layer(axum::middleware::from_fn(pages::error_pages))
         .layer(TraceLayer::new_for_http())
+        .merge(api::probes())
         .merge(balancer::router())
         .merge(relay_auth::router())
+        .fallback(pages::fallback)
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)
 }

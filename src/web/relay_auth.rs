@@ -6,7 +6,8 @@
 //! `routing::callbacks`). The balancer is no gatekeeper: every listener
 //! is admitted; the answer only has to be fast, because the relay holds
 //! its listener until it comes. It is answered on the connection's worker
-//! from the in-memory snapshot, like a redirect.
+//! from the in-memory snapshot, like a redirect; what a callback means for
+//! the counts is `routing::capacity`'s to decide.
 //!
 //! Authenticated by HTTP basic auth: user = the server's name, password =
 //! its callback token. Anything else is a 401 and changes nothing.
@@ -22,10 +23,8 @@ use axum::routing::post;
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
-use crate::routing::Snapshot;
-use crate::routing::callbacks::MountRef;
+use crate::routing::capacity::{self, Arrival};
 use crate::routing::snapshot::ServerEntry;
-use crate::routing::tokens;
 use crate::web::AppState;
 
 /// A callback is a few hundred bytes; Icecast-KH may add client headers.
@@ -74,19 +73,30 @@ async fn auth(
     let Some(si) = snap.server_index(&server) else {
         return refused(&metrics.refused);
     };
-    let relay = &snap.servers[si];
-    if !authenticated(relay, &headers) {
+    if !authenticated(&snap.servers[si], &headers) {
         return refused(&metrics.refused);
     }
     let cb = parse(&body);
     let now_ms = state.clock().now_ms();
     match (cb.action.as_str(), cb.client) {
-        ("listener_add", Some(client)) => listener_add(&state, &snap, si, client, &cb, now_ms),
+        ("listener_add", Some(client)) => {
+            let caller = capacity::Caller {
+                client,
+                uri: &cb.mount,
+                agent: &cb.agent,
+            };
+            let ttl_s = state.settings().reservation_ttl_s();
+            let arrival = capacity::listener_add(&snap, state.signer(), si, &caller, now_ms, ttl_s);
+            let counter = match arrival {
+                Arrival::Confirmed => &metrics.confirmed,
+                Arrival::Direct => &metrics.direct,
+                Arrival::RelayPull => &metrics.relay_pulls,
+                Arrival::Unrouted => &metrics.unrouted,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         ("listener_remove", Some(client)) => {
-            relay
-                .counters
-                .book
-                .remove(&relay.counters.callbacks, client, now_ms);
+            capacity::listener_remove(&snap, si, client, now_ms);
             metrics.removed.fetch_add(1, Ordering::Relaxed);
         }
         // Other actions (mount_add, stream_auth…) need no answer but yes.
@@ -97,81 +107,6 @@ async fn auth(
         }
     }
     admitted()
-}
-
-/// Counts the listener on its mount; a valid token in its URI confirms
-/// the redirect that sent it (the reservation becomes this listener).
-fn listener_add(
-    state: &AppState,
-    snap: &Snapshot,
-    si: usize,
-    client: u64,
-    cb: &Callback,
-    now_ms: i64,
-) {
-    let metrics = &state.metrics().callbacks;
-    if is_relay(&cb.agent) {
-        metrics.relay_pulls.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let relay = &snap.servers[si];
-    let path = cb
-        .mount
-        .split_once('?')
-        .map_or(cb.mount.as_str(), |(p, _)| p);
-    // Icecast 2.4 with `<mount type="default">` asks about every request,
-    // its status pages included: only mounts of a stream are counted (the
-    // poll accounts for the relay's other mounts).
-    let Some(m) = snap.mount_at(si, path) else {
-        metrics.unrouted.fetch_add(1, Ordering::Relaxed);
-        return;
-    };
-    let mref = MountRef {
-        id: snap.mounts[m].id,
-        counters: &snap.mounts[m].counters,
-    };
-    relay
-        .counters
-        .book
-        .add(&relay.counters.callbacks, client, mref, now_ms);
-    let confirmed = confirm(state, snap, m, &cb.mount);
-    let counter = if confirmed {
-        &metrics.confirmed
-    } else {
-        &metrics.direct
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Ends the reservation the token in `uri` names, if the token is valid,
-/// unused and for mount `m`.
-fn confirm(state: &AppState, snap: &Snapshot, m: usize, uri: &str) -> bool {
-    let Some(token) = tokens::from_uri(uri) else {
-        return false;
-    };
-    let now_s = state.clock().now_s();
-    let ttl = state.settings().reservation_ttl_s();
-    let signer = state.signer();
-    let Some(claim) = signer.verify(token, now_s, ttl) else {
-        return false;
-    };
-    let mount = &snap.mounts[m];
-    if claim.mount != mount.id || !signer.redeem(claim, now_s, ttl) {
-        return false;
-    }
-    mount.counters.ledger.remove(claim.issued_s);
-    snap.servers[mount.server]
-        .counters
-        .ledger
-        .remove(claim.issued_s);
-    true
-}
-
-/// Icecast relaying a stream from another identifies itself by its own
-/// User-Agent ("Icecast 2.4.4", "icecast-kh 2.4.0-kh22").
-fn is_relay(agent: &str) -> bool {
-    let a = agent.trim_start().as_bytes();
-    a.len() >= 7 && a[..7].eq_ignore_ascii_case(b"icecast")
 }
 
 /// HTTP basic auth `{server}:{callback_token}`, compared in constant time.
@@ -236,13 +171,5 @@ mod tests {
         assert_eq!(c.mount, "/live.mp3?a=1&ibt=XY");
         assert_eq!(c.agent, "mpg123/1.31");
         assert_eq!(parse(b"action=listener_remove&client=x").client, None);
-    }
-
-    #[test]
-    fn relays_are_told_by_their_user_agent() {
-        assert!(is_relay("Icecast 2.4.4"));
-        assert!(is_relay("icecast-kh 2.4.0-kh22"));
-        assert!(!is_relay("VLC/3.0.18 LibVLC/3.0.18"));
-        assert!(!is_relay(""));
     }
 }

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -41,7 +41,7 @@ use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -74,8 +74,14 @@ pub async fn serve(
     let limits = &settings.server;
     let exempt = &settings.trusted_proxies;
     let cap = connection_cap(limits.max_connections);
-    let admission = Admission {
+    let pressure = Arc::new(Pressure {
         slots: Arc::new(Semaphore::new(cap)),
+        cap,
+        shed: Notify::new(),
+        waiting: AtomicUsize::new(0),
+    });
+    let admission = Admission {
+        pressure: pressure.clone(),
         per_client: Arc::new(PerClient::new(limits.max_per_client, exempt)),
     };
     let timeouts = Timeouts {
@@ -86,27 +92,31 @@ pub async fn serve(
     workers::ensure_started()?;
     let main = Handle::current();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (admitted_tx, mut admitted) = tokio::sync::mpsc::unbounded_channel();
     let mut conns = JoinSet::new();
     let mut refused = Refusals::default();
+    let conn = |peer| Conn {
+        peer,
+        router: router.clone(),
+        state: state.clone(),
+        main: main.clone(),
+        timeouts,
+        stop: stop_rx.clone(),
+        pressure: pressure.clone(),
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some((tcp, peer, ticket)) = admitted.recv() => {
+                hand_over(&mut conns, tcp, conn(peer), ticket);
+            }
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => match admission.admit(peer.ip()) {
-                    Some(ticket) => {
-                        let conn = Conn {
-                            peer,
-                            router: router.clone(),
-                            state: state.clone(),
-                            main: main.clone(),
-                            timeouts,
-                            stop: stop_rx.clone(),
-                        };
-                        hand_over(&mut conns, tcp, conn, ticket);
-                    }
-                    None => {
+                    Admit::Now(ticket) => hand_over(&mut conns, tcp, conn(peer), ticket),
+                    Admit::Wait(place) => admission.wait(tcp, peer, place, admitted_tx.clone()),
+                    Admit::Refused => {
                         let _ = tcp.try_write(REFUSAL);
                         refused.note(peer.ip());
                     }
@@ -116,6 +126,7 @@ pub async fn serve(
         }
     }
     drop(listener);
+    state.mark_stopping();
     let _ = stop_tx.send(true);
     drain(conns, settings.shutdown_timeout).await;
     Ok(())
@@ -130,6 +141,7 @@ struct Conn {
     main: Handle,
     timeouts: Timeouts,
     stop: watch::Receiver<bool>,
+    pressure: Arc<Pressure>,
 }
 
 /// Moves an admitted connection to a connection thread (`workers`). The
@@ -197,42 +209,119 @@ impl Refusals {
     }
 }
 
-struct Admission {
+/// How close the server is to its connection cap, and the signal that
+/// asks idle connections to make room.
+struct Pressure {
     slots: Arc<Semaphore>,
+    cap: usize,
+    /// Woken when a connection finds every slot taken: idle connections
+    /// close (see `expiry`).
+    shed: Notify,
+    /// Connections waiting for a slot.
+    waiting: AtomicUsize,
+}
+
+impl Pressure {
+    /// Near the cap (under an eighth of the slots free): a connection
+    /// without a request gets the head timeout, not the idle timeout.
+    fn tight(&self) -> bool {
+        self.slots.available_permits() < (self.cap / 8).max(1)
+    }
+}
+
+/// A connection that finds every slot taken waits this long for one, while
+/// idle connections are asked to close.
+const SLOT_WAIT: Duration = Duration::from_millis(500);
+/// An idle connection closes for a newcomer once it has been idle this long
+/// (a fresh connection's request may still be on its way).
+const SHED_AFTER: Duration = Duration::from_millis(250);
+
+struct Admission {
+    pressure: Arc<Pressure>,
     per_client: Arc<PerClient>,
 }
 
 /// Held for the life of a connection; gives its places back on drop.
 struct Ticket {
     _slot: OwnedSemaphorePermit,
-    client: Option<(Arc<PerClient>, IpAddr)>,
+    _client: ClientPlace,
 }
 
-impl Drop for Ticket {
+/// A connection's place in its network's count (none for trusted proxies).
+struct ClientPlace(Option<(Arc<PerClient>, IpAddr)>);
+
+impl Drop for ClientPlace {
     fn drop(&mut self) {
-        if let Some((pc, ip)) = self.client.take() {
+        if let Some((pc, ip)) = self.0.take() {
             pc.release(ip);
         }
     }
 }
 
+enum Admit {
+    Now(Ticket),
+    /// Every slot is taken: wait for one while idle connections make room.
+    Wait(ClientPlace),
+    Refused,
+}
+
 impl Admission {
-    fn admit(&self, ip: IpAddr) -> Option<Ticket> {
-        let slot = self.slots.clone().try_acquire_owned().ok()?;
+    fn admit(&self, ip: IpAddr) -> Admit {
         let ip = ip.to_canonical();
-        let client = if self.per_client.is_exempt(ip) {
-            None
+        let place = if self.per_client.is_exempt(ip) {
+            ClientPlace(None)
         } else {
             // Counted per network (/24, /64): a host's neighbouring
             // addresses are one client to this limit.
             let net = network_key(ip);
-            self.per_client.acquire(net)?;
-            Some((self.per_client.clone(), net))
+            if self.per_client.acquire(net).is_none() {
+                return Admit::Refused;
+            }
+            ClientPlace(Some((self.per_client.clone(), net)))
         };
-        Some(Ticket {
-            _slot: slot,
-            client,
-        })
+        match self.pressure.slots.clone().try_acquire_owned() {
+            Ok(slot) => Admit::Now(Ticket {
+                _slot: slot,
+                _client: place,
+            }),
+            Err(_) => Admit::Wait(place),
+        }
+    }
+
+    /// Asks idle connections to close and waits up to `SLOT_WAIT` for a
+    /// slot (in turn: the semaphore is fair); refused after that, or at
+    /// once when a cap's worth of connections is already waiting.
+    fn wait(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        place: ClientPlace,
+        admitted: tokio::sync::mpsc::UnboundedSender<(TcpStream, SocketAddr, Ticket)>,
+    ) {
+        let p = self.pressure.clone();
+        if p.waiting.fetch_add(1, Ordering::Relaxed) >= p.cap {
+            p.waiting.fetch_sub(1, Ordering::Relaxed);
+            let _ = tcp.try_write(REFUSAL);
+            return;
+        }
+        p.shed.notify_waiters();
+        tokio::spawn(async move {
+            let slot = tokio::time::timeout(SLOT_WAIT, p.slots.clone().acquire_owned()).await;
+            p.waiting.fetch_sub(1, Ordering::Relaxed);
+            match slot {
+                Ok(Ok(slot)) => {
+                    let ticket = Ticket {
+                        _slot: slot,
+                        _client: place,
+                    };
+                    let _ = admitted.send((tcp, peer, ticket));
+                }
+                _ => {
+                    let _ = tcp.try_write(REFUSAL);
+                    tracing::debug!(client = %peer.ip(), "no connection slot came free: refused");
+                }
+            }
+        });
     }
 }
 
@@ -350,6 +439,7 @@ async fn connection(tcp: TcpStream, conn: Conn) {
         main,
         timeouts,
         mut stop,
+        pressure,
     } = conn;
     // Redirects are tiny one-write answers: sent at once, not held back
     // by Nagle waiting for the client's delayed ACK.
@@ -371,7 +461,7 @@ async fn connection(tcp: TcpStream, conn: Conn) {
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let expired = expiry(&activity, timeouts);
+    let expired = expiry(&activity, timeouts, &pressure);
     tokio::pin!(expired);
     tokio::select! {
         r = conn.as_mut() => return log_end(r),
@@ -500,6 +590,8 @@ struct Watch {
     request_started: AtomicU64,
     /// Request bodies still arriving (see `BodyWatch`).
     bodies: AtomicUsize,
+    /// Whether a request has begun on this connection.
+    served: AtomicBool,
 }
 
 impl Watch {
@@ -511,6 +603,7 @@ impl Watch {
             idle_since: AtomicU64::new(0),
             request_started: AtomicU64::new(0),
             bodies: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
         }
     }
 
@@ -530,6 +623,7 @@ impl Watch {
 
     fn begin(&self) {
         self.busy.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
         let head = self.head_started.swap(0, Ordering::Relaxed);
         let started = if head > 0 {
             head - 1
@@ -553,11 +647,18 @@ impl Watch {
             idle_since: at(self.idle_since.load(Ordering::Relaxed)),
             request_started: at(self.request_started.load(Ordering::Relaxed)),
             bodies: self.bodies.load(Ordering::Relaxed),
+            served: self.served.load(Ordering::Relaxed),
         }
     }
 
-    fn deadline(&self, t: Timeouts) -> Option<Instant> {
-        self.load().deadline(t)
+    fn deadline(&self, t: Timeouts, tight: bool) -> Option<Instant> {
+        self.load().deadline(t, tight)
+    }
+
+    /// Idle (no request under way, no head started) for at least `d`.
+    fn idle_for(&self, d: Duration) -> bool {
+        let a = self.load();
+        a.busy == 0 && a.head_started.is_none() && a.idle_since.elapsed() >= d
     }
 }
 
@@ -574,6 +675,8 @@ struct Activity {
     request_started: Instant,
     /// Request bodies still arriving.
     bodies: usize,
+    /// Whether a request has begun on the connection.
+    served: bool,
 }
 
 impl Activity {
@@ -585,19 +688,24 @@ impl Activity {
             idle_since: Instant::now(),
             request_started: Instant::now(),
             bodies: 0,
+            served: false,
         }
     }
 
     /// When the connection is due to be closed. While a request is being
     /// answered that is when its body is due, or `None` once the body has
-    /// arrived (the handler bounds its own time).
-    fn deadline(&self, t: Timeouts) -> Option<Instant> {
+    /// arrived (the handler bounds its own time). A connection that has
+    /// not sent a request yet gets no longer than a head would, and near
+    /// the connection cap (`tight`) an idle keep-alive one neither.
+    fn deadline(&self, t: Timeouts, tight: bool) -> Option<Instant> {
         if self.busy > 0 {
             return (self.bodies > 0).then(|| self.request_started + t.request);
         }
+        let short = tight || !self.served;
+        let idle = if short { t.idle.min(t.header) } else { t.idle };
         Some(match self.head_started {
             Some(at) => at + t.header,
-            None => self.idle_since + t.idle,
+            None => self.idle_since + idle,
         })
     }
 }
@@ -618,19 +726,27 @@ impl Drop for Busy {
     }
 }
 
-/// Resolves once the connection has outstayed its head or idle timeout
-/// (see [`Watch`] for why it wakes at least every `step`).
-async fn expiry(watch: &Watch, t: Timeouts) {
+/// Resolves once the connection has outstayed its head, body or idle
+/// timeout (see [`Watch`] for why it wakes at least every `step`), or when
+/// it is idle and a newcomer finds every slot taken.
+async fn expiry(watch: &Watch, t: Timeouts, pressure: &Pressure) {
     let step = t.header.min(t.idle).min(t.request);
     loop {
         let now = Instant::now();
-        let next = match watch.deadline(t) {
+        let next = match watch.deadline(t, pressure.tight()) {
             Some(d) if d <= now => return,
             Some(d) => d.min(now + step),
             // Busy: no deadline until the request is answered.
             None => now + step,
         };
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = pressure.shed.notified() => {
+                if watch.idle_for(SHED_AFTER) {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -768,13 +884,16 @@ mod tests {
         };
         let mut a = Activity::new();
         let start = a.idle_since;
-        assert_eq!(a.deadline(t), Some(start + t.idle));
+        assert_eq!(a.deadline(t, false), Some(start + t.header), "silent");
+        a.served = true;
+        assert_eq!(a.deadline(t, false), Some(start + t.idle));
+        assert_eq!(a.deadline(t, true), Some(start + t.header));
         a.head_started = Some(start);
-        assert_eq!(a.deadline(t), Some(start + t.header));
+        assert_eq!(a.deadline(t, false), Some(start + t.header));
         a.busy = 1;
-        assert_eq!(a.deadline(t), None);
+        assert_eq!(a.deadline(t, false), None);
         a.bodies = 1;
         a.request_started = start;
-        assert_eq!(a.deadline(t), Some(start + t.request));
+        assert_eq!(a.deadline(t, false), Some(start + t.request));
     }
 }

@@ -4,6 +4,8 @@
 //! needs would be kept here beside it.
 
 use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Settings;
 use crate::domain::Clock;
@@ -11,15 +13,26 @@ use crate::engine::Engine;
 
 /// Cheap to clone; handlers get it through axum's `State`.
 #[derive(Clone)]
-pub struct AppState(Engine);
+pub struct AppState(Engine, Arc<AtomicBool>);
 
 impl AppState {
     pub async fn new(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
-        Ok(AppState(Engine::open(settings, clock).await?))
+        let engine = Engine::open(settings, clock).await?;
+        Ok(AppState(engine, Arc::new(AtomicBool::new(false))))
     }
 
     pub fn engine(&self) -> &Engine {
         &self.0
+    }
+
+    /// Shutdown has begun: requests in flight finish, but `/readyz` says
+    /// 503 so a load balancer in front sends new ones elsewhere.
+    pub fn mark_stopping(&self) {
+        self.1.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
     }
 }
 

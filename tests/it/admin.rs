@@ -970,3 +970,42 @@ async fn audit_log_is_paged_newest_first() {
             .contains("page 2 of 2")
     );
 }
+
+/// The explain page says in words which rule decided, with the numbers it
+/// compared: weight 150 with 1 free slot of 10 beats weight 100 with 2 free
+/// (10/10 at weight 150 counts as 67%, 9/10 at weight 100 as 90%), which is
+/// not "the most free capacity × weight" (150 against 200), and no internal
+/// fixed-point score is shown.
+#[tokio::test]
+async fn explain_names_the_fill_and_weight_that_decided_never_a_raw_score() {
+    let heavy = FakeRelay::start(&[("/live.mp3", 9, Some(10))]).await;
+    let light = FakeRelay::start(&[("/live.mp3", 8, Some(10))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"heavy\"\nurl = \"{}\"\nweight = 150\n\
+         [[servers]]\nname = \"light\"\nurl = \"{}\"\nweight = 100\n\
+         [[streams]]\nname = \"live\"\nmounts = [{{ server = \"heavy\", mount = \"/live.mp3\" }}, \
+         {{ server = \"light\", mount = \"/live.mp3\" }}]\n",
+        heavy.url, light.url
+    ))
+    .await;
+    app.poll().await;
+    let mut b = Browser::logged_in(&app).await;
+    let p = b.get("/admin/explain?stream=live&ip=203.0.113.7").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    for text in [
+        "→ <strong>heavy</strong>",
+        "the least full for its weight: 10 of 10 slots with this listener (100%), \
+         weight 150 counts that as 67%",
+        "fuller for its weight than heavy: 9 of 10 slots with this listener (90%), \
+         against 10 of 10 slots with this listener (100%), weight 150 counts that as 67%",
+    ] {
+        assert!(p.body.contains(text), "{text:?} missing in {}", p.body);
+    }
+    assert!(!p.body.contains("most free capacity"), "{}", p.body);
+    let (_, table) = p.body.split_once("in selection order").unwrap();
+    let long_number = table
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|run| run.len() >= 7);
+    assert_eq!(long_number, None, "a raw score on the page");
+}

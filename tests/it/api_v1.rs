@@ -835,3 +835,49 @@ async fn tokens_made_and_revoked_in_the_admin() {
         ["admin", "admin"]
     );
 }
+
+/// `contrib/announce/announce.sh`, as cron or the systemd timer runs it.
+#[tokio::test]
+async fn the_contrib_announce_script_registers_a_relay() {
+    let Some(_) = crate::support::require_binary("curl") else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    app.import("[[streams]]\nname = \"live\"\n").await;
+    let secret = token(&app, "edge", Scope::Announce, &["live"]).await;
+    let token_file = app.dir.path().join("token");
+    std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/announce/announce.sh");
+    let out = tokio::process::Command::new("sh")
+        .arg(script)
+        .env("BALANCER_URL", app.url(""))
+        .env("RELAY_NAME", "edge-7")
+        .env("RELAY_URL", "http://edge7.example.net:8000")
+        .env("RELAY_COUNTRY", "NL")
+        .env("RELAY_LATITUDE", "52.37")
+        .env("RELAY_LONGITUDE", "4.9")
+        .env("RELAY_MAX_LISTENERS", "800")
+        .env("RELAY_MOUNTS", "live=/live.mp3:500")
+        .env("TOKEN_FILE", &token_file)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reader = token(&app, "look", Scope::Read, &[]).await;
+    let api = Call {
+        app: &app,
+        token: &reader,
+    };
+    let (s, _, v) = api.get("/api/v1/servers/edge-7").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["country"].as_str(), v["max_listeners"].as_i64()),
+        (Some("NL"), Some(800))
+    );
+    let (_, _, v) = api.get("/api/v1/streams/live").await;
+    assert_eq!(v["mounts"][0]["max_listeners"], 500, "{v}");
+}

@@ -289,6 +289,56 @@ mounts = [{{ server = "b", mount = "/live.mp3" }}]
     assert_eq!(r.redirect_target(), "https://b.example.com/live.mp3");
 }
 
+/// The redirect and the playlist are the same choice: an HTTPS listener
+/// (through a trusted proxy) is sent to the relay with an https_url even
+/// when a plain-HTTP one is emptier, and the .m3u, .pls and HEAD list that
+/// relay first too.
+#[tokio::test]
+async fn an_https_listener_gets_the_same_first_relay_from_every_answer() {
+    let (app, _a, _b) = {
+        let a = FakeRelay::start(&[("/live.mp3", 10, Some(100))]).await;
+        let b = FakeRelay::start(&[("/live.mp3", 60, Some(100))]).await;
+        let app = TestApp::spawn_with(|s| {
+            s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        })
+        .await;
+        app.import(&two_relays_config(&a, &b)).await;
+        app.poll().await;
+        (app, a, b)
+    };
+    let proto = [("x-forwarded-proto", "https")];
+    let m3u = app
+        .get_with_headers("/icecast_balancer/live.m3u", &proto)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let first = m3u.lines().find(|l| !l.starts_with('#')).unwrap();
+    assert_eq!(first, "https://b.example.com/live.mp3", "{m3u}");
+    let pls = app
+        .get_with_headers("/icecast_balancer/live.pls", &proto)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        pls.contains("File1=https://b.example.com/live.mp3"),
+        "{pls}"
+    );
+    let head = app
+        .client
+        .head(app.url("/icecast_balancer/live/"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.redirect_target(), "https://b.example.com/live.mp3");
+    let r = app
+        .get_with_headers("/icecast_balancer/live/", &proto)
+        .await;
+    assert_eq!(r.redirect_target(), "https://b.example.com/live.mp3");
+}
+
 #[tokio::test]
 async fn playlists_list_relays_best_first() {
     let (app, a, b) = setup(

@@ -266,7 +266,10 @@ async fn every_page_fits_a_phone_passes_axe_and_updates_live() {
             "/admin/explain?stream=live&ip=nonsense".to_string(),
         ),
         ("audit", "/admin/audit".to_string()),
+        ("users", "/admin/users".to_string()),
+        ("not-found", "/admin/servers/9999/edit".to_string()),
         ("public", "/icecast_balancer/".to_string()),
+        ("public-not-found", "/nothing-here".to_string()),
     ];
     for (width, height) in [(390, 844), (1280, 1000)] {
         browser.resize(width, height).await;
@@ -290,5 +293,111 @@ async fn every_page_fits_a_phone_passes_axe_and_updates_live() {
     browser.click("nav form button").await;
     browser.wait_for("You have logged out.").await;
     check_page(&browser, &shots, "logged-out", (390, 844), axe.as_deref()).await;
+    browser.quit().await;
+}
+
+/// A stream selling out and a stream losing its only relay show as such
+/// on the open dashboard at the next live refresh, without a reload: the
+/// state word and its class, and the listeners turned away. Then the
+/// users page end to end. Screenshots of both states at both widths.
+#[tokio::test]
+async fn sold_out_and_dead_streams_show_live_and_users_work() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let relay = FakeRelay::start(&[("/live.mp3", 2, Some(5))]).await;
+    let doomed = FakeRelay::start(&[("/talk.mp3", 1, Some(50))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&format!(
+        "[[servers]]\nname = \"fra-1\"\nurl = \"{}\"\n[[servers]]\nname = \"ams-1\"\nurl = \"{}\"\n\
+         [[streams]]\nname = \"live\"\nmounts = [{{ server = \"fra-1\", mount = \"/live.mp3\" }}]\n\
+         [[streams]]\nname = \"talk\"\nmounts = [{{ server = \"ams-1\", mount = \"/talk.mp3\" }}]\n",
+        relay.url, doomed.url
+    ))
+    .await;
+    app.poll().await;
+    let base = format!("http://{}", app.addr);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    browser.goto(&format!("{base}/admin/login")).await;
+    browser.fill("#username", "admin").await;
+    browser.fill("#password", PASSWORD).await;
+    browser.click("button[type=submit]").await;
+    let page = browser.wait_for("Live: updated").await;
+    assert!(
+        page.contains("class=\"badge state-ok\" data-live=\"stream-1-state\">ok<"),
+        "{page}"
+    );
+    browser
+        .screenshot_full(&shots.join("console-states-ok-desktop.png"))
+        .await;
+
+    // Marks this page load: a reload would lose it.
+    browser
+        .execute("window.sameLoad = 1; return 1", serde_json::json!([]))
+        .await;
+    relay.set_listeners("/live.mp3", 5);
+    doomed.kill();
+    app.poll().await;
+    for _ in 0..2 {
+        assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    }
+    browser
+        .wait_for("class=\"badge state-full\" data-live=\"stream-1-state\">full<")
+        .await;
+    let page = browser
+        .wait_for("class=\"badge state-down\" data-live=\"stream-2-state\">down<")
+        .await;
+    assert!(
+        page.contains("class=\"badge state-full\" data-live=\"server-1-state\">full<"),
+        "{page}"
+    );
+    assert!(
+        page.contains("class=\"badge state-down\" data-live=\"server-2-state\">down<"),
+        "{page}"
+    );
+    let page = browser
+        .wait_for("2 in the last minute, 2 in the last hour answered 503")
+        .await;
+    assert!(
+        page.contains("class=\"state-full\" data-live=\"stream-1-turned_away\""),
+        "{page}"
+    );
+    let same = browser
+        .execute("return window.sameLoad || 0", serde_json::json!([]))
+        .await;
+    assert_eq!(same, 1, "the page was reloaded, not updated live");
+    browser
+        .screenshot_full(&shots.join("console-states-full-down-desktop.png"))
+        .await;
+    browser.resize(390, 844).await;
+    browser.goto(&format!("{base}/admin/")).await;
+    browser.wait_for("</main>").await;
+    browser
+        .screenshot_full(&shots.join("console-states-full-down-phone.png"))
+        .await;
+    browser.resize(1280, 1000).await;
+
+    // Users: add one, see it, remove it; the last user has no Remove.
+    browser.goto(&format!("{base}/admin/users")).await;
+    browser.wait_for("<h1>Users</h1>").await;
+    browser.fill("#name", "bob").await;
+    browser.fill("#password", "bobs-password").await;
+    browser.fill("#password_again", "bobs-password").await;
+    browser
+        .click("form[action='/admin/users'] button[type=submit]")
+        .await;
+    let page = browser.wait_for("User bob added.").await;
+    assert!(page.contains("href=\"/admin/users/bob/delete\""), "{page}");
+    browser
+        .screenshot_full(&shots.join("console-users-desktop.png"))
+        .await;
+    browser.click("a[href='/admin/users/bob/delete']").await;
+    browser.wait_for("Delete user bob?").await;
+    browser.click("main form button.danger").await;
+    let page = browser.wait_for("User bob removed.").await;
+    assert!(
+        !page.contains("/admin/users/admin/delete"),
+        "the last user cannot be removed"
+    );
     browser.quit().await;
 }

@@ -231,3 +231,40 @@ async fn a_mount_limit_in_the_config_applies_when_the_relay_reports_none() {
         text
     );
 }
+
+/// The per-client book forgets clients once their grace has passed, on
+/// its own schedule: also in cron mode (`--poll-interval 0`) and without
+/// the down-relay re-check (`--down-recheck 0`), which used to be the only
+/// sweeper, so every new client stayed in memory for ever.
+#[tokio::test]
+async fn the_client_book_is_swept_without_polls_or_rechecks() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(1000))]).await;
+    let app = TestApp::spawn_with(|s| {
+        s.poll_interval = Duration::ZERO;
+        s.down_recheck = Duration::ZERO;
+        s.max_reservations_per_client = 2;
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        s.client_sweep = Duration::from_millis(50);
+    })
+    .await;
+    app.import(&one_relay_config(&relay, "")).await;
+    app.poll().await;
+    for i in 0..20 {
+        // Each in a network of its own: a network has a budget too.
+        let ip = format!("10.{i}.0.7");
+        let r = app
+            .get_with("/icecast_balancer/live/", "x-forwarded-for", &ip)
+            .await;
+        assert_eq!(r.status(), 302);
+    }
+    assert_eq!(app.state.clients().len(), 20);
+    // Within the grace they are kept: a retry must find them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.state.clients().len(), 20);
+    app.advance(Duration::from_secs(6));
+    let swept = eventually(Duration::from_secs(5), async || {
+        app.state.clients().is_empty()
+    })
+    .await;
+    assert!(swept, "{} clients left", app.state.clients().len());
+}

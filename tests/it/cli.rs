@@ -201,7 +201,9 @@ fn unwritable_database_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("cannot open database /nonexistent-dir/x.db"),
+        text(&out.stderr).contains(
+            "cannot create database /nonexistent-dir/x.db: the directory /nonexistent-dir does not exist"
+        ),
         "{}",
         text(&out.stderr)
     );
@@ -374,9 +376,24 @@ fn each_command_has_its_own_help() {
     );
     let import = help(&["import"]);
     assert!(
-        import.contains("<FILE>") && import.contains("standard input"),
+        import.contains("[FILE]")
+            && import.contains("standard input")
+            && import.contains("--from-env"),
         "{import}"
     );
+    // No command but serve lists serve's options.
+    for cmd in [
+        &["export"][..],
+        &["import"],
+        &["user", "add"],
+        &["completions"],
+    ] {
+        let h = help(cmd);
+        assert!(
+            !h.contains("Serve options") && !h.contains("--poll-concurrency"),
+            "{cmd:?}: {h}"
+        );
+    }
     let serve = help(&["serve"]);
     assert!(
         serve.contains("--listen") && serve.contains("--api-token"),
@@ -388,6 +405,50 @@ fn each_command_has_its_own_help() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Bad flags and paths are said in words a person can act on, and a
+/// failed start leaves no new database behind.
+#[test]
+fn start_errors_are_for_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let said = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--database")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        text(&out.stderr)
+    };
+    let e = said(&["serve", "--poll-timeout", "0"]);
+    assert!(
+        e.contains("0 is out of range: give more than 0 and at most 300 seconds"),
+        "{e}"
+    );
+    let e = said(&["serve", "--poll-interval", "abc"]);
+    assert!(
+        e.contains("\"abc\" is not a whole number of seconds"),
+        "{e}"
+    );
+    assert!(!e.contains("invalid digit"), "{e}");
+    let e = said(&["serve", "--geoip", "/nonexistent/city.mmdb"]);
+    assert!(e.contains("GeoIP"), "{e}");
+    assert!(!db.exists(), "a failed start left a new database behind");
+
+    let out = Command::new(BIN)
+        .args(["--database", "/nonexistent-dir/sub/x.db", "import", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let e = text(&out.stderr);
+    assert!(
+        e.contains("the directory /nonexistent-dir/sub does not exist"),
+        "{e}"
+    );
+    assert_eq!(e.matches("unable to open").count(), 0, "{e}");
 }
 
 #[test]
@@ -673,4 +734,59 @@ fn a_cli_command_leaves_no_unmerged_wal_behind() {
     std::fs::copy(&db, &copy).unwrap();
     let out = run(&copy, &["export"], None);
     assert!(text(&out.stdout).contains("fra-1"), "{}", text(&out.stderr));
+}
+
+/// Coming from the FastAPI balancer: its ICECAST_RELAYS is named at start
+/// with the one-line import, which turns it into servers; the start-up
+/// line names the admin URL and the database.
+#[test]
+fn icecast_relays_is_noticed_and_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let log = first_lines_of_serve(
+        &db,
+        &[(
+            "ICECAST_RELAYS",
+            "relay1.example.com,relay2.example.com:8000",
+        )],
+    );
+    assert!(log.contains("ICECAST_RELAYS is set"), "{log}");
+    assert!(log.contains("icecast-balancer import --from-env"), "{log}");
+    assert!(
+        log.contains("/admin/") && log.contains(&db.display().to_string()),
+        "{log}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("--database")
+        .arg(&db)
+        .args(["import", "--from-env"])
+        .env(
+            "ICECAST_RELAYS",
+            "relay1.example.com, relay2.example.com:8000",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let exported = text(&run(&db, &["export"], None).stdout);
+    assert!(
+        exported.contains("name = \"relay1-example-com\""),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("url = \"http://relay2.example.com:8000\""),
+        "{exported}"
+    );
+    let out = Command::new(BIN)
+        .arg("--database")
+        .arg(&db)
+        .args(["import", "--from-env"])
+        .env_remove("ICECAST_RELAYS")
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("ICECAST_RELAYS is not set"),
+        "{}",
+        text(&out.stderr)
+    );
 }

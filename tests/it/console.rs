@@ -395,3 +395,65 @@ async fn users_are_managed_in_the_admin() {
         assert!(audit.contains(needle), "missing {needle:?} in {audit}");
     }
 }
+
+/// `/` leads to the stream list; the FastAPI balancer's `/<mount>` leads
+/// to the stream; other addresses and errors are pages for a browser and
+/// plain text for a script, naming nothing of the request.
+#[tokio::test]
+async fn first_contact_and_error_pages() {
+    let relay = FakeRelay::start(&[("/live.mp3", 1, Some(10))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&one_stream(&relay.url)).await;
+    app.poll().await;
+    let r = app.get("/").await;
+    assert!(r.status().is_redirection());
+    assert_eq!(r.headers()["location"], "/icecast_balancer/");
+
+    // The old URL shape, query kept; then the usual redirect to a relay.
+    let r = app.get("/live.mp3?token=1").await;
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], "/icecast_balancer/live/?token=1");
+    assert_eq!(
+        app.get("/live").await.headers()["location"],
+        "/icecast_balancer/live/"
+    );
+
+    let r = app.get("/nothing-here").await;
+    assert_eq!(r.status(), 404);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("Streams are listed at /icecast_balancer/"),
+        "{text}"
+    );
+    assert!(!text.contains("nothing-here"));
+    let html = "text/html,application/xhtml+xml";
+    let r = app.get_with("/nothing-here", "accept", html).await;
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("<h1>Not Found</h1>") && page.contains("href=\"/static/style.css\""));
+
+    // In the admin: a missing page and a missing server, in the layout.
+    let mut b = Browser::logged_in(&app).await;
+    b.extra.push(("accept".into(), html.into()));
+    let p = b.get("/admin/servers/9999/edit").await;
+    assert_eq!(p.status, 404);
+    assert!(
+        p.body.contains("no server with id 9999") && p.body.contains("<h1>Not Found</h1>"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("Back to the dashboard"));
+    let p = b.get("/admin/nope").await;
+    assert_eq!(p.status, 404);
+    assert!(
+        p.body.contains("There is no admin page at this address."),
+        "{}",
+        p.body
+    );
+}

@@ -370,7 +370,7 @@ async fn writes_recover_after_database_wal_and_shm_were_read_only_during_logins(
 /// Collects what the app logs while the guard lives (the app's tasks run
 /// on this test's single thread; poll rounds run on the poll thread, so
 /// what they log is not collected).
-fn capture_log() -> (
+pub fn capture_log() -> (
     std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     tracing::subscriber::DefaultGuard,
 ) {

@@ -618,7 +618,7 @@ async fn explain_page_behind_the_admin_login() {
         "GeoLite2-City",
         "ring 0 reaches",
         "in the nearest ring",
-        "no free slot",
+        ">full<",
         "farther",
     ] {
         assert!(p.body.contains(text), "{text:?} missing");

@@ -353,6 +353,55 @@ async fn refused_connections_get_a_503_when_the_whole_cap_is_used() {
 }
 
 #[tokio::test]
+async fn a_silent_connection_gets_only_the_head_timeout() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.max_connections = 8;
+        s.server.max_per_client = 100;
+        s.server.header_timeout = Duration::from_millis(500);
+        s.server.idle_timeout = Duration::from_secs(120);
+    })
+    .await;
+    // Silent from the start: no request, not even a byte.
+    let mut held = Vec::new();
+    for i in 0..8 {
+        held.push(connect_from(&format!("127.0.3.{}", 10 + i), app.addr).await);
+    }
+    for s in held.iter_mut() {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await.is_some(),
+            "a silent connection was kept for the idle timeout"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_make_room_for_a_newcomer() {
+    let app = TestApp::spawn_with(|s| {
+        s.server.max_connections = 4;
+        s.server.max_per_client = 100;
+        s.server.header_timeout = Duration::from_secs(60);
+        s.server.idle_timeout = Duration::from_secs(120);
+    })
+    .await;
+    // Four keep-alive connections, each answered once and now idle.
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let mut s = connect_from(&format!("127.0.4.{}", 10 + i), app.addr).await;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut b = [0u8; 512];
+        let n = s.read(&mut b).await.unwrap();
+        assert!(String::from_utf8_lossy(&b[..n]).starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A newcomer is served, not refused: an idle connection gave way.
+    let r = app.get("/healthz").await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn shutdown_does_not_wait_forever_for_a_slow_client() {
     let app = TestApp::spawn_with(|s| {
         s.server.header_timeout = Duration::from_secs(300);
@@ -689,9 +738,13 @@ async fn one_network_grabbing_reservations_cannot_starve_real_listeners() {
     app.import_one_relay(&relay.url).await;
     app.poll().await;
     let url = app.url("/icecast_balancer/live/");
-    // 30 addresses of one /24, 4 User-Agents each, twice (as every 3 s):
-    // none of them ever connects to the relay.
-    for _ in 0..2 {
+    // 30 addresses of one /24, 4 User-Agents each, twice (as every 3 s),
+    // with a poll between (as the scheduler's): none of them ever connects
+    // to the relay.
+    for wave in 0..2 {
+        if wave > 0 {
+            app.poll().await;
+        }
         for host in 1..=30u8 {
             let c = client_from([127, 0, 0, host].into());
             for ua in 0..4 {

@@ -204,36 +204,59 @@ fn systemd_unit_exposure_is_at_most_3() {
     assert!(level <= 3.0, "exposure {overall}\n{said}");
 }
 
+/// Ready means "this instance can answer": relays that are full or down
+/// do not make it 503 (a front proxy would drop every instance during a
+/// sell-out), shutting down does.
 #[tokio::test]
-async fn readyz_says_whether_a_listener_can_be_served() {
+async fn readyz_says_whether_this_instance_can_answer() {
     let app = TestApp::spawn().await;
     let r = app.get("/readyz").await;
-    assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap().contains("no stream is configured"));
+    assert_eq!(r.status(), 200, "no stream yet is no reason to take it out");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "ready: 0 of 0 streams can take a listener now\n"
+    );
 
     let a = FakeRelay::start(&[("/live.mp3", 3, Some(4))]).await;
     let b = FakeRelay::start(&[("/live.mp3", 0, Some(10)), ("/talk.mp3", 0, Some(10))]).await;
     app.import(&config(&a, &b)).await;
-    let r = app.get("/readyz").await;
-    assert_eq!(r.status(), 503, "nothing polled yet");
-    assert!(r.text().await.unwrap().contains("can take a listener"));
-
     app.poll().await;
     app.poll().await; // rise 2
     let r = app.get("/readyz").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "ready: live, talk\n");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "ready: 2 of 2 streams can take a listener now\n"
+    );
 
+    // Every relay full or down: still ready, and listeners get the 503.
     a.set_mode(Mode::Status(500));
     b.kill();
     app.poll().await;
     let r = app.get("/readyz").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "ready: 0 of 2 streams can take a listener now\n"
+    );
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+
+    // Shutting down: 503, and the probe logs nothing at warning or error.
+    let (log, _guard) = crate::faults::capture_log();
+    app.state.mark_stopping();
+    let probe = axum::http::Request::get("/readyz")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let r = tower::ServiceExt::oneshot(icecast_balancer::web::router(app.state.clone()), probe)
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
+    let body = axum::body::to_bytes(r.into_body(), 1024).await.unwrap();
+    assert_eq!(&body[..], b"not ready: shutting down\n");
+    let logged = String::from_utf8_lossy(&log.lock().unwrap()).to_string();
     assert!(
-        r.text()
-            .await
-            .unwrap()
-            .contains("no relay of any of the 2 streams")
+        !logged.contains("ERROR") && !logged.contains("WARN"),
+        "{logged}"
     );
     assert_eq!(
         app.get("/healthz").await.status(),

@@ -189,3 +189,36 @@ async fn a_stream_history_gives_each_relay_its_peaks_in_time_order() {
     let got: Vec<(i64, i64)> = points.iter().map(|p| (p.at, p.listeners)).collect();
     assert_eq!(got, vec![(base, 9), (base + 2 * five, 4)]);
 }
+
+/// A million distinct clients (10,000 new ones a second for 100 s, the
+/// default 5 s grace, a sweep every 2 s as the sweeper loop does): the
+/// per-client book never holds more than one grace window and one sweep
+/// interval of clients. (`cargo bench --bench client_book` measures the
+/// bytes it holds.)
+#[test]
+fn the_client_book_stays_flat_over_a_million_clients() {
+    use icecast_balancer::routing::clients::{ClientBook, agent_hash};
+    use std::net::{IpAddr, Ipv6Addr};
+
+    const PER_SECOND: u64 = 10_000;
+    const GRACE_MS: i64 = 5_000;
+    const SWEEP_MS: i64 = 2_000;
+    let book = ClientBook::default();
+    let agent = agent_hash(b"VLC/3.0.20");
+    let mut peak = 0;
+    for n in 0..1_000_000u64 {
+        let now_ms = (n * 1000 / PER_SECOND) as i64;
+        let ip = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(n)));
+        book.record(ip, 1, agent, 7, now_ms);
+        if (n + 1) % (PER_SECOND * SWEEP_MS as u64 / 1000) == 0 {
+            peak = peak.max(book.len());
+            book.sweep(now_ms, GRACE_MS);
+        }
+    }
+    // The clients of the grace window (its first millisecond included)
+    // and of one sweep interval.
+    let window = (PER_SECOND * (GRACE_MS + SWEEP_MS + 1) as u64 / 1000) as usize;
+    assert!(peak <= window, "{peak} > {window}");
+    book.sweep(i64::MAX / 2, GRACE_MS);
+    assert!(book.is_empty());
+}

@@ -228,9 +228,8 @@ fn turned_away(st: &StreamEntry, now_s: u64) -> (String, bool) {
 }
 
 fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<MountRow> {
-    // ThreadRng is not Send: callers keep it out of their awaits.
-    let ranked = select::rank(snap, st, &Default::default(), now_s, ttl, &mut rand::rng());
-    // Mounts in the stream's order; `rank` has assessed each of them
+    let ranked = select::survey(snap, st, now_s, ttl);
+    // Mounts in the stream's order; `survey` has assessed each of them
     // (looked up by index: a scan per mount was O(mounts²)).
     let assessed: std::collections::HashMap<usize, &select::Assessed> =
         ranked.iter().map(|a| (a.mount, a)).collect();
@@ -239,7 +238,7 @@ fn mount_rows(snap: &Snapshot, st: &StreamEntry, now_s: u64, ttl: u64) -> Vec<Mo
         .filter_map(|&i| {
             let a = *assessed.get(&i)?;
             let m = &snap.mounts[i];
-            let known = !matches!(a.excluded, Some(Excluded::ServerDown | Excluded::NotLive));
+            let known = !matches!(a.excluded, Some(Excluded::Down | Excluded::NotListed));
             let shown = |v: String| if known { v } else { UNKNOWN.into() };
             Some(MountRow {
                 id: m.id,

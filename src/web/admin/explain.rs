@@ -24,7 +24,9 @@ use super::widgets::or_unlimited;
 use crate::domain::ClientGeo;
 use crate::error::{Error, Result};
 use crate::geo::Located;
-use crate::routing::select::{self, Assessed};
+use crate::routing::reasons::{self, Reason};
+use crate::routing::rules::{CapacityFrom, Fill};
+use crate::routing::select::{self, Assessed, Want};
 use crate::routing::snapshot::StreamEntry;
 use crate::routing::{Routing, Snapshot};
 use crate::web::AppState;
@@ -37,6 +39,8 @@ pub fn router() -> Router<AppState> {
 pub struct ExplainQuery {
     pub stream: Option<String>,
     pub ip: Option<String>,
+    /// Any value: the listener came over HTTPS.
+    pub https: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,12 +73,12 @@ pub struct Row {
     pub free: Option<u64>,
     pub reserved: u64,
     pub weight: u32,
-    pub score: u64,
     pub health: &'static str,
     pub same_country: bool,
     /// Where the relay's coordinates came from (configured, geoip, unknown).
     pub located_by: &'static str,
     pub verdict: Verdict,
+    /// What routing says decided this place, in words.
     pub reason: String,
 }
 
@@ -98,6 +102,8 @@ pub struct Explanation {
     pub located: Located,
     /// The GeoIP database in use, `None` when none is configured.
     pub database: Option<String>,
+    /// The listener came over HTTPS (as asked on the form).
+    pub https: bool,
     /// How the choice is made for this client, in a sentence.
     pub method: String,
     /// `None` when the stream lets this client in; else the 451's reason.
@@ -123,19 +129,20 @@ impl Explanation {
     }
 }
 
-/// What selection would do for a client at `ip` (located as `located`)
-/// now, without reserving a slot. Ties are broken with `rng`, as the
-/// redirect does, so among equals the named winner is one possible pick.
-#[allow(clippy::too_many_arguments)]
 /// Who is asking, as the explain page was told.
 pub struct Asker {
     pub ip: IpAddr,
     pub located: Located,
     /// The GeoIP database in use, as the page names it.
     pub database: Option<String>,
+    /// The listener came over HTTPS.
+    pub https: bool,
 }
 
-/// Ranks the stream's mounts for `who` and says why each placed where it did.
+/// What selection would do for `who` now, without reserving a slot: the
+/// same `select::rank` playlists use, and the reasons routing gives. Ties
+/// are broken with `rng`, so among equals the named winner is one
+/// possible pick.
 pub fn explain(r: &Routing, stream: &StreamEntry, who: Asker, rng: &mut impl Rng) -> Explanation {
     explain_at(&r.snap, (r.now_s, r.ttl_s), stream, who, rng)
 }
@@ -149,67 +156,73 @@ fn explain_at(
     rng: &mut impl Rng,
 ) -> Explanation {
     let client = who.located.geo;
-    let ranked = select::rank(snap, stream, &client, now_s, ttl_s, rng);
-    let candidates: Vec<&Assessed> = ranked.iter().filter(|a| a.excluded.is_none()).collect();
-    let method = method_text(who.database.is_some(), &client, &candidates);
+    let want = Want { https: who.https };
+    let ranked = select::rank(snap, stream, &client, want, now_s, ttl_s, rng);
+    let why = reasons::reasons(&ranked, client.coords.is_some());
+    let method = method_text(who.database.is_some(), &client, &ranked);
     let forbidden = forbidden_text(stream, &client);
     let rows = ranked
         .iter()
+        .zip(why)
         .enumerate()
-        .map(|(i, a)| row(snap, i, a, &candidates, &client))
+        .map(|(i, (a, why))| row(snap, i, a, why))
         .collect();
     Explanation {
         stream: stream.name.clone(),
         ip: who.ip,
         located: who.located,
         database: who.database,
+        https: who.https,
         method,
         forbidden,
         rows,
     }
 }
 
+const WITHIN_RING: &str = "within it the relay least full for its weight wins (listeners and \
+     reservations with this listener, over the limit × weight / 100), ties go to the client's \
+     country, then to chance";
+
 /// How the choice is made for this client, in a sentence or two.
-fn method_text(has_database: bool, client: &ClientGeo, candidates: &[&Assessed]) -> String {
+fn method_text(has_database: bool, client: &ClientGeo, ranked: &[Assessed]) -> String {
+    let load_only = format!("one ring for every relay: {WITHIN_RING}.");
     if !has_database {
-        return "No GeoIP database is configured: the relay with the most free capacity × weight wins."
-            .to_string();
+        return format!("No GeoIP database is configured, so {load_only}");
     }
     if let Some(c) = client.coords {
-        let nearest = candidates
-            .iter()
-            .filter(|a| a.ring == 0)
-            .filter_map(|a| a.distance_km)
-            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.min(d))));
-        return match nearest {
-            Some(d) => format!(
-                "By distance from {:.2}, {:.2}: the nearest relay with a free slot is {d:.0} km \
-                 away, so ring 0 reaches {:.0} km (max of ×{} and +{} km); within the first \
-                 ring the most free capacity × weight wins, ties go to the client's country.",
-                c.lat,
-                c.lon,
-                select::band_limit(d),
-                select::BAND_FACTOR,
-                select::BAND_KM
-            ),
-            None if candidates.is_empty() => format!(
+        let first = ranked.first().filter(|a| a.excluded.is_none());
+        return match first.and_then(|a| a.ring_end_km.zip(a.distance_km).map(|r| (a, r))) {
+            Some((a, (end, _))) => {
+                let nearest = ranked
+                    .iter()
+                    .filter(|b| b.excluded.is_none() && b.tier == a.tier && b.ring == 0)
+                    .filter_map(|b| b.distance_km)
+                    .fold(f64::INFINITY, f64::min);
+                format!(
+                    "By distance from {:.2}, {:.2}: the nearest relay with a free slot is \
+                     {nearest:.0} km away, so ring 0 reaches {end:.0} km (the larger of ×{} and \
+                     +{} km); {WITHIN_RING}.",
+                    c.lat,
+                    c.lon,
+                    select::BAND_FACTOR,
+                    select::BAND_KM
+                )
+            }
+            None if first.is_none() => format!(
                 "By distance from {:.2}, {:.2}, but no relay can take a listener now.",
                 c.lat, c.lon
             ),
-            None => "By distance, but no relay with a free slot has a known location: \
-                     the most free capacity × weight wins."
-                .to_string(),
+            None => format!(
+                "By distance, but no relay with a free slot has a known location: {load_only}"
+            ),
         };
     }
     match client.country {
         Some(c) => format!(
-            "The client has a country ({c}) but no coordinates: relays in {c} first, then \
-             the others; within each, the most free capacity × weight wins."
+            "The client has a country ({c}) but no coordinates: relays in {c} form the first \
+             ring, the others the second; {WITHIN_RING}."
         ),
-        None => {
-            "The client's location is unknown: the relay with the most free capacity × weight wins."
-                .to_string()
-        }
+        None => format!("The client's location is unknown, so {load_only}"),
     }
 }
 
@@ -228,23 +241,13 @@ fn forbidden_text(stream: &StreamEntry, client: &ClientGeo) -> Option<String> {
     })
 }
 
-fn row(
-    snap: &Snapshot,
-    i: usize,
-    a: &Assessed,
-    candidates: &[&Assessed],
-    client: &ClientGeo,
-) -> Row {
+fn row(snap: &Snapshot, i: usize, a: &Assessed, why: Reason) -> Row {
     let m = &snap.mounts[a.mount];
     let s = &snap.servers[m.server];
-    let (verdict, reason) = match (a.excluded, candidates.first()) {
-        (Some(e), _) => (Verdict::Excluded, e.words().to_string()),
-        (None, Some(b)) if b.mount == a.mount => {
-            (Verdict::Chosen, chosen_reason(a, candidates, client))
-        }
-        (None, Some(b)) => (Verdict::RankedLower, lower_reason(snap, a, b, client)),
-        // Not reached: this mount is a candidate, so there is a first one.
-        (None, None) => (Verdict::Chosen, chosen_reason(a, candidates, client)),
+    let verdict = match why {
+        Reason::Excluded(_) => Verdict::Excluded,
+        _ if i == 0 => Verdict::Chosen,
+        _ => Verdict::RankedLower,
     };
     Row {
         position: i + 1,
@@ -255,92 +258,96 @@ fn row(
         free: a.free,
         reserved: a.reserved,
         weight: s.weight,
-        score: a.score,
         health: if s.enabled {
             s.health.state.as_str()
         } else {
             "draining"
         },
-        same_country: a.same_country,
+        same_country: a.same_country(),
         located_by: s.coords_source.as_str(),
         verdict,
-        reason,
+        reason: reason_text(snap, why),
     }
 }
 
-fn chosen_reason(
-    a: &Assessed,
-    candidates: &[&Assessed],
-    client: &crate::domain::ClientGeo,
-) -> String {
-    if candidates.len() == 1 {
-        return "the only relay with a free slot".into();
+/// A reason in plain words, with the numbers that decided.
+fn reason_text(snap: &Snapshot, why: Reason) -> String {
+    let name = |m: usize| snap.servers[snap.mounts[m].server].name.as_str();
+    match why {
+        Reason::Excluded(e) => e.words().into(),
+        Reason::Only => "the only relay with a free slot".into(),
+        Reason::LeastFull { fill, ring_end_km } => {
+            let ring = ring_end_km.map_or(String::new(), |end| {
+                format!("in the nearest ring (up to {end:.0} km), ")
+            });
+            format!("{ring}the least full for its weight: {}", fill_text(&fill))
+        }
+        Reason::TieWonByCountry { fill } => format!(
+            "tied on fill ({}) and won as the relay in the client's country",
+            fill_text(&fill)
+        ),
+        Reason::TieWonByChance { fill } => format!(
+            "tied on fill ({}) with another relay, picked at random among equals",
+            fill_text(&fill)
+        ),
+        Reason::HttpsPreferred { first } => format!(
+            "no https_url: the listener came over HTTPS, and {} has one",
+            name(first)
+        ),
+        Reason::Farther {
+            km,
+            ring,
+            ring_end_km,
+        } => format!(
+            "farther: {km:.0} km is outside ring 0 (up to {ring_end_km:.0} km), in ring {ring}"
+        ),
+        Reason::LocationUnknown => {
+            "the relay's location is unknown: it comes after every located relay".into()
+        }
+        Reason::OtherCountry => "not in the client's country".into(),
+        Reason::FullerForWeight {
+            fill,
+            first,
+            first_fill,
+        } => format!(
+            "fuller for its weight than {}: {}, against {}",
+            name(first),
+            fill_text(&fill),
+            fill_text(&first_fill)
+        ),
+        Reason::TieLostToCountry { first } => {
+            format!(
+                "as full for its weight as {}, which is in the client's country",
+                name(first)
+            )
+        }
+        Reason::TieLostByChance { first } => format!(
+            "as full for its weight as {}; the order among equals is random",
+            name(first)
+        ),
     }
-    let located = client.coords.is_some() || client.country.is_some();
-    let mut why = if located && a.ring == 0 {
-        "in the nearest ring, with the most free capacity × weight in it".to_string()
-    } else {
-        "the most free capacity × weight".to_string()
+}
+
+/// `9 of 10 slots with this listener (90%)`, and for a weight other than
+/// 100 what the weight makes of it: `…, weight 150 counts that as 60%`.
+fn fill_text(f: &Fill) -> String {
+    let of = match f.from {
+        CapacityFrom::Mount => format!("{} of {} slots", f.used, f.capacity),
+        CapacityFrom::Server => format!("{} of the server's {} slots", f.used, f.capacity),
+        CapacityFrom::FairShare => format!(
+            "{} of a fair share of {} (its limit is unknown)",
+            f.used, f.capacity
+        ),
     };
-    let tied = candidates
-        .iter()
-        .skip(1)
-        .any(|b| b.ring == a.ring && b.score == a.score);
-    if tied {
-        let others_local = candidates
-            .iter()
-            .skip(1)
-            .any(|b| b.ring == a.ring && b.score == a.score && b.same_country);
-        why.push_str(if a.same_country && !others_local {
-            "; tied, and won as the relay in the client's country"
-        } else {
-            "; tied with another relay, picked at random among equals"
-        });
-    }
-    why
-}
-
-fn lower_reason(
-    snap: &Snapshot,
-    a: &Assessed,
-    best: &Assessed,
-    client: &crate::domain::ClientGeo,
-) -> String {
-    let best_name = &snap.servers[snap.mounts[best.mount].server].name;
-    if a.ring > best.ring {
-        return match (client.coords, a.distance_km) {
-            (Some(_), None) => {
-                "the relay's location is unknown: it comes after every located relay".into()
-            }
-            (Some(_), Some(d)) => {
-                let d0 = best.distance_km.unwrap_or(0.0);
-                format!(
-                    "farther: {d:.0} km is outside ring 0 (up to {:.0} km), in ring {}",
-                    select::band_limit(d0),
-                    a.ring
-                )
-            }
-            (None, _) => match client.country {
-                Some(c) => format!("not in the client's country ({c})"),
-                None => format!("in ring {}", a.ring),
-            },
-        };
-    }
-    if a.score < best.score {
-        let near = if client.coords.is_some() || client.country.is_some() {
-            "as near, but "
-        } else {
-            ""
-        };
-        return format!(
-            "{near}less free capacity × weight than {best_name} ({} < {})",
-            a.score, best.score
+    let mut text = format!("{of} with this listener ({:.0}%)", f.percent());
+    if f.weight != 100 {
+        text += &format!(
+            ", weight {} counts that as {:.0}%",
+            f.weight,
+            f.weighted_percent()
         );
     }
-    if best.same_country && !a.same_country {
-        return format!("tied with {best_name}, which is in the client's country");
-    }
-    format!("tied with {best_name}; the order among equals is random")
+    text
 }
 
 #[derive(Template, WebTemplate)]
@@ -350,6 +357,7 @@ pub struct ExplainPage {
     pub streams: Vec<String>,
     pub stream: String,
     pub ip: String,
+    pub https: bool,
     /// Why the question could not be answered (bad address, no such
     /// stream), shown on the form.
     pub error: Option<String>,
@@ -380,6 +388,7 @@ pub async fn page(
     let snap = &routing.snap;
     let stream = q.stream.unwrap_or_default().trim().to_string();
     let ip = q.ip.unwrap_or_default().trim().to_string();
+    let https = q.https.is_some();
     let answer = if stream.is_empty() || ip.is_empty() {
         // Just the form.
         Ok(None)
@@ -392,6 +401,7 @@ pub async fn page(
                     ip: addr,
                     located: state.geo().locate(addr),
                     database: state.geo().info().map(|i| i.to_string()),
+                    https,
                 };
                 Some(explain(&routing, entry, who, &mut rand::rng()))
             })
@@ -405,6 +415,7 @@ pub async fn page(
         streams: snap.streams.iter().map(|s| s.name.clone()).collect(),
         stream,
         ip,
+        https,
         error,
         explanation,
     };
@@ -438,6 +449,7 @@ mod tests {
             ip: "81.10.0.1".parse().unwrap(),
             located: who,
             database: db.then(|| "test.mmdb".to_string()),
+            https: false,
         };
         explain_at(
             snap,
@@ -472,7 +484,12 @@ mod tests {
         assert_eq!(row(&e, "ams").position, 1);
         let fra = row(&e, "fra");
         assert_eq!(fra.verdict, Verdict::RankedLower);
-        assert!(fra.reason.contains("less free capacity"), "{}", fra.reason);
+        assert!(
+            fra.reason
+                .starts_with("fuller for its weight than ams: 61 of 100 slots"),
+            "{}",
+            fra.reason
+        );
         assert_eq!(fra.ring, Some(0));
         let nyc = row(&e, "nyc");
         assert!(nyc.reason.starts_with("farther"), "{}", nyc.reason);
@@ -504,7 +521,7 @@ mod tests {
         let e = run(&s, Located::default(), true);
         assert!(e.method.contains("location is unknown"));
         assert_eq!(e.chosen().unwrap().server, "a");
-        assert!(row(&e, "b").reason.contains("less free capacity"));
+        assert!(row(&e, "b").reason.contains("fuller for its weight than a"));
         let e = run(&s, Located::default(), false);
         assert!(e.method.contains("No GeoIP database"));
         assert_eq!(e.country_text(), "unknown");
@@ -586,6 +603,7 @@ mounts = [{ server = "fra", mount = "/live.mp3" }]
         let q = ExplainQuery {
             stream: Some(stream.into()),
             ip: Some(ip.into()),
+            https: None,
         };
         let ctx = Ctx {
             user: "admin".into(),

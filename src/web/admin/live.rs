@@ -81,7 +81,7 @@ pub fn flatten(d: &Dashboard, mount_live: &[(i64, bool)]) -> Live {
         let k = |f: &str| format!("server-{}-{f}", s.id);
         l.put(k("state"), s.condition.words());
         l.class.insert(k("state"), state_class(s.condition));
-        l.put(k("listeners"), s.listeners);
+        l.put(k("listeners"), &s.listeners);
         l.put(k("last_poll"), &s.last_poll);
         l.put(k("latency"), &s.latency);
         l.put(k("error"), &s.error);

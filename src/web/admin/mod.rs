@@ -5,75 +5,41 @@
 //! writes, resolves the session cookie into an [`AdminUser`] (or redirects
 //! to the login page and back), and carries one-shot flash messages.
 
-pub mod audit;
+pub(crate) mod audit;
 pub mod auth;
-pub mod chart;
-pub mod countries;
-pub mod dashboard;
-pub mod explain;
-pub mod live;
-pub mod servers;
-pub mod streams;
-pub mod tokens;
-pub mod users;
-pub mod widgets;
+pub(crate) mod chart;
+pub(crate) mod countries;
+pub(crate) mod dashboard;
+pub(crate) mod explain;
+pub(crate) mod live;
+pub(crate) mod servers;
+pub(crate) mod streams;
+pub(crate) mod tokens;
+pub(crate) mod users;
+pub(crate) mod widgets;
 
 use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::csrf;
+pub use super::session::{AdminUser, IDLE_TIMEOUT_MS, SESSION_COOKIE, cookie, session_user};
 use crate::error::{Error, Result};
 use crate::store;
 use crate::users::hex;
 use crate::web::AppState;
 
-pub const SESSION_COOKIE: &str = "icb_session";
 const FLASH_COOKIE: &str = "icb_flash";
-/// Sessions end after this long without a request.
-pub const IDLE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
-
-/// The logged-in user of this request.
-#[derive(Debug, Clone)]
-pub struct AdminUser {
-    pub id: i64,
-    pub name: String,
-    pub csrf_token: String,
-}
-
-impl AdminUser {
-    /// Compares a form's `csrf_token` with the session's.
-    pub fn check_csrf(&self, given: &str) -> Result<()> {
-        if csrf::tokens_match(given, &self.csrf_token) {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(
-                "This form has expired or came from another site (CSRF token mismatch). \
-                 Reload the page and try again."
-                    .into(),
-            ))
-        }
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for AdminUser {
-    type Rejection = Error;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
-        parts
-            .extensions
-            .get::<AdminUser>()
-            .cloned()
-            .ok_or_else(|| Error::Unauthorized("login required".into()))
-    }
-}
 
 /// What every admin page shows around its content.
 #[derive(Debug, Clone)]
@@ -165,28 +131,18 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 /// `Set-Cookie` for an admin cookie: HttpOnly, SameSite=Strict, Path=/,
 /// Secure when the request came over HTTPS. `None` deletes it.
 pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
-    let mut c = match value {
-        Some(v) => format!("{name}={v}; Path=/; HttpOnly; SameSite=Strict"),
-        None => format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    };
-    if secure {
-        c.push_str("; Secure");
+    let mut c = Cookie::build((name, value.unwrap_or_default()))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure);
+    if value.is_none() {
+        c = c.max_age(time::Duration::ZERO);
     }
-    HeaderValue::from_str(&c).expect("cookie values are hex")
+    HeaderValue::from_str(&c.build().to_string()).expect("cookie values are hex")
 }
 
 /// Redirects with a message for the next page.
@@ -227,6 +183,14 @@ pub fn is_https(state: &AppState, req: &Request) -> bool {
     client(state, req).is_some_and(|c| c.https)
 }
 
+/// What stays as it is in the `next` parameter: an unreserved path.
+const NEXT_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Only local absolute paths, so `next` cannot send anyone off-site.
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
@@ -242,20 +206,6 @@ pub fn safe_next(next: Option<&str>) -> String {
         }
         _ => "/admin/".to_string(),
     }
-}
-
-/// The user whose session cookie this request carries, if it is valid.
-pub async fn session_user(state: &AppState, headers: &HeaderMap) -> Result<Option<AdminUser>> {
-    let Some(token) = cookie(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    let mut conn = state.db().acquire().await?;
-    let found = store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await?;
-    Ok(found.map(|s| AdminUser {
-        id: s.user_id,
-        name: s.user_name,
-        csrf_token: s.csrf_token,
-    }))
 }
 
 async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -281,16 +231,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
                 Some(pq) => pq.as_str().to_string(),
                 None => path.clone(),
             };
-            let next: String = target
-                .bytes()
-                .map(|b| {
-                    if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-                        (b as char).to_string()
-                    } else {
-                        format!("%{b:02X}")
-                    }
-                })
-                .collect();
+            let next = percent_encode(target.as_bytes(), NEXT_KEEPS);
             return Redirect::to(&format!("/admin/login?next={next}")).into_response();
         }
         None => {
@@ -346,14 +287,16 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// A UNIQUE violation becomes a message on its form field; anything else
 /// stays an error.
-pub fn conflict_to_field(e: Error) -> std::result::Result<crate::domain::FieldErrors, Error> {
+pub fn conflict_to_field(
+    e: crate::store::Error,
+) -> std::result::Result<crate::domain::FieldErrors, Error> {
     match e {
-        Error::Conflict { field, value } => {
+        crate::store::Error::Conflict { field, value } => {
             let mut f = crate::domain::FieldErrors::default();
             f.push(field, format!("{value:?} is already taken"));
             Ok(f)
         }
-        other => Err(other),
+        other => Err(other.into()),
     }
 }
 
@@ -412,13 +355,5 @@ mod tests {
         ] {
             assert_eq!(safe_next(Some(bad)), "/admin/");
         }
-    }
-
-    #[test]
-    fn cookies_are_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "a=1; icb_session=abc; b=2".parse().unwrap());
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
-        assert_eq!(cookie(&h, "c"), None);
     }
 }

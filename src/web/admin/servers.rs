@@ -570,7 +570,7 @@ async fn add_discovered(
             MountPath::parse(m).map_err(|e| Error::BadRequest(format!("mount {m:?}: {e}")))?;
         match changes::add_mount(&mut tx, stream.id, id, &path).await {
             Ok(_) => {}
-            Err(Error::Conflict { .. }) => {
+            Err(crate::store::Error::Conflict { .. }) => {
                 return Ok(redirect_with_problem(
                     &back,
                     &format!(
@@ -579,7 +579,7 @@ async fn add_discovered(
                     ),
                 ));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     state.commit(tx).await?;

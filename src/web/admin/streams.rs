@@ -105,7 +105,7 @@ struct ListPage {
 
 async fn list(State(state): State<AppState>, ctx: Ctx) -> impl IntoResponse {
     let snap = state.snapshot();
-    let rows = crate::web::balancer::stream_rows(&state, &snap);
+    let rows = crate::web::stream_list::stream_rows(&state, &snap);
     let streams = snap
         .streams
         .iter()
@@ -437,14 +437,14 @@ async fn add_mount(
         drop(tx);
         let mut errors = FieldErrors::default();
         match e {
-            Error::Conflict { .. } => errors.push(
+            crate::store::Error::Conflict { .. } => errors.push(
                 "mount",
                 format!(
                     "{} on {} already belongs to a stream",
                     spec.mount, server.name
                 ),
             ),
-            other => return Err(other),
+            other => return Err(other.into()),
         }
         return again(errors).await;
     }

@@ -108,10 +108,11 @@ async fn add(
             return refused(form, e).await;
         }
     };
-    let (name, streams) = match tokens::check(&form.name, scope, std::slice::from_ref(&form.streams)) {
-        Ok(v) => v,
-        Err(e) => return refused(form, e).await,
-    };
+    let (name, streams) =
+        match tokens::check(&form.name, scope, std::slice::from_ref(&form.streams)) {
+            Ok(v) => v,
+            Err(e) => return refused(form, e).await,
+        };
     let secret = crate::users::api_token_secret();
     let mut tx = state.begin(&user.name).await?;
     match changes::create_token(&mut tx, &name, scope, &streams, &secret).await {
@@ -141,11 +142,11 @@ async fn remove(
     let mut tx = state.begin(&user.name).await?;
     match changes::delete_token(&mut tx, &name).await {
         Ok(()) => {}
-        Err(Error::NotFound(why)) => {
+        Err(crate::store::Error::NotFound(why)) => {
             drop(tx);
             return Ok(redirect_with_problem("/admin/tokens", &why));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     state.commit(tx).await?;
     Ok(redirect_with_flash(

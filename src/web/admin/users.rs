@@ -165,10 +165,10 @@ async fn add(
         drop(tx);
         let mut errors = FieldErrors::default();
         match e {
-            Error::Conflict { .. } => {
+            store::Error::Conflict { .. } => {
                 errors.push("name", format!("a user named {name} already exists"))
             }
-            other => return Err(other),
+            other => return Err(other.into()),
         }
         return refused(errors).await;
     }
@@ -266,11 +266,11 @@ async fn remove(
     let mut tx = state.begin(&user.name).await?;
     match changes::delete_user(&mut tx, &name).await {
         Ok(()) => {}
-        Err(Error::BadRequest(why) | Error::NotFound(why)) => {
+        Err(store::Error::Refused(why) | store::Error::NotFound(why)) => {
             drop(tx);
             return Ok(redirect_with_problem("/admin/users", &why));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     state.commit(tx).await?;
     if name == user.name {

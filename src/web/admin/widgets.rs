@@ -21,10 +21,9 @@ pub struct ServerLine {
     pub id: i64,
     pub name: String,
     pub url: String,
-    pub enabled: bool,
     /// Full, low, down, draining, ok… (see [`Condition`]).
     pub condition: Condition,
-    pub listeners: u64,
+    pub listeners: String,
     pub last_poll: String,
     pub latency: String,
     pub error: String,
@@ -76,9 +75,13 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
             id: s.id,
             name: s.name.clone(),
             url: s.url.clone(),
-            enabled: s.enabled,
             condition: condition::server(&r, i, low),
-            listeners: s.listeners,
+            // A down relay's last count says nothing about now.
+            listeners: if s.health.is_up() {
+                s.listeners.to_string()
+            } else {
+                UNKNOWN.into()
+            },
             last_poll: ago(s.last_poll_at),
             // A relay that did not answer has no latency worth showing.
             latency: s

@@ -85,8 +85,11 @@ pub async fn replace(
     if_match.check(&etag_of(&current)?, None)?;
     let report = match config_file::apply_in(&mut tx, &file).await {
         // Import reports every bad entry and field in one message.
-        Err(Error::BadRequest(m)) => {
-            return Err(ApiError::Body(StatusCode::UNPROCESSABLE_ENTITY, m));
+        Err(e @ config_file::Error::Rejected(_)) => {
+            return Err(ApiError::Body(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                e.to_string(),
+            ));
         }
         other => other?,
     };

@@ -15,10 +15,10 @@
 //! The OpenAPI document (`/api/v1/openapi.json`) is derived from the
 //! handlers' own types ([`openapi`]).
 
-pub mod announce;
+pub(crate) mod announce;
 mod config;
 mod mounts;
-pub mod openapi;
+pub(crate) mod openapi;
 mod servers;
 mod streams;
 mod users;
@@ -90,9 +90,14 @@ pub enum ApiError {
     Body(StatusCode, String),
 }
 
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        ApiError::App(e)
+/// The web's errors, and the layers below through the web boundary's
+/// mapping.
+impl<E> From<E> for ApiError
+where
+    Error: From<E>,
+{
+    fn from(e: E) -> Self {
+        ApiError::App(Error::from(e))
     }
 }
 
@@ -229,8 +234,9 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// A caller whose token may read the configuration.
-pub struct CanRead(pub Caller);
+/// A caller whose token may read the configuration (who it is does not
+/// matter to a read).
+pub struct CanRead;
 /// A caller whose token may change the configuration.
 pub struct CanWrite(pub Caller);
 /// A caller whose token may announce relays.
@@ -241,7 +247,7 @@ impl FromRequestParts<AppState> for CanRead {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
         Caller::resolve(parts, state, Scope::Read)
             .await
-            .map(CanRead)
+            .map(|_| CanRead)
     }
 }
 

@@ -187,11 +187,8 @@ pub async fn remove(
     let mut tx = state.begin(&caller.actor()).await?;
     let (_, version) = load(tx.conn(), &name).await?;
     if_match.check_version(version)?;
-    match changes::delete_user(&mut tx, &name).await {
-        // The last user: a rule about the current state, not bad input.
-        Err(Error::BadRequest(why)) => return Err(Error::Refused(why).into()),
-        other => other?,
-    }
+    // The last user is refused (409): a rule about the current state.
+    changes::delete_user(&mut tx, &name).await?;
     commit(&state, tx).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
