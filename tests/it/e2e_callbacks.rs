@@ -217,3 +217,16 @@ async fn over_booking_race_icecast_2_4_with_callbacks() {
 async fn over_booking_race_icecast_kh_with_callbacks() {
     over_booking_race(Flavour::Kh, true).await;
 }
+
+/// Without callbacks the poll alone must hold the line: Icecast counts a
+/// connection before the listener (KH by up to a few hundred
+/// milliseconds), and the re-poll of a full-looking stream lands there.
+#[tokio::test]
+async fn over_booking_race_icecast_2_4_without_callbacks() {
+    over_booking_race(Flavour::Xiph, false).await;
+}
+
+#[tokio::test]
+async fn over_booking_race_icecast_kh_without_callbacks() {
+    over_booking_race(Flavour::Kh, false).await;
+}
