@@ -139,6 +139,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             max: None,
             configured_max: None,
             callbacks: false,
+            hidden: false,
             counters: Arc::new(MountCounters::default()),
         });
     }

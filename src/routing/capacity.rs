@@ -357,6 +357,15 @@ pub enum Arrival {
     Unrouted,
 }
 
+/// What a relay's callback changed: how a `listener_add` counted, and
+/// whether a mount the poll does not list now shows as serving (the
+/// snapshot must be rebuilt for it to be used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub arrival: Arrival,
+    pub revealed: bool,
+}
+
 /// A relay's `listener_add`: `client` connected to `uri` (the request
 /// URI, query included) on server `server` (index in `Snapshot::servers`).
 /// Counts the listener on its mount; a valid token in the URI for that
@@ -368,9 +377,13 @@ pub fn listener_add(
     caller: &Caller<'_>,
     now_ms: i64,
     ttl_s: u64,
-) -> Arrival {
+) -> Outcome {
+    let plain = |arrival| Outcome {
+        arrival,
+        revealed: false,
+    };
     if is_relay(caller.agent) {
-        return Arrival::RelayPull;
+        return plain(Arrival::RelayPull);
     }
     let relay = &snap.servers[server];
     let path = caller.uri.split_once('?').map_or(caller.uri, |(p, _)| p);
@@ -378,9 +391,10 @@ pub fn listener_add(
     // its status pages included: only mounts of a stream are counted (the
     // poll accounts for the relay's other mounts).
     let Some(m) = snap.mount_at(server, path) else {
-        return Arrival::Unrouted;
+        return plain(Arrival::Unrouted);
     };
     let mount = &snap.mounts[m];
+    let revealed = announce(snap, server, path, true);
     let mref = MountRef {
         id: mount.id,
         counters: &mount.counters,
@@ -388,10 +402,29 @@ pub fn listener_add(
     let c = &relay.counters;
     c.book.add(&c.callbacks, caller.client, mref, now_ms);
     let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
-    match tokens::from_uri(caller.uri) {
+    let arrival = match tokens::from_uri(caller.uri) {
         Some(t) if confirm_token(snap, signer, m, t, now_s, ttl_s) => Arrival::Confirmed,
         _ => Arrival::Direct,
+    };
+    Outcome { arrival, revealed }
+}
+
+/// A relay's `mount_add` (`serving`) or `mount_remove` for `path`: the
+/// only news of a hidden mount's source the balancer gets. Returns
+/// whether a mount the poll does not list changed between serving and
+/// not (the snapshot must be rebuilt).
+pub fn announce(snap: &Snapshot, server: usize, path: &str, serving: bool) -> bool {
+    let Some(m) = snap.mount_at(server, path) else {
+        return false;
+    };
+    let mount = &snap.mounts[m];
+    // A listed mount is live by the poll, and is not hidden when its
+    // source goes: only news of unlisted ones counts.
+    if mount.live && !mount.hidden {
+        mount.counters.announced.store(false, Ordering::Relaxed);
+        return false;
     }
+    mount.counters.announced.swap(serving, Ordering::Relaxed) != serving
 }
 
 /// Who a relay says arrived.

@@ -55,7 +55,10 @@ impl Excluded {
             Excluded::GeoBlocked => "the stream may not be heard in the client's country",
             Excluded::Drained => "relay draining: no new listeners",
             Excluded::Down => "relay down or not polled yet",
-            Excluded::NotListed => "source offline? (the relay does not list this mount)",
+            Excluded::NotListed => {
+                "source offline, or a hidden mount? (the relay does not list it; a hidden \
+                 mount is balanced only on a relay with callbacks and a configured limit)"
+            }
             Excluded::HttpsRequired => "no https_url, and the stream requires HTTPS",
             Excluded::Full => "full",
         }

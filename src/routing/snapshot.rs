@@ -8,7 +8,7 @@
 //! holds `Arc`s to them.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::sync::lock;
@@ -31,6 +31,10 @@ pub struct MountCounters {
     pub shared_full_until_s: AtomicU64,
     /// Listeners the relay's callbacks report here.
     pub callbacks: Tally,
+    /// The relay's callbacks showed this mount serving (a listener, or a
+    /// `mount_add`) and no `mount_remove` since: a mount the poll does not
+    /// list (`<hidden>1</hidden>`) is live by this (see `MountEntry::hidden`).
+    pub announced: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +162,10 @@ pub struct MountEntry {
     pub configured_max: Option<u32>,
     /// Its relay has a callback token: `listeners_now` is the callbacks'.
     pub callbacks: bool,
+    /// Live although the poll does not list it (`<hidden>1</hidden>`
+    /// mounts never are): its relay has callbacks, which showed it serving
+    /// (`MountCounters::announced`), and the configuration gives its limit.
+    pub hidden: bool,
     pub counters: Arc<MountCounters>,
 }
 
@@ -334,7 +342,8 @@ pub fn build(
         let geo = resolved.get(&row.id).copied().unwrap_or_default();
         let mut entry = server_entry(row, health, &usage, counters.server(row.id), geo);
         entry.callback_token = rows.tokens.get(&row.id).cloned();
-        reconcile_server(&entry, health, rec);
+        let hidden = hidden_listeners(&rows, &usage, counters, row.id);
+        reconcile_server(&entry, health, hidden, rec);
         server_index.insert(row.id, servers.len());
         servers.push(entry);
     }
@@ -360,6 +369,10 @@ pub fn build(
             .copied();
         let mut entry = mount_entry(row, server, stream, u, counters.mount(row.id));
         entry.callbacks = servers[server].callback_token.is_some();
+        if u.is_none() && entry.callbacks && entry.configured_max.is_some() {
+            entry.hidden = entry.counters.announced.load(Ordering::Relaxed);
+            entry.live = entry.hidden;
+        }
         let connections = connections(rows.health.get(&row.server_id));
         reconcile_mount(&entry, &servers[server], &usage, connections, rec);
         streams[stream].mounts.push(mounts.len());
@@ -489,13 +502,33 @@ fn server_entry(
     }
 }
 
-/// Reconciles the server's reservations with its last successful poll.
-fn reconcile_server(entry: &ServerEntry, h: Option<&store::status::HealthRow>, rec: Reconcile) {
+/// Listeners the callbacks count on the server's configured mounts that
+/// its last poll did not list (hidden ones): the poll's total lacks them.
+fn hidden_listeners(rows: &Rows, usage: &UsageIndex<'_>, counters: &Counters, server: i64) -> u64 {
+    if !rows.tokens.contains_key(&server) {
+        return 0;
+    }
+    rows.mounts
+        .iter()
+        .filter(|m| m.server_id == server)
+        .filter(|m| !usage.by_mount.contains_key(&(server, m.mount.as_str())))
+        .map(|m| counters.mount(m.id).callbacks.listeners())
+        .sum()
+}
+
+/// Reconciles the server's reservations with its last successful poll;
+/// `hidden`: listeners of mounts the poll cannot see, per the callbacks.
+fn reconcile_server(
+    entry: &ServerEntry,
+    h: Option<&store::status::HealthRow>,
+    hidden: u64,
+    rec: Reconcile,
+) {
     if let Some(at) = entry.last_success_at {
         let c = &entry.counters;
         if entry.callback_token.is_some() {
-            c.book
-                .reconcile(&c.callbacks, 0, entry.listeners, at, rec.grace_ms);
+            let polled = entry.listeners + hidden;
+            c.book.reconcile(&c.callbacks, 0, polled, at, rec.grace_ms);
         }
         let obs = callback_free(
             entry,
@@ -549,6 +582,7 @@ fn mount_entry(
         },
         configured_max,
         callbacks: false,
+        hidden: false,
         counters,
     }
 }
@@ -567,7 +601,8 @@ fn reconcile_mount(
         return;
     };
     let only_mount = usage.server_mounts.get(&server.id) == Some(&1) && entry.live;
-    if entry.callbacks && entry.live {
+    // A hidden mount's count is the callbacks' alone: no poll lists it.
+    if entry.callbacks && entry.live && !entry.hidden {
         let book = &server.counters.book;
         let polled = u64::from(entry.listeners);
         book.reconcile(

@@ -83,6 +83,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             max: r.max,
             configured_max: None,
             callbacks: false,
+            hidden: false,
             counters: Arc::new(MountCounters::default()),
         });
     }

@@ -157,7 +157,7 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
     let limit = if format == Format::Redirect { 1 } else { 5 };
     let chosen = match capacity::playlist(&snap, stream, &ask, limit, reserve).await {
         Ok(chosen) => chosen,
-        Err(refusal) => return refused(state, stream, &geo, &client, refusal),
+        Err(refusal) => return refused(state, &snap, stream, &geo, &client, refusal),
     };
     let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
     match format {
@@ -193,6 +193,7 @@ fn unknown_stream(state: &AppState, name: &str) -> Response {
 /// The answer when routing has no slot for the client.
 fn refused(
     state: &AppState,
+    snap: &Snapshot,
     stream: &StreamEntry,
     geo: &ClientGeo,
     client: &ClientInfo,
@@ -200,8 +201,8 @@ fn refused(
 ) -> Response {
     match why {
         Refusal::GeoBlocked => forbidden(stream, geo, client),
-        Refusal::Full => full(state, stream, true),
-        Refusal::Unavailable => full(state, stream, false),
+        Refusal::Full => full(state, snap, stream, true),
+        Refusal::Unavailable => full(state, snap, stream, false),
     }
 }
 
@@ -299,7 +300,7 @@ async fn listen(
             Err(why) => why,
         };
         if why == Refusal::GeoBlocked || !state.await_fresh_counts(deadline).await {
-            return refused(state, stream, &l.geo, l.client, why);
+            return refused(state, &snap, stream, &l.geo, l.client, why);
         }
         snap = arc_swap::Guard::into_inner(state.snapshot());
     }
@@ -380,7 +381,7 @@ fn plain(status: StatusCode, body: String) -> Response {
 
 /// `any_up`: some relay is up but full (counted as `full`), else none is
 /// up (`unavailable`); the listener's answer is the same.
-fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
+fn full(state: &AppState, snap: &Snapshot, stream: &StreamEntry, any_up: bool) -> Response {
     let now_s = state.clock().now_s();
     if let Some(url) = &stream.fallback_url {
         stream.counters.fallback.fetch_add(1, Ordering::Relaxed);
@@ -399,8 +400,9 @@ fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
             "No relay available at the moment: every relay of stream {:?} is full or down. \
-             Please try again in {retry} seconds.\n",
-            stream.name
+             Please try again in {retry} seconds.\n{}",
+            stream.name,
+            unlisted_note(snap, stream)
         ),
     );
     resp.headers_mut().insert(
@@ -408,6 +410,23 @@ fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
         retry.to_string().parse().expect("digits"),
     );
     resp
+}
+
+/// Mounts of the stream that up relays do not list may be hidden ones
+/// (`<hidden>1</hidden>`), which polls never see: say so, since "full or
+/// down" would mislead whoever debugs it.
+fn unlisted_note(snap: &Snapshot, stream: &StreamEntry) -> String {
+    let unlisted = (stream.mounts.iter().map(|&m| &snap.mounts[m]))
+        .filter(|m| !m.live && snap.servers[m.server].health.is_up())
+        .count();
+    if unlisted == 0 {
+        return String::new();
+    }
+    format!(
+        "{unlisted} of its mounts are not listed by their relays: a source is offline, or the \
+         mount is hidden (<hidden>1</hidden>), which the balancer can use only on relays that \
+         send it URL-auth callbacks and with the mount's max_listeners configured.\n"
+    )
 }
 
 fn playlist(format: Format, stream: &StreamEntry, urls: &[String]) -> Response {

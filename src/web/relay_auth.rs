@@ -23,6 +23,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
+use crate::engine::Reason;
 use crate::routing::capacity::{self, Arrival};
 use crate::routing::snapshot::ServerEntry;
 use crate::web::AppState;
@@ -78,6 +79,7 @@ async fn auth(
     }
     let cb = parse(&body);
     let now_ms = state.clock().now_ms();
+    let mut revealed = false;
     match (cb.action.as_str(), cb.client) {
         ("listener_add", Some(client)) => {
             let caller = capacity::Caller {
@@ -86,8 +88,9 @@ async fn auth(
                 agent: &cb.agent,
             };
             let ttl_s = state.settings().reservation_ttl_s();
-            let arrival = capacity::listener_add(&snap, state.signer(), si, &caller, now_ms, ttl_s);
-            let counter = match arrival {
+            let outcome = capacity::listener_add(&snap, state.signer(), si, &caller, now_ms, ttl_s);
+            revealed = outcome.revealed;
+            let counter = match outcome.arrival {
                 Arrival::Confirmed => &metrics.confirmed,
                 Arrival::Direct => &metrics.direct,
                 Arrival::RelayPull => &metrics.relay_pulls,
@@ -99,12 +102,18 @@ async fn auth(
             capacity::listener_remove(&snap, si, client, now_ms);
             metrics.removed.fetch_add(1, Ordering::Relaxed);
         }
-        // Other actions (mount_add, stream_auth…) need no answer but yes.
+        ("mount_add", _) => revealed = capacity::announce(&snap, si, &cb.mount, true),
+        ("mount_remove", _) => revealed = capacity::announce(&snap, si, &cb.mount, false),
+        // Other actions (stream_auth…) need no answer but yes.
         (a, _) if !a.starts_with("listener_") => {}
         _ => {
             metrics.malformed.fetch_add(1, Ordering::Relaxed);
             return (StatusCode::BAD_REQUEST, "action and client are required\n").into_response();
         }
+    }
+    if revealed {
+        // Not awaited: the refresher builds once for a burst.
+        drop(state.routing_state().rebuild(Reason::HiddenMount));
     }
     admitted()
 }

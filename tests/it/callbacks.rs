@@ -324,3 +324,85 @@ async fn the_callback_token_is_write_only() {
     assert!(audit.contains("callback_token = (changed)"), "{audit}");
     assert!(!audit.contains(TOKEN) && !audit.contains(new), "{audit}");
 }
+
+/// A relay `r1` listing only `/other.mp3`, whose `/hidden.mp3` (max 2 in
+/// the configuration) is the stream `live`; `token` gives `r1` callbacks.
+async fn app_with_hidden_mount(token: bool) -> (TestApp, FakeRelay) {
+    let relay = FakeRelay::start(&[("/other.mp3", 0, Some(10))]).await;
+    let app = TestApp::spawn_with(|s| s.full_recheck = Duration::ZERO).await;
+    let token = if token {
+        format!("callback_token = \"{TOKEN}\"\n")
+    } else {
+        String::new()
+    };
+    app.import(&format!(
+        "[[servers]]\nname = \"r1\"\nurl = \"{}\"\n{token}\
+         [[streams]]\nname = \"live\"\n\
+         mounts = [{{ server = \"r1\", mount = \"/hidden.mp3\", max_listeners = 2 }}]\n",
+        relay.url
+    ))
+    .await;
+    app.poll().await;
+    (app, relay)
+}
+
+async fn mount_event(app: &TestApp, action: &str) -> reqwest::Response {
+    let fields = [("action", action), ("mount", "/hidden.mp3")];
+    callback(app, "r1", Some(("r1", TOKEN)), &fields).await
+}
+
+/// Issue 21, item 5: a hidden mount (`<hidden>1</hidden>`) is never in
+/// load.xsl. With callbacks it is balanced once the relay shows it
+/// serving: counts from the callbacks, the limit from the configuration.
+#[tokio::test]
+async fn a_hidden_mount_is_balanced_through_callbacks() {
+    let (app, _relay) = app_with_hidden_mount(true).await;
+    let r = app.get("/icecast_balancer/live/").await;
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("hidden"));
+    assert_eq!(mount_event(&app, "mount_add").await.status(), 200);
+    let mut first = String::new();
+    crate::support::eventually(Duration::from_secs(5), async || {
+        let r = app.get("/icecast_balancer/live/").await;
+        if r.status() == 302 {
+            first = r.redirect_target();
+        }
+        r.status() == 302
+    })
+    .await;
+    assert!(first.contains("/hidden.mp3?ibt="), "{first}");
+    // The listener arrives with its token; a direct one fills the mount.
+    let uri = &first[first.find("/hidden.mp3").unwrap()..];
+    assert_eq!(add(&app, "1", uri).await.status(), 200);
+    assert_eq!(add(&app, "2", "/hidden.mp3").await.status(), 200);
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    // A poll (which cannot see the mount) does not undo the counts.
+    app.advance(Duration::from_secs(2));
+    app.poll().await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    // One leaves: its slot is free at once.
+    assert_eq!(remove(&app, "2").await.status(), 200);
+    let again = app.get("/icecast_balancer/live/").await.redirect_target();
+    assert!(again.contains("/hidden.mp3?ibt="), "{again}");
+    // The source goes: nobody is sent there.
+    assert_eq!(mount_event(&app, "mount_remove").await.status(), 200);
+    crate::support::eventually(Duration::from_secs(5), async || {
+        app.get("/icecast_balancer/live/").await.status() == 503
+    })
+    .await;
+}
+
+/// Without callbacks a hidden mount cannot be balanced: the 503 says why
+/// instead of only "full or down".
+#[tokio::test]
+async fn without_callbacks_the_503_names_unlisted_mounts_as_maybe_hidden() {
+    let (app, _relay) = app_with_hidden_mount(false).await;
+    let r = app.get("/icecast_balancer/live/").await;
+    assert_eq!(r.status(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("not listed by their relays"), "{text}");
+    assert!(text.contains("<hidden>1</hidden>"), "{text}");
+    assert_eq!(mount_event(&app, "mount_add").await.status(), 401);
+    app.poll().await;
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+}

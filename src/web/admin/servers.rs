@@ -299,7 +299,7 @@ async fn page_for(
             id: Some(c.id),
             mount: c.mount.clone(),
             stream: c.stream_name.clone(),
-            listeners: "source offline?".into(),
+            listeners: "not listed: source offline, or hidden?".into(),
             max: String::new(),
         });
     }
