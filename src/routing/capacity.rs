@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use super::callbacks::MountRef;
 use super::rules::Want;
 use super::select;
-use super::snapshot::{Snapshot, StreamEntry};
+use super::snapshot::{MountEntry, Snapshot, StreamEntry};
 use super::tokens::{self, Signer};
 use crate::domain::{ClientGeo, Clock};
 
@@ -394,7 +394,7 @@ pub fn listener_add(
         return plain(Arrival::Unrouted);
     };
     let mount = &snap.mounts[m];
-    let revealed = announce(snap, server, path, true);
+    let revealed = announce_mount(mount, true);
     let mref = MountRef {
         id: mount.id,
         counters: &mount.counters,
@@ -414,14 +414,20 @@ pub fn listener_add(
 /// whether a mount the poll does not list changed between serving and
 /// not (the snapshot must be rebuilt).
 pub fn announce(snap: &Snapshot, server: usize, path: &str, serving: bool) -> bool {
-    let Some(m) = snap.mount_at(server, path) else {
-        return false;
-    };
-    let mount = &snap.mounts[m];
+    snap.mount_at(server, path)
+        .is_some_and(|m| announce_mount(&snap.mounts[m], serving))
+}
+
+/// `announce`, for a mount already found.
+fn announce_mount(mount: &MountEntry, serving: bool) -> bool {
     // A listed mount is live by the poll, and is not hidden when its
     // source goes: only news of unlisted ones counts.
     if mount.live && !mount.hidden {
-        mount.counters.announced.store(false, Ordering::Relaxed);
+        // Read first: most callbacks are for listed mounts, and a write
+        // would bounce the counter's cache line between the workers.
+        if mount.counters.announced.load(Ordering::Relaxed) {
+            mount.counters.announced.store(false, Ordering::Relaxed);
+        }
         return false;
     }
     mount.counters.announced.swap(serving, Ordering::Relaxed) != serving
