@@ -37,6 +37,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         now_s: routing.now_s,
         ttl: routing.ttl_s,
         unknown_stream: metrics.unknown_stream.load(Ordering::Relaxed),
+        alerts_dropped: metrics.alerts_dropped.load(Ordering::Relaxed),
         poll_rounds: state.poller().rounds(),
         latency: metrics.redirect_latency.read(),
     }));
@@ -58,6 +59,7 @@ struct Scrape {
     now_s: u64,
     ttl: u64,
     unknown_stream: u64,
+    alerts_dropped: u64,
     poll_rounds: u64,
     latency: (f64, u64, Vec<(f64, u64)>),
 }
@@ -123,6 +125,12 @@ impl Collector for Scrape {
             [(version.to_vec(), 1u64)],
         )?;
         self.encode_redirects(&mut enc)?;
+        counters(
+            &mut enc,
+            "icecast_balancer_alerts_dropped",
+            "Alerts dropped because a webhook's queue was full (one per webhook)",
+            [(Labels::new(), self.alerts_dropped)],
+        )?;
         self.encode_servers(&mut enc)?;
         self.encode_mounts(&mut enc)
     }

@@ -769,3 +769,125 @@ async fn one_network_grabbing_reservations_cannot_starve_real_listeners() {
     }
     assert_eq!(served, 13, "real listeners were refused");
 }
+
+// ---- alert webhooks ------------------------------------------------------
+
+/// A webhook receiver: `hang` accepts connections and never answers (as a
+/// stuck chat server); otherwise each JSON body is kept and answered 200.
+struct Hook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Hook {
+    async fn start(hang: bool) -> Hook {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                if hang {
+                    held.push(sock);
+                } else {
+                    tokio::spawn(Hook::answer(sock, kept.clone()));
+                }
+            }
+        });
+        Hook { url, bodies }
+    }
+
+    async fn answer(
+        mut sock: TcpStream,
+        kept: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    ) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                kept.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(body).unwrap());
+                let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = sock.write_all(ok.as_bytes()).await;
+                return;
+            }
+        }
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+fn metric(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_neither_delays_another_nor_grows_its_queue() {
+    let stuck = Hook::start(true).await;
+    let good = Hook::start(false).await;
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let hooks = vec![stuck.url.clone(), good.url.clone()];
+    let app = TestApp::spawn_with(move |s| {
+        s.alerts.webhooks = hooks;
+        s.alerts.check_every = Duration::from_millis(20);
+        s.alerts.first_retry = Duration::from_millis(20);
+        s.alerts.queue = 2;
+        s.poll.rise = 1;
+    })
+    .await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    // Down then up, five times: 20 alerts (server and stream each way).
+    for _ in 0..5 {
+        for mode in [
+            crate::support::fake_relay::Mode::Status(500),
+            crate::support::fake_relay::Mode::LoadXsl,
+        ] {
+            relay.set_mode(mode);
+            app.poll().await;
+            let seen = good.events().len();
+            // Each change is judged before the next (the watcher sees every snapshot).
+            eventually(Duration::from_secs(5), async || {
+                good.events().len() >= seen + 2
+            })
+            .await;
+        }
+    }
+    let arrived = eventually(Duration::from_secs(5), async || good.events().len() == 20).await;
+    assert!(
+        arrived,
+        "the healthy webhook got {} of 20 alerts while the other hung",
+        good.events().len()
+    );
+    let m = app.get("/metrics").await.text().await.unwrap();
+    let dropped = metric(&m, "icecast_balancer_alerts_dropped_total");
+    // The stuck one holds one alert in flight and two queued: the rest are
+    // dropped and counted.
+    assert!(
+        dropped.is_some_and(|d| (15..=17).contains(&d)),
+        "dropped: {dropped:?}"
+    );
+}
