@@ -126,7 +126,7 @@ impl Watcher {
                     stream: None,
                     free: None,
                     capacity: None,
-                    text: format!("icecast-balancer: {text}"),
+                    text: chat_safe(&format!("icecast-balancer: {text}")),
                 });
             }
         }
@@ -149,7 +149,7 @@ impl Watcher {
                     stream: Some(st.name.clone()),
                     free: t.free,
                     capacity: t.capacity,
-                    text: format!("icecast-balancer: {text}"),
+                    text: chat_safe(&format!("icecast-balancer: {text}")),
                 });
             }
         }
@@ -174,6 +174,24 @@ impl Watcher {
             Level::Ok
         }
     }
+}
+
+/// `text` as plain words in Slack, Mattermost or Discord: `&`, `<`, `>`
+/// escaped (so a relay's `<!channel>` or `<@U123>` is shown, not acted
+/// on) and every `@` followed by a zero-width space (so `@here` or
+/// `@everyone` notifies nobody).
+fn chat_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => out.push_str("@\u{200b}"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn stream_change(

@@ -12,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use subtle::ConstantTimeEq;
-
 use super::session::session_user;
 use crate::error::Result;
 use crate::routing::Routing;
@@ -195,7 +193,7 @@ async fn shows_details(state: &AppState, headers: &HeaderMap) -> Result<bool> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if crate::domain::secret::same(given, token) {
             return Ok(true);
         }
     }

@@ -891,3 +891,143 @@ async fn a_hanging_webhook_neither_delays_another_nor_grows_its_queue() {
         "dropped: {dropped:?}"
     );
 }
+
+#[tokio::test]
+async fn relay_text_in_an_alert_cannot_ping_a_chat() {
+    let good = Hook::start(false).await;
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let hooks = vec![good.url.clone()];
+    let app = TestApp::spawn_with(move |s| {
+        s.alerts.webhooks = hooks;
+        s.alerts.check_every = Duration::from_millis(20);
+    })
+    .await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    // The relay's error text quotes what it sent: chat mentions.
+    relay.set_mode(crate::support::fake_relay::Mode::Body(
+        "<load><mount name=\"/live.mp3\" listeners=\"&lt;!channel&gt; &lt;@U1&gt; @here\">1</mount></load>"
+            .into(),
+    ));
+    app.poll().await;
+    assert!(eventually(Duration::from_secs(5), async || !good.events().is_empty()).await);
+    let down = good
+        .events()
+        .into_iter()
+        .find(|v| v["event"] == "server_down")
+        .unwrap();
+    let text = down["text"].as_str().unwrap();
+    assert!(text.contains("channel"), "the error is still told: {text}");
+    for markup in ["<!channel>", "<@U1>", "@here"] {
+        assert!(!text.contains(markup), "{markup} reached the chat: {text}");
+    }
+}
+
+// ---- the low items ---------------------------------------------------------
+
+#[tokio::test]
+async fn repeated_failed_logins_make_one_audit_entry_with_a_count() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    for _ in 0..icecast_balancer::web::admin::auth::MAX_PER_IP {
+        assert_eq!(b.login("mallory", "guess").await.status, 401);
+    }
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT actor, after FROM audit WHERE action = 'login failed'")
+            .fetch_all(app.state.db())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let count = icecast_balancer::web::admin::auth::MAX_PER_IP.to_string();
+    assert!(
+        rows[0].1.as_deref().is_some_and(|a| a.contains(&count)),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_get_then_half_close_still_gets_its_answer() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    for (path, status) in [
+        ("/icecast_balancer/live/", "302"),
+        ("/healthz", "200"),
+        ("/nothing-here", "404"),
+    ] {
+        let mut s = connect_from("127.0.0.1", app.addr).await;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let got = closed_within(&mut s, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    for path in [
+        "/icecast_balancer/live/",
+        "/icecast_balancer/live.m3u",
+        "/icecast_balancer/",
+        "/icecast_balancer/nope/",
+        "/admin/login",
+        "/api/status",
+        "/metrics",
+        "/healthz",
+        "/nothing-here",
+        "/static/live.js",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(
+            r.headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some("nosniff".to_string()),
+            "{path} ({})",
+            r.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_planted_flash_cookie_shows_nothing() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    let planted: String = "dCall +1 555 0100 to keep your account"
+        .bytes()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    b.cookies.insert("icb_flash".into(), planted);
+    let page = b.get("/admin/").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("555 0100"), "the planted text is shown");
+}
+
+#[tokio::test]
+async fn not_found_answers_do_not_echo_the_path() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/icecast_balancer/%3Cb%3Eplanted%20text%3C%2Fb%3E/",
+        "/icecast_balancer/planted%20text.m3u",
+        "/planted%20text/x",
+        "/admin/planted%20text",
+    ] {
+        let r = app.get(path).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("planted"), "{path} ({status}): {body}");
+    }
+}
