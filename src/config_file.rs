@@ -114,6 +114,11 @@ fn entry_label(kind: &str, i: usize, name: &str) -> String {
     }
 }
 
+/// Checks every entry of a parsed file without applying it.
+pub fn check(file: &ConfigFile) -> Result<()> {
+    validate(file).map(|_| ())
+}
+
 /// Parses every entry; the error lists every problem, each with its entry.
 fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     let mut problems = Vec::new();

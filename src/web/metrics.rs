@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
 use prometheus_client::metrics::MetricType;
@@ -29,6 +30,27 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let from = state.clone();
+    let rendered = state
+        .renderings()
+        .metrics
+        .get(move || render(&from).map(Bytes::from))
+        .await;
+    match rendered {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = ?e, "cannot encode metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
+        }
+    }
+}
+
+/// The whole scrape (shared by the requests of a second: `web::shared`).
+fn render(state: &AppState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     let routing = state.routing();
     let metrics = state.metrics();
@@ -46,11 +68,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         registry.register_collector(Box::new(ClusterGauges(c.figures())));
     }
     let mut out = String::new();
-    if let Err(e) = prometheus_text::encode(&mut out, &registry) {
-        tracing::error!(error = %e, "cannot encode metrics");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response();
-    }
-    ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response()
+    prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
 /// Everything of the balancer itself, read once per scrape.

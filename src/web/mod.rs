@@ -11,6 +11,7 @@ pub(crate) mod metrics;
 pub(crate) mod pages;
 pub(crate) mod serve;
 pub(crate) mod session;
+pub(crate) mod shared;
 pub(crate) mod state;
 pub(crate) mod stream_list;
 pub(crate) mod workers;

@@ -1031,3 +1031,53 @@ async fn not_found_answers_do_not_echo_the_path() {
         assert!(!body.contains("planted"), "{path} ({status}): {body}");
     }
 }
+
+// ---- shared renderings ---------------------------------------------------
+
+#[tokio::test]
+async fn status_and_metrics_are_rendered_once_a_second_and_shared() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    // Long enough that a loaded machine cannot make the test flaky.
+    let age = Duration::from_secs(3);
+    let app = TestApp::spawn_with(|s| s.shared_render_age = age).await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    let redirects = |m: &str| {
+        metric(
+            m,
+            "icecast_balancer_redirects_total{stream=\"live\",outcome=\"redirect\"}",
+        )
+    };
+    // One client for all (building one costs a while in a debug build).
+    let client = crate::support::app::client();
+    let first = app.get("/metrics").await.text().await.unwrap();
+    let status = app.api_status().await;
+    assert_eq!(redirects(&first), Some(0));
+    // Many at once get the same rendering.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (url, client) = (app.url("/api/status"), client.clone());
+        tasks.spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            v["generated_at"].clone()
+        });
+    }
+    app.sent_to("live").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(redirects(&again), Some(0), "rendered again while fresh");
+    while let Some(at) = tasks.join_next().await {
+        assert_eq!(at.unwrap(), status["generated_at"]);
+    }
+    let later = app.api_status().await;
+    assert_eq!(later["generated_at"], status["generated_at"]);
+    // Once the rendering is old the news is in.
+    tokio::time::sleep(age).await;
+    let fresh = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(redirects(&fresh), Some(1));
+    assert_ne!(
+        app.api_status().await["generated_at"],
+        status["generated_at"]
+    );
+}

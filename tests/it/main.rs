@@ -22,6 +22,7 @@ mod console;
 mod e2e_icecast;
 mod engine;
 mod faults;
+mod fuzzing;
 mod geo;
 mod hostile;
 mod ops;

@@ -77,7 +77,7 @@ fn opt(s: &str) -> Option<String> {
 }
 
 impl ServerForm {
-    fn parse(&self) -> std::result::Result<crate::domain::ServerSpec, FieldErrors> {
+    pub(crate) fn parse(&self) -> std::result::Result<crate::domain::ServerSpec, FieldErrors> {
         let mut e = FieldErrors::default();
         let input = ServerInput {
             name: self.name.clone(),
