@@ -78,6 +78,10 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    /// How long the public `/api/status` and `/metrics` renderings are
+    /// shared (`web::shared`; no flag; tests that read them after each
+    /// change set zero).
+    pub shared_render_age: Duration,
     /// How often the per-client book forgets clients whose grace has
     /// passed, so it holds about one grace window's clients (no flag;
     /// tests shorten it).
@@ -110,6 +114,7 @@ impl Settings {
             full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            shared_render_age: Duration::from_secs(1),
             client_sweep: Duration::from_secs(2),
             announce: AnnounceSettings::default(),
         }

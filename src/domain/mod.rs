@@ -11,6 +11,7 @@ pub mod clock;
 pub(crate) mod health;
 pub(crate) mod location;
 pub(crate) mod network;
+pub(crate) mod secret;
 pub(crate) mod sync;
 pub(crate) mod text;
 mod usage;

@@ -24,6 +24,7 @@ mod e2e_callbacks;
 mod e2e_icecast;
 mod engine;
 mod faults;
+mod fuzzing;
 mod geo;
 mod hostile;
 mod ops;

@@ -51,7 +51,7 @@ pub struct StreamForm {
 }
 
 impl StreamForm {
-    fn input(&self) -> StreamInput {
+    pub(crate) fn input(&self) -> StreamInput {
         let countries: Vec<String> = self
             .allowed_countries
             .split([',', ' ', ';'])
