@@ -313,6 +313,9 @@ pub struct Options {
     /// This instance's name among the members and in the audit log (default: host name/listen address).
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
     pub cluster_instance: Option<String>,
+    /// Seconds a cluster member not heard from still counts (its share of free slots held back); an instance cut off from Redis this long stops giving away slots of limited mounts.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_FORGET_AFTER", default_value_t = defaults::CLUSTER_FORGET_AFTER_S, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub cluster_forget_after: u64,
     /// Seconds without an announcement after which a relay that registered itself is drained.
     #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = defaults::ANNOUNCE_DRAIN_AFTER_S, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub announce_drain_after: u64,
@@ -394,6 +397,7 @@ impl Options {
                 .cluster_instance
                 .clone()
                 .unwrap_or_else(|| crate::cluster::default_instance(&self.listen)),
+            forget_after: std::time::Duration::from_secs(self.cluster_forget_after),
         })
     }
 

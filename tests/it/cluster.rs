@@ -21,22 +21,18 @@ use icecast_balancer::cluster::{Cluster, ClusterSettings, Held};
 use icecast_balancer::domain::Clock;
 use icecast_balancer::domain::clock::system_ms as now_ms;
 
-fn instance(redis: &Redis, name: &str) -> Arc<Cluster> {
-    let settings = ClusterSettings {
-        url: redis.url.clone(),
-        prefix: "test".into(),
-        instance: name.into(),
-    };
+pub(crate) fn instance(redis: &Redis, name: &str) -> Arc<Cluster> {
+    let settings = ClusterSettings::new(&redis.url, "test", name);
     Cluster::new(settings, Clock::system()).unwrap()
 }
 
-fn nothing_held() -> Vec<Held> {
+pub(crate) fn nothing_held() -> Vec<Held> {
     Vec::new()
 }
 
 /// A mount with `free` slots by the last poll, as one instance sees it
 /// after `own` redirects of its own.
-fn view(free: u64, own: u64, counts_from_s: u64) -> MountView<'static> {
+pub(crate) fn view(free: u64, own: u64, counts_from_s: u64) -> MountView<'static> {
     MountView {
         id: 1,
         server: "relay-1",
@@ -49,33 +45,38 @@ fn view(free: u64, own: u64, counts_from_s: u64) -> MountView<'static> {
     }
 }
 
-fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     (now_ms() / 1000) as u64
 }
 
 async fn joined(names: &[&str], redis: &Redis) -> Vec<Arc<Cluster>> {
     let all: Vec<_> = names.iter().map(|n| instance(redis, n)).collect();
+    join_all(&all, names.len()).await;
+    all
+}
+
+/// Heartbeats until each of `all` is shared and sees everyone present.
+pub(crate) async fn join_all(all: &[Arc<Cluster>], members: usize) {
     // Twice: the second round sees every member registered.
     for _ in 0..2 {
-        for c in &all {
+        for c in all {
             c.beat(&nothing_held).await;
         }
     }
-    for c in &all {
+    for c in all {
         assert_eq!(c.status().mode, "shared", "{:?}", c.status());
-        assert_eq!(c.status().members.len(), names.len());
+        assert_eq!(c.status().members.len(), members);
         assert!(
             c.status().members.iter().all(|m| m.present),
             "{:?}",
             c.status()
         );
     }
-    all
 }
 
 /// Round-robin over the instances until one says no; returns the
 /// redirects each gave before that and whether any gave more afterwards.
-async fn burst(all: &[Arc<Cluster>], free: u64, from_s: u64, own: &mut [u64]) -> u64 {
+pub(crate) async fn burst(all: &[Arc<Cluster>], free: u64, from_s: u64, own: &mut [u64]) -> u64 {
     let mut given = 0;
     for i in 0.. {
         let k = i % all.len();
@@ -236,11 +237,7 @@ async fn a_tcp_url_works_too() {
 // ---- whole instances, each with its own database, on one Redis ----
 
 async fn member(redis: &Redis, name: &str) -> TestApp {
-    let cluster = ClusterSettings {
-        url: redis.url.clone(),
-        prefix: "it".into(),
-        instance: name.into(),
-    };
+    let cluster = ClusterSettings::new(&redis.url, "it", name);
     TestApp::spawn_with(move |s| {
         s.cluster = Some(cluster);
         s.api_token = Some("cluster-token".into());

@@ -18,6 +18,7 @@ mod capacity;
 mod changes;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod console;
 mod e2e_icecast;
 mod engine;
