@@ -14,6 +14,7 @@
 //! redirecting from its local copy with its share of the free slots, and
 //! rejoins by itself at the next heartbeat that gets an answer.
 
+pub mod auth;
 pub(crate) mod config_sync;
 mod error;
 pub(crate) mod members;
@@ -54,6 +55,9 @@ pub struct ClusterSettings {
     /// for this long stops giving away slots of limited mounts on its own,
     /// since the others may have forgotten it.
     pub forget_after: Duration,
+    /// `--cluster-secret-file`: what instances publish is authenticated
+    /// with it (see [`auth`]).
+    pub secret: Option<auth::Secret>,
 }
 
 impl ClusterSettings {
@@ -63,6 +67,7 @@ impl ClusterSettings {
             prefix: prefix.to_string(),
             instance: instance.to_string(),
             forget_after: DEFAULT_FORGET_AFTER,
+            secret: None,
         }
     }
 }
@@ -79,6 +84,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("prefix", &self.prefix)
             .field("instance", &self.instance)
             .field("forget_after", &self.forget_after)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -426,7 +432,7 @@ impl Cluster {
             .arg(&self.settings.instance)
             .arg(ms(self.settings.forget_after))
             .arg(joined)
-            .arg("");
+            .arg(self.member_tag(&self.settings.instance));
         let reply: Vec<String> = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(conn))
             .await
             .map_err(|_| Error::Timeout)??;
@@ -437,12 +443,38 @@ impl Cluster {
             .and_then(|t| t.parse().ok())
             .ok_or(Error::Answer("no time in the heartbeat answer"))?;
         let rest: Vec<String> = it.collect();
-        let rows = rest.chunks_exact(3).filter_map(member_row).collect();
+        let rows = rest
+            .chunks_exact(3)
+            .filter_map(|c| self.member_row(c))
+            .collect();
         Ok(Heartbeat {
             generation,
             redis_now_ms,
             rows,
         })
+    }
+
+    fn member_tag(&self, name: &str) -> String {
+        auth::tag(
+            self.settings.secret.as_ref(),
+            &[&self.settings.prefix, "member", name],
+        )
+    }
+
+    /// One member of a heartbeat answer, `None` when it is not one that a
+    /// balancer of this cluster wrote (a name that is no instance name, a
+    /// value that is no time, a tag that does not check): skipped, so no
+    /// stray entry can stop the heartbeats or count as a member.
+    fn member_row(&self, c: &[String]) -> Option<members::Row> {
+        let [name, value, joined] = c else {
+            return None;
+        };
+        let (at, tag) = value.split_once(' ').unwrap_or((value, ""));
+        let at: i64 = at.parse().ok()?;
+        parse_name(name).ok()?;
+        let parts = [self.settings.prefix.as_str(), "member", name];
+        auth::verify(self.settings.secret.as_ref(), &parts, tag)
+            .then(|| (name.clone(), at, tag.to_string(), joined.clone()))
     }
 
     fn contact(&self, answer: Heartbeat, joined: bool) {
@@ -733,19 +765,6 @@ struct Heartbeat {
     generation: String,
     redis_now_ms: i64,
     rows: Vec<members::Row>,
-}
-
-/// One member of a heartbeat answer, `None` when it is not one that a
-/// balancer wrote (a name that is no instance name, a value that is no
-/// time): skipped, so no stray entry can stop the heartbeats.
-fn member_row(c: &[String]) -> Option<members::Row> {
-    let [name, value, joined] = c else {
-        return None;
-    };
-    let (at, tag) = value.split_once(' ').unwrap_or((value, ""));
-    let at: i64 = at.parse().ok()?;
-    parse_name(name).ok()?;
-    Some((name.clone(), at, tag.to_string(), joined.clone()))
 }
 
 fn ms(d: Duration) -> i64 {

@@ -247,12 +247,12 @@ async fn member(redis: &Redis, name: &str) -> TestApp {
     .await
 }
 
-async fn export(app: &TestApp) -> ConfigFile {
+pub(crate) async fn export(app: &TestApp) -> ConfigFile {
     config_file::export(app.state.db()).await.unwrap()
 }
 
 /// Waits (10 s at most) for the app's configuration to satisfy `check`.
-async fn reaches(app: &TestApp, what: &str, check: impl Fn(&ConfigFile) -> bool) {
+pub(crate) async fn reaches(app: &TestApp, what: &str, check: impl Fn(&ConfigFile) -> bool) {
     let ok = eventually(Duration::from_secs(10), async || check(&export(app).await)).await;
     assert!(
         ok,
@@ -262,14 +262,14 @@ async fn reaches(app: &TestApp, what: &str, check: impl Fn(&ConfigFile) -> bool)
     );
 }
 
-fn server_url(f: &ConfigFile, name: &str) -> Option<String> {
+pub(crate) fn server_url(f: &ConfigFile, name: &str) -> Option<String> {
     f.servers
         .iter()
         .find(|s| s.name == name)
         .map(|s| s.url.clone())
 }
 
-async fn user_hash(app: &TestApp, name: &str) -> Option<String> {
+pub(crate) async fn user_hash(app: &TestApp, name: &str) -> Option<String> {
     let mut c = app.state.db().acquire().await.unwrap();
     icecast_balancer::store::users::find(&mut c, name)
         .await
@@ -298,7 +298,7 @@ async fn audit_actors(app: &TestApp, name: &str) -> Vec<String> {
         .unwrap()
 }
 
-fn relay_config(name: &str, url: &str) -> String {
+pub(crate) fn relay_config(name: &str, url: &str) -> String {
     format!("[[servers]]\nname = \"{name}\"\nurl = \"{url}\"\n")
 }
 

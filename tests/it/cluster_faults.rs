@@ -6,10 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use icecast_balancer::cluster::auth::Secret;
 use icecast_balancer::cluster::{Cluster, ClusterSettings};
 use icecast_balancer::domain::Clock;
 
-use crate::cluster::{join_all, nothing_held, now_s, view};
+use crate::cluster::{
+    export, join_all, nothing_held, now_s, reaches, relay_config, server_url, user_hash, view,
+};
+use crate::support::app::TestApp;
 use crate::support::proxy::Proxy;
 use crate::support::redis::Redis;
 
@@ -227,4 +231,53 @@ async fn garbage_in_the_members_hash_cannot_split_the_cluster() {
         total += grants(&b, 10, from, &mut own_b, 1).await;
     }
     assert_eq!(total, 10);
+}
+
+async fn member_with(redis: &Redis, name: &str, secret: Option<Secret>) -> TestApp {
+    let cluster = ClusterSettings {
+        secret,
+        ..ClusterSettings::new(&redis.url, "it", name)
+    };
+    TestApp::spawn_with(move |s| s.cluster = Some(cluster)).await
+}
+
+/// Writes a configuration record straight into Redis, as anyone with
+/// write access to it could.
+fn forge(redis: &Redis, object: &str, body: &str) {
+    let v: i64 = redis.cmd(&["INCR", "it:config:version"]);
+    let value = format!("{v}\nmallory\nadmin\n\n+{body}");
+    let _: () = redis.cmd(&["HSET", "it:config:objects", object, &value]);
+    let _: () = redis.cmd(&["ZADD", "it:config:log", &v.to_string(), object]);
+}
+
+#[tokio::test]
+async fn records_forged_in_redis_are_refused_with_a_cluster_secret() {
+    let Some(redis) = Redis::start() else { return };
+    let secret = Secret::new(b"a cluster secret, long enough");
+    let (a, b) = tokio::join!(
+        member_with(&redis, "a", Some(secret.clone())),
+        member_with(&redis, "b", Some(secret))
+    );
+    a.import(&relay_config("relay", "http://192.0.2.1:8000"))
+        .await;
+    reaches(&b, "the relay", |f| server_url(f, "relay").is_some()).await;
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+    forge(&redis, "user:eve", hash);
+    forge(
+        &redis,
+        "server:relay",
+        r#"{"name":"relay","url":"http://203.0.113.66:8000"}"#,
+    );
+    // A change made after them reaches b: b has read past them.
+    a.import(&relay_config("relay-2", "http://192.0.2.2:8000"))
+        .await;
+    reaches(&b, "the later change", |f| {
+        server_url(f, "relay-2").is_some()
+    })
+    .await;
+    for app in [&a, &b] {
+        assert_eq!(user_hash(app, "eve").await, None, "{}", app.addr);
+        let url = server_url(&export(app).await, "relay");
+        assert_eq!(url.as_deref(), Some("http://192.0.2.1:8000"));
+    }
 }
