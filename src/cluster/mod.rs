@@ -36,6 +36,9 @@ use slots::{Lease, Leases, MountView};
 
 pub use crate::routing::capacity::Held;
 
+/// Why a configuration change is refused while split.
+pub const CUT_OFF: &str = "this instance cannot reach Redis, which holds the cluster's configuration: configuration changes are refused until it can (redirects keep working); try again when /api/status shows the cluster shared";
+
 /// Heartbeats, and the rejoin attempts while split, this often.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A Redis call taking longer counts as Redis being away.

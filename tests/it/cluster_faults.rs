@@ -6,14 +6,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use icecast_balancer::cluster::Mode;
 use icecast_balancer::cluster::auth::Secret;
 use icecast_balancer::cluster::{Cluster, ClusterSettings};
-use icecast_balancer::domain::Clock;
+use icecast_balancer::domain::{Clock, Slug};
+use icecast_balancer::store::changes;
+use icecast_balancer::store::tokens::Scope;
+use reqwest::StatusCode;
 
 use crate::cluster::{
     export, join_all, nothing_held, now_s, reaches, relay_config, server_url, user_hash, view,
 };
 use crate::support::app::TestApp;
+use crate::support::eventually;
 use crate::support::proxy::Proxy;
 use crate::support::redis::Redis;
 
@@ -280,4 +285,51 @@ async fn records_forged_in_redis_are_refused_with_a_cluster_secret() {
         let url = server_url(&export(app).await, "relay");
         assert_eq!(url.as_deref(), Some("http://192.0.2.1:8000"));
     }
+}
+
+async fn in_mode(app: &TestApp, shared: bool) {
+    let c = app.state.cluster().unwrap().clone();
+    let ok = eventually(Duration::from_secs(10), async || {
+        (c.mode() == Mode::Shared) == shared
+    });
+    assert!(ok.await, "{:?}", c.status());
+}
+
+#[tokio::test]
+async fn configuration_changes_wait_for_redis_instead_of_being_merged_later() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let a = member_with(&redis, "a", None).await;
+    in_mode(&a, true).await;
+    let secret = icecast_balancer::users::api_token_secret();
+    let mut tx = a.state.begin("test").await.unwrap();
+    let name = Slug::parse("deploy").unwrap();
+    changes::create_token(&mut tx, &name, Scope::Write, &[], &secret)
+        .await
+        .unwrap();
+    a.state.commit(tx).await.unwrap();
+    let create = async || {
+        let body = r#"{"name": "fra-1", "url": "http://192.0.2.1:8000"}"#;
+        let r = a
+            .client
+            .post(a.url("/api/v1/servers"))
+            .bearer_auth(&secret)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    redis.stop();
+    in_mode(&a, false).await;
+    let (status, body) = create().await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("cannot reach Redis"), "{body}");
+    assert!(export(&a).await.servers.is_empty(), "nothing written");
+    redis.restart();
+    in_mode(&a, true).await;
+    let (status, body) = create().await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }
