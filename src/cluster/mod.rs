@@ -214,6 +214,8 @@ pub struct Cluster {
     clock: Clock,
     modes: tokio::sync::watch::Sender<Mode>,
     joining: tokio::sync::Mutex<()>,
+    /// Member entries skipped, by name: each is logged once.
+    skipped: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -237,6 +239,7 @@ impl Cluster {
         Ok(Arc::new(Cluster {
             modes,
             joining: tokio::sync::Mutex::new(()),
+            skipped: Mutex::default(),
             settings,
             conn: Mutex::new(conn),
             client,
@@ -448,13 +451,30 @@ impl Cluster {
         let rest: Vec<String> = it.collect();
         let rows = rest
             .chunks_exact(3)
-            .filter_map(|c| self.member_row(c))
+            .filter_map(|c| {
+                let row = self.member_row(c);
+                if row.is_none() {
+                    self.skipped_once(&c[0]);
+                }
+                row
+            })
             .collect();
         Ok(Heartbeat {
             generation,
             redis_now_ms,
             rows,
         })
+    }
+
+    fn skipped_once(&self, name: &str) {
+        let mut skipped = lock(&self.skipped);
+        // Bounded: a flood of entries is logged up to here, then counted out.
+        if skipped.len() < 1000 && skipped.insert(name.to_string()) {
+            tracing::error!(
+                member = %auth::loggable(name),
+                "cluster: skipped an entry of the members hash that no balancer of this cluster wrote"
+            );
+        }
     }
 
     fn member_tag(&self, name: &str) -> String {
