@@ -236,7 +236,7 @@ async fn a_tcp_url_works_too() {
 
 // ---- whole instances, each with its own database, on one Redis ----
 
-async fn member(redis: &Redis, name: &str) -> TestApp {
+pub(crate) async fn member(redis: &Redis, name: &str) -> TestApp {
     let cluster = ClusterSettings::new(&redis.url, "it", name);
     TestApp::spawn_with(move |s| {
         s.cluster = Some(cluster);
@@ -435,7 +435,7 @@ async fn an_instance_joining_late_on_an_empty_database_receives_everything() {
 
 /// A relay with one limited mount, configured on the first app and polled
 /// by every app once the configuration has reached it.
-async fn shared_relay(apps: &[&TestApp], max: u32) -> FakeRelay {
+pub(crate) async fn shared_relay(apps: &[&TestApp], max: u32) -> FakeRelay {
     shared_relays(apps, &[max], false).await.remove(0)
 }
 
@@ -488,7 +488,7 @@ async fn shared_relays(apps: &[&TestApp], maxes: &[u32], https_first: bool) -> V
 
 /// Round-robin listeners over the apps: (redirects before the first
 /// refusal, redirects in all) after `rounds` passes.
-async fn burst_over(apps: &[&TestApp], rounds: usize) -> (usize, usize) {
+pub(crate) async fn burst_over(apps: &[&TestApp], rounds: usize) -> (usize, usize) {
     let (mut first_refusal, mut total) = (None, 0);
     for _ in 0..rounds {
         for app in apps {

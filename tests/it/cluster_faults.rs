@@ -15,7 +15,8 @@ use icecast_balancer::store::tokens::Scope;
 use reqwest::StatusCode;
 
 use crate::cluster::{
-    export, join_all, nothing_held, now_s, reaches, relay_config, server_url, user_hash, view,
+    burst_over, export, join_all, member, nothing_held, now_s, reaches, relay_config, server_url,
+    shared_relay, user_hash, view,
 };
 use crate::support::app::TestApp;
 use crate::support::eventually;
@@ -332,4 +333,34 @@ async fn configuration_changes_wait_for_redis_instead_of_being_merged_later() {
     in_mode(&a, true).await;
     let (status, body) = create().await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn the_split_share_follows_the_polls_after_a_burst_that_never_arrived() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (a, b) = tokio::join!(member(&redis, "a"), member(&redis, "b"));
+    let relay = shared_relay(&[&a, &b], 20).await;
+    let (_, reserved) = burst_over(&[&a, &b], 15).await;
+    assert_eq!(reserved, 20);
+    redis.stop();
+    for app in [&a, &b] {
+        in_mode(app, false).await;
+    }
+    // None of the 20 came: polls after the grace show 20 free again, for
+    // longer than a minute (members are not forgotten meanwhile).
+    relay.set_listeners("/live.mp3", 0);
+    for _ in 0..4 {
+        for app in [&a, &b] {
+            app.advance(Duration::from_secs(20));
+            app.poll().await;
+        }
+    }
+    for app in [&a, &b] {
+        let status = app.api_status().await;
+        assert_eq!(status["cluster"]["slots"], "split", "{status}");
+    }
+    let (_, split) = burst_over(&[&a, &b], 30).await;
+    assert_eq!(split, 20, "half each of the 20 free by the polls, no more");
 }
