@@ -319,6 +319,9 @@ pub struct Options {
     /// File holding the cluster's shared secret (at least 16 bytes): what instances publish in Redis is authenticated with it, and records without a valid tag are refused.
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Join even when this database has servers or streams that differ from the cluster's: they are replaced by the cluster's (without it, such a database stays out of the shared configuration).
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_JOIN_REPLACE_LOCAL")]
+    pub cluster_join_replace_local: bool,
     /// Seconds without an announcement after which a relay that registered itself is drained.
     #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = defaults::ANNOUNCE_DRAIN_AFTER_S, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub announce_drain_after: u64,
@@ -410,6 +413,7 @@ impl Options {
                 .unwrap_or_else(|| crate::cluster::default_instance(&self.listen)),
             forget_after: std::time::Duration::from_secs(self.cluster_forget_after),
             secret,
+            join_replace_local: self.cluster_join_replace_local,
         }))
     }
 

@@ -239,17 +239,125 @@ pub struct ConfigSync {
     publish: Script,
     /// Records refused, by (object, version): each is logged once.
     refused: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
+    /// `--cluster-join-replace-local`.
+    replace_local: bool,
+    /// The refusal to join was logged.
+    join_refused: std::sync::atomic::AtomicBool,
+    /// The servers and streams this database had when the instance
+    /// started: what a first join compares with the cluster's (changes
+    /// made since are this cluster member's own).
+    at_start: BTreeMap<ObjectKey, String>,
 }
 
 impl ConfigSync {
-    pub fn new(prefix: &str, instance: &str, secret: Option<Secret>) -> ConfigSync {
+    pub fn new(
+        prefix: &str,
+        instance: &str,
+        secret: Option<Secret>,
+        replace_local: bool,
+    ) -> ConfigSync {
         ConfigSync {
             prefix: prefix.to_string(),
             instance: instance.to_string(),
             secret,
             publish: Script::new(PUBLISH_LUA),
             refused: Default::default(),
+            replace_local,
+            join_refused: Default::default(),
+            at_start: BTreeMap::new(),
         }
+    }
+
+    /// Notes what the database holds before the first round.
+    pub async fn note_start(&mut self, db: &Pool) -> Result<()> {
+        self.at_start = local_objects(db)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("user:"))
+            .collect();
+        Ok(())
+    }
+
+    /// A database that has never synced, joining a cluster that has a
+    /// configuration: the servers and streams it had at start that the
+    /// cluster does not have, or has otherwise (users do not count: a
+    /// fresh database has its first-start admin, which the cluster's
+    /// replaces).
+    async fn differing_at_join(
+        &self,
+        db: &Pool,
+        conn: &mut ConnectionManager,
+    ) -> Result<(Vec<ObjectKey>, BTreeMap<ObjectKey, String>)> {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("objects"))
+            .query_async(conn)
+            .await?;
+        let cluster: BTreeMap<ObjectKey, String> = all
+            .iter()
+            .filter_map(|(o, v)| Record::decode(o, v))
+            .filter(|r| self.admit(r))
+            .filter_map(|r| Some((r.object, r.body?)))
+            .collect();
+        if cluster.is_empty() || self.at_start.is_empty() {
+            return Ok((Vec::new(), cluster));
+        }
+        let now = local_objects(db).await?;
+        let differing = self
+            .at_start
+            .keys()
+            .filter(|k| {
+                now.get(*k)
+                    .is_some_and(|body| cluster.get(*k) != Some(body))
+            })
+            .cloned()
+            .collect();
+        Ok((differing, cluster))
+    }
+
+    /// Whether a new database may join now (`None`: go on as usual); with
+    /// `replace_local`, after taking the cluster's configuration, its own
+    /// servers and streams that the cluster has not are removed.
+    async fn join(
+        &self,
+        db: &Pool,
+        writer: &Writer,
+        conn: &mut ConnectionManager,
+        generation: &str,
+    ) -> Result<Option<usize>> {
+        let (differing, cluster) = self.differing_at_join(db, conn).await?;
+        if differing.is_empty() {
+            return Ok(None);
+        }
+        if !self.replace_local {
+            if !self
+                .join_refused
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(
+                    objects = differing.len(),
+                    "cluster: this database has servers or streams that differ from the cluster's; not taking part in the shared configuration (slots are shared still). Start with --cluster-join-replace-local to replace them with the cluster's, or start on an empty database"
+                );
+            }
+            return Ok(Some(0));
+        }
+        self.forget(db, generation).await?;
+        let applied = self.pull(db, writer, conn, 0, generation).await?;
+        let mut own: Vec<&ObjectKey> = differing
+            .iter()
+            .filter(|k| !cluster.contains_key(*k))
+            .collect();
+        // Streams first: a server goes once no stream names it.
+        own.sort_by_key(|k| !k.starts_with("stream:"));
+        let mut ctx = writer.begin(Actor::new("cluster-join")).await?;
+        for key in own {
+            delete_object(&mut ctx, key).await?;
+        }
+        writer.commit(ctx).await?;
+        tracing::warn!(
+            replaced = differing.len(),
+            "cluster: this database's own servers and streams were replaced by the cluster's (--cluster-join-replace-local)"
+        );
+        Ok(Some(applied))
     }
 
     /// Whether to apply `r`; a refusal is logged the first time only, with
@@ -282,6 +390,11 @@ impl ConfigSync {
         let mut local_conn = db.acquire().await?;
         let seen = seen(&mut local_conn).await?;
         drop(local_conn);
+        if seen.is_none()
+            && let Some(applied) = self.join(db, writer, conn, generation).await?
+        {
+            return Ok((0, applied));
+        }
         let fresh = match &seen {
             Some((_, g)) => g != generation,
             None => true,
@@ -396,6 +509,24 @@ impl ConfigSync {
     }
 }
 
+/// Deletes a local server or stream, if it is there.
+async fn delete_object(ctx: &mut changes::ChangeTx, key: &str) -> Result<()> {
+    match key.split_once(':') {
+        Some(("stream", name)) => {
+            if let Some(row) = store::streams::find_by_name(ctx.conn(), name).await? {
+                changes::delete_stream(ctx, row.id).await?;
+            }
+        }
+        Some(("server", name)) => {
+            if let Some(row) = store::servers::find_by_name(ctx.conn(), name).await? {
+                changes::delete_server(ctx, row.id).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Who last changed an object here, as the audit log says (for a stream,
 /// its mounts' entries count too: `<stream> <mount> on <server>`).
 async fn last_actor(db: &Pool, object: &str) -> Option<String> {
@@ -479,11 +610,16 @@ impl super::Cluster {
     /// instance runs: a round after every local commit and twice a second.
     pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
         let settings = self.settings();
-        let sync = ConfigSync::new(
+        let mut sync = ConfigSync::new(
             &settings.prefix,
             &settings.instance,
             settings.secret.clone(),
+            settings.join_replace_local,
         );
+        if let Err(e) = sync.note_start(&db).await {
+            tracing::error!(error = %e, "cluster: cannot read the configuration; not syncing it");
+            return;
+        }
         let mut committed = writer.subscribe();
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

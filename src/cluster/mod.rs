@@ -61,6 +61,11 @@ pub struct ClusterSettings {
     /// `--cluster-secret-file`: what instances publish is authenticated
     /// with it (see [`auth`]).
     pub secret: Option<auth::Secret>,
+    /// `--cluster-join-replace-local`: a database that has never synced
+    /// and differs from the cluster's configuration joins anyway, its own
+    /// servers and streams replaced by the cluster's (otherwise it stays
+    /// out of the shared configuration).
+    pub join_replace_local: bool,
 }
 
 impl ClusterSettings {
@@ -71,6 +76,7 @@ impl ClusterSettings {
             instance: instance.to_string(),
             forget_after: DEFAULT_FORGET_AFTER,
             secret: None,
+            join_replace_local: false,
         }
     }
 }
@@ -88,6 +94,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("instance", &self.instance)
             .field("forget_after", &self.forget_after)
             .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("join_replace_local", &self.join_replace_local)
             .finish()
     }
 }

@@ -364,3 +364,75 @@ async fn the_split_share_follows_the_polls_after_a_burst_that_never_arrived() {
     let (_, split) = burst_over(&[&a, &b], 30).await;
     assert_eq!(split, 20, "half each of the 20 free by the polls, no more");
 }
+
+/// A database that has already been used on its own: `servers` imported.
+async fn used_database(dir: &tempfile::TempDir, servers: &str) -> std::path::PathBuf {
+    let path = dir.path().join("own.db");
+    let db = icecast_balancer::store::connect(&path).await.unwrap();
+    let writer = changes::Writer::new(db.clone());
+    let file = icecast_balancer::config_file::parse(servers).unwrap();
+    icecast_balancer::config_file::apply(&writer, &file)
+        .await
+        .unwrap();
+    db.close().await;
+    path
+}
+
+async fn joining(
+    redis: &Redis,
+    name: &str,
+    database: std::path::PathBuf,
+    replace: bool,
+) -> TestApp {
+    let cluster = ClusterSettings {
+        join_replace_local: replace,
+        ..ClusterSettings::new(&redis.url, "it", name)
+    };
+    TestApp::spawn_with(move |s| {
+        s.database = database;
+        s.cluster = Some(cluster);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_new_instance_with_its_own_configuration_joins_only_when_told_which_wins() {
+    let Some(redis) = Redis::start() else { return };
+    let a = member_with(&redis, "a", None).await;
+    a.import(&relay_config("fra", "http://192.0.2.1:8000"))
+        .await;
+    let shared = eventually(Duration::from_secs(10), async || {
+        redis.cmd::<bool>(&["HEXISTS", "it:config:objects", "server:fra"])
+    });
+    assert!(shared.await);
+    let own = format!(
+        "{}{}",
+        relay_config("own", "http://192.0.2.7:8000"),
+        relay_config("fra", "http://192.0.2.99:8000")
+    );
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let refused = joining(&redis, "refused", used_database(&d1, &own).await, false).await;
+    in_mode(&refused, true).await;
+    // Told to let the cluster win, another such instance takes the
+    // cluster's configuration and drops its own.
+    let replaced = joining(&redis, "replaced", used_database(&d2, &own).await, true).await;
+    let cluster = export(&a).await;
+    reaches(&replaced, "the cluster's configuration", |f| {
+        f.servers == cluster.servers
+    })
+    .await;
+    // Neither pushed its own objects to the others.
+    let after = export(&a).await;
+    assert_eq!(server_url(&after, "own"), None, "{after:?}");
+    assert_eq!(
+        server_url(&after, "fra").as_deref(),
+        Some("http://192.0.2.1:8000")
+    );
+    // The refused one kept its own configuration, untouched.
+    let kept = export(&refused).await;
+    assert_eq!(
+        server_url(&kept, "fra").as_deref(),
+        Some("http://192.0.2.99:8000")
+    );
+    assert!(server_url(&kept, "own").is_some());
+}
