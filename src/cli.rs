@@ -318,6 +318,15 @@ pub struct Options {
     /// This instance's name among the members and in the audit log (default: host name/listen address).
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
     pub cluster_instance: Option<String>,
+    /// Seconds a cluster member not heard from still counts (its share of free slots held back); an instance cut off from Redis this long stops giving away slots of limited mounts.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_FORGET_AFTER", default_value_t = defaults::CLUSTER_FORGET_AFTER_S, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub cluster_forget_after: u64,
+    /// File holding the cluster's shared secret (at least 16 bytes): what instances publish in Redis is authenticated with it, and records without a valid tag are refused.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Join even when this database has servers or streams that differ from the cluster's: they are replaced by the cluster's (without it, such a database stays out of the shared configuration).
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_JOIN_REPLACE_LOCAL")]
+    pub cluster_join_replace_local: bool,
     /// Seconds without an announcement after which a relay that registered itself is drained.
     #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = defaults::ANNOUNCE_DRAIN_AFTER_S, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub announce_drain_after: u64,
@@ -377,7 +386,7 @@ impl Options {
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
-        s.cluster = self.cluster_settings();
+        s.cluster = self.cluster_settings()?;
         if self.announce_remove_after < self.announce_drain_after {
             anyhow::bail!(
                 "--announce-remove-after ({} s) must not be shorter than --announce-drain-after ({} s)",
@@ -390,16 +399,27 @@ impl Options {
         Ok(s)
     }
 
-    fn cluster_settings(&self) -> Option<crate::cluster::ClusterSettings> {
-        let url = self.cluster.clone()?;
-        Some(crate::cluster::ClusterSettings {
+    fn cluster_settings(&self) -> anyhow::Result<Option<crate::cluster::ClusterSettings>> {
+        let Some(url) = self.cluster.clone() else {
+            return Ok(None);
+        };
+        let secret = match &self.cluster_secret_file {
+            Some(p) => {
+                Some(crate::cluster::auth::Secret::from_file(p).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => None,
+        };
+        Ok(Some(crate::cluster::ClusterSettings {
             url,
             prefix: self.cluster_prefix.clone(),
             instance: self
                 .cluster_instance
                 .clone()
                 .unwrap_or_else(|| crate::cluster::default_instance(&self.listen)),
-        })
+            forget_after: std::time::Duration::from_secs(self.cluster_forget_after),
+            secret,
+            join_replace_local: self.cluster_join_replace_local,
+        }))
     }
 
     /// The poll token from its file or the environment. On the command

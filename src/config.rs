@@ -30,6 +30,7 @@ pub mod defaults {
     pub const DOWN_RECHECK_S: u64 = 2;
     pub const FULL_RECHECK_S: u64 = 1;
     pub const CLUSTER_PREFIX: &str = "icecast-balancer";
+    pub const CLUSTER_FORGET_AFTER_S: u64 = crate::cluster::DEFAULT_FORGET_AFTER_S;
     pub const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
     pub const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
     pub const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;

@@ -166,7 +166,15 @@ impl Engine {
     }
 
     /// A configuration change by `actor`; finish it with [`Engine::commit`].
+    /// In a cluster, refused while this instance is not in touch with
+    /// Redis: a change made then would have to be merged later with what
+    /// the others did meanwhile, so it is not made at all.
     pub async fn begin(&self, actor: &str) -> store::Result<ChangeTx> {
+        if let Some(c) = &self.0.cluster
+            && c.mode() != crate::cluster::Mode::Shared
+        {
+            return Err(store::Error::Refused(crate::cluster::CUT_OFF.into()));
+        }
         self.0.writer.begin(Actor::new(actor)).await
     }
 

@@ -19,6 +19,7 @@ mod capacity;
 mod changes;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod console;
 mod e2e_callbacks;
 mod e2e_icecast;
