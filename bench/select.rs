@@ -112,6 +112,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             max_listeners: None,
             weight: 100,
             enabled: true,
+            policy: Default::default(),
             health: Health {
                 state: State::Up,
                 failures: 0,

@@ -11,6 +11,7 @@ pub mod clock;
 pub(crate) mod health;
 pub(crate) mod location;
 pub(crate) mod network;
+pub mod policy;
 pub(crate) mod sync;
 pub(crate) mod text;
 mod usage;
@@ -19,6 +20,7 @@ mod values;
 pub use clock::Clock;
 pub use health::{Health, State as HealthState};
 pub use location::{ClientGeo, Coords, LocationSource, Point, ResolvedLocation, distance_km};
+pub use policy::{IpVersions, Policy};
 pub use usage::{MountUsage, PollSource};
 
 pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};
@@ -84,6 +86,26 @@ pub struct ServerInput {
     pub weight: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// 1 (default) = own relays; 2 and up = overflow, used only when every
+    /// lower tier is full or down for the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<i64>,
+    /// `false`: never polled (a CDN): counted by reservations alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<bool>,
+    /// Client address families it can serve: `["4"]`, `["6"]` or both
+    /// (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_versions: Option<Vec<String>>,
+    /// A client in one of these autonomous systems prefers this relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asns: Option<Vec<i64>>,
+    /// Only clients in these ASes (or `only_prefixes`) are sent here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_asns: Option<Vec<i64>>,
+    /// Only clients in these CIDR prefixes (or `only_asns`) are sent here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_prefixes: Option<Vec<String>>,
 }
 
 /// A parsed server definition.
@@ -99,6 +121,7 @@ pub struct ServerSpec {
     pub max_listeners: Option<u32>,
     pub weight: Weight,
     pub enabled: bool,
+    pub policy: Policy,
 }
 
 fn blank_to_none(s: &Option<String>) -> Option<&str> {
@@ -159,6 +182,7 @@ impl ServerInput {
             None => Some(Weight::default()),
             Some(w) => e.take("weight", Weight::new(w)),
         };
+        let policy = self.parse_policy(&mut e);
         if !e.is_empty() {
             return Err(e);
         }
@@ -173,12 +197,42 @@ impl ServerInput {
             max_listeners,
             weight: weight.expect("checked"),
             enabled: self.enabled.unwrap_or(true),
+            policy,
         })
+    }
+
+    fn parse_policy(&self, e: &mut FieldErrors) -> Policy {
+        let d = Policy::default();
+        let tier = self
+            .tier
+            .map_or(Some(d.tier), |t| e.take("tier", policy::parse_tier(t)));
+        let ip_versions = match &self.ip_versions {
+            None => Some(d.ip_versions),
+            Some(l) => e.take("ip_versions", IpVersions::parse(l)),
+        };
+        let mut asns = |field: &'static str, l: &Option<Vec<i64>>| {
+            l.as_deref()
+                .map_or(Some(Vec::new()), |l| e.take(field, policy::parse_asns(l)))
+        };
+        let (asns, only_asns) = (asns("asns", &self.asns), asns("only_asns", &self.only_asns));
+        let only_prefixes = self.only_prefixes.as_deref().map_or(Some(Vec::new()), |l| {
+            e.take("only_prefixes", policy::parse_prefixes(l))
+        });
+        Policy {
+            tier: tier.unwrap_or(d.tier),
+            poll: self.poll.unwrap_or(true),
+            ip_versions: ip_versions.unwrap_or_default(),
+            asns: asns.unwrap_or_default(),
+            only_asns: only_asns.unwrap_or_default(),
+            only_prefixes: only_prefixes.unwrap_or_default(),
+        }
     }
 }
 
 impl From<&ServerSpec> for ServerInput {
     fn from(s: &ServerSpec) -> Self {
+        let p = &s.policy;
+        let list = |l: &[u32]| (!l.is_empty()).then(|| l.iter().map(|&a| i64::from(a)).collect());
         ServerInput {
             name: s.name.to_string(),
             url: s.url.to_string(),
@@ -190,6 +244,15 @@ impl From<&ServerSpec> for ServerInput {
             max_listeners: s.max_listeners.map(i64::from),
             weight: Some(i64::from(s.weight.get())),
             enabled: Some(s.enabled),
+            // Defaults are left out, so a file without these keys exports
+            // as it was.
+            tier: (p.tier != 1).then_some(i64::from(p.tier)),
+            poll: (!p.poll).then_some(false),
+            ip_versions: (!p.ip_versions.is_both()).then(|| p.ip_versions.labels()),
+            asns: list(&p.asns),
+            only_asns: list(&p.only_asns),
+            only_prefixes: (!p.only_prefixes.is_empty())
+                .then(|| p.only_prefixes.iter().map(ToString::to_string).collect()),
         }
     }
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::domain::sync::lock;
-use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation};
+use crate::domain::{
+    Coords, CountryCode, Health, HealthState, LocationSource, Point, Policy, ResolvedLocation,
+};
 use crate::store;
 use crate::store::Result;
 
@@ -108,6 +110,8 @@ pub struct ServerEntry {
     pub max_listeners: Option<u32>,
     pub weight: u32,
     pub enabled: bool,
+    /// Tier, polling, the clients it reaches and prefers.
+    pub policy: Policy,
     pub health: Health,
     /// Listeners over all mounts the relay listed, configured or not.
     pub listeners: u64,
@@ -235,6 +239,8 @@ impl Snapshot {
                     point: self.server_point(m.server),
                     has_https_url: s.https_url.is_some(),
                     limit: m.max.or(s.max_listeners),
+                    level: s.policy.tier,
+                    asns: &s.policy.asns,
                 })
             });
             st.routes = Routes::build(serving, st.require_https);
@@ -295,7 +301,8 @@ pub fn build(
             .by_mount
             .get(&(row.server_id, row.mount.as_str()))
             .copied();
-        let entry = mount_entry(row, server, stream, u, counters.mount(row.id));
+        let polled = servers[server].policy.poll;
+        let entry = mount_entry(row, server, stream, u, polled, counters.mount(row.id));
         let connections = connections(rows.health.get(&row.server_id));
         reconcile_mount(&entry, &servers[server], &usage, connections, rec);
         streams[stream].mounts.push(mounts.len());
@@ -397,6 +404,20 @@ fn server_entry(
         (_, _, Some(c)) => (Some(c), LocationSource::GeoIp),
         _ => (None, LocationSource::Unknown),
     };
+    let policy = row.policy().unwrap_or_else(|(what, e)| {
+        tracing::warn!(server = %row.name, what, error = %e, "bad routing policy in the database; using the default");
+        Policy::default()
+    });
+    // An unpolled relay (a CDN) is taken as up: nothing could say otherwise.
+    let health = match h {
+        _ if !policy.poll => Health {
+            state: HealthState::Up,
+            failures: 0,
+            successes: 0,
+        },
+        Some(h) => h.health(),
+        None => Health::default(),
+    };
     ServerEntry {
         id: row.id,
         name: row.name.clone(),
@@ -409,7 +430,8 @@ fn server_entry(
         max_listeners: row.max_listeners.and_then(|v| u32::try_from(v).ok()),
         weight: u32::try_from(row.weight).unwrap_or(100).max(1),
         enabled: row.enabled,
-        health: h.map(|h| h.health()).unwrap_or_default(),
+        policy,
+        health,
         listeners: usage.listeners(row.id),
         last_poll_at: h.and_then(|h| h.last_poll_at),
         last_success_at: h.and_then(|h| h.last_success_at),
@@ -456,6 +478,7 @@ fn mount_entry(
     server: usize,
     stream: usize,
     u: Option<&store::status::MountStatusRow>,
+    polled: bool,
     counters: Arc<MountCounters>,
 ) -> MountEntry {
     let reported = u.and_then(|u| u.max_listeners).map(clamp_u32);
@@ -465,7 +488,8 @@ fn mount_entry(
         server,
         stream,
         path: row.mount.clone(),
-        live: u.is_some(),
+        // An unpolled relay carries every mount it is configured with.
+        live: u.is_some() || !polled,
         listeners: u.map(|u| clamp_u32(u.listeners)).unwrap_or(0),
         max: match (reported, configured_max) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -24,5 +24,6 @@ mod engine;
 mod faults;
 mod geo;
 mod hostile;
+mod netroute;
 mod ops;
 mod scale;

@@ -97,6 +97,7 @@ impl Announcement {
             max_listeners: self.max_listeners,
             weight: self.weight,
             enabled: Some(true),
+            ..ServerInput::default()
         }
     }
 }
