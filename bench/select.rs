@@ -113,6 +113,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             weight: 100,
             enabled: true,
             policy: Default::default(),
+            bandwidth: None,
             health: Health {
                 state: State::Up,
                 failures: 0,
@@ -138,6 +139,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             listeners: rng.random_range(0..500),
             max: None,
             configured_max: None,
+            kbps: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -149,6 +151,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
         allowed_countries: None,
         allow_unknown: true,
         require_https: false,
+        bitrate_kbps: None,
         mounts: (0..relays).collect(),
         counters: Arc::new(StreamCounters::default()),
         routes: Default::default(),

@@ -13,3 +13,8 @@ ALTER TABLE servers ADD COLUMN ip_versions TEXT;
 ALTER TABLE servers ADD COLUMN asns TEXT;
 ALTER TABLE servers ADD COLUMN only_asns TEXT;
 ALTER TABLE servers ADD COLUMN only_prefixes TEXT;
+
+-- Bandwidth budgets: a server's outgoing limit in Mbit/s (NULL = none);
+-- a stream's bitrate, charged per listener against it.
+ALTER TABLE servers ADD COLUMN max_mbps REAL;
+ALTER TABLE streams ADD COLUMN bitrate_kbps INTEGER;

@@ -106,6 +106,10 @@ pub struct ServerInput {
     /// Only clients in these CIDR prefixes (or `only_asns`) are sent here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only_prefixes: Option<Vec<String>>,
+    /// Outgoing bandwidth budget in Mbit/s; each listener is charged its
+    /// stream's `bitrate_kbps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mbps: Option<f64>,
 }
 
 /// A parsed server definition.
@@ -218,7 +222,11 @@ impl ServerInput {
         let only_prefixes = self.only_prefixes.as_deref().map_or(Some(Vec::new()), |l| {
             e.take("only_prefixes", policy::parse_prefixes(l))
         });
+        let max_mbps = self
+            .max_mbps
+            .and_then(|v| e.take("max_mbps", policy::parse_mbps(v)));
         Policy {
+            max_mbps,
             tier: tier.unwrap_or(d.tier),
             poll: self.poll.unwrap_or(true),
             ip_versions: ip_versions.unwrap_or_default(),
@@ -253,6 +261,7 @@ impl From<&ServerSpec> for ServerInput {
             only_asns: list(&p.only_asns),
             only_prefixes: (!p.only_prefixes.is_empty())
                 .then(|| p.only_prefixes.iter().map(ToString::to_string).collect()),
+            max_mbps: p.max_mbps,
         }
     }
 }
@@ -288,6 +297,10 @@ pub struct StreamInput {
     /// (browsers block http:// audio on an https:// page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_https: Option<bool>,
+    /// Each listener's bitrate in kbit/s, charged against the relays'
+    /// `max_mbps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<i64>,
     /// `None` (key absent) leaves a stream's mounts as they are; a list
     /// (even empty) is the complete set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,6 +320,7 @@ impl From<&StreamSpec> for StreamInput {
                 .map(|l| l.iter().map(ToString::to_string).collect()),
             allow_unknown: Some(s.allow_unknown),
             require_https: s.require_https.then_some(true),
+            bitrate_kbps: s.bitrate_kbps.map(i64::from),
             mounts: None,
         }
     }
@@ -321,6 +335,7 @@ pub struct StreamSpec {
     pub allowed_countries: Option<Vec<CountryCode>>,
     pub allow_unknown: bool,
     pub require_https: bool,
+    pub bitrate_kbps: Option<u32>,
 }
 
 pub const MAX_DESCRIPTION: usize = 1000;
@@ -359,10 +374,14 @@ impl StreamInput {
                 (!out.is_empty()).then_some(out)
             }
         };
+        let bitrate_kbps = self
+            .bitrate_kbps
+            .and_then(|v| e.take("bitrate_kbps", policy::parse_bitrate(v)));
         if !e.is_empty() {
             return Err(e);
         }
         Ok(StreamSpec {
+            bitrate_kbps,
             name: name.expect("checked"),
             description,
             fallback_url,

@@ -89,6 +89,8 @@ pub struct Policy {
     /// are sent here. Sorted, unique.
     pub only_asns: Vec<u32>,
     pub only_prefixes: Vec<IpNet>,
+    /// Outgoing bandwidth budget in Mbit/s: at it, the relay is full.
+    pub max_mbps: Option<f64>,
 }
 
 impl Default for Policy {
@@ -100,6 +102,7 @@ impl Default for Policy {
             asns: Vec::new(),
             only_asns: Vec::new(),
             only_prefixes: Vec::new(),
+            max_mbps: None,
         }
     }
 }
@@ -128,6 +131,32 @@ pub fn parse_tier(v: i64) -> Result<u8, String> {
         .ok()
         .filter(|t| (1..=MAX_TIER).contains(t))
         .ok_or_else(|| format!("a whole number from 1 to {MAX_TIER}"))
+}
+
+/// The largest bandwidth budget accepted, in Mbit/s (a terabit).
+pub const MAX_MBPS: f64 = 1_000_000.0;
+
+/// A bandwidth budget in Mbit/s: more than 0, at most [`MAX_MBPS`].
+pub fn parse_mbps(v: f64) -> Result<f64, String> {
+    if v.is_finite() && v > 0.0 && v <= MAX_MBPS {
+        Ok(v)
+    } else {
+        Err(format!("Mbit/s: a number above 0, at most {MAX_MBPS}"))
+    }
+}
+
+/// The largest stream bitrate accepted, in kbit/s.
+pub const MAX_BITRATE_KBPS: i64 = 100_000;
+
+/// A stream's bitrate in kbit/s: 1 to [`MAX_BITRATE_KBPS`].
+pub fn parse_bitrate(v: i64) -> Result<u32, String> {
+    if (1..=MAX_BITRATE_KBPS).contains(&v) {
+        Ok(v as u32)
+    } else {
+        Err(format!(
+            "kbit/s: a whole number from 1 to {MAX_BITRATE_KBPS}"
+        ))
+    }
 }
 
 /// AS numbers, sorted and deduplicated.

@@ -116,6 +116,7 @@ pub fn mount(excluded: Option<Excluded>, server_health: Health) -> Condition {
         // a plain listener the stream lets in.
         Some(
             Excluded::Full
+            | Excluded::OverBudget
             | Excluded::GeoBlocked
             | Excluded::HttpsRequired
             | Excluded::IpVersion

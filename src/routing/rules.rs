@@ -49,6 +49,8 @@ pub enum Excluded {
     HttpsRequired,
     /// No free slot after reservations.
     Full,
+    /// The relay's bandwidth budget (`max_mbps`) is used up.
+    OverBudget,
     /// The relay cannot serve the client's address family (`ip_versions`).
     IpVersion,
     /// The relay serves only some networks (`only_asns`, `only_prefixes`),
@@ -66,6 +68,7 @@ impl Excluded {
             Excluded::NotListed => "source offline? (the relay does not list this mount)",
             Excluded::HttpsRequired => "no https_url, and the stream requires HTTPS",
             Excluded::Full => "full",
+            Excluded::OverBudget => "full: its bandwidth budget (max_mbps) is used up",
             Excluded::IpVersion => "the relay cannot reach the client's IP version",
             Excluded::OtherNetwork => "the relay serves only other networks",
         }
@@ -80,6 +83,7 @@ impl Excluded {
             Excluded::NotListed => "mount not listed by the last poll",
             Excluded::HttpsRequired => "no https_url, and the stream requires HTTPS",
             Excluded::Full => "no free slot",
+            Excluded::OverBudget => "bandwidth budget used up",
             Excluded::IpVersion => "ip_versions excludes the client's address family",
             Excluded::OtherNetwork => "only_asns/only_prefixes exclude the client",
         }

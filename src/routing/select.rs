@@ -111,11 +111,18 @@ pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (O
         u64::from(max)
             .saturating_sub(s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen))
     });
-    let free = match (mount_free, server_free) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let free = [mount_free, server_free, bandwidth_room(m, s, now_s, ttl_s)]
+        .into_iter()
+        .flatten()
+        .min();
     (free, reserved)
+}
+
+/// Listeners of `m`'s bitrate that still fit in its server's bandwidth
+/// budget (`None`: no budget, or no bitrate to charge).
+pub fn bandwidth_room(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> Option<u64> {
+    let (bw, kbps) = (s.bandwidth.as_ref()?, m.kbps?);
+    Some(bw.room(kbps, now_s, ttl_s, s.last_success_at.unwrap_or(i64::MIN)))
 }
 
 /// A stream's load, summed over its serving mounts (live, on an enabled
@@ -528,6 +535,8 @@ impl Ctx<'_> {
             Some(Excluded::HttpsRequired)
         } else if let Some(e) = self.unreachable(s) {
             Some(e)
+        } else if bandwidth_room(m, s, self.now_s, self.ttl_s) == Some(0) {
+            Some(Excluded::OverBudget)
         } else if free == Some(0) {
             Some(Excluded::Full)
         } else {
@@ -945,6 +954,9 @@ mod tests {
         if rng.random_bool(0.1) {
             p.only_asns = vec![rng.random_range(1..4)];
         }
+        if rng.random_bool(0.2) {
+            p.max_mbps = Some(rng.random_range(1.0..20.0));
+        }
         r
     }
 
@@ -1003,6 +1015,7 @@ mod tests {
             }
         }
         let st = &mut s.streams[0];
+        st.bitrate_kbps = rng.random_bool(0.5).then_some(128);
         st.require_https = rng.random_bool(0.3);
         if rng.random_bool(0.3) {
             st.allowed_countries = Some(vec![CountryCode::parse("DE").unwrap()]);
@@ -1426,9 +1439,39 @@ mod tests {
     }
 
     #[test]
+    fn a_bandwidth_budget_admits_exactly_budget_over_bitrate_listeners() {
+        // 1 Mbit/s at 128 kbit/s: 7 listeners (896 kbit/s), 2 of them
+        // already there; the slots of the mount (100) never matter.
+        let mut a = relay("a", 2, Some(100));
+        a.policy.max_mbps = Some(1.0);
+        let mut s = snapshot(vec![a]);
+        s.streams[0].bitrate_kbps = Some(128);
+        s.reindex();
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..5 {
+            choose_any(&s, &mut rng).unwrap();
+        }
+        assert_eq!(choose_any(&s, &mut rng), None);
+        let ranked = rank_for(&s, &ClientGeo::default());
+        assert_eq!(ranked[0].excluded, Some(Excluded::OverBudget));
+        assert_eq!(ranked[0].free, Some(0));
+        // A relay of the same budget with room takes the next one.
+        let mut a = relay("a", 7, Some(100));
+        a.policy.max_mbps = Some(1.0);
+        let mut b = relay("b", 6, Some(100));
+        b.policy.max_mbps = Some(1.0);
+        let mut s = snapshot(vec![a, b]);
+        s.streams[0].bitrate_kbps = Some(128);
+        s.reindex();
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("b"));
+        assert_eq!(pick(&s, &ClientGeo::default(), 2), None);
+    }
+
+    #[test]
     fn geo_restriction() {
         let s = snapshot(vec![relay("a", 0, None)]);
         let mut st = StreamEntry {
+            bitrate_kbps: None,
             allowed_countries: Some(vec![CountryCode::parse("DE").unwrap()]),
             allow_unknown: true,
             require_https: false,

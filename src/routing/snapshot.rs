@@ -97,6 +97,37 @@ impl Counters {
     }
 }
 
+/// A server's bandwidth budget and what is charged against it: each of
+/// its mounts whose stream has a `bitrate_kbps`, for its listeners and
+/// its reservations.
+#[derive(Debug)]
+pub struct Bandwidth {
+    pub budget_kbps: u64,
+    /// (listeners at the last poll, bitrate in kbit/s, the mount's counters).
+    pub mounts: Vec<(u32, u32, Arc<MountCounters>)>,
+}
+
+impl Bandwidth {
+    /// kbit/s in use: listeners and the reservations still counting, each
+    /// at its stream's bitrate.
+    pub fn used_kbps(&self, now_s: u64, ttl_s: u64, seen: i64) -> u64 {
+        self.mounts
+            .iter()
+            .map(|(listeners, kbps, c)| {
+                (u64::from(*listeners) + c.ledger.count_seen(now_s, ttl_s, seen)) * u64::from(*kbps)
+            })
+            .sum()
+    }
+
+    /// Listeners of `kbps` that still fit in the budget.
+    pub fn room(&self, kbps: u32, now_s: u64, ttl_s: u64, seen: i64) -> u64 {
+        let left = self
+            .budget_kbps
+            .saturating_sub(self.used_kbps(now_s, ttl_s, seen));
+        left / u64::from(kbps.max(1))
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerEntry {
     pub id: i64,
@@ -110,8 +141,11 @@ pub struct ServerEntry {
     pub max_listeners: Option<u32>,
     pub weight: u32,
     pub enabled: bool,
-    /// Tier, polling, the clients it reaches and prefers.
+    /// Tier, polling, the clients it reaches and prefers, its budget.
     pub policy: Policy,
+    /// With `max_mbps`: the budget and its charges; filled in by
+    /// [`Snapshot::reindex`].
+    pub bandwidth: Option<Bandwidth>,
     pub health: Health,
     /// Listeners over all mounts the relay listed, configured or not.
     pub listeners: u64,
@@ -138,6 +172,8 @@ pub struct MountEntry {
     /// (`configured_max`), or the lower of both; `None` = nobody knows.
     pub max: Option<u32>,
     pub configured_max: Option<u32>,
+    /// Each listener's bitrate (the stream's `bitrate_kbps`).
+    pub kbps: Option<u32>,
     pub counters: Arc<MountCounters>,
 }
 
@@ -151,6 +187,8 @@ pub struct StreamEntry {
     pub allow_unknown: bool,
     /// Listeners who came over HTTPS go only to relays with an https_url.
     pub require_https: bool,
+    /// Each listener's bitrate, charged against the relays' `max_mbps`.
+    pub bitrate_kbps: Option<u32>,
     pub mounts: Vec<usize>,
     pub counters: Arc<StreamCounters>,
     /// The serving mounts as selection reads them; filled in by
@@ -228,6 +266,7 @@ impl Snapshot {
             .iter()
             .map(|s| s.coords.map(|c| (c, Point::new(c))))
             .collect();
+        self.charge_bandwidth();
         let mut streams = std::mem::take(&mut self.streams);
         for st in &mut streams {
             let serving = st.mounts.iter().filter_map(|&i| {
@@ -246,6 +285,25 @@ impl Snapshot {
             st.routes = Routes::build(serving, st.require_https);
         }
         self.streams = streams;
+    }
+}
+
+impl Snapshot {
+    /// Gives each mount its stream's bitrate and lays out each budgeted
+    /// server's charges: its mounts of streams with a bitrate.
+    fn charge_bandwidth(&mut self) {
+        for s in &mut self.servers {
+            s.bandwidth = s.policy.max_mbps.map(|mbps| Bandwidth {
+                budget_kbps: (mbps * 1000.0) as u64,
+                mounts: Vec::new(),
+            });
+        }
+        for m in &mut self.mounts {
+            m.kbps = self.streams.get(m.stream).and_then(|st| st.bitrate_kbps);
+            if let (Some(bw), Some(kbps)) = (&mut self.servers[m.server].bandwidth, m.kbps) {
+                bw.mounts.push((m.listeners, kbps, m.counters.clone()));
+            }
+        }
     }
 }
 
@@ -431,6 +489,7 @@ fn server_entry(
         weight: u32::try_from(row.weight).unwrap_or(100).max(1),
         enabled: row.enabled,
         policy,
+        bandwidth: None,
         health,
         listeners: usage.listeners(row.id),
         last_poll_at: h.and_then(|h| h.last_poll_at),
@@ -467,6 +526,10 @@ fn stream_entry(row: &store::streams::StreamRow, counters: Arc<StreamCounters>) 
         allowed_countries: row.allowed_countries(),
         allow_unknown: row.allow_unknown,
         require_https: row.require_https,
+        bitrate_kbps: row
+            .bitrate_kbps
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| v > 0),
         mounts: Vec::new(),
         counters,
         routes: Routes::default(),
@@ -496,6 +559,7 @@ fn mount_entry(
             (a, b) => a.or(b),
         },
         configured_max,
+        kbps: None,
         counters,
     }
 }

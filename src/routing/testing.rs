@@ -61,6 +61,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             weight: r.weight,
             enabled: r.enabled,
             policy: r.policy.clone(),
+            bandwidth: None,
             health: Health {
                 state: if r.up { State::Up } else { State::Down },
                 failures: 0,
@@ -84,6 +85,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             listeners: r.listeners,
             max: r.max,
             configured_max: None,
+            kbps: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -95,6 +97,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
         allowed_countries: None,
         allow_unknown: true,
         require_https: false,
+        bitrate_kbps: None,
         mounts: (0..mounts.len()).collect(),
         counters: Arc::new(StreamCounters::default()),
         routes: Default::default(),

@@ -28,6 +28,8 @@ pub struct ServerRow {
     pub asns: Option<String>,
     pub only_asns: Option<String>,
     pub only_prefixes: Option<String>,
+    /// Outgoing bandwidth budget in Mbit/s; NULL = none.
+    pub max_mbps: Option<f64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -101,6 +103,11 @@ impl ServerRow {
             only_asns: asns("only_asns", &self.only_asns)?,
             only_prefixes: policy::parse_prefixes(&items(&self.only_prefixes))
                 .map_err(|e| ("only_prefixes", e))?,
+            max_mbps: self
+                .max_mbps
+                .map(policy::parse_mbps)
+                .transpose()
+                .map_err(|e| ("max_mbps", e))?,
         })
     }
 
@@ -112,7 +119,7 @@ impl ServerRow {
 
 const COLUMNS: &str = "id, name, url, https_url, poll_url, country, latitude, longitude, \
                        max_listeners, weight, enabled, tier, poll, ip_versions, asns, \
-                       only_asns, only_prefixes, created_at, updated_at";
+                       only_asns, only_prefixes, max_mbps, created_at, updated_at";
 
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<ServerRow>> {
     Ok(sqlx::query_as::<_, ServerRow>(AssertSqlSafe(format!(
@@ -147,8 +154,8 @@ pub async fn insert(conn: &mut SqliteConnection, s: &ServerSpec) -> Result<i64> 
     let id = sqlx::query_scalar::<_, i64>(
         "INSERT INTO servers (name, url, https_url, poll_url, country, latitude, longitude, \
          max_listeners, weight, enabled, tier, poll, ip_versions, asns, only_asns, \
-         only_prefixes, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         only_prefixes, max_mbps, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(s.name.as_str())
     .bind(s.url.as_str())
@@ -166,6 +173,7 @@ pub async fn insert(conn: &mut SqliteConnection, s: &ServerSpec) -> Result<i64> 
     .bind(p.3)
     .bind(p.4)
     .bind(p.5)
+    .bind(p.6)
     .bind(now)
     .bind(now)
     .fetch_one(conn)
@@ -179,7 +187,8 @@ pub async fn update(conn: &mut SqliteConnection, id: i64, s: &ServerSpec) -> Res
     let done = sqlx::query(
         "UPDATE servers SET name = ?, url = ?, https_url = ?, poll_url = ?, country = ?, \
          latitude = ?, longitude = ?, max_listeners = ?, weight = ?, enabled = ?, tier = ?, \
-         poll = ?, ip_versions = ?, asns = ?, only_asns = ?, only_prefixes = ?, updated_at = ? \
+         poll = ?, ip_versions = ?, asns = ?, only_asns = ?, only_prefixes = ?, max_mbps = ?, \
+         updated_at = ? \
          WHERE id = ?",
     )
     .bind(s.name.as_str())
@@ -198,6 +207,7 @@ pub async fn update(conn: &mut SqliteConnection, id: i64, s: &ServerSpec) -> Res
     .bind(p.3)
     .bind(p.4)
     .bind(p.5)
+    .bind(p.6)
     .bind(now_ms())
     .bind(id)
     .execute(conn)
@@ -217,6 +227,7 @@ type PolicyColumns = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<f64>,
 );
 
 fn policy_columns(p: &Policy) -> PolicyColumns {
@@ -229,6 +240,7 @@ fn policy_columns(p: &Policy) -> PolicyColumns {
         nums(&p.asns),
         nums(&p.only_asns),
         join(p.only_prefixes.iter().map(ToString::to_string).collect()),
+        p.max_mbps,
     )
 }
 

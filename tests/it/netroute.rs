@@ -226,3 +226,40 @@ async fn the_new_fields_survive_import_export_and_the_admin_form() {
     assert!(own.contains("only_prefixes = [\"2001:db8::/32\"]"), "{own}");
     assert!(!exported.contains("\"bad\""));
 }
+
+#[tokio::test]
+async fn a_bandwidth_budget_admits_exactly_budget_over_bitrate_listeners() {
+    // 1.28 Mbit/s at 128 kbit/s: 10 listeners, 3 already on the relay.
+    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(500))]).await;
+    let app = TestApp::spawn().await;
+    let file = config(&[("a", &relay.url, "max_mbps = 1.28")])
+        .replace("name = \"live\"", "name = \"live\"\nbitrate_kbps = 128");
+    app.import(&file).await;
+    app.poll().await;
+    for _ in 0..7 {
+        assert!(app.sent_to("live").await.starts_with(&relay.url));
+    }
+    let r = app.get("/icecast_balancer/live/").await;
+    assert_eq!(r.status(), 503, "the budget is used up");
+    let status = app.api_status().await;
+    let mount = &status["streams"][0]["mounts"][0];
+    assert_eq!(mount["free"], 0, "{status}");
+    let exported =
+        config_file::to_toml(&config_file::export(app.state.db()).await.unwrap()).unwrap();
+    assert!(exported.contains("max_mbps = 1.28"), "{exported}");
+    assert!(exported.contains("bitrate_kbps = 128"), "{exported}");
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_bandwidth_used_of_the_budget() {
+    let relay = FakeRelay::start(&[("/live.mp3", 3, Some(500))]).await;
+    let app = TestApp::spawn().await;
+    let file = config(&[("a", &relay.url, "max_mbps = 2")])
+        .replace("name = \"live\"", "name = \"live\"\nbitrate_kbps = 250");
+    app.import(&file).await;
+    app.poll().await;
+    app.sent_to("live").await;
+    let mut b = Browser::logged_in(&app).await;
+    let page = b.get("/admin/").await;
+    assert!(page.body.contains("1.0 / 2 Mbit/s"), "{}", page.body);
+}

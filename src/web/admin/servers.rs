@@ -59,6 +59,7 @@ pub struct ServerForm {
     pub asns: String,
     pub only_asns: String,
     pub only_prefixes: String,
+    pub max_mbps: String,
     pub csrf_token: String,
 }
 
@@ -126,6 +127,7 @@ impl ServerForm {
             asns: asn_list(&mut e, "asns", &self.asns),
             only_asns: asn_list(&mut e, "only_asns", &self.only_asns),
             only_prefixes: opt(&self.only_prefixes).map(|v| policy::split_list(&v)),
+            max_mbps: number(&mut e, "max_mbps", &self.max_mbps, "a number such as 100"),
         };
         match input.parse() {
             Ok(spec) if e.is_empty() => Ok(spec),
@@ -161,6 +163,7 @@ impl ServerForm {
             asns: s(&r.asns).replace(',', ", "),
             only_asns: s(&r.only_asns).replace(',', ", "),
             only_prefixes: s(&r.only_prefixes).replace(',', ", "),
+            max_mbps: r.max_mbps.map(|v| v.to_string()).unwrap_or_default(),
             csrf_token: String::new(),
         }
     }
