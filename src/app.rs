@@ -217,7 +217,7 @@ const RELOCATE_EVERY: Duration = Duration::from_secs(300);
 /// at start) places them too; in cron mode this task does, at start and
 /// now and then.
 async fn watch_geoip(state: Engine, stopping: CancellationToken) {
-    if !state.geo().is_configured() {
+    if !state.geo().is_configured() && !state.asn().is_configured() {
         return;
     }
     let cron_mode = state.settings().poll_interval.is_zero();

@@ -245,6 +245,9 @@ pub struct Options {
     /// Largest GeoIP file loaded, in MiB; a larger one is refused at start and at reload.
     #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = defaults::GEOIP_MAX_MB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub geoip_max_mb: u64,
+    /// ASN database (GeoLite2-ASN or ip-location-db ASN), for the servers' asns / only_asns; reloaded like --geoip, limited by --geoip-max-mb.
+    #[arg(long, env = "ICECAST_BALANCER_ASN_DB")]
+    pub asn_db: Option<PathBuf>,
     /// Seconds between polls; 0 disables the built-in scheduler.
     #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL_S, value_parser = parse_whole_seconds)]
     pub poll_interval: u64,
@@ -364,6 +367,7 @@ impl Options {
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
         s.geoip_max_bytes = self.geoip_max_mb << 20;
+        s.asn_db = self.asn_db.clone();
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
         s.poll_token = self.poll_token()?;

@@ -41,8 +41,10 @@ pub struct Settings {
     pub listen: String,
     pub database: PathBuf,
     pub geoip: Option<PathBuf>,
-    /// Larger GeoIP files are refused before they are read.
+    /// Larger GeoIP (and ASN) files are refused before they are read.
     pub geoip_max_bytes: u64,
+    /// The ASN database (`--asn-db`), for the servers' `asns`/`only_asns`.
+    pub asn_db: Option<PathBuf>,
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -98,6 +100,7 @@ impl Settings {
             database,
             geoip: None,
             geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
+            asn_db: None,
             poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_S),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
@@ -142,6 +145,7 @@ impl std::fmt::Debug for Settings {
             .field("database", &self.database)
             .field("geoip", &self.geoip)
             .field("geoip_max_bytes", &self.geoip_max_bytes)
+            .field("asn_db", &self.asn_db)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_header", &self.forwarded_header)

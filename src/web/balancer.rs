@@ -125,7 +125,7 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         &state.settings().trusted_proxies,
         state.settings().forwarded_header,
     );
-    let geo = state.geo().lookup(client.ip);
+    let geo = state.client_geo(client.ip);
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
     let want = Want {
@@ -303,7 +303,7 @@ async fn listen(
 
 /// Mount `id` of the stream, if it could take a listener now.
 fn serving_mount(snap: &Snapshot, stream: &StreamEntry, id: i64) -> Option<usize> {
-    (stream.routes.serving().mounts.iter())
+    (stream.routes.serving().iter())
         .map(|&m| m as usize)
         .find(|&m| snap.mounts[m].id == id)
 }

@@ -28,5 +28,6 @@ mod faults;
 mod fuzzing;
 mod geo;
 mod hostile;
+mod netroute;
 mod ops;
 mod scale;
