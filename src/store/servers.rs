@@ -7,9 +7,7 @@ use sqlx::{AssertSqlSafe, FromRow, SqliteConnection};
 use super::now_ms;
 use super::{Error, Result};
 use crate::domain::policy::{self, IpVersions, Policy};
-use crate::domain::{
-    CountryCode, HttpUrl, Latitude, Longitude, Secret, ServerSpec, Slug, Weight,
-};
+use crate::domain::{CountryCode, HttpUrl, Latitude, Longitude, Secret, ServerSpec, Slug, Weight};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ServerRow {

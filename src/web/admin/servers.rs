@@ -101,7 +101,9 @@ fn opt(s: &str) -> Option<String> {
 }
 
 impl ServerForm {
-    pub(crate) fn parse(&self) -> std::result::Result<(crate::domain::ServerSpec, TokenChange), FieldErrors> {
+    pub(crate) fn parse(
+        &self,
+    ) -> std::result::Result<(crate::domain::ServerSpec, TokenChange), FieldErrors> {
         let mut e = FieldErrors::default();
         let token = if self.remove_callback_token.is_some() {
             TokenChange::Remove
