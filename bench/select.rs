@@ -112,6 +112,8 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             max_listeners: None,
             weight: 100,
             enabled: true,
+            policy: Default::default(),
+            bandwidth: None,
             health: Health {
                 state: State::Up,
                 failures: 0,
@@ -140,6 +142,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             configured_max: None,
             callbacks: false,
             hidden: false,
+            kbps: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -151,6 +154,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
         allowed_countries: None,
         allow_unknown: true,
         require_https: false,
+        bitrate_kbps: None,
         mounts: (0..relays).collect(),
         counters: Arc::new(StreamCounters::default()),
         routes: Default::default(),

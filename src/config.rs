@@ -30,6 +30,7 @@ pub mod defaults {
     pub const DOWN_RECHECK_S: u64 = 2;
     pub const FULL_RECHECK_S: u64 = 1;
     pub const CLUSTER_PREFIX: &str = "icecast-balancer";
+    pub const CLUSTER_FORGET_AFTER_S: u64 = crate::cluster::DEFAULT_FORGET_AFTER_S;
     pub const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
     pub const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
     pub const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
@@ -40,8 +41,10 @@ pub struct Settings {
     pub listen: String,
     pub database: PathBuf,
     pub geoip: Option<PathBuf>,
-    /// Larger GeoIP files are refused before they are read.
+    /// Larger GeoIP (and ASN) files are refused before they are read.
     pub geoip_max_bytes: u64,
+    /// The ASN database (`--asn-db`), for the servers' `asns`/`only_asns`.
+    pub asn_db: Option<PathBuf>,
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -78,6 +81,10 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    /// How long the public `/api/status` and `/metrics` renderings are
+    /// shared (`web::shared`; no flag; tests that read them after each
+    /// change set zero).
+    pub shared_render_age: Duration,
     /// How often the per-client book forgets clients whose grace has
     /// passed, so it holds about one grace window's clients (no flag;
     /// tests shorten it).
@@ -93,6 +100,7 @@ impl Settings {
             database,
             geoip: None,
             geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
+            asn_db: None,
             poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_S),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
@@ -110,6 +118,7 @@ impl Settings {
             full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            shared_render_age: Duration::from_secs(1),
             client_sweep: Duration::from_secs(2),
             announce: AnnounceSettings::default(),
         }
@@ -136,6 +145,7 @@ impl std::fmt::Debug for Settings {
             .field("database", &self.database)
             .field("geoip", &self.geoip)
             .field("geoip_max_bytes", &self.geoip_max_bytes)
+            .field("asn_db", &self.asn_db)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_header", &self.forwarded_header)

@@ -116,6 +116,11 @@ fn entry_label(kind: &str, i: usize, name: &str) -> String {
     }
 }
 
+/// Checks every entry of a parsed file without applying it.
+pub fn check(file: &ConfigFile) -> Result<()> {
+    validate(file).map(|_| ())
+}
+
 /// Parses every entry; the error lists every problem, each with its entry.
 fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     let mut problems = Vec::new();
@@ -300,7 +305,13 @@ async fn wanted_mounts(ctx: &mut ChangeTx, p: &ParsedStream) -> Result<Option<Mo
         return Ok(None);
     };
     let mut wanted = MountSet::new();
+    // Server ids looked up once per server, not once per mount.
+    let mut ids: HashMap<&str, i64> = HashMap::new();
     for (server, mount, _) in list {
+        if let Some(&id) = ids.get(server.as_str()) {
+            wanted.insert((id, mount.clone()));
+            continue;
+        }
         let Some(row) = store::servers::find_by_name(ctx.conn(), server).await? else {
             return Err(rejected(
                 &p.label,
@@ -309,6 +320,7 @@ async fn wanted_mounts(ctx: &mut ChangeTx, p: &ParsedStream) -> Result<Option<Mo
                 ),
             ));
         };
+        ids.insert(server, row.id);
         wanted.insert((row.id, mount.clone()));
     }
     Ok(Some(wanted))
@@ -357,14 +369,30 @@ async fn apply_mount_limits(ctx: &mut ChangeTx, p: &ParsedStream, stream_id: i64
     let Some(list) = &p.mounts else {
         return Ok(());
     };
-    for row in store::mounts::for_stream(ctx.conn(), stream_id).await? {
-        let wanted = list
-            .iter()
-            .find(|(server, mount, _)| *server == row.server_name && mount.as_str() == row.mount)
-            .and_then(|(_, _, max)| *max);
-        changes::set_mount_limit(ctx, row.id, wanted).await?;
+    let rows = store::mounts::for_stream(ctx.conn(), stream_id).await?;
+    let keys = rows
+        .iter()
+        .map(|r| (r.id, r.server_name.as_str(), r.mount.as_str()));
+    for (id, wanted) in limits_wanted(list, keys) {
+        changes::set_mount_limit(ctx, id, wanted).await?;
     }
     Ok(())
+}
+
+/// For each stored mount `(id, server, mount)`, the limit the file's list
+/// names for it.
+fn limits_wanted<'a>(
+    list: &[(String, MountPath, Option<u32>)],
+    rows: impl Iterator<Item = (i64, &'a str, &'a str)>,
+) -> Vec<(i64, Option<u32>)> {
+    // One lookup per mount: a scan of the list per mount is quadratic,
+    // and this runs under the write lock (a stream may list 300,000).
+    let by_key: HashMap<(&str, &str), Option<u32>> = list
+        .iter()
+        .map(|(server, mount, max)| ((server.as_str(), mount.as_str()), *max))
+        .collect();
+    rows.map(|(id, server, mount)| (id, by_key.get(&(server, mount)).copied().flatten()))
+        .collect()
 }
 
 /// The whole configuration in import format, sorted by name, without the
@@ -483,5 +511,38 @@ mounts = [{ server = "a", mount = "/x" }]
         .unwrap();
         let msg = validate(&file).err().unwrap().to_string();
         assert!(msg.contains("also listed under stream \"one\""), "{msg}");
+    }
+
+    /// Matching a stream's stored mounts to the file's is linear: eight
+    /// times the mounts may take at most 24 times as long (a scan of the
+    /// list per mount takes 64 times, and held the write lock for it).
+    #[test]
+    fn matching_limits_is_linear_in_the_mounts() {
+        fn run(n: usize) -> f64 {
+            let list: Vec<(String, MountPath, Option<u32>)> = (0..n)
+                .map(|i| {
+                    (
+                        "big".to_string(),
+                        MountPath::parse(&format!("/m{i}")).unwrap(),
+                        Some(1),
+                    )
+                })
+                .collect();
+            let rows: Vec<(i64, String)> = (0..n).map(|i| (i as i64, format!("/m{i}"))).collect();
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let got =
+                        limits_wanted(&list, rows.iter().map(|(id, m)| (*id, "big", m.as_str())));
+                    assert!(got.iter().all(|(_, max)| *max == Some(1)));
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        }
+        let ratio = run(32_000) / run(4_000);
+        assert!(
+            ratio < 24.0,
+            "8 times the mounts took {ratio:.1} times as long"
+        );
     }
 }

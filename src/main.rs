@@ -130,7 +130,7 @@ async fn reload_geoip_on_sighup(state: Engine) {
         }
     };
     while hup.recv().await.is_some() {
-        if state.geo().is_configured() {
+        if state.geo().is_configured() || state.asn().is_configured() {
             tracing::info!("SIGHUP: reloading the GeoIP database");
             state.reload_geoip().await;
         } else {

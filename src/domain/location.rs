@@ -1,6 +1,8 @@
 //! Where things are: coordinates, a client's known location, and the
 //! distance between two points on the globe.
 
+use std::net::IpAddr;
+
 use super::CountryCode;
 
 /// Where a server's coordinates came from, for the admin.
@@ -34,10 +36,15 @@ pub struct ResolvedLocation {
     pub coords: Option<Coords>,
 }
 
+/// What routing knows of a client: where it is and on which network.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClientGeo {
     pub country: Option<CountryCode>,
     pub coords: Option<Coords>,
+    /// Its address (`None`: the admin's view of no client in particular).
+    pub ip: Option<IpAddr>,
+    /// Its autonomous system, from the ASN database.
+    pub asn: Option<u32>,
 }
 
 /// Great-circle distance in km.

@@ -9,6 +9,8 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub unknown_stream: AtomicU64,
+    /// Alerts a webhook's full queue could not take (one per webhook missed).
+    pub alerts_dropped: AtomicU64,
     pub redirect_latency: LatencyHistogram,
     pub callbacks: CallbackMetrics,
 }

@@ -368,6 +368,8 @@ impl Known {
         for m in store::mounts::list(&mut conn).await? {
             configured.entry(m.server_id).or_default().insert(m.mount);
         }
+        // Servers configured with `poll = false` (a CDN) are never asked.
+        servers.retain(|s| s.poll);
         servers.retain(|s| {
             which == Which::All
                 || crate::domain::health::needs_quick_recheck(s.enabled, health.get(&s.id).copied())

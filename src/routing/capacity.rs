@@ -50,7 +50,12 @@ impl<'a> Reservation<'a> {
             s.max_listeners,
             s.listeners_now() + s.counters.ledger.count_seen(now_s, ttl_s, seen),
         );
-        (mount_ok && server_ok).then_some(held)
+        // This reservation is charged already: the budget must hold it.
+        let budget_ok = s
+            .bandwidth
+            .as_ref()
+            .is_none_or(|bw| bw.used_kbps(now_s, ttl_s, seen) <= bw.budget_kbps);
+        (mount_ok && server_ok && budget_ok).then_some(held)
     }
 
     /// Index of the mount in `Snapshot::mounts`.

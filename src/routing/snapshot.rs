@@ -12,7 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::sync::lock;
-use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation, Secret};
+use crate::domain::{
+    Coords, CountryCode, Health, HealthState, LocationSource, Point, Policy, ResolvedLocation,
+    Secret,
+};
 use crate::store;
 use crate::store::Result;
 
@@ -106,6 +109,37 @@ impl Counters {
     }
 }
 
+/// A server's bandwidth budget and what is charged against it: each of
+/// its mounts whose stream has a `bitrate_kbps`, for its listeners and
+/// its reservations.
+#[derive(Debug)]
+pub struct Bandwidth {
+    pub budget_kbps: u64,
+    /// (listeners at the last poll, bitrate in kbit/s, the mount's counters).
+    pub mounts: Vec<(u32, u32, Arc<MountCounters>)>,
+}
+
+impl Bandwidth {
+    /// kbit/s in use: listeners and the reservations still counting, each
+    /// at its stream's bitrate.
+    pub fn used_kbps(&self, now_s: u64, ttl_s: u64, seen: i64) -> u64 {
+        self.mounts
+            .iter()
+            .map(|(listeners, kbps, c)| {
+                (u64::from(*listeners) + c.ledger.count_seen(now_s, ttl_s, seen)) * u64::from(*kbps)
+            })
+            .sum()
+    }
+
+    /// Listeners of `kbps` that still fit in the budget.
+    pub fn room(&self, kbps: u32, now_s: u64, ttl_s: u64, seen: i64) -> u64 {
+        let left = self
+            .budget_kbps
+            .saturating_sub(self.used_kbps(now_s, ttl_s, seen));
+        left / u64::from(kbps.max(1))
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerEntry {
     pub id: i64,
@@ -119,6 +153,11 @@ pub struct ServerEntry {
     pub max_listeners: Option<u32>,
     pub weight: u32,
     pub enabled: bool,
+    /// Tier, polling, the clients it reaches and prefers, its budget.
+    pub policy: Policy,
+    /// With `max_mbps`: the budget and its charges; filled in by
+    /// [`Snapshot::reindex`].
+    pub bandwidth: Option<Bandwidth>,
     pub health: Health,
     /// Listeners over all mounts the relay listed, configured or not.
     pub listeners: u64,
@@ -166,6 +205,8 @@ pub struct MountEntry {
     /// mounts never are): its relay has callbacks, which showed it serving
     /// (`MountCounters::announced`), and the configuration gives its limit.
     pub hidden: bool,
+    /// Each listener's bitrate (the stream's `bitrate_kbps`).
+    pub kbps: Option<u32>,
     pub counters: Arc<MountCounters>,
 }
 
@@ -191,6 +232,8 @@ pub struct StreamEntry {
     pub allow_unknown: bool,
     /// Listeners who came over HTTPS go only to relays with an https_url.
     pub require_https: bool,
+    /// Each listener's bitrate, charged against the relays' `max_mbps`.
+    pub bitrate_kbps: Option<u32>,
     pub mounts: Vec<usize>,
     pub counters: Arc<StreamCounters>,
     /// The serving mounts as selection reads them; filled in by
@@ -294,6 +337,7 @@ impl Snapshot {
             .iter()
             .map(|s| s.coords.map(|c| (c, Point::new(c))))
             .collect();
+        self.charge_bandwidth();
         let mut streams = std::mem::take(&mut self.streams);
         for st in &mut streams {
             let serving = st.mounts.iter().filter_map(|&i| {
@@ -305,11 +349,32 @@ impl Snapshot {
                     point: self.server_point(m.server),
                     has_https_url: s.https_url.is_some(),
                     limit: m.max.or(s.max_listeners),
+                    level: s.policy.tier,
+                    asns: &s.policy.asns,
                 })
             });
             st.routes = Routes::build(serving, st.require_https);
         }
         self.streams = streams;
+    }
+}
+
+impl Snapshot {
+    /// Gives each mount its stream's bitrate and lays out each budgeted
+    /// server's charges: its mounts of streams with a bitrate.
+    fn charge_bandwidth(&mut self) {
+        for s in &mut self.servers {
+            s.bandwidth = s.policy.max_mbps.map(|mbps| Bandwidth {
+                budget_kbps: (mbps * 1000.0) as u64,
+                mounts: Vec::new(),
+            });
+        }
+        for m in &mut self.mounts {
+            m.kbps = self.streams.get(m.stream).and_then(|st| st.bitrate_kbps);
+            if let (Some(bw), Some(kbps)) = (&mut self.servers[m.server].bandwidth, m.kbps) {
+                bw.mounts.push((m.listeners, kbps, m.counters.clone()));
+            }
+        }
     }
 }
 
@@ -367,7 +432,8 @@ pub fn build(
             .by_mount
             .get(&(row.server_id, row.mount.as_str()))
             .copied();
-        let mut entry = mount_entry(row, server, stream, u, counters.mount(row.id));
+        let polled = servers[server].policy.poll;
+        let mut entry = mount_entry(row, server, stream, u, polled, counters.mount(row.id));
         entry.callbacks = servers[server].callback_token.is_some();
         if u.is_none() && entry.callbacks && entry.configured_max.is_some() {
             entry.hidden = entry.counters.announced.load(Ordering::Relaxed);
@@ -477,6 +543,20 @@ fn server_entry(
         (_, _, Some(c)) => (Some(c), LocationSource::GeoIp),
         _ => (None, LocationSource::Unknown),
     };
+    let policy = row.policy().unwrap_or_else(|(what, e)| {
+        tracing::warn!(server = %row.name, what, error = %e, "bad routing policy in the database; using the default");
+        Policy::default()
+    });
+    // An unpolled relay (a CDN) is taken as up: nothing could say otherwise.
+    let health = match h {
+        _ if !policy.poll => Health {
+            state: HealthState::Up,
+            failures: 0,
+            successes: 0,
+        },
+        Some(h) => h.health(),
+        None => Health::default(),
+    };
     ServerEntry {
         id: row.id,
         name: row.name.clone(),
@@ -489,7 +569,9 @@ fn server_entry(
         max_listeners: row.max_listeners.and_then(|v| u32::try_from(v).ok()),
         weight: u32::try_from(row.weight).unwrap_or(100).max(1),
         enabled: row.enabled,
-        health: h.map(|h| h.health()).unwrap_or_default(),
+        policy,
+        bandwidth: None,
+        health,
         listeners: usage.listeners(row.id),
         last_poll_at: h.and_then(|h| h.last_poll_at),
         last_success_at: h.and_then(|h| h.last_success_at),
@@ -554,6 +636,10 @@ fn stream_entry(row: &store::streams::StreamRow, counters: Arc<StreamCounters>) 
         allowed_countries: row.allowed_countries(),
         allow_unknown: row.allow_unknown,
         require_https: row.require_https,
+        bitrate_kbps: row
+            .bitrate_kbps
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| v > 0),
         mounts: Vec::new(),
         counters,
         routes: Routes::default(),
@@ -565,6 +651,7 @@ fn mount_entry(
     server: usize,
     stream: usize,
     u: Option<&store::status::MountStatusRow>,
+    polled: bool,
     counters: Arc<MountCounters>,
 ) -> MountEntry {
     let reported = u.and_then(|u| u.max_listeners).map(clamp_u32);
@@ -574,7 +661,8 @@ fn mount_entry(
         server,
         stream,
         path: row.mount.clone(),
-        live: u.is_some(),
+        // An unpolled relay carries every mount it is configured with.
+        live: u.is_some() || !polled,
         listeners: u.map(|u| clamp_u32(u.listeners)).unwrap_or(0),
         max: match (reported, configured_max) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -583,6 +671,7 @@ fn mount_entry(
         configured_max,
         callbacks: false,
         hidden: false,
+        kbps: None,
         counters,
     }
 }

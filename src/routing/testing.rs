@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Coords, CountryCode, Health, HealthState as State, LocationSource};
+use crate::domain::{Coords, CountryCode, Health, HealthState as State, LocationSource, Policy};
 use crate::routing::snapshot::{
     MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot, StreamCounters, StreamEntry,
 };
@@ -24,6 +24,7 @@ pub struct Relay {
     pub coords: Option<(f64, f64)>,
     /// Gets `https_url = https://<name>`.
     pub https: bool,
+    pub policy: Policy,
 }
 
 pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
@@ -39,6 +40,7 @@ pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
         country: None,
         coords: None,
         https: false,
+        policy: Policy::default(),
     }
 }
 
@@ -58,6 +60,8 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             max_listeners: r.server_max,
             weight: r.weight,
             enabled: r.enabled,
+            policy: r.policy.clone(),
+            bandwidth: None,
             health: Health {
                 state: if r.up { State::Up } else { State::Down },
                 failures: 0,
@@ -84,6 +88,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             configured_max: None,
             callbacks: false,
             hidden: false,
+            kbps: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -95,6 +100,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
         allowed_countries: None,
         allow_unknown: true,
         require_https: false,
+        bitrate_kbps: None,
         mounts: (0..mounts.len()).collect(),
         counters: Arc::new(StreamCounters::default()),
         routes: Default::default(),

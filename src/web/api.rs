@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use serde::Serialize;
-
-use subtle::ConstantTimeEq;
 
 use super::session::session_user;
 use crate::error::Result;
@@ -210,7 +209,7 @@ async fn shows_details(state: &AppState, headers: &HeaderMap) -> Result<bool> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if crate::domain::secret::same(given, token) {
             return Ok(true);
         }
     }
@@ -233,13 +232,45 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let mut poll_urls = match details {
-        true => match poll_urls(&state).await {
-            Ok(p) => p,
+    let body = if details {
+        match poll_urls(&state).await {
+            Ok(urls) => status_json(&state, true, urls)
+                .map(Bytes::from)
+                .map_err(|e| format!("{e}")),
             Err(e) => return e.into_response(),
-        },
-        false => HashMap::new(),
+        }
+    } else {
+        // The public answer is the same for everyone: shared (`web::shared`).
+        let from = state.clone();
+        state
+            .renderings()
+            .status
+            .get(move || status_json(&from, false, HashMap::new()).map(Bytes::from))
+            .await
+            .map_err(|e| format!("{e:?}"))
     };
+    match body {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render /api/status");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `/api/status` as JSON; `details` with the poll addresses in `poll_urls`.
+fn status_json(
+    state: &AppState,
+    details: bool,
+    mut poll_urls: HashMap<String, String>,
+) -> serde_json::Result<Vec<u8>> {
     let routing = state.routing();
     let servers = routing
         .snap
@@ -253,22 +284,18 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .iter()
         .map(|st| api_stream(st, &routing))
         .collect();
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(ApiStatus {
-            generated_at: crate::store::now_ms(),
-            details,
-            servers,
-            streams,
-            cluster: state.cluster().map(|c| {
-                let mut st = c.status();
-                // A Redis error names the Redis host.
-                st.last_error = st.last_error.filter(|_| details);
-                st
-            }),
+    serde_json::to_vec(&ApiStatus {
+        generated_at: crate::store::now_ms(),
+        details,
+        servers,
+        streams,
+        cluster: state.cluster().map(|c| {
+            let mut st = c.status();
+            // A Redis error names the Redis host.
+            st.last_error = st.last_error.filter(|_| details);
+            st
         }),
-    )
-        .into_response()
+    })
 }
 
 fn api_server<'a>(

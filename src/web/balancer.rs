@@ -16,7 +16,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::stream_list::{StreamRow, stream_rows};
@@ -118,7 +117,7 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
     let (name, format) = split_format(name);
     let snap = state.snapshot();
     let Some(stream) = snap.stream(name) else {
-        return unknown_stream(state, name);
+        return unknown_stream(state);
     };
     let client = client_info(
         peer.ip(),
@@ -126,7 +125,7 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         &state.settings().trusted_proxies,
         state.settings().forwarded_header,
     );
-    let geo = state.geo().lookup(client.ip);
+    let geo = state.client_geo(client.ip);
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
     let want = Want {
@@ -188,15 +187,17 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
     }
 }
 
-fn unknown_stream(state: &AppState, name: &str) -> Response {
+/// The answer for a stream name we do not know. It does not repeat the
+/// name: a link could make this page say anything.
+const NO_SUCH_STREAM: &str =
+    "No stream of that name here. Streams are listed at /icecast_balancer/.\n";
+
+fn unknown_stream(state: &AppState) -> Response {
     state
         .metrics()
         .unknown_stream
         .fetch_add(1, Ordering::Relaxed);
-    plain(
-        StatusCode::NOT_FOUND,
-        format!("No stream named {name:?} here.\n"),
-    )
+    plain(StatusCode::NOT_FOUND, NO_SUCH_STREAM.into())
 }
 
 /// The answer when routing has no slot for the client.
@@ -248,10 +249,7 @@ async fn listen(
     let grace_ms = settings.reservation_grace.as_millis() as i64;
     let now_ms = state.clock().now_ms();
     let Some(stream) = snap.stream(name) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            format!("No stream named {name:?} here.\n"),
-        );
+        return plain(StatusCode::NOT_FOUND, NO_SUCH_STREAM.into());
     };
     if !select::allowed(stream, &l.geo) {
         return forbidden(stream, &l.geo, l.client);
@@ -286,10 +284,7 @@ async fn listen(
     let deadline = tokio::time::Instant::now() + settings.full_recheck;
     loop {
         let Some(stream) = snap.stream(name) else {
-            return plain(
-                StatusCode::NOT_FOUND,
-                format!("No stream named {name:?} here.\n"),
-            );
+            return plain(StatusCode::NOT_FOUND, NO_SUCH_STREAM.into());
         };
         let why = match capacity::redirect(&snap, stream, &ask).await {
             Ok(slot) => {
@@ -317,7 +312,7 @@ async fn listen(
 
 /// Mount `id` of the stream, if it could take a listener now.
 fn serving_mount(snap: &Snapshot, stream: &StreamEntry, id: i64) -> Option<usize> {
-    (stream.routes.serving().mounts.iter())
+    (stream.routes.serving().iter())
         .map(|&m| m as usize)
         .find(|&m| snap.mounts[m].id == id)
 }
@@ -499,7 +494,7 @@ async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    if !crate::domain::secret::same(given, token) {
         let mut resp = plain(
             StatusCode::UNAUTHORIZED,
             "A valid 'Authorization: Bearer <poll token>' header is required.\n".into(),

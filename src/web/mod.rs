@@ -12,6 +12,7 @@ pub(crate) mod pages;
 pub(crate) mod relay_auth;
 pub(crate) mod serve;
 pub(crate) mod session;
+pub(crate) mod shared;
 pub(crate) mod state;
 pub(crate) mod stream_list;
 pub(crate) mod workers;

@@ -14,7 +14,7 @@ use super::widgets::{
     ConfirmPage, CsrfForm, ServerLine, UNKNOWN, location_text, or_unlimited, server_lines,
 };
 use super::{AdminUser, Ctx, conflict_to_field, count, redirect_with_flash, redirect_with_problem};
-use crate::domain::{FieldErrors, MountPath, Secret, ServerInput, TokenChange};
+use crate::domain::{FieldErrors, MountPath, Secret, ServerInput, TokenChange, policy};
 use crate::error::{Error, Result};
 use crate::store::{self, changes};
 use crate::web::AppState;
@@ -53,6 +53,16 @@ pub struct ServerForm {
     /// Write-only: blank keeps the token the server has; never shown back.
     pub callback_token: Secret,
     pub remove_callback_token: Option<String>,
+    pub tier: String,
+    /// Ticked: never polled (`poll = false`); absent means polled, so a
+    /// form without the box keeps polling.
+    pub no_poll: Option<String>,
+    /// `4`, `6` or `4, 6`; blank = both.
+    pub ip_versions: String,
+    pub asns: String,
+    pub only_asns: String,
+    pub only_prefixes: String,
+    pub max_mbps: String,
     pub csrf_token: String,
 }
 
@@ -75,12 +85,25 @@ fn number<T: std::str::FromStr>(
     }
 }
 
+/// AS numbers as typed (`3320, AS8881`); blank = none.
+fn asn_list(e: &mut FieldErrors, field: &'static str, raw: &str) -> Option<Vec<i64>> {
+    match policy::split_asns(raw) {
+        Ok(l) => (!l.is_empty()).then_some(l),
+        Err(m) => {
+            e.push(field, m);
+            None
+        }
+    }
+}
+
 fn opt(s: &str) -> Option<String> {
     Some(s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 impl ServerForm {
-    fn parse(&self) -> std::result::Result<(crate::domain::ServerSpec, TokenChange), FieldErrors> {
+    pub(crate) fn parse(
+        &self,
+    ) -> std::result::Result<(crate::domain::ServerSpec, TokenChange), FieldErrors> {
         let mut e = FieldErrors::default();
         let token = if self.remove_callback_token.is_some() {
             TokenChange::Remove
@@ -117,6 +140,13 @@ impl ServerForm {
             weight: number(&mut e, "weight", &self.weight, "a whole number"),
             enabled: Some(self.enabled.is_some()),
             callback_token: None,
+            tier: number(&mut e, "tier", &self.tier, "a whole number"),
+            poll: Some(self.no_poll.is_none()),
+            ip_versions: opt(&self.ip_versions).map(|v| policy::split_list(&v)),
+            asns: asn_list(&mut e, "asns", &self.asns),
+            only_asns: asn_list(&mut e, "only_asns", &self.only_asns),
+            only_prefixes: opt(&self.only_prefixes).map(|v| policy::split_list(&v)),
+            max_mbps: number(&mut e, "max_mbps", &self.max_mbps, "a number such as 100"),
         };
         match input.parse() {
             Ok(spec) if e.is_empty() => Ok((spec, token)),
@@ -146,6 +176,13 @@ impl ServerForm {
             max_listeners: r.max_listeners.map(|v| v.to_string()).unwrap_or_default(),
             weight: r.weight.to_string(),
             enabled: r.enabled.then(|| "on".into()),
+            tier: r.tier.to_string(),
+            no_poll: (!r.poll).then(|| "on".into()),
+            ip_versions: s(&r.ip_versions).replace(',', ", "),
+            asns: s(&r.asns).replace(',', ", "),
+            only_asns: s(&r.only_asns).replace(',', ", "),
+            only_prefixes: s(&r.only_prefixes).replace(',', ", "),
+            max_mbps: r.max_mbps.map(|v| v.to_string()).unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -206,6 +243,7 @@ async fn new_form(ctx: Ctx) -> Response {
             form: ServerForm {
                 weight: "100".into(),
                 enabled: Some("on".into()),
+                tier: "1".into(),
                 ..Default::default()
             },
             errors: FieldErrors::default(),

@@ -98,6 +98,7 @@ impl Announcement {
             weight: self.weight,
             enabled: Some(true),
             callback_token: None,
+            ..ServerInput::default()
         }
     }
 }
