@@ -281,6 +281,14 @@ pub async fn redirect<G: SharedGate>(
     Err(refusal(stream))
 }
 
+/// What a playlist lists: mounts best first, and the slot committed on
+/// the first when one was reserved (its token goes into the first URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub mounts: Vec<usize>,
+    pub first: Option<Slot>,
+}
+
 /// A playlist (or a HEAD): up to `limit` mounts in the order selection
 /// ranks them, a slot reserved and committed on the first when `reserve`
 /// (a player takes the first; a HEAD is not a listener).
@@ -290,7 +298,7 @@ pub async fn playlist<G: SharedGate>(
     ask: &Ask<'_, G>,
     limit: usize,
     reserve: bool,
-) -> Result<Vec<usize>, Refusal> {
+) -> Result<Listing, Refusal> {
     if !select::allowed(stream, ask.client) {
         return Err(Refusal::GeoBlocked);
     }
@@ -301,11 +309,18 @@ pub async fn playlist<G: SharedGate>(
             if list.is_empty() {
                 break;
             }
-            return Ok(list);
+            let first = None;
+            return Ok(Listing {
+                mounts: list,
+                first,
+            });
         };
         if confirm(&r, ask).await {
-            r.commit();
-            return Ok(list);
+            let first = Some(r.keep(ask.signer));
+            return Ok(Listing {
+                mounts: list,
+                first,
+            });
         }
         r.refused();
     }

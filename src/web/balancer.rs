@@ -154,11 +154,20 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         signer: Some(state.signer()),
     };
     let limit = if format == Format::Redirect { 1 } else { 5 };
-    let chosen = match capacity::playlist(&snap, stream, &ask, limit, reserve).await {
-        Ok(chosen) => chosen,
+    let listing = match capacity::playlist(&snap, stream, &ask, limit, reserve).await {
+        Ok(listing) => listing,
         Err(refusal) => return refused(state, &snap, stream, &geo, &client, refusal),
     };
-    let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
+    let chosen = &listing.mounts;
+    // The first entry carries the token of the slot reserved there.
+    let first_query = listing.first.as_ref().map(|slot| slot.query(uri.query()));
+    let url_of = |i: usize| {
+        let query = match (&first_query, i) {
+            (Some(q), 0) => q.as_deref(),
+            _ => uri.query(),
+        };
+        mount_url(&snap, chosen[i], &client, query)
+    };
     match format {
         Format::Redirect => {
             stream.counters.redirected.fetch_add(1, Ordering::Relaxed);
@@ -166,13 +175,13 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
             if reserve {
                 stream.counters.countries.add(geo.country);
             }
-            let location = url_of(chosen[0]);
+            let location = url_of(0);
             tracing::debug!(stream = %stream.name, client = %client.ip, %location, "redirect");
             redirect(location)
         }
         Format::M3u | Format::Pls => {
             stream.counters.playlist.fetch_add(1, Ordering::Relaxed);
-            let urls: Vec<String> = chosen.iter().map(|&m| url_of(m)).collect();
+            let urls: Vec<String> = (0..chosen.len()).map(url_of).collect();
             playlist(format, stream, &urls)
         }
     }

@@ -325,6 +325,29 @@ async fn the_callback_token_is_write_only() {
     assert!(!audit.contains(TOKEN) && !audit.contains(new), "{audit}");
 }
 
+/// A playlist reserves a slot on its first entry: that entry's URL carries
+/// the token, so the listener's arrival confirms it like a redirect's.
+#[tokio::test]
+async fn a_playlists_first_entry_carries_the_token_of_its_slot() {
+    let (app, _relay) = app_with_relay(2).await;
+    let m3u = app.get("/icecast_balancer/live.m3u").await;
+    assert_eq!(m3u.status(), 200);
+    let body = m3u.text().await.unwrap();
+    let first = body
+        .lines()
+        .find(|l| l.starts_with("http"))
+        .expect("an entry")
+        .to_string();
+    assert!(first.contains("/live.mp3?ibt="), "{body}");
+    assert_eq!(counts(&app).await, (0, 1));
+    assert_eq!(add(&app, "20", &uri_of(&first)).await.status(), 200);
+    assert_eq!(
+        counts(&app).await,
+        (1, 0),
+        "the playlist's slot became the listener"
+    );
+}
+
 /// A relay `r1` listing only `/other.mp3`, whose `/hidden.mp3` (max 2 in
 /// the configuration) is the stream `live`; `token` gives `r1` callbacks.
 async fn app_with_hidden_mount(token: bool) -> (TestApp, FakeRelay) {
