@@ -49,6 +49,13 @@ impl HttpUrl {
         if s.is_empty() {
             return Err("required: a URL such as http://relay1.example.com:8000".into());
         }
+        // The URL parser's words for a missing scheme are "relative URL
+        // without a base"; the form and import say what to write instead.
+        if !s.contains("://") {
+            return Err(format!(
+                "must start with http:// or https:// (as in http://{s})"
+            ));
+        }
         let url = reqwest::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("must start with http:// or https://".into());
