@@ -12,27 +12,27 @@ use crate::poll::PollSettings;
 /// The defaults, once: [`Settings::new`] and the command line's flags
 /// (`cli`, through clap's `default_value_t`) both read them. Those of
 /// polling and alerts live beside their settings and are named here.
-pub mod defaults {
+pub(crate) mod defaults {
     pub use crate::alerts::DEFAULT_FREE_PERCENT as ALERT_FREE_PERCENT;
-    pub use crate::poll::defaults as poll;
+    pub(crate) use crate::poll::defaults as poll;
 
-    pub const DATABASE: &str = "icecast-balancer.db";
+    pub(crate) const DATABASE: &str = "icecast-balancer.db";
     pub const LISTEN: &str = "127.0.0.1:8080";
-    pub const POLL_INTERVAL_S: u64 = 15;
-    pub const HEADER_TIMEOUT_S: f64 = 10.0;
-    pub const IDLE_TIMEOUT_S: f64 = 60.0;
-    pub const REQUEST_TIMEOUT_S: f64 = 30.0;
-    pub const MAX_CONNECTIONS: u64 = 1024;
-    pub const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
-    pub const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
-    pub const RESERVATION_GRACE_S: u64 = 5;
-    pub const MAX_RESERVATIONS_PER_CLIENT: u64 = 4;
-    pub const DOWN_RECHECK_S: u64 = 2;
-    pub const FULL_RECHECK_S: u64 = 1;
-    pub const CLUSTER_PREFIX: &str = "icecast-balancer";
-    pub const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
-    pub const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
-    pub const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
+    pub(crate) const POLL_INTERVAL_S: u64 = 15;
+    pub(crate) const HEADER_TIMEOUT_S: f64 = 10.0;
+    pub(crate) const IDLE_TIMEOUT_S: f64 = 60.0;
+    pub(crate) const REQUEST_TIMEOUT_S: f64 = 30.0;
+    pub(crate) const MAX_CONNECTIONS: u64 = 1024;
+    pub(crate) const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
+    pub(crate) const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
+    pub(crate) const RESERVATION_GRACE_S: u64 = 5;
+    pub(crate) const MAX_RESERVATIONS_PER_CLIENT: u64 = 4;
+    pub(crate) const DOWN_RECHECK_S: u64 = 2;
+    pub(crate) const FULL_RECHECK_S: u64 = 1;
+    pub(crate) const CLUSTER_PREFIX: &str = "icecast-balancer";
+    pub(crate) const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
+    pub(crate) const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
+    pub(crate) const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
 }
 
 #[derive(Clone)]
@@ -118,7 +118,7 @@ impl Settings {
     /// How long an unreleased reservation counts: long enough to span a
     /// missed poll, short enough that reservations never pile up when
     /// polling stops. Bounded by the ring size.
-    pub fn reservation_ttl_s(&self) -> u64 {
+    pub(crate) fn reservation_ttl_s(&self) -> u64 {
         let interval = match self.poll_interval.as_secs() {
             0 => 30,
             n => n,

@@ -215,7 +215,7 @@ pub async fn apply(writer: &Writer, file: &ConfigFile) -> Result<ImportReport> {
 
 /// Applies the file inside a change transaction the caller commits: the
 /// cluster applies shared changes this way, under the actor that made them.
-pub async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportReport> {
+pub(crate) async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportReport> {
     let (servers, streams) = validate(file)?;
     let mut report = ImportReport::default();
     apply_servers(ctx, &servers, &mut report).await?;

@@ -91,7 +91,7 @@ impl fmt::Display for DatabaseInfo {
 
 /// A lookup with the details the explain page shows.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Located {
+pub(crate) struct Located {
     pub geo: ClientGeo,
     /// `continent.code` of the MaxMind schema, when present.
     pub continent: Option<String>,
@@ -141,7 +141,7 @@ pub enum Reload {
 /// is about 70 MB, so this leaves room for growth and richer editions
 /// while a wrong file (or a sparse 30 GB one) is refused before any of it
 /// is read into memory.
-pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 
 pub struct Geo {
     path: Option<PathBuf>,
@@ -170,7 +170,7 @@ impl Geo {
 
     /// Like [`Geo::open`], refusing files larger than `max_bytes` (at
     /// start and at every reload).
-    pub fn open_limited(path: Option<&Path>, max_bytes: u64) -> anyhow::Result<Geo> {
+    pub(crate) fn open_limited(path: Option<&Path>, max_bytes: u64) -> anyhow::Result<Geo> {
         let geo = Geo {
             path: path.map(Path::to_path_buf),
             max_bytes,
@@ -211,7 +211,7 @@ impl Geo {
     }
 
     /// Like `lookup`, with the continent and the matched network.
-    pub fn locate(&self, ip: IpAddr) -> Located {
+    pub(crate) fn locate(&self, ip: IpAddr) -> Located {
         let guard = self.current.load();
         let Some(db) = guard.as_deref() else {
             return Located::default();
@@ -234,7 +234,7 @@ impl Geo {
     }
 
     /// Reopens the file if it changed on disk since it was last looked at.
-    pub fn reload_if_changed(&self) -> Reload {
+    pub(crate) fn reload_if_changed(&self) -> Reload {
         let Some(path) = &self.path else {
             return Reload::Unchanged;
         };

@@ -30,20 +30,20 @@ use crate::domain::sync::lock;
 pub use crate::routing::capacity::MountView;
 
 /// How long a leased block may be handed out, in seconds.
-pub const LEASE_SECONDS: u64 = 2;
+pub(crate) const LEASE_SECONDS: u64 = 2;
 /// The largest block leased at once.
-pub const MAX_BLOCK: u64 = 256;
+pub(crate) const MAX_BLOCK: u64 = 256;
 /// The smallest block worth fetching ahead.
-pub const PREFETCH_FROM_BLOCK: u64 = 4;
+pub(crate) const PREFETCH_FROM_BLOCK: u64 = 4;
 /// How long a per-second counter lives in Redis (the local ring's length).
-pub const COUNTER_TTL_S: u64 = 130;
+pub(crate) const COUNTER_TTL_S: u64 = 130;
 
 /// Leases `want` slots unless that would exceed a limit. Sums every
 /// counter from the caller's release point to the end of the new lease;
 /// with `old_bucket` > 0 first gives back `old_unused` slots of an expired
 /// lease. Returns `{granted, mount reservations, server reservations}`, or
 /// `{-1, 0, 0}` when Redis has lost its data since the caller joined.
-pub const LEASE_LUA: &str = r#"
+pub(crate) const LEASE_LUA: &str = r#"
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
 local from, bucket = tonumber(ARGV[2]), tonumber(ARGV[3])
 local mlimit, slimit = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -86,7 +86,7 @@ return {want, msum + want, ssum + want}
 
 /// A [`MountView`] that can move into a background task.
 #[derive(Debug, Clone)]
-pub struct OwnedView {
+pub(crate) struct OwnedView {
     id: i64,
     server: String,
     mount: String,
@@ -138,19 +138,19 @@ fn tightest_free(v: &MountView<'_>) -> u64 {
 
 /// Slots held back, while shared, for members that are cut off from Redis
 /// (each may be giving away its split share on its own).
-pub fn held_back(free: u64, members: u64, absent: u64) -> u64 {
+pub(crate) fn held_back(free: u64, members: u64, absent: u64) -> u64 {
     (free / members.max(1)).saturating_mul(absent).min(free)
 }
 
 /// How many slots to lease at once: a quarter of what is left per member,
 /// at least one, at most [`MAX_BLOCK`].
-pub fn block_size(remaining: u64, members: u64) -> u64 {
+pub(crate) fn block_size(remaining: u64, members: u64) -> u64 {
     (remaining / (4 * members.max(1))).clamp(1, MAX_BLOCK)
 }
 
 /// Whether, split since `since_ms`, this instance may give away one more
 /// slot on its own.
-pub fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bool {
+pub(crate) fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bool {
     let settled_from_ms = since_ms + (LEASE_SECONDS as i64 + 1) * 1000;
     if (v.counts_from_s as i64) * 1000 < settled_from_ms {
         return false;
@@ -161,7 +161,7 @@ pub fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bool {
 }
 
 /// The limits sent to Redis for a lease, `-1` meaning none.
-pub fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64, i64) {
+pub(crate) fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64, i64) {
     let limit = |free: Option<u64>| {
         free.map_or(-1, |f| {
             i64::try_from(f - held_back(f, members, absent)).unwrap_or(i64::MAX)
@@ -172,7 +172,7 @@ pub fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64, i64) 
 
 /// Slots this instance holds for one mount, per lease bucket.
 #[derive(Debug, Default)]
-pub struct Lease {
+pub(crate) struct Lease {
     /// `(last second it may be handed out, slots left)`, oldest first.
     blocks: Vec<(u64, u64)>,
     /// Reservations on the mount (cluster-wide) after the last lease.
@@ -212,7 +212,7 @@ impl Lease {
 
     /// Removes the first expired block that still has slots, to be given
     /// back; drops empty expired blocks.
-    pub fn take_expired(&mut self, now_s: u64) -> Option<(u64, u64)> {
+    pub(crate) fn take_expired(&mut self, now_s: u64) -> Option<(u64, u64)> {
         self.blocks.retain(|(end, n)| *end >= now_s || *n > 0);
         let i = self.blocks.iter().position(|(end, _)| *end < now_s)?;
         Some(self.blocks.remove(i))
@@ -221,12 +221,12 @@ impl Lease {
     /// Less than half a block left. Small blocks (a mount nearly full) are
     /// not fetched ahead: a slot fetched ahead there would sit unused in
     /// this instance while another is refused for want of it.
-    pub fn running_low(&self, now_s: u64) -> bool {
+    pub(crate) fn running_low(&self, now_s: u64) -> bool {
         self.last_block >= PREFETCH_FROM_BLOCK && self.available(now_s) * 2 < self.last_block
     }
 
     /// Whether to start fetching ahead now (at most one fetch at a time).
-    pub fn start_prefetch(&mut self, now_s: u64) -> bool {
+    pub(crate) fn start_prefetch(&mut self, now_s: u64) -> bool {
         let start = !self.prefetching && self.running_low(now_s);
         self.prefetching |= start;
         start
@@ -249,14 +249,14 @@ impl Lease {
 
 /// One mount's lease and the lock that keeps its refills one at a time.
 #[derive(Debug, Default)]
-pub struct MountLease {
+pub(crate) struct MountLease {
     pub lease: Mutex<Lease>,
     pub refill: tokio::sync::Mutex<()>,
 }
 
 /// Every mount's lease, by local mount id.
 #[derive(Debug, Default)]
-pub struct Leases {
+pub(crate) struct Leases {
     map: Mutex<HashMap<i64, Arc<MountLease>>>,
 }
 

@@ -40,8 +40,10 @@ pub struct ClientGeo {
     pub coords: Option<Coords>,
 }
 
-/// Great-circle distance in km.
-pub fn distance_km(a: Coords, b: Coords) -> f64 {
+/// Great-circle distance in km: the tests' measure for the chords that
+/// selection compares.
+#[cfg(test)]
+pub(crate) fn distance_km(a: Coords, b: Coords) -> f64 {
     Point::new(a).distance_km(Point::new(b))
 }
 
@@ -59,13 +61,14 @@ impl Point {
     }
 
     /// The unit vector's components.
-    pub fn xyz(self) -> [f64; 3] {
+    pub(crate) fn xyz(self) -> [f64; 3] {
         self.0
     }
 
     /// Through the chord: the same great-circle distance as the haversine
     /// formula, whose `h` is the squared half chord.
-    pub fn distance_km(self, o: Point) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn distance_km(self, o: Point) -> f64 {
         const R: f64 = 6371.0088;
         let [x, y, z] = self.0;
         let [a, b, c] = o.0;

@@ -18,8 +18,12 @@ mod values;
 
 pub use clock::Clock;
 pub use health::{Health, State as HealthState};
-pub use location::{ClientGeo, Coords, LocationSource, Point, ResolvedLocation, distance_km};
-pub use usage::{MountUsage, PollSource};
+#[cfg(test)]
+pub(crate) use location::distance_km;
+pub use location::{ClientGeo, Coords, LocationSource};
+pub(crate) use location::{Point, ResolvedLocation};
+pub(crate) use usage::MountUsage;
+pub use usage::PollSource;
 
 pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};
 
@@ -196,14 +200,14 @@ impl From<&ServerSpec> for ServerInput {
 
 impl ServerSpec {
     /// The server as the audit log shows it: its config-file TOML.
-    pub fn audit_text(&self) -> Option<String> {
+    pub(crate) fn audit_text(&self) -> Option<String> {
         toml::to_string(&ServerInput::from(self)).ok()
     }
 }
 
 impl StreamSpec {
     /// The stream (without its mounts) as the audit log shows it.
-    pub fn audit_text(&self) -> Option<String> {
+    pub(crate) fn audit_text(&self) -> Option<String> {
         toml::to_string(&StreamInput::from(self)).ok()
     }
 }
@@ -260,7 +264,7 @@ pub struct StreamSpec {
     pub require_https: bool,
 }
 
-pub const MAX_DESCRIPTION: usize = 1000;
+pub(crate) const MAX_DESCRIPTION: usize = 1000;
 
 impl StreamInput {
     pub fn parse(&self) -> Result<StreamSpec, FieldErrors> {
@@ -329,7 +333,7 @@ pub struct MountSpec {
 }
 
 /// The largest mount limit accepted (Icecast's own ceiling is far below).
-pub const MAX_MOUNT_LISTENERS: i64 = 1_000_000;
+pub(crate) const MAX_MOUNT_LISTENERS: i64 = 1_000_000;
 
 impl MountInput {
     pub fn parse(&self) -> Result<MountSpec, FieldErrors> {

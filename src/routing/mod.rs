@@ -20,7 +20,8 @@ pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use snapshot::{Counters, Snapshot};
+pub(crate) use snapshot::Counters;
+pub use snapshot::Snapshot;
 
 use std::sync::Arc;
 

@@ -48,7 +48,7 @@ pub use super::rules::{BAND_FACTOR, BAND_KM, Excluded, Want, band_limit};
 
 /// What selection saw of one mount.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Assessed {
+pub(crate) struct Assessed {
     pub mount: usize,
     /// Free slots after reservations; `None` means unlimited.
     pub free: Option<u64>,
@@ -68,13 +68,13 @@ pub struct Assessed {
 }
 
 impl Assessed {
-    pub fn same_country(&self) -> bool {
+    pub(crate) fn same_country(&self) -> bool {
         self.standing.local
     }
 
     /// The order of candidates (rules 1 to 3): tier, ring, standing.
     /// `Equal` means chance decides between them.
-    pub fn cmp_rules(&self, o: &Assessed) -> Order {
+    pub(crate) fn cmp_rules(&self, o: &Assessed) -> Order {
         self.tier
             .cmp(&o.tier)
             .then(self.ring.cmp(&o.ring))
@@ -83,7 +83,12 @@ impl Assessed {
 }
 
 /// Free slots of `m` on `s` after reservations (`None` = unlimited).
-pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (Option<u64>, u64) {
+pub(crate) fn free_slots(
+    m: &MountEntry,
+    s: &ServerEntry,
+    now_s: u64,
+    ttl_s: u64,
+) -> (Option<u64>, u64) {
     let seen = s.last_success_at.unwrap_or(i64::MIN);
     let reserved = m.counters.ledger.count_seen(now_s, ttl_s, seen);
     let mount_free = if m.counters.shared_full_until_s.load(Ordering::Relaxed) > now_s {
@@ -107,7 +112,7 @@ pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (O
 /// server that is up); capacity and free are `None` (unlimited) as soon as
 /// one serving mount is. Reservations are counted on every mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamTotals {
+pub(crate) struct StreamTotals {
     pub relays: usize,
     pub listeners: u64,
     pub capacity: Option<u64>,
@@ -117,12 +122,12 @@ pub struct StreamTotals {
 
 impl StreamTotals {
     /// Some relay is up, enabled and has a free slot (or no limit).
-    pub fn can_take_listener(&self) -> bool {
+    pub(crate) fn can_take_listener(&self) -> bool {
         self.relays > 0 && self.free != Some(0)
     }
 }
 
-pub fn stream_totals(
+pub(crate) fn stream_totals(
     snap: &Snapshot,
     stream: &StreamEntry,
     now_s: u64,
@@ -151,7 +156,7 @@ pub fn stream_totals(
 }
 
 /// Whether the stream's geo-restriction lets this client in.
-pub fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
+pub(crate) fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
     match (&stream.allowed_countries, client.country) {
         (None, _) => true,
         (Some(list), Some(c)) => list.contains(&c),
@@ -410,7 +415,7 @@ fn nearest(d: &[f64]) -> Option<usize> {
 /// Every mount of the stream, candidates first in the order [`choose`]
 /// would take them (ties in random order), then the excluded ones in the
 /// stream's order.
-pub fn rank(
+pub(crate) fn rank(
     snap: &Snapshot,
     stream: &StreamEntry,
     client: &ClientGeo,
@@ -431,7 +436,12 @@ pub fn rank(
 
 /// What selection sees of each mount for a plain listener of unknown
 /// location, whatever the stream's geo-restriction: the admin's view.
-pub fn survey(snap: &Snapshot, stream: &StreamEntry, now_s: u64, ttl_s: u64) -> Vec<Assessed> {
+pub(crate) fn survey(
+    snap: &Snapshot,
+    stream: &StreamEntry,
+    now_s: u64,
+    ttl_s: u64,
+) -> Vec<Assessed> {
     let c = Ctx {
         snap,
         client: &ClientGeo::default(),

@@ -268,7 +268,7 @@ pub async fn close(pool: Pool) {
 
 /// Identity of the database file on disk (device and inode), to notice it
 /// being deleted or replaced under the running server.
-pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
     let m = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     {
@@ -306,7 +306,7 @@ pub async fn watcher_connection(path: &Path) -> anyhow::Result<SqliteConnection>
     Ok(SqliteConnection::connect_with(&options(path)?).await?)
 }
 
-pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
+pub(crate) async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
     sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(conn)
         .await
@@ -321,7 +321,9 @@ pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
 /// connection that existed then, so the second try runs on a fresh one,
 /// which succeeds if the fault is gone (a connection opened while it was
 /// there, but after the last refusal, would otherwise fail one more write).
-pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+pub(crate) async fn write_tx(
+    pool: &Pool,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
     match pool.begin_with("BEGIN IMMEDIATE").await {
         Err(e) if pool.read_only.note_write_error(&e) => {
             let tx = pool.begin_with("BEGIN IMMEDIATE").await;
