@@ -112,6 +112,8 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             max_listeners: None,
             weight: 100,
             enabled: true,
+            policy: Default::default(),
+            bandwidth: None,
             health: Health {
                 state: State::Up,
                 failures: 0,
@@ -124,6 +126,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             last_error_at: None,
             latency_ms: None,
             source: None,
+            callback_token: None,
             counters: Arc::new(ServerCounters::default()),
         });
         // Unlimited mounts: a million reservations must not fill them up
@@ -137,6 +140,9 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
             listeners: rng.random_range(0..500),
             max: None,
             configured_max: None,
+            callbacks: false,
+            hidden: false,
+            kbps: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -148,6 +154,7 @@ fn snapshot(rng: &mut StdRng, relays: usize) -> Snapshot {
         allowed_countries: None,
         allow_unknown: true,
         require_https: false,
+        bitrate_kbps: None,
         mounts: (0..relays).collect(),
         counters: Arc::new(StreamCounters::default()),
         routes: Default::default(),

@@ -3,7 +3,8 @@
 //! of its capacity or recover, and when no relay of a stream can take a
 //! listener. [`Watcher`] turns successive routing snapshots into one alert
 //! per change (a pure function of what it saw); [`deliver`] posts them,
-//! with retries, off the redirect path.
+//! with retries, off the redirect path, each webhook from its own bounded
+//! queue ([`Outboxes`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub struct AlertSettings {
     /// The wait before a failed post's first retry; it doubles after
     /// each (1 + 2 + 4 + 8 s by default). No flag; tests shorten it.
     pub first_retry: Duration,
+    /// Alerts waiting per webhook; beyond, new ones are dropped (and
+    /// counted). No flag; tests shorten it.
+    pub queue: usize,
 }
 
 /// Alert when a stream's free share falls below this (`--alert-free-percent`).
@@ -38,6 +42,7 @@ impl Default for AlertSettings {
             free_percent: DEFAULT_FREE_PERCENT,
             check_every: Duration::from_millis(500),
             first_retry: Duration::from_secs(1),
+            queue: 64,
         }
     }
 }
@@ -121,7 +126,7 @@ impl Watcher {
                     stream: None,
                     free: None,
                     capacity: None,
-                    text: format!("icecast-balancer: {text}"),
+                    text: chat_safe(&format!("icecast-balancer: {text}")),
                 });
             }
         }
@@ -144,7 +149,7 @@ impl Watcher {
                     stream: Some(st.name.clone()),
                     free: t.free,
                     capacity: t.capacity,
-                    text: format!("icecast-balancer: {text}"),
+                    text: chat_safe(&format!("icecast-balancer: {text}")),
                 });
             }
         }
@@ -169,6 +174,24 @@ impl Watcher {
             Level::Ok
         }
     }
+}
+
+/// `text` as plain words in Slack, Mattermost or Discord: `&`, `<`, `>`
+/// escaped (so a relay's `<!channel>` or `<@U123>` is shown, not acted
+/// on) and every `@` followed by a zero-width space (so `@here` or
+/// `@everyone` notifies nobody).
+fn chat_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => out.push_str("@\u{200b}"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn stream_change(
@@ -203,30 +226,85 @@ fn stream_change(
 /// `first_retry`.
 const ATTEMPTS: u32 = 5;
 
-/// Posts each alert to every webhook, in order, retrying a failed post
-/// (no answer, 429 or 5xx) with backoff from `first_retry`. Ends when
-/// `alerts` closes.
-pub async fn deliver(
-    webhooks: Vec<String>,
+/// One bounded queue and one delivery task per webhook, so a webhook that
+/// hangs or fails delays and drops only its own alerts.
+#[derive(Debug)]
+pub struct Outboxes {
+    queues: Vec<mpsc::Sender<Alert>>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Outboxes {
+    /// Starts a delivery task per webhook; `None` if no HTTP client can be
+    /// built (logged: alerts are off).
+    pub fn start(settings: &AlertSettings) -> Option<Outboxes> {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the alert webhook client; alerts are off");
+                return None;
+            }
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        let queues = settings
+            .webhooks
+            .iter()
+            .map(|url| {
+                let (queue, queued) = mpsc::channel(settings.queue.max(1));
+                tasks.spawn(deliver(
+                    client.clone(),
+                    url.clone(),
+                    settings.first_retry,
+                    queued,
+                ));
+                queue
+            })
+            .collect();
+        Some(Outboxes { queues, tasks })
+    }
+
+    /// Queues `alert` for every webhook; returns how many queues were full
+    /// (the alert is dropped for those webhooks).
+    pub fn send(&self, alert: &Alert) -> u64 {
+        tracing::info!(event = alert.event, text = %alert.text, "alert");
+        let mut dropped = 0;
+        for (i, queue) in self.queues.iter().enumerate() {
+            if queue.try_send(alert.clone()).is_err() {
+                // The URL may carry a secret (chat webhooks do): name its place.
+                tracing::error!(
+                    webhook = i + 1,
+                    event = alert.event,
+                    "alert queue full (webhook failing?); alert dropped"
+                );
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Closes the queues and lets each task finish what is queued.
+    pub async fn close(self) {
+        let Outboxes { queues, mut tasks } = self;
+        drop(queues);
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Posts each queued alert to `url`, in order, retrying a failed post (no
+/// answer, 429 or 5xx) with backoff from `first_retry`. Ends when the
+/// queue closes.
+async fn deliver(
+    client: reqwest::Client,
+    url: String,
     first_retry: Duration,
     mut alerts: mpsc::Receiver<Alert>,
 ) {
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the alert webhook client; alerts are off");
-            return;
-        }
-    };
     while let Some(alert) = alerts.recv().await {
-        tracing::info!(event = alert.event, text = %alert.text, "alert");
-        for url in &webhooks {
-            post_with_retries(&client, url, &alert, first_retry).await;
-        }
+        post_with_retries(&client, &url, &alert, first_retry).await;
     }
 }
 

@@ -178,35 +178,34 @@ async fn wait_or_stop(stopping: &CancellationToken, d: Duration) -> bool {
             .is_none()
 }
 
-/// Judges every new routing snapshot for alerts and hands them to the
-/// delivery loop through a queue: a slow webhook delays only its alerts.
+/// Judges every new routing snapshot for alerts and hands them to one
+/// queue per webhook: a slow webhook delays only its own alerts; an alert
+/// its full queue cannot take is dropped and counted in `/metrics`.
 async fn alerts(state: Engine, stopping: CancellationToken) {
     let settings = state.settings().alerts.clone();
     if settings.webhooks.is_empty() {
         return;
     }
-    let (queue, queued) = tokio::sync::mpsc::channel(256);
-    let mut watcher = alerts::Watcher::new(settings.free_percent);
-    let judge = async move {
-        let mut last = None;
-        while !wait_or_stop(&stopping, settings.check_every).await {
-            let routing = state.routing();
-            if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &routing.snap)) {
-                continue;
-            }
-            for alert in watcher.observe(&routing) {
-                if queue.try_send(alert).is_err() {
-                    tracing::error!("alert queue full (webhooks failing?); an alert was dropped");
-                }
-            }
-            last = Some(routing.snap);
-        }
-        // Closing the queue lets delivery finish what is queued and end.
+    let Some(outboxes) = alerts::Outboxes::start(&settings) else {
+        return;
     };
-    tokio::join!(
-        judge,
-        alerts::deliver(settings.webhooks.clone(), settings.first_retry, queued)
-    );
+    let mut watcher = alerts::Watcher::new(settings.free_percent);
+    let mut last = None;
+    while !wait_or_stop(&stopping, settings.check_every).await {
+        let routing = state.routing();
+        if last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &routing.snap)) {
+            continue;
+        }
+        for alert in watcher.observe(&routing) {
+            let dropped = outboxes.send(&alert);
+            state
+                .metrics()
+                .alerts_dropped
+                .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        }
+        last = Some(routing.snap);
+    }
+    outboxes.close().await;
 }
 
 /// Without the built-in scheduler (cron polls in another process) relays
@@ -218,7 +217,7 @@ const RELOCATE_EVERY: Duration = Duration::from_secs(300);
 /// at start) places them too; in cron mode this task does, at start and
 /// now and then.
 async fn watch_geoip(state: Engine, stopping: CancellationToken) {
-    if !state.geo().is_configured() {
+    if !state.geo().is_configured() && !state.asn().is_configured() {
         return;
     }
     let cron_mode = state.settings().poll_interval.is_zero();

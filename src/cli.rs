@@ -76,7 +76,12 @@ pub enum Command {
         from_env: bool,
     },
     /// Print the configuration in the import format.
-    Export,
+    Export {
+        /// Include the relays' callback tokens (left out by default: an
+        /// export is shared and stored where secrets should not be).
+        #[arg(long)]
+        secrets: bool,
+    },
     /// Manage admin users.
     #[command(subcommand)]
     User(UserCommand),
@@ -240,6 +245,9 @@ pub struct Options {
     /// Largest GeoIP file loaded, in MiB; a larger one is refused at start and at reload.
     #[arg(long, env = "ICECAST_BALANCER_GEOIP_MAX_MB", default_value_t = defaults::GEOIP_MAX_MB, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub geoip_max_mb: u64,
+    /// ASN database (GeoLite2-ASN or ip-location-db ASN), for the servers' asns / only_asns; reloaded like --geoip, limited by --geoip-max-mb.
+    #[arg(long, env = "ICECAST_BALANCER_ASN_DB")]
+    pub asn_db: Option<PathBuf>,
     /// Seconds between polls; 0 disables the built-in scheduler.
     #[arg(long, env = "ICECAST_BALANCER_POLL_INTERVAL", default_value_t = defaults::POLL_INTERVAL_S, value_parser = parse_whole_seconds)]
     pub poll_interval: u64,
@@ -313,6 +321,15 @@ pub struct Options {
     /// This instance's name among the members and in the audit log (default: host name/listen address).
     #[arg(long, env = "ICECAST_BALANCER_CLUSTER_INSTANCE", value_parser = crate::cluster::parse_name)]
     pub cluster_instance: Option<String>,
+    /// Seconds a cluster member not heard from still counts (its share of free slots held back); an instance cut off from Redis this long stops giving away slots of limited mounts.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_FORGET_AFTER", default_value_t = defaults::CLUSTER_FORGET_AFTER_S, value_parser = clap::value_parser!(u64).range(60..=604_800))]
+    pub cluster_forget_after: u64,
+    /// File holding the cluster's shared secret (at least 16 bytes): what instances publish in Redis is authenticated with it, and records without a valid tag are refused.
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
+    /// Join even when this database has servers or streams that differ from the cluster's: they are replaced by the cluster's (without it, such a database stays out of the shared configuration).
+    #[arg(long, env = "ICECAST_BALANCER_CLUSTER_JOIN_REPLACE_LOCAL")]
+    pub cluster_join_replace_local: bool,
     /// Seconds without an announcement after which a relay that registered itself is drained.
     #[arg(long, env = "ICECAST_BALANCER_ANNOUNCE_DRAIN_AFTER", default_value_t = defaults::ANNOUNCE_DRAIN_AFTER_S, value_parser = clap::value_parser!(u64).range(10..=86400))]
     pub announce_drain_after: u64,
@@ -350,6 +367,7 @@ impl Options {
         s.listen = self.listen.clone();
         s.geoip = self.geoip.clone();
         s.geoip_max_bytes = self.geoip_max_mb << 20;
+        s.asn_db = self.asn_db.clone();
         s.poll_interval = Duration::from_secs(self.poll_interval);
         s.trusted_proxies = self.trusted_proxies.clone();
         s.poll_token = self.poll_token()?;
@@ -372,7 +390,7 @@ impl Options {
         s.admin_password = std::env::var("ICECAST_BALANCER_ADMIN_PASSWORD")
             .ok()
             .filter(|p| !p.is_empty());
-        s.cluster = self.cluster_settings();
+        s.cluster = self.cluster_settings()?;
         if self.announce_remove_after < self.announce_drain_after {
             anyhow::bail!(
                 "--announce-remove-after ({} s) must not be shorter than --announce-drain-after ({} s)",
@@ -385,16 +403,27 @@ impl Options {
         Ok(s)
     }
 
-    fn cluster_settings(&self) -> Option<crate::cluster::ClusterSettings> {
-        let url = self.cluster.clone()?;
-        Some(crate::cluster::ClusterSettings {
+    fn cluster_settings(&self) -> anyhow::Result<Option<crate::cluster::ClusterSettings>> {
+        let Some(url) = self.cluster.clone() else {
+            return Ok(None);
+        };
+        let secret = match &self.cluster_secret_file {
+            Some(p) => {
+                Some(crate::cluster::auth::Secret::from_file(p).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            None => None,
+        };
+        Ok(Some(crate::cluster::ClusterSettings {
             url,
             prefix: self.cluster_prefix.clone(),
             instance: self
                 .cluster_instance
                 .clone()
                 .unwrap_or_else(|| crate::cluster::default_instance(&self.listen)),
-        })
+            forget_after: std::time::Duration::from_secs(self.cluster_forget_after),
+            secret,
+            join_replace_local: self.cluster_join_replace_local,
+        }))
     }
 
     /// The poll token from its file or the environment. On the command

@@ -12,27 +12,28 @@ use crate::poll::PollSettings;
 /// The defaults, once: [`Settings::new`] and the command line's flags
 /// (`cli`, through clap's `default_value_t`) both read them. Those of
 /// polling and alerts live beside their settings and are named here.
-pub(crate) mod defaults {
+pub mod defaults {
     pub use crate::alerts::DEFAULT_FREE_PERCENT as ALERT_FREE_PERCENT;
-    pub(crate) use crate::poll::defaults as poll;
+    pub use crate::poll::defaults as poll;
 
-    pub(crate) const DATABASE: &str = "icecast-balancer.db";
+    pub const DATABASE: &str = "icecast-balancer.db";
     pub const LISTEN: &str = "127.0.0.1:8080";
-    pub(crate) const POLL_INTERVAL_S: u64 = 15;
-    pub(crate) const HEADER_TIMEOUT_S: f64 = 10.0;
-    pub(crate) const IDLE_TIMEOUT_S: f64 = 60.0;
-    pub(crate) const REQUEST_TIMEOUT_S: f64 = 30.0;
-    pub(crate) const MAX_CONNECTIONS: u64 = 1024;
-    pub(crate) const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
-    pub(crate) const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
-    pub(crate) const RESERVATION_GRACE_S: u64 = 5;
-    pub(crate) const MAX_RESERVATIONS_PER_CLIENT: u64 = 4;
-    pub(crate) const DOWN_RECHECK_S: u64 = 2;
-    pub(crate) const FULL_RECHECK_S: u64 = 1;
-    pub(crate) const CLUSTER_PREFIX: &str = "icecast-balancer";
-    pub(crate) const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
-    pub(crate) const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
-    pub(crate) const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
+    pub const POLL_INTERVAL_S: u64 = 15;
+    pub const HEADER_TIMEOUT_S: f64 = 10.0;
+    pub const IDLE_TIMEOUT_S: f64 = 60.0;
+    pub const REQUEST_TIMEOUT_S: f64 = 30.0;
+    pub const MAX_CONNECTIONS: u64 = 1024;
+    pub const MAX_CONNECTIONS_PER_CLIENT: u64 = 64;
+    pub const SHUTDOWN_TIMEOUT_S: f64 = 10.0;
+    pub const RESERVATION_GRACE_S: u64 = 5;
+    pub const MAX_RESERVATIONS_PER_CLIENT: u64 = 4;
+    pub const DOWN_RECHECK_S: u64 = 2;
+    pub const FULL_RECHECK_S: u64 = 1;
+    pub const CLUSTER_PREFIX: &str = "icecast-balancer";
+    pub const CLUSTER_FORGET_AFTER_S: u64 = crate::cluster::DEFAULT_FORGET_AFTER_S;
+    pub const GEOIP_MAX_MB: u64 = crate::geo::DEFAULT_MAX_BYTES >> 20;
+    pub const ANNOUNCE_DRAIN_AFTER_S: u64 = 180;
+    pub const ANNOUNCE_REMOVE_AFTER_S: u64 = 3600;
 }
 
 #[derive(Clone)]
@@ -40,8 +41,10 @@ pub struct Settings {
     pub listen: String,
     pub database: PathBuf,
     pub geoip: Option<PathBuf>,
-    /// Larger GeoIP files are refused before they are read.
+    /// Larger GeoIP (and ASN) files are refused before they are read.
     pub geoip_max_bytes: u64,
+    /// The ASN database (`--asn-db`), for the servers' `asns`/`only_asns`.
+    pub asn_db: Option<PathBuf>,
     /// Zero disables the built-in scheduler (poll from cron instead).
     pub poll_interval: Duration,
     pub trusted_proxies: Vec<IpNet>,
@@ -78,6 +81,10 @@ pub struct Settings {
     /// How often the GeoIP file is checked for a replacement (a `stat`; no
     /// flag, tests shorten it).
     pub geoip_check: Duration,
+    /// How long the public `/api/status` and `/metrics` renderings are
+    /// shared (`web::shared`; no flag; tests that read them after each
+    /// change set zero).
+    pub shared_render_age: Duration,
     /// How often the per-client book forgets clients whose grace has
     /// passed, so it holds about one grace window's clients (no flag;
     /// tests shorten it).
@@ -93,6 +100,7 @@ impl Settings {
             database,
             geoip: None,
             geoip_max_bytes: crate::geo::DEFAULT_MAX_BYTES,
+            asn_db: None,
             poll_interval: Duration::from_secs(defaults::POLL_INTERVAL_S),
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
@@ -110,6 +118,7 @@ impl Settings {
             full_recheck: Duration::from_secs(defaults::FULL_RECHECK_S),
             outside_writer_check: Duration::from_millis(500),
             geoip_check: Duration::from_secs(2),
+            shared_render_age: Duration::from_secs(1),
             client_sweep: Duration::from_secs(2),
             announce: AnnounceSettings::default(),
         }
@@ -118,7 +127,7 @@ impl Settings {
     /// How long an unreleased reservation counts: long enough to span a
     /// missed poll, short enough that reservations never pile up when
     /// polling stops. Bounded by the ring size.
-    pub(crate) fn reservation_ttl_s(&self) -> u64 {
+    pub fn reservation_ttl_s(&self) -> u64 {
         let interval = match self.poll_interval.as_secs() {
             0 => 30,
             n => n,
@@ -136,6 +145,7 @@ impl std::fmt::Debug for Settings {
             .field("database", &self.database)
             .field("geoip", &self.geoip)
             .field("geoip_max_bytes", &self.geoip_max_bytes)
+            .field("asn_db", &self.asn_db)
             .field("poll_interval", &self.poll_interval)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("forwarded_header", &self.forwarded_header)

@@ -13,7 +13,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec};
+use crate::domain::{
+    MountInput, MountPath, ServerInput, ServerSpec, StreamInput, StreamSpec, TokenChange,
+};
 use crate::store::changes::{self, Actor, ChangeTx, MountSet, Writer};
 use crate::store::{self, Pool};
 
@@ -135,6 +137,11 @@ fn entry_label(kind: &str, i: usize, name: &str) -> String {
     }
 }
 
+/// Checks every entry of a parsed file without applying it.
+pub fn check(file: &ConfigFile) -> Result<()> {
+    validate(file).map(|_| ())
+}
+
 /// Parses every entry; the error lists every problem, each with its entry.
 fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     let mut problems = Vec::new();
@@ -142,6 +149,9 @@ fn validate(file: &ConfigFile) -> Result<(Vec<ServerSpec>, Vec<ParsedStream>)> {
     let mut seen = HashSet::new();
     for (i, s) in file.servers.iter().enumerate() {
         let label = entry_label("servers", i, &s.name);
+        if let Err(e) = TokenChange::parse(s.callback_token.as_ref()) {
+            problems.push(format!("{label}: callback_token: {e}"));
+        }
         match s.parse() {
             Ok(spec) => {
                 if !seen.insert(spec.name.to_string()) {
@@ -219,6 +229,7 @@ pub(crate) async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<Im
     let (servers, streams) = validate(file)?;
     let mut report = ImportReport::default();
     apply_servers(ctx, &servers, &mut report).await?;
+    apply_tokens(ctx, file, &mut report).await?;
     let ids = apply_streams(ctx, &streams, &mut report).await?;
     apply_mounts(ctx, &streams, &ids, &mut report).await?;
     Ok(report)
@@ -241,6 +252,35 @@ async fn apply_servers(
                 changes::create_server(ctx, spec).await?;
                 report.servers_created.push(name);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Sets or removes the callback tokens the file names (validated already);
+/// a server whose only change is its token counts as updated.
+async fn apply_tokens(
+    ctx: &mut ChangeTx,
+    file: &ConfigFile,
+    report: &mut ImportReport,
+) -> Result<()> {
+    for s in &file.servers {
+        let change = TokenChange::parse(s.callback_token.as_ref()).map_err(|e| {
+            rejected(
+                &format!("servers: {name}", name = s.name.trim()),
+                format!("callback_token: {e}"),
+            )
+        })?;
+        let name = s.name.trim();
+        let Some(row) = store::servers::find_by_name(ctx.conn(), name).await? else {
+            continue;
+        };
+        if changes::set_callback_token(ctx, row.id, &change).await?
+            && !report.servers_created.iter().any(|n| n == name)
+            && !report.servers_updated.iter().any(|n| n == name)
+        {
+            report.unchanged = report.unchanged.saturating_sub(1);
+            report.servers_updated.push(name.to_string());
         }
     }
     Ok(())
@@ -286,7 +326,13 @@ async fn wanted_mounts(ctx: &mut ChangeTx, p: &ParsedStream) -> Result<Option<Mo
         return Ok(None);
     };
     let mut wanted = MountSet::new();
+    // Server ids looked up once per server, not once per mount.
+    let mut ids: HashMap<&str, i64> = HashMap::new();
     for (server, mount, _) in list {
+        if let Some(&id) = ids.get(server.as_str()) {
+            wanted.insert((id, mount.clone()));
+            continue;
+        }
         let Some(row) = store::servers::find_by_name(ctx.conn(), server).await? else {
             return Err(rejected(
                 &p.label,
@@ -295,6 +341,7 @@ async fn wanted_mounts(ctx: &mut ChangeTx, p: &ParsedStream) -> Result<Option<Mo
                 ),
             ));
         };
+        ids.insert(server, row.id);
         wanted.insert((row.id, mount.clone()));
     }
     Ok(Some(wanted))
@@ -343,23 +390,56 @@ async fn apply_mount_limits(ctx: &mut ChangeTx, p: &ParsedStream, stream_id: i64
     let Some(list) = &p.mounts else {
         return Ok(());
     };
-    for row in store::mounts::for_stream(ctx.conn(), stream_id).await? {
-        let wanted = list
-            .iter()
-            .find(|(server, mount, _)| *server == row.server_name && mount.as_str() == row.mount)
-            .and_then(|(_, _, max)| *max);
-        changes::set_mount_limit(ctx, row.id, wanted).await?;
+    let rows = store::mounts::for_stream(ctx.conn(), stream_id).await?;
+    let keys = rows
+        .iter()
+        .map(|r| (r.id, r.server_name.as_str(), r.mount.as_str()));
+    for (id, wanted) in limits_wanted(list, keys) {
+        changes::set_mount_limit(ctx, id, wanted).await?;
     }
     Ok(())
 }
 
-/// The whole configuration in import format, sorted by name.
+/// For each stored mount `(id, server, mount)`, the limit the file's list
+/// names for it.
+fn limits_wanted<'a>(
+    list: &[(String, MountPath, Option<u32>)],
+    rows: impl Iterator<Item = (i64, &'a str, &'a str)>,
+) -> Vec<(i64, Option<u32>)> {
+    // One lookup per mount: a scan of the list per mount is quadratic,
+    // and this runs under the write lock (a stream may list 300,000).
+    let by_key: HashMap<(&str, &str), Option<u32>> = list
+        .iter()
+        .map(|(server, mount, max)| ((server.as_str(), mount.as_str()), *max))
+        .collect();
+    rows.map(|(id, server, mount)| (id, by_key.get(&(server, mount)).copied().flatten()))
+        .collect()
+}
+
+/// The whole configuration in import format, sorted by name, without the
+/// callback tokens: an export is shared and kept in places a secret should
+/// not be (`export --secrets` includes them).
 pub async fn export(db: &Pool) -> Result<ConfigFile> {
+    export_with(db, false).await
+}
+
+/// `export`, with the callback tokens when `secrets` is set.
+pub async fn export_with(db: &Pool, secrets: bool) -> Result<ConfigFile> {
     let mut conn = db.acquire().await?;
+    let tokens = if secrets {
+        store::servers::callback_tokens(&mut conn).await?
+    } else {
+        HashMap::new()
+    };
     let servers = store::servers::list(&mut conn)
         .await?
         .iter()
-        .map(|r| r.spec().map(|s| ServerInput::from(&s)))
+        .map(|r| {
+            r.spec().map(|s| ServerInput {
+                callback_token: tokens.get(&r.id).cloned(),
+                ..ServerInput::from(&s)
+            })
+        })
         .collect::<store::Result<Vec<_>>>()?;
     let mounts = store::mounts::list(&mut conn).await?;
     let mut streams = Vec::new();
@@ -452,5 +532,38 @@ mounts = [{ server = "a", mount = "/x" }]
         .unwrap();
         let msg = validate(&file).err().unwrap().to_string();
         assert!(msg.contains("also listed under stream \"one\""), "{msg}");
+    }
+
+    /// Matching a stream's stored mounts to the file's is linear: eight
+    /// times the mounts may take at most 24 times as long (a scan of the
+    /// list per mount takes 64 times, and held the write lock for it).
+    #[test]
+    fn matching_limits_is_linear_in_the_mounts() {
+        fn run(n: usize) -> f64 {
+            let list: Vec<(String, MountPath, Option<u32>)> = (0..n)
+                .map(|i| {
+                    (
+                        "big".to_string(),
+                        MountPath::parse(&format!("/m{i}")).unwrap(),
+                        Some(1),
+                    )
+                })
+                .collect();
+            let rows: Vec<(i64, String)> = (0..n).map(|i| (i as i64, format!("/m{i}"))).collect();
+            (0..3)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    let got =
+                        limits_wanted(&list, rows.iter().map(|(id, m)| (*id, "big", m.as_str())));
+                    assert!(got.iter().all(|(_, max)| *max == Some(1)));
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        }
+        let ratio = run(32_000) / run(4_000);
+        assert!(
+            ratio < 24.0,
+            "8 times the mounts took {ratio:.1} times as long"
+        );
     }
 }

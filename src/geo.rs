@@ -15,6 +15,10 @@
 //! - the flat ip-location-db schema: `country_code`, `latitude`,
 //!   `longitude` at the top level, the coordinates as numbers or strings.
 //!
+//! The same reader, opened for ASNs (`--asn-db`), reads the
+//! `autonomous_system_number` of GeoLite2-ASN and of the ip-location-db
+//! (DB-IP, IPtoASN…) ASN files, whose records have the same key.
+//!
 //! The reader sits in an `ArcSwapOption`, so the redirect path looks up
 //! without a lock while a background task (file changed) or SIGHUP swaps in
 //! a new file. A new file that cannot be read leaves the old one in place.
@@ -47,6 +51,26 @@ pub enum Schema {
     MaxMind,
     /// `country_code`, `latitude`, `longitude` (ip-location-db).
     Flat,
+    /// `autonomous_system_number` (GeoLite2-ASN, ip-location-db ASN).
+    Asn,
+}
+
+/// What a database file is opened for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Where clients are (`--geoip`).
+    Location,
+    /// Which autonomous system a client is in (`--asn-db`).
+    Asn,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Location => "GeoIP database",
+            Kind::Asn => "ASN database",
+        }
+    }
 }
 
 impl Schema {
@@ -54,6 +78,7 @@ impl Schema {
         match self {
             Schema::MaxMind => "MaxMind City/Country",
             Schema::Flat => "ip-location-db",
+            Schema::Asn => "ASN",
         }
     }
 }
@@ -91,7 +116,7 @@ impl fmt::Display for DatabaseInfo {
 
 /// A lookup with the details the explain page shows.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Located {
+pub struct Located {
     pub geo: ClientGeo,
     /// `continent.code` of the MaxMind schema, when present.
     pub continent: Option<String>,
@@ -141,9 +166,10 @@ pub enum Reload {
 /// is about 70 MB, so this leaves room for growth and richer editions
 /// while a wrong file (or a sparse 30 GB one) is refused before any of it
 /// is read into memory.
-pub(crate) const DEFAULT_MAX_BYTES: u64 = 512 << 20;
+pub const DEFAULT_MAX_BYTES: u64 = 512 << 20;
 
 pub struct Geo {
+    kind: Kind,
     path: Option<PathBuf>,
     /// Larger files are refused before they are read.
     max_bytes: u64,
@@ -170,23 +196,46 @@ impl Geo {
 
     /// Like [`Geo::open`], refusing files larger than `max_bytes` (at
     /// start and at every reload).
-    pub(crate) fn open_limited(path: Option<&Path>, max_bytes: u64) -> anyhow::Result<Geo> {
+    pub fn open_limited(path: Option<&Path>, max_bytes: u64) -> anyhow::Result<Geo> {
+        Geo::open_kind(Kind::Location, path, max_bytes)
+    }
+
+    /// Opens a database for `kind`; a file without records of that kind
+    /// is refused.
+    pub fn open_kind(kind: Kind, path: Option<&Path>, max_bytes: u64) -> anyhow::Result<Geo> {
         let geo = Geo {
+            kind,
             path: path.map(Path::to_path_buf),
             max_bytes,
             current: ArcSwapOption::empty(),
             seen: Mutex::new(None),
         };
+        let label = kind.label();
         if let Some(path) = path {
-            let (db, st) = load(path, max_bytes)
-                .with_context(|| format!("cannot use GeoIP database {}", path.display()))?;
-            tracing::info!(database = %db.info, "GeoIP database loaded");
+            let (db, st) = load(path, max_bytes, kind)
+                .with_context(|| format!("cannot use {label} {}", path.display()))?;
+            tracing::info!(database = %db.info, "{label} loaded");
             *lock(&geo.seen) = Some(st);
             geo.current.store(Some(Arc::new(db)));
-        } else {
+        } else if kind == Kind::Location {
             tracing::info!("no GeoIP database configured: relays are chosen by load alone");
         }
         Ok(geo)
+    }
+
+    /// The autonomous system of `ip`, from an ASN database. Lock-free and
+    /// allocation-free, like [`Geo::lookup`].
+    pub fn asn(&self, ip: IpAddr) -> Option<u32> {
+        let guard = self.current.load();
+        let db = guard
+            .as_deref()
+            .filter(|db| db.info.schema == Schema::Asn)?;
+        let r = db.reader.lookup(ip.to_canonical()).ok()?;
+        let rec: AsnRecord = r.decode().ok()??;
+        rec.autonomous_system_number
+            .and_then(|n| n.0)
+            .filter(|&n| n > 0.0 && n <= f64::from(u32::MAX) && n.fract() == 0.0)
+            .map(|n| n as u32)
     }
 
     pub fn is_configured(&self) -> bool {
@@ -211,7 +260,7 @@ impl Geo {
     }
 
     /// Like `lookup`, with the continent and the matched network.
-    pub(crate) fn locate(&self, ip: IpAddr) -> Located {
+    pub fn locate(&self, ip: IpAddr) -> Located {
         let guard = self.current.load();
         let Some(db) = guard.as_deref() else {
             return Located::default();
@@ -234,7 +283,7 @@ impl Geo {
     }
 
     /// Reopens the file if it changed on disk since it was last looked at.
-    pub(crate) fn reload_if_changed(&self) -> Reload {
+    pub fn reload_if_changed(&self) -> Reload {
         let Some(path) = &self.path else {
             return Reload::Unchanged;
         };
@@ -247,7 +296,8 @@ impl Geo {
         if now.is_none() {
             tracing::warn!(
                 path = %path.display(),
-                "GeoIP database file is gone; keeping the data loaded before"
+                "{} file is gone; keeping the data loaded before",
+                self.kind.label()
             );
             return Reload::Failed;
         }
@@ -265,9 +315,10 @@ impl Geo {
     }
 
     fn swap_in(&self, path: &Path, seen: &mut Option<Stamp>) -> Reload {
-        match load(path, self.max_bytes) {
+        let label = self.kind.label();
+        match load(path, self.max_bytes, self.kind) {
             Ok((db, st)) => {
-                tracing::info!(database = %db.info, "GeoIP database reloaded");
+                tracing::info!(database = %db.info, "{label} reloaded");
                 *seen = Some(st);
                 self.current.store(Some(Arc::new(db)));
                 Reload::Reloaded
@@ -276,7 +327,7 @@ impl Geo {
                 tracing::warn!(
                     path = %path.display(),
                     error = format!("{e:#}"),
-                    "cannot reload the GeoIP database; keeping the data loaded before"
+                    "cannot reload the {label}; keeping the data loaded before"
                 );
                 Reload::Failed
             }
@@ -284,12 +335,15 @@ impl Geo {
     }
 }
 
-fn load(path: &Path, max_bytes: u64) -> anyhow::Result<(Database, Stamp)> {
+fn load(path: &Path, max_bytes: u64, kind: Kind) -> anyhow::Result<(Database, Stamp)> {
     // Stat first: if the file is replaced while we read it, the next check
     // sees a newer stamp and loads again.
     let st = stamp(path)?;
     let reader = Reader::from_source(read_regular_file(path, max_bytes)?)?;
-    let schema = detect(&reader)?;
+    let schema = match kind {
+        Kind::Location => detect(&reader)?,
+        Kind::Asn => detect_asn(&reader)?,
+    };
     let meta = reader.metadata();
     let info = DatabaseInfo {
         path: path.to_path_buf(),
@@ -362,6 +416,26 @@ fn detect(reader: &Reader<Vec<u8>>) -> anyhow::Result<Schema> {
          (MaxMind City or Country schema) or country_code / latitude \
          (ip-location-db schema); an ASN or ISP database cannot place clients"
     )
+}
+
+/// An ASN database has `autonomous_system_number` in its records.
+fn detect_asn(reader: &Reader<Vec<u8>>) -> anyhow::Result<Schema> {
+    for item in reader.networks(Default::default())?.take(PROBE_RECORDS) {
+        if has(&item?, &[PathElement::Key("autonomous_system_number")]) {
+            return Ok(Schema::Asn);
+        }
+    }
+    anyhow::bail!(
+        "no record has an autonomous_system_number: expected a GeoLite2-ASN or \
+         ip-location-db ASN database"
+    )
+}
+
+/// GeoLite2-ASN and the ip-location-db ASN files: the number (written as
+/// a number, or as decimal text by some builds).
+#[derive(Deserialize)]
+struct AsnRecord {
+    autonomous_system_number: Option<Number>,
 }
 
 #[derive(Deserialize)]
@@ -462,14 +536,17 @@ fn decode<'a, S: AsRef<[u8]>>(
             let geo = ClientGeo {
                 country: country(code(&rec.country)).or(country(code(&rec.registered_country))),
                 coords: rec.location.and_then(|l| coords(l.latitude, l.longitude)),
+                ..ClientGeo::default()
             };
             Some((geo, rec.continent.and_then(|c| c.code)))
         }
+        Schema::Asn => None,
         Schema::Flat => {
             let rec: FlatRecord<'a> = r.decode().ok()??;
             let geo = ClientGeo {
                 country: country(rec.country_code),
                 coords: coords(rec.latitude, rec.longitude),
+                ..ClientGeo::default()
             };
             Some((geo, None))
         }
@@ -607,6 +684,68 @@ mod tests {
         assert_eq!(geo.reload_if_changed(), Reload::Reloaded);
         assert!(near(geo.lookup(ip(gen_db::BERLIN_V4)), &BERLIN));
         assert_eq!(geo.info().unwrap().schema, Schema::Flat);
+    }
+
+    fn open_asn(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> (Geo, PathBuf) {
+        let path = dir.path().join(name);
+        gen_db::replace(&path, bytes);
+        (
+            Geo::open_kind(Kind::Asn, Some(&path), DEFAULT_MAX_BYTES).unwrap(),
+            path,
+        )
+    }
+
+    #[test]
+    fn asn_databases_in_both_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, schema) in [
+            ("GeoLite2-ASN.mmdb", gen_db::AsnSchema::GeoLite2),
+            ("dbip-asn.mmdb", gen_db::AsnSchema::IpLocationDb),
+        ] {
+            let (asn, _) = open_asn(&dir, name, &gen_db::asn_world(schema));
+            assert_eq!(asn.info().unwrap().schema, Schema::Asn, "{name}");
+            assert_eq!(asn.asn(ip(gen_db::BERLIN_V4)), Some(gen_db::BERLIN_AS));
+            assert_eq!(asn.asn(ip(gen_db::BERLIN_V6)), Some(gen_db::BERLIN_AS));
+            let mapped = format!("::ffff:{}", gen_db::NEW_YORK_V4);
+            assert_eq!(asn.asn(ip(&mapped)), Some(gen_db::NEW_YORK_AS));
+            assert_eq!(asn.asn(ip(gen_db::TOKYO_V4)), None);
+            // An ASN database places nobody.
+            assert_eq!(asn.lookup(ip(gen_db::BERLIN_V4)), ClientGeo::default());
+        }
+    }
+
+    #[test]
+    fn a_city_database_is_no_asn_database_and_asn_reloads_like_city() {
+        let dir = tempfile::tempdir().unwrap();
+        let city = dir.path().join("city.mmdb");
+        gen_db::replace(&city, &gen_db::world(gen_db::Schema::MaxMind));
+        let e = format!(
+            "{:#}",
+            Geo::open_kind(Kind::Asn, Some(&city), DEFAULT_MAX_BYTES).unwrap_err()
+        );
+        assert!(
+            e.contains("ASN database") && e.contains("autonomous_system_number"),
+            "{e}"
+        );
+        // Too large for the limit: refused before it is read.
+        let e = format!(
+            "{:#}",
+            Geo::open_kind(Kind::Asn, Some(&city), 10).unwrap_err()
+        );
+        assert!(e.contains("limit"), "{e}");
+
+        let (asn, path) = open_asn(&dir, "asn.mmdb", &gen_db::asn_only());
+        assert_eq!(asn.asn(ip(gen_db::BERLIN_V4)), Some(64_512));
+        gen_db::replace(&path, &gen_db::asn_world(gen_db::AsnSchema::GeoLite2));
+        assert_eq!(asn.reload_if_changed(), Reload::Reloaded);
+        assert_eq!(asn.asn(ip(gen_db::BERLIN_V4)), Some(gen_db::BERLIN_AS));
+        gen_db::replace(&path, &gen_db::world(gen_db::Schema::MaxMind));
+        assert_eq!(asn.reload_if_changed(), Reload::Failed);
+        assert_eq!(
+            asn.asn(ip(gen_db::BERLIN_V4)),
+            Some(gen_db::BERLIN_AS),
+            "kept"
+        );
     }
 
     #[test]

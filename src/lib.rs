@@ -13,6 +13,7 @@ pub mod domain;
 pub mod engine;
 pub(crate) mod error;
 pub mod fd_limit;
+pub mod fuzzing;
 pub mod geo;
 pub mod legacy;
 pub mod logging;

@@ -86,11 +86,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             icecast_balancer::store::close(db).await;
             print!("{}", report?);
         }
-        Command::Export => {
+        Command::Export { secrets } => {
             let db = existing_database(&global).await?;
             print!(
                 "{}",
-                config_file::to_toml(&config_file::export(&db).await?)?
+                config_file::to_toml(&config_file::export_with(&db, secrets).await?)?
             );
         }
         Command::User(cmd) => {
@@ -130,7 +130,7 @@ async fn reload_geoip_on_sighup(state: Engine) {
         }
     };
     while hup.recv().await.is_some() {
-        if state.geo().is_configured() {
+        if state.geo().is_configured() || state.asn().is_configured() {
             tracing::info!("SIGHUP: reloading the GeoIP database");
             state.reload_geoip().await;
         } else {

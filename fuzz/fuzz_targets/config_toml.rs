@@ -1,11 +1,7 @@
-//! Import files: any text gives a parsed file or an error naming the entry,
-//! never a panic.
+//! See `icecast_balancer::fuzzing::config_toml`: any bytes, no panic; the same body
+//! runs in `cargo test` (tests/it/fuzzing.rs) on mutated inputs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = icecast_balancer::config_file::parse(text);
-    }
-});
+fuzz_target!(|data: &[u8]| icecast_balancer::fuzzing::config_toml(data));

@@ -1,8 +1,7 @@
-//! status-json.xsl answers: any bytes give a list or an error, never a panic.
+//! See `icecast_balancer::fuzzing::status_json`: any bytes, no panic; the same body
+//! runs in `cargo test` (tests/it/fuzzing.rs) on mutated inputs.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = icecast_balancer::poll::parse::parse_status_json(data);
-});
+fuzz_target!(|data: &[u8]| icecast_balancer::fuzzing::status_json(data));

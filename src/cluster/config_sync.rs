@@ -27,8 +27,11 @@ use redis::Script;
 use redis::aio::ConnectionManager;
 use sqlx::SqliteConnection;
 
+use super::auth::{self, Secret};
 use super::error::{Error, Result};
 use crate::config_file::{self, ConfigFile};
+use crate::domain::Slug;
+use crate::domain::sync::lock;
 use crate::domain::{ServerInput, StreamInput};
 use crate::store::changes::{self, Actor, Writer};
 use crate::store::{self, Pool};
@@ -39,7 +42,7 @@ const SEEN: &str = "#seen";
 
 pub const PUBLISH_LUA: &str = r#"
 local v = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], ARGV[1], v .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[1], v .. '\n' .. ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[5] .. '\n' .. ARGV[4])
 redis.call('ZADD', KEYS[3], v, ARGV[1])
 return v
 "#;
@@ -54,9 +57,14 @@ pub struct Record {
     pub version: i64,
     pub instance: String,
     pub actor: String,
+    /// The publisher's HMAC (see [`super::auth`]); empty without a secret.
+    pub tag: String,
     /// `None`: deleted.
     pub body: Option<String>,
 }
+
+/// The largest record body accepted from Redis.
+pub const MAX_BODY: usize = 1 << 20;
 
 impl Record {
     pub fn encode_value(instance: &str, actor: &str, body: Option<&str>) -> [String; 3] {
@@ -67,11 +75,60 @@ impl Record {
         [instance.replace('\n', " "), actor.replace('\n', " "), body]
     }
 
+    /// What the tag covers: the object, who wrote it, and the stored body.
+    pub fn tag_parts<'a>(
+        prefix: &'a str,
+        object: &'a str,
+        instance: &'a str,
+        actor: &'a str,
+        value: &'a str,
+    ) -> [&'a str; 6] {
+        [prefix, "config", object, instance, actor, value]
+    }
+
+    /// Whether this record may be applied: its tag checks, and what it
+    /// names and carries has the shape a balancer writes. The reason, when
+    /// not, quotes nothing of the record.
+    pub fn check(&self, prefix: &str, secret: Option<&Secret>) -> Result<(), &'static str> {
+        let value = match &self.body {
+            Some(b) => format!("+{b}"),
+            None => "-".into(),
+        };
+        let parts = Record::tag_parts(prefix, &self.object, &self.instance, &self.actor, &value);
+        if !auth::verify(secret, &parts, &self.tag) {
+            return Err("its tag does not check with this cluster's secret");
+        }
+        if super::parse_name(&self.instance).is_err() {
+            return Err("its instance name is not one");
+        }
+        if self.actor.len() > 200 || self.actor.chars().any(char::is_control) {
+            return Err("its actor is not a name");
+        }
+        let Some((kind, name)) = self.object.split_once(':') else {
+            return Err("it names no object");
+        };
+        if !["server", "stream", "user"].contains(&kind) || Slug::parse(name).is_err() {
+            return Err("it names no server, stream or user");
+        }
+        let body = self.body.as_deref().unwrap_or("");
+        if body.len() > MAX_BODY {
+            return Err("it is too large");
+        }
+        let phc = body.starts_with("$argon2id$")
+            && body.len() <= 512
+            && body.bytes().all(|b| b.is_ascii_graphic());
+        if kind == "user" && self.body.is_some() && !phc {
+            return Err("its password hash is not an argon2id hash");
+        }
+        Ok(())
+    }
+
     pub fn decode(object: &str, value: &str) -> Option<Record> {
-        let mut parts = value.splitn(4, '\n');
+        let mut parts = value.splitn(5, '\n');
         let version = parts.next()?.parse().ok()?;
         let instance = parts.next()?.to_string();
         let actor = parts.next()?.to_string();
+        let tag = parts.next()?.to_string();
         let body = parts.next()?;
         let body = match body.strip_prefix('+') {
             Some(b) => Some(b.to_string()),
@@ -83,6 +140,7 @@ impl Record {
             version,
             instance,
             actor,
+            tag,
             body,
         })
     }
@@ -177,16 +235,142 @@ pub fn local_changes(
 pub struct ConfigSync {
     prefix: String,
     instance: String,
+    secret: Option<Secret>,
     publish: Script,
+    /// Records refused, by (object, version): each is logged once.
+    refused: std::sync::Mutex<std::collections::HashSet<(String, i64)>>,
+    /// `--cluster-join-replace-local`.
+    replace_local: bool,
+    /// The refusal to join was logged.
+    join_refused: std::sync::atomic::AtomicBool,
+    /// The servers and streams this database had when the instance
+    /// started: what a first join compares with the cluster's (changes
+    /// made since are this cluster member's own).
+    at_start: BTreeMap<ObjectKey, String>,
 }
 
 impl ConfigSync {
-    pub fn new(prefix: &str, instance: &str) -> ConfigSync {
+    pub fn new(
+        prefix: &str,
+        instance: &str,
+        secret: Option<Secret>,
+        replace_local: bool,
+    ) -> ConfigSync {
         ConfigSync {
             prefix: prefix.to_string(),
             instance: instance.to_string(),
+            secret,
             publish: Script::new(PUBLISH_LUA),
+            refused: Default::default(),
+            replace_local,
+            join_refused: Default::default(),
+            at_start: BTreeMap::new(),
         }
+    }
+
+    /// Notes what the database holds before the first round.
+    pub async fn note_start(&mut self, db: &Pool) -> Result<()> {
+        self.at_start = local_objects(db)
+            .await?
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("user:"))
+            .collect();
+        Ok(())
+    }
+
+    /// A database that has never synced, joining a cluster that has a
+    /// configuration: the servers and streams it had at start that the
+    /// cluster does not have, or has otherwise (users do not count: a
+    /// fresh database has its first-start admin, which the cluster's
+    /// replaces).
+    async fn differing_at_join(
+        &self,
+        db: &Pool,
+        conn: &mut ConnectionManager,
+    ) -> Result<(Vec<ObjectKey>, BTreeMap<ObjectKey, String>)> {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(self.key("objects"))
+            .query_async(conn)
+            .await?;
+        let cluster: BTreeMap<ObjectKey, String> = all
+            .iter()
+            .filter_map(|(o, v)| Record::decode(o, v))
+            .filter(|r| self.admit(r))
+            .filter_map(|r| Some((r.object, r.body?)))
+            .collect();
+        if cluster.is_empty() || self.at_start.is_empty() {
+            return Ok((Vec::new(), cluster));
+        }
+        let now = local_objects(db).await?;
+        let differing = self
+            .at_start
+            .keys()
+            .filter(|k| {
+                now.get(*k)
+                    .is_some_and(|body| cluster.get(*k) != Some(body))
+            })
+            .cloned()
+            .collect();
+        Ok((differing, cluster))
+    }
+
+    /// Whether a new database may join now (`None`: go on as usual); with
+    /// `replace_local`, after taking the cluster's configuration, its own
+    /// servers and streams that the cluster has not are removed.
+    async fn join(
+        &self,
+        db: &Pool,
+        writer: &Writer,
+        conn: &mut ConnectionManager,
+        generation: &str,
+    ) -> Result<Option<usize>> {
+        let (differing, cluster) = self.differing_at_join(db, conn).await?;
+        if differing.is_empty() {
+            return Ok(None);
+        }
+        if !self.replace_local {
+            if !self
+                .join_refused
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::error!(
+                    objects = differing.len(),
+                    "cluster: this database has servers or streams that differ from the cluster's; not taking part in the shared configuration (slots are shared still). Start with --cluster-join-replace-local to replace them with the cluster's, or start on an empty database"
+                );
+            }
+            return Ok(Some(0));
+        }
+        self.forget(db, generation).await?;
+        let applied = self.pull(db, writer, conn, 0, generation).await?;
+        let mut own: Vec<&ObjectKey> = differing
+            .iter()
+            .filter(|k| !cluster.contains_key(*k))
+            .collect();
+        // Streams first: a server goes once no stream names it.
+        own.sort_by_key(|k| !k.starts_with("stream:"));
+        let mut ctx = writer.begin(Actor::new("cluster-join")).await?;
+        for key in own {
+            delete_object(&mut ctx, key).await?;
+        }
+        writer.commit(ctx).await?;
+        tracing::warn!(
+            replaced = differing.len(),
+            "cluster: this database's own servers and streams were replaced by the cluster's (--cluster-join-replace-local)"
+        );
+        Ok(Some(applied))
+    }
+
+    /// Whether to apply `r`; a refusal is logged the first time only, with
+    /// the object's name escaped and cut, never the record's content.
+    fn admit(&self, r: &Record) -> bool {
+        let Err(why) = r.check(&self.prefix, self.secret.as_ref()) else {
+            return true;
+        };
+        let first = lock(&self.refused).insert((r.object.clone(), r.version));
+        if first {
+            tracing::error!(object = %auth::loggable(&r.object), version = r.version, "cluster: refused a shared configuration record: {why}");
+        }
+        false
     }
 
     fn key(&self, what: &str) -> String {
@@ -206,6 +390,11 @@ impl ConfigSync {
         let mut local_conn = db.acquire().await?;
         let seen = seen(&mut local_conn).await?;
         drop(local_conn);
+        if seen.is_none()
+            && let Some(applied) = self.join(db, writer, conn, generation).await?
+        {
+            return Ok((0, applied));
+        }
         let fresh = match &seen {
             Some((_, g)) => g != generation,
             None => true,
@@ -248,6 +437,8 @@ impl ConfigSync {
             let actor = last_actor(db, object).await.unwrap_or_default();
             let [instance, actor, value] =
                 Record::encode_value(&self.instance, &actor, body.as_deref());
+            let parts = Record::tag_parts(&self.prefix, object, &instance, &actor, &value);
+            let tag = auth::tag(self.secret.as_ref(), &parts);
             let version: i64 = self
                 .publish
                 .key(self.key("version"))
@@ -257,6 +448,7 @@ impl ConfigSync {
                 .arg(instance)
                 .arg(actor)
                 .arg(value)
+                .arg(tag)
                 .invoke_async(conn)
                 .await?;
             let mut c = db.acquire().await?;
@@ -300,7 +492,7 @@ impl ConfigSync {
         drop(c);
         let mut applied = 0;
         for r in &records {
-            if known.get(&r.object).is_some_and(|(v, _)| *v >= r.version) {
+            if known.get(&r.object).is_some_and(|(v, _)| *v >= r.version) || !self.admit(r) {
                 continue;
             }
             match apply(writer, r).await {
@@ -315,6 +507,24 @@ impl ConfigSync {
         note(&mut c, SEEN, top, Some(generation)).await?;
         Ok(applied)
     }
+}
+
+/// Deletes a local server or stream, if it is there.
+async fn delete_object(ctx: &mut changes::ChangeTx, key: &str) -> Result<()> {
+    match key.split_once(':') {
+        Some(("stream", name)) => {
+            if let Some(row) = store::streams::find_by_name(ctx.conn(), name).await? {
+                changes::delete_stream(ctx, row.id).await?;
+            }
+        }
+        Some(("server", name)) => {
+            if let Some(row) = store::servers::find_by_name(ctx.conn(), name).await? {
+                changes::delete_server(ctx, row.id).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Who last changed an object here, as the audit log says (for a stream,
@@ -399,7 +609,17 @@ impl super::Cluster {
     /// Keeps the configuration in step with the cluster for as long as the
     /// instance runs: a round after every local commit and twice a second.
     pub async fn run_config(self: std::sync::Arc<Self>, db: Pool, writer: Writer) {
-        let sync = ConfigSync::new(&self.settings().prefix, &self.settings().instance);
+        let settings = self.settings();
+        let mut sync = ConfigSync::new(
+            &settings.prefix,
+            &settings.instance,
+            settings.secret.clone(),
+            settings.join_replace_local,
+        );
+        if let Err(e) = sync.note_start(&db).await {
+            tracing::error!(error = %e, "cluster: cannot read the configuration; not syncing it");
+            return;
+        }
         let mut committed = writer.subscribe();
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -439,6 +659,7 @@ mod tests {
             version: 3,
             instance: "fra-1".into(),
             actor: "admin".into(),
+            tag: String::new(),
             body: body.map(String::from),
         }
     }
@@ -474,15 +695,62 @@ mod tests {
     }
 
     #[test]
+    fn records_are_refused_unless_tagged_and_well_formed() {
+        let secret = Secret::new(b"0123456789abcdef0123");
+        let signed = |object: &str, instance: &str, actor: &str, body: Option<&str>| {
+            let [i, a, v] = Record::encode_value(instance, actor, body);
+            let tag = secret.tag(&Record::tag_parts("p", object, &i, &a, &v));
+            let mut r = record(object, body);
+            (r.instance, r.actor, r.tag) = (i, a, tag);
+            r
+        };
+        let good = signed("server:x", "fra-1", "admin", Some("{}"));
+        assert_eq!(good.check("p", Some(&secret)), Ok(()));
+        assert!(good.check("other-prefix", Some(&secret)).is_err());
+        let mut forged = good.clone();
+        forged.body = Some(r#"{"url":"http://evil"}"#.into());
+        assert!(forged.check("p", Some(&secret)).is_err(), "body changed");
+        assert!(
+            record("server:x", Some("{}"))
+                .check("p", Some(&secret))
+                .is_err(),
+            "no tag"
+        );
+        assert_eq!(record("server:x", Some("{}")).check("p", None), Ok(()));
+        for bad in [
+            signed("user:eve", "fra-1", "admin", Some("plaintext")),
+            signed("user:eve", "fra-1", "admin", Some("$argon2id$\u{1b}[2J")),
+            signed("server:a b", "fra-1", "admin", Some("{}")),
+            signed("gadget:x", "fra-1", "admin", Some("{}")),
+            signed("server:x", "fra 1", "admin", Some("{}")),
+            signed("server:x", "fra-1", "ad\u{7}min", Some("{}")),
+            signed(
+                "server:x",
+                "fra-1",
+                "admin",
+                Some(&"x".repeat(MAX_BODY + 1)),
+            ),
+        ] {
+            assert!(bad.check("p", Some(&secret)).is_err(), "{:?}", bad.object);
+        }
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+        assert_eq!(
+            signed("user:eve", "fra-1", "cli", Some(hash)).check("p", Some(&secret)),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn records_round_trip() {
         let [i, a, v] = Record::encode_value("fra-1", "admin", Some("{\"x\":\"a\nb\"}"));
-        let value = format!("7\n{i}\n{a}\n{v}");
+        let value = format!("7\n{i}\n{a}\n\n{v}");
         let r = Record::decode("server:x", &value).unwrap();
         assert_eq!(r.version, 7);
         assert_eq!((r.instance.as_str(), r.actor.as_str()), ("fra-1", "admin"));
         assert_eq!(r.body.as_deref(), Some("{\"x\":\"a\nb\"}"));
         let [i, a, v] = Record::encode_value("b", "", None);
-        let r = Record::decode("user:u", &format!("9\n{i}\n{a}\n{v}")).unwrap();
+        let r = Record::decode("user:u", &format!("9\n{i}\n{a}\nt\n{v}")).unwrap();
+        assert_eq!(r.tag, "t");
         assert_eq!(r.body, None);
         assert_eq!(Record::decode("x", "nonsense"), None);
     }

@@ -14,6 +14,7 @@
 //! redirecting from its local copy with its share of the free slots, and
 //! rejoins by itself at the next heartbeat that gets an answer.
 
+pub mod auth;
 pub(crate) mod config_sync;
 mod error;
 pub(crate) mod members;
@@ -35,6 +36,9 @@ use slots::{Lease, Leases, MountView};
 
 pub use crate::routing::capacity::Held;
 
+/// Why a configuration change is refused while split.
+pub const CUT_OFF: &str = "this instance cannot reach Redis, which holds the cluster's configuration: configuration changes are refused until it can (redirects keep working); try again when /api/status shows the cluster shared";
+
 /// Heartbeats, and the rejoin attempts while split, this often.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A Redis call taking longer counts as Redis being away.
@@ -49,7 +53,38 @@ pub struct ClusterSettings {
     pub prefix: String,
     /// This instance's name in the member list and the audit log.
     pub instance: String,
+    /// How long a member not heard from (by Redis's clock) still counts,
+    /// its share of free slots held back; an instance cut off from Redis
+    /// for this long stops giving away slots of limited mounts on its own,
+    /// since the others may have forgotten it.
+    pub forget_after: Duration,
+    /// `--cluster-secret-file`: what instances publish is authenticated
+    /// with it (see [`auth`]).
+    pub secret: Option<auth::Secret>,
+    /// `--cluster-join-replace-local`: a database that has never synced
+    /// and differs from the cluster's configuration joins anyway, its own
+    /// servers and streams replaced by the cluster's (otherwise it stays
+    /// out of the shared configuration).
+    pub join_replace_local: bool,
 }
+
+impl ClusterSettings {
+    pub fn new(url: &str, prefix: &str, instance: &str) -> ClusterSettings {
+        ClusterSettings {
+            url: url.to_string(),
+            prefix: prefix.to_string(),
+            instance: instance.to_string(),
+            forget_after: DEFAULT_FORGET_AFTER,
+            secret: None,
+            join_replace_local: false,
+        }
+    }
+}
+
+/// The default `--cluster-forget-after`: six hours, so a split holds for
+/// that long.
+pub const DEFAULT_FORGET_AFTER_S: u64 = 6 * 3600;
+const DEFAULT_FORGET_AFTER: Duration = Duration::from_secs(DEFAULT_FORGET_AFTER_S);
 
 impl std::fmt::Debug for ClusterSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,6 +92,9 @@ impl std::fmt::Debug for ClusterSettings {
             .field("url", &redacted(&self.url))
             .field("prefix", &self.prefix)
             .field("instance", &self.instance)
+            .field("forget_after", &self.forget_after)
+            .field("secret", &self.secret.as_ref().map(|_| "***"))
+            .field("join_replace_local", &self.join_replace_local)
             .finish()
     }
 }
@@ -137,6 +175,12 @@ pub struct Status {
     pub last_error: Option<String>,
     pub members: Vec<Member>,
     pub slots: &'static str,
+    /// Split for longer than `--cluster-forget-after`: limited mounts get
+    /// no listeners from this instance until it is back in touch.
+    pub split_expired: bool,
+    /// Why Redis as configured may lose the cluster's keys (an evicting
+    /// `maxmemory-policy`), checked at every join; `None` when it cannot.
+    pub redis_warning: Option<String>,
 }
 
 #[derive(Debug)]
@@ -147,6 +191,7 @@ struct State {
     members: Members,
     last_contact_ms: Option<i64>,
     last_error: Option<String>,
+    redis_warning: Option<String>,
 }
 
 /// The cluster's gauges, read once per scrape.
@@ -172,9 +217,12 @@ pub struct Cluster {
     leases: Leases,
     heartbeat: Script,
     lease: Script,
+    held: Script,
     clock: Clock,
     modes: tokio::sync::watch::Sender<Mode>,
     joining: tokio::sync::Mutex<()>,
+    /// Member entries skipped, by name: each is logged once.
+    skipped: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -193,23 +241,27 @@ impl Cluster {
         let conn = manager(&client)
             .map_err(|e| anyhow::anyhow!("--cluster {}: {e}", redacted(&settings.url)))?;
         let now = clock.now_ms();
+        let forget_after_ms = ms(settings.forget_after);
         let (modes, _) = tokio::sync::watch::channel(Mode::Joining { since_ms: now });
         Ok(Arc::new(Cluster {
             modes,
             joining: tokio::sync::Mutex::new(()),
+            skipped: Mutex::default(),
             settings,
             conn: Mutex::new(conn),
             client,
             state: Mutex::new(State {
                 mode: Mode::Joining { since_ms: now },
                 generation: None,
-                members: Members::default(),
+                members: Members::new(forget_after_ms),
                 last_contact_ms: None,
                 last_error: None,
+                redis_warning: None,
             }),
             leases: Leases::default(),
             heartbeat: Script::new(members::HEARTBEAT_LUA),
-            lease: Script::new(slots::LEASE_LUA),
+            lease: Script::new(&format!("{}{}", slots::COUNTERS_LUA, slots::LEASE_LUA)),
+            held: Script::new(&format!("{}{}", slots::COUNTERS_LUA, slots::HELD_LUA)),
             clock,
         }))
     }
@@ -248,7 +300,7 @@ impl Cluster {
     }
 
     pub fn status(&self) -> Status {
-        let now = self.clock.now_ms();
+        let split_expired = self.split_expired();
         let st = self.state();
         let since_ms = match st.mode {
             Mode::Joining { since_ms } | Mode::Split { since_ms } => Some(since_ms),
@@ -260,12 +312,14 @@ impl Cluster {
             since_ms,
             last_contact_ms: st.last_contact_ms,
             last_error: st.last_error.clone(),
-            members: st.members.list(now),
+            members: st.members.list(),
             slots: if st.mode == Mode::Shared {
                 "shared"
             } else {
                 "split"
             },
+            split_expired,
+            redis_warning: st.redis_warning.clone(),
         }
     }
 
@@ -283,10 +337,21 @@ impl Cluster {
         }
     }
 
-    /// (members seen in the last minute, of which absent).
+    /// (members not forgotten, of which absent).
     fn member_counts(&self) -> (u64, u64) {
-        let now = self.clock.now_ms();
-        self.state().members.counts(now, &self.settings.instance)
+        self.state().members.counts(&self.settings.instance)
+    }
+
+    /// Split (or never joined) for `forget_after` by this instance's own
+    /// clock: the others may have forgotten it, so its share is no longer
+    /// held back for it.
+    fn split_expired(&self) -> bool {
+        match self.mode() {
+            Mode::Shared => false,
+            Mode::Split { since_ms } | Mode::Joining { since_ms } => {
+                self.clock.now_ms() - since_ms >= ms(self.settings.forget_after)
+            }
+        }
     }
 
     /// The Redis data generation joined, while slots are shared.
@@ -311,6 +376,11 @@ impl Cluster {
         if let Ok(fresh) = manager(&self.client) {
             *lock(&self.conn) = fresh;
         }
+        // Slots leased already are counted in Redis: they may still be
+        // handed out until their lease ends, unless the counts are gone.
+        if matches!(error, Error::DataLost) {
+            self.leases.clear();
+        }
         let now = self.clock.now_ms();
         let mut st = self.state();
         if matches!(st.mode, Mode::Shared) {
@@ -324,7 +394,6 @@ impl Cluster {
         st.last_error = Some(error.to_string());
         let mode = st.mode;
         drop(st);
-        self.leases.clear();
         self.modes
             .send_if_modified(|m| std::mem::replace(m, mode) != mode);
     }
@@ -343,15 +412,21 @@ impl Cluster {
         let answer = self
             .heartbeat_call(&mut conn, joined.as_deref().unwrap_or(""))
             .await?;
-        if joined.as_deref() == Some(answer.0.as_str()) {
+        if joined.as_deref() == Some(answer.generation.as_str()) {
             self.contact(answer, false);
             return Ok(());
         }
         // Joining, back from a split, or Redis lost its data: what this
         // instance gave away since its last poll counts again first.
         self.leases.clear();
-        self.push_held(&mut conn, &held()).await?;
-        let answer = self.heartbeat_call(&mut conn, &answer.0).await?;
+        self.push_held(&mut conn, &answer.generation, &held())
+            .await?;
+        let warning = eviction_warning(&mut conn).await;
+        if let Some(w) = &warning {
+            tracing::error!("cluster: {w}");
+        }
+        self.state().redis_warning = warning;
+        let answer = self.heartbeat_call(&mut conn, &answer.generation).await?;
         self.contact(answer, true);
         Ok(())
     }
@@ -360,36 +435,87 @@ impl Cluster {
         &self,
         conn: &mut ConnectionManager,
         joined: &str,
-    ) -> RedisResult<(String, Vec<(String, i64, String)>)> {
-        let now = self.clock.now_ms();
+    ) -> RedisResult<Heartbeat> {
         let fresh = format!("{:016x}", rand::random::<u64>());
-        let reply: Vec<String> = self
-            .heartbeat
-            .key(self.key(&["generation"]))
+        let mut inv = self.heartbeat.prepare_invoke();
+        inv.key(self.key(&["slots"]))
             .key(self.key(&["members"]))
             .key(self.key(&["member-generation"]))
             .arg(fresh)
             .arg(&self.settings.instance)
-            .arg(now)
-            .arg(now - members::FORGET_AFTER_MS)
+            .arg(ms(self.settings.forget_after))
             .arg(joined)
-            .invoke_async(conn)
-            .await?;
+            .arg(self.member_tag(&self.settings.instance));
+        let reply: Vec<String> = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(conn))
+            .await
+            .map_err(|_| Error::Timeout)??;
         let mut it = reply.into_iter();
         let generation = it.next().ok_or(Error::Answer("empty heartbeat answer"))?;
+        let redis_now_ms = it
+            .next()
+            .and_then(|t| t.parse().ok())
+            .ok_or(Error::Answer("no time in the heartbeat answer"))?;
         let rest: Vec<String> = it.collect();
         let rows = rest
             .chunks_exact(3)
-            .map(|c| (c[0].clone(), c[1].parse().unwrap_or(0), c[2].clone()))
+            .filter_map(|c| {
+                let row = self.member_row(c);
+                if row.is_none() {
+                    self.skipped_once(&c[0]);
+                }
+                row
+            })
             .collect();
-        Ok((generation, rows))
+        Ok(Heartbeat {
+            generation,
+            redis_now_ms,
+            rows,
+        })
     }
 
-    fn contact(&self, (generation, rows): (String, Vec<(String, i64, String)>), joined: bool) {
+    fn skipped_once(&self, name: &str) {
+        let mut skipped = lock(&self.skipped);
+        // Bounded: a flood of entries is logged up to here, then counted out.
+        if skipped.len() < 1000 && skipped.insert(name.to_string()) {
+            tracing::error!(
+                member = %auth::loggable(name),
+                "cluster: skipped an entry of the members hash that no balancer of this cluster wrote"
+            );
+        }
+    }
+
+    fn member_tag(&self, name: &str) -> String {
+        auth::tag(
+            self.settings.secret.as_ref(),
+            &[&self.settings.prefix, "member", name],
+        )
+    }
+
+    /// One member of a heartbeat answer, `None` when it is not one that a
+    /// balancer of this cluster wrote (a name that is no instance name, a
+    /// value that is no time, a tag that does not check): skipped, so no
+    /// stray entry can stop the heartbeats or count as a member.
+    fn member_row(&self, c: &[String]) -> Option<members::Row> {
+        let [name, value, joined] = c else {
+            return None;
+        };
+        let (at, tag) = value.split_once(' ').unwrap_or((value, ""));
+        let at: i64 = at.parse().ok()?;
+        parse_name(name).ok()?;
+        let parts = [self.settings.prefix.as_str(), "member", name];
+        auth::verify(self.settings.secret.as_ref(), &parts, tag)
+            .then(|| (name.clone(), at, tag.to_string(), joined.clone()))
+    }
+
+    fn contact(&self, answer: Heartbeat, joined: bool) {
         let now = self.clock.now_ms();
+        let Heartbeat {
+            generation,
+            redis_now_ms,
+            rows,
+        } = answer;
         let mut st = self.state();
-        st.members.update(&generation, &rows);
-        st.members.forget_old(now);
+        st.members.update(&generation, redis_now_ms, &rows);
         st.last_contact_ms = Some(now);
         st.last_error = None;
         if joined {
@@ -407,38 +533,47 @@ impl Cluster {
     }
 
     /// Re-adds this instance's outstanding reservations, counted from now
-    /// to the end of a lease, so no instance gives them away again.
-    async fn push_held(&self, conn: &mut ConnectionManager, held: &[Held]) -> RedisResult<()> {
-        if held.is_empty() {
+    /// to the end of a lease (by Redis's clock), so no instance gives them
+    /// away again.
+    async fn push_held(
+        &self,
+        conn: &mut ConnectionManager,
+        generation: &str,
+        held: &[Held],
+    ) -> RedisResult<()> {
+        let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+        for h in held.iter().filter(|h| h.count > 0) {
+            *counts
+                .entry(self.mount_prefix(&h.server, &h.mount))
+                .or_default() += h.count;
+            *counts.entry(self.server_prefix(&h.server)).or_default() += h.count;
+        }
+        if counts.is_empty() {
             return Ok(());
         }
-        let bucket = self.now_s() + slots::LEASE_SECONDS;
-        let mut pipe = redis::pipe();
-        let mut servers: std::collections::BTreeMap<&str, u64> = Default::default();
-        for h in held.iter().filter(|h| h.count > 0) {
-            let k = format!("{}{bucket}", self.mount_prefix(&h.server, &h.mount));
-            pipe.incr(&k, h.count)
-                .ignore()
-                .expire(&k, slots::COUNTER_TTL_S as i64)
-                .ignore();
-            *servers.entry(&h.server).or_default() += h.count;
+        let mut inv = self.held.prepare_invoke();
+        inv.key(self.key(&["slots"]))
+            .arg(generation)
+            .arg(slots::LEASE_SECONDS);
+        for (prefix, n) in counts {
+            inv.arg(prefix).arg(n);
         }
-        for (server, n) in servers {
-            let k = format!("{}{bucket}", self.server_prefix(server));
-            pipe.incr(&k, n)
-                .ignore()
-                .expire(&k, slots::COUNTER_TTL_S as i64)
-                .ignore();
+        let bucket: i64 = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(conn))
+            .await
+            .map_err(|_| Error::Timeout)??;
+        if bucket < 0 {
+            return Err(Error::DataLost);
         }
-        Ok(pipe.query_async::<()>(conn).await?)
+        Ok(())
     }
 
+    /// Counter fields in the `slots` hash, the second appended.
     fn mount_prefix(&self, server: &str, mount: &str) -> String {
-        self.key(&["slots", "m", server, mount, ""])
+        format!("m:{server}:{mount}:")
     }
 
     fn server_prefix(&self, server: &str) -> String {
-        self.key(&["slots", "s", server, ""])
+        format!("s:{server}:")
     }
 
     fn now_s(&self) -> u64 {
@@ -520,6 +655,9 @@ impl Cluster {
             Mode::Shared => return None,
             Mode::Split { since_ms } | Mode::Joining { since_ms } => since_ms,
         };
+        if self.split_expired() {
+            return Some(false);
+        }
         let (members, _) = self.member_counts();
         Some(slots::split_allows(v, since, members))
     }
@@ -535,17 +673,15 @@ impl Cluster {
             (slots::want(v, l.last_sum, members), l.take_expired(now_s))
         };
         let (old_bucket, old_unused) = old.unwrap_or((0, 0));
-        let bucket = now_s + slots::LEASE_SECONDS;
         let call = LeaseCall {
-            from: v.counts_from_s,
-            bucket,
+            age: now_s.saturating_sub(v.counts_from_s),
             mlimit,
             slimit,
             want,
             old_bucket,
             old_unused,
         };
-        let (granted, msum) = self
+        let (granted, msum, bucket) = self
             .lease_call(v.server, v.mount, &generation, call)
             .await?;
         if granted < 0 {
@@ -553,39 +689,42 @@ impl Cluster {
         }
         let mut l = lock(lease);
         l.names = Some((v.server.to_string(), v.mount.to_string()));
-        l.add(bucket, granted as u64);
+        // Handed out here a second less than Redis counts it: the two
+        // clocks' seconds need not begin together.
+        let end = now_s + slots::LEASE_SECONDS - 1;
+        l.add(end, bucket.max(0) as u64, granted as u64);
         l.last_block = granted as u64;
         l.last_sum = Some(msum.max(0) as u64);
         Ok(())
     }
 
-    /// One call of the lease script: (granted or -1, mount reservations).
+    /// One call of the lease script: (granted or -1, mount reservations,
+    /// the Redis second the grant is counted in).
     async fn lease_call(
         &self,
         server: &str,
         mount: &str,
         generation: &str,
         c: LeaseCall,
-    ) -> RedisResult<(i64, i64)> {
+    ) -> RedisResult<(i64, i64, i64)> {
         let mut conn = self.connection();
         let mut inv = self.lease.prepare_invoke();
-        inv.key(self.mount_prefix(server, mount))
-            .key(self.server_prefix(server))
-            .key(self.key(&["generation"]))
+        inv.key(self.key(&["slots"]))
             .arg(generation)
-            .arg(c.from)
-            .arg(c.bucket)
+            .arg(self.mount_prefix(server, mount))
+            .arg(self.server_prefix(server))
+            .arg(c.age)
+            .arg(slots::LEASE_SECONDS)
             .arg(c.mlimit)
             .arg(c.slimit)
             .arg(c.want)
-            .arg(slots::COUNTER_TTL_S)
             .arg(c.old_bucket)
             .arg(c.old_unused);
-        let (granted, msum, _): (i64, i64, i64) =
+        let (granted, msum, _, bucket): (i64, i64, i64, i64) =
             tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut conn))
                 .await
                 .map_err(|_| Error::Timeout)??;
-        Ok((granted, msum))
+        Ok((granted, msum, bucket))
     }
 
     /// Gives back the unused slots of expired leases (with the heartbeat,
@@ -605,8 +744,7 @@ impl Cluster {
                 continue;
             };
             let call = LeaseCall {
-                from: now_s,
-                bucket: now_s,
+                age: 0,
                 mlimit: -1,
                 slimit: -1,
                 want: 0,
@@ -632,6 +770,37 @@ impl Cluster {
     }
 }
 
+/// Why Redis may lose the cluster's keys, if it may: any
+/// `maxmemory-policy` but `noeviction` (whatever `maxmemory` is now: it can
+/// be set at run time), or a policy that cannot be read (`CONFIG` renamed
+/// or refused).
+async fn eviction_warning(conn: &mut ConnectionManager) -> Option<String> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("maxmemory-policy");
+    let answer = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Vec<String>>(conn)).await;
+    let Some(policy) = answer
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|v| v.get(1).cloned())
+    else {
+        return Some("cannot read Redis's maxmemory-policy (CONFIG GET refused): make sure it is noeviction, or shared slot counts may be lost under memory pressure".into());
+    };
+    (policy != "noeviction").then(|| {
+        format!("Redis's maxmemory-policy is {policy:?}: under memory pressure it may evict the cluster's keys (lost counts are noticed and handled as a split, at a cost in free slots); set maxmemory-policy noeviction")
+    })
+}
+
+/// What a heartbeat answers: the data generation, Redis's time, members.
+struct Heartbeat {
+    generation: String,
+    redis_now_ms: i64,
+    rows: Vec<members::Row>,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// A connection manager that connects on first use, one attempt per use:
 /// while Redis is away a request falls back to the split share at once
 /// rather than waiting out retries.
@@ -645,8 +814,8 @@ fn manager(client: &Client) -> redis::RedisResult<ConnectionManager> {
 
 /// Arguments of one lease script call; limits of `-1` mean none.
 struct LeaseCall {
-    from: u64,
-    bucket: u64,
+    /// Seconds since the caller's release point, by its own clock.
+    age: u64,
     mlimit: i64,
     slimit: i64,
     want: u64,

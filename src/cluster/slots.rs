@@ -1,11 +1,22 @@
 //! Slot reservations shared by the instances of a cluster.
 //!
 //! Redis holds the cluster-wide version of the local reservation ring: per
-//! mount and per server, one counter per second (`…:<second>`, expiring by
-//! itself). An instance may give a slot away while, by its own latest poll,
-//! `free - reservations counted since that poll's release point >= 1` over
-//! the whole cluster; that is the single-instance rule with every
-//! instance's reservations in the sum, so it holds whoever polled when.
+//! mount and per server, one counter per second, every second being
+//! Redis's own (`TIME` inside the scripts), so instances need not agree on
+//! the time. An instance may give a slot away while, by its own latest
+//! poll, `free - reservations counted since that poll's release point >= 1`
+//! over the whole cluster; the release point travels to Redis as an age
+//! ("from 7 s ago"), never as a time of day. That is the single-instance
+//! rule with every instance's reservations in the sum, so it holds whoever
+//! polled when.
+//!
+//! Every counter lives in one hash without an expiry, next to the data
+//! generation: an eviction policy that spares keys without a TTL
+//! (`volatile-*`) never touches it, and one that evicts it (`allkeys-*`)
+//! takes the generation too, which every instance notices at its next call
+//! and treats as Redis having lost its data (a split, then a rejoin): lost
+//! counters never read as free slots. The scripts delete the seconds that
+//! stopped counting themselves.
 //!
 //! The redirect path does not ask Redis for each listener: an instance
 //! leases a small block of slots at once (one Lua call checks and counts
@@ -16,12 +27,12 @@
 //! fills (a quarter of what is left per member), so near the end little is
 //! stranded in other instances' leases.
 //!
-//! Without Redis (split) an instance drops its leases and gives away only
-//! its share: its own reservations stay below `free / members seen in the
-//! last minute`. Before that it waits for a poll that started after every
-//! lease of the shared time can have been handed out and connected (lease
-//! time + grace), so reservations nobody can see any more are in that
-//! poll's listener count.
+//! Without Redis (split) an instance keeps handing out what it has leased
+//! (counted already) until those leases end, and gives away only its share
+//! beyond: its own reservations stay below `free / members`. Before that
+//! it waits for a poll that started after every lease of the shared time
+//! can have been handed out and connected (lease time + grace), so
+//! reservations nobody can see any more are in that poll's listener count.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,63 +41,96 @@ use crate::domain::sync::lock;
 pub use crate::routing::capacity::MountView;
 
 /// How long a leased block may be handed out, in seconds.
-pub(crate) const LEASE_SECONDS: u64 = 2;
+pub const LEASE_SECONDS: u64 = 2;
 /// The largest block leased at once.
-pub(crate) const MAX_BLOCK: u64 = 256;
+pub const MAX_BLOCK: u64 = 256;
 /// The smallest block worth fetching ahead.
-pub(crate) const PREFETCH_FROM_BLOCK: u64 = 4;
-/// How long a per-second counter lives in Redis (the local ring's length).
-pub(crate) const COUNTER_TTL_S: u64 = 130;
+pub const PREFETCH_FROM_BLOCK: u64 = 4;
+/// Shared by the scripts that write counters: Redis's second, the seconds
+/// of counters kept (130, the local ring's length and a little more), and
+/// `add(prefix, bucket, n)`, which also deletes the seconds of that
+/// prefix that stopped counting (`lo:`/`hi:` bound what may exist, so the
+/// work stays bounded however long a mount was idle).
+pub const COUNTERS_LUA: &str = r#"
+local H = KEYS[1]
+local now = tonumber(redis.call('TIME')[1])
+local keep = 130
+local function prune(p)
+  local stop = now - keep
+  local lo = tonumber(redis.call('HGET', H, 'lo:' .. p) or stop)
+  local hi = tonumber(redis.call('HGET', H, 'hi:' .. p) or stop)
+  for b = lo, math.min(stop - 1, hi) do redis.call('HDEL', H, p .. b) end
+  if lo < stop then redis.call('HSET', H, 'lo:' .. p, stop) end
+end
+local function add(p, bucket, n)
+  prune(p)
+  redis.call('HINCRBY', H, p .. bucket, n)
+  local hi = tonumber(redis.call('HGET', H, 'hi:' .. p) or '0')
+  if bucket > hi then redis.call('HSET', H, 'hi:' .. p, bucket) end
+end
+"#;
 
 /// Leases `want` slots unless that would exceed a limit. Sums every
-/// counter from the caller's release point to the end of the new lease;
-/// with `old_bucket` > 0 first gives back `old_unused` slots of an expired
-/// lease. Returns `{granted, mount reservations, server reservations}`, or
-/// `{-1, 0, 0}` when Redis has lost its data since the caller joined.
-pub(crate) const LEASE_LUA: &str = r#"
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
-local from, bucket = tonumber(ARGV[2]), tonumber(ARGV[3])
-local mlimit, slimit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local want, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-local old, unused = tonumber(ARGV[8]), tonumber(ARGV[9])
-local function give_back(key)
-  local v = tonumber(redis.call('GET', key) or '0')
+/// counter from the caller's release point (`age` seconds ago, one more
+/// for the rounding between clocks) to the end of the new lease; with
+/// `old_bucket` > 0 first gives back `old_unused` slots of an expired
+/// lease. Returns `{granted, mount reservations, server reservations,
+/// bucket}`, or `{-1, 0, 0, 0}` when Redis has lost its data since the
+/// caller joined. Follows [`COUNTERS_LUA`].
+pub const LEASE_LUA: &str = r#"
+if redis.call('HGET', H, 'gen') ~= ARGV[1] then return {-1, 0, 0, 0} end
+local mp, sp = ARGV[2], ARGV[3]
+local age, lease = tonumber(ARGV[4]), tonumber(ARGV[5])
+local mlimit, slimit, want = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local old, unused = tonumber(ARGV[9]), tonumber(ARGV[10])
+local from, bucket = now - age - 1, now + lease
+local function give_back(p)
+  local v = tonumber(redis.call('HGET', H, p .. old) or '0')
   local d = math.min(v, unused)
-  if d > 0 then redis.call('DECRBY', key, d) end
+  if d > 0 then redis.call('HINCRBY', H, p .. old, -d) end
 end
 if old > 0 and unused > 0 then
-  give_back(KEYS[1] .. old)
-  give_back(KEYS[2] .. old)
+  give_back(mp)
+  give_back(sp)
 end
-local function sum(prefix)
+local function sum(p)
   local t = 0
   for s = from, bucket do
-    t = t + tonumber(redis.call('GET', prefix .. s) or '0')
+    t = t + tonumber(redis.call('HGET', H, p .. s) or '0')
   end
   return t
 end
 local msum, ssum = 0, 0
 if mlimit >= 0 then
-  msum = sum(KEYS[1])
+  msum = sum(mp)
   want = math.min(want, mlimit - msum)
 end
 if slimit >= 0 then
-  ssum = sum(KEYS[2])
+  ssum = sum(sp)
   want = math.min(want, slimit - ssum)
 end
 if want < 0 then want = 0 end
 if want > 0 then
-  for _, k in ipairs({KEYS[1] .. bucket, KEYS[2] .. bucket}) do
-    redis.call('INCRBY', k, want)
-    redis.call('EXPIRE', k, ttl)
-  end
+  add(mp, bucket, want)
+  add(sp, bucket, want)
 end
-return {want, msum + want, ssum + want}
+return {want, msum + want, ssum + want, bucket}
+"#;
+
+/// Re-adds what an instance holds when it (re)joins, counted to the end
+/// of a lease from now: `ARGV` = generation, lease seconds, then pairs of
+/// (counter prefix, count). `-1` when the generation is not the caller's.
+/// Follows [`COUNTERS_LUA`].
+pub const HELD_LUA: &str = r#"
+if redis.call('HGET', H, 'gen') ~= ARGV[1] then return -1 end
+local bucket = now + tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do add(ARGV[i], bucket, tonumber(ARGV[i + 1])) end
+return bucket
 "#;
 
 /// A [`MountView`] that can move into a background task.
 #[derive(Debug, Clone)]
-pub(crate) struct OwnedView {
+pub struct OwnedView {
     id: i64,
     server: String,
     mount: String,
@@ -138,19 +182,19 @@ fn tightest_free(v: &MountView<'_>) -> u64 {
 
 /// Slots held back, while shared, for members that are cut off from Redis
 /// (each may be giving away its split share on its own).
-pub(crate) fn held_back(free: u64, members: u64, absent: u64) -> u64 {
+pub fn held_back(free: u64, members: u64, absent: u64) -> u64 {
     (free / members.max(1)).saturating_mul(absent).min(free)
 }
 
 /// How many slots to lease at once: a quarter of what is left per member,
 /// at least one, at most [`MAX_BLOCK`].
-pub(crate) fn block_size(remaining: u64, members: u64) -> u64 {
+pub fn block_size(remaining: u64, members: u64) -> u64 {
     (remaining / (4 * members.max(1))).clamp(1, MAX_BLOCK)
 }
 
 /// Whether, split since `since_ms`, this instance may give away one more
 /// slot on its own.
-pub(crate) fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bool {
+pub fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bool {
     let settled_from_ms = since_ms + (LEASE_SECONDS as i64 + 1) * 1000;
     if (v.counts_from_s as i64) * 1000 < settled_from_ms {
         return false;
@@ -161,7 +205,7 @@ pub(crate) fn split_allows(v: &MountView<'_>, since_ms: i64, members: u64) -> bo
 }
 
 /// The limits sent to Redis for a lease, `-1` meaning none.
-pub(crate) fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64, i64) {
+pub fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64, i64) {
     let limit = |free: Option<u64>| {
         free.map_or(-1, |f| {
             i64::try_from(f - held_back(f, members, absent)).unwrap_or(i64::MAX)
@@ -172,9 +216,10 @@ pub(crate) fn lease_limits(v: &MountView<'_>, members: u64, absent: u64) -> (i64
 
 /// Slots this instance holds for one mount, per lease bucket.
 #[derive(Debug, Default)]
-pub(crate) struct Lease {
-    /// `(last second it may be handed out, slots left)`, oldest first.
-    blocks: Vec<(u64, u64)>,
+pub struct Lease {
+    /// `(last second it may be handed out by the local clock, its bucket
+    /// in Redis, slots left)`, oldest first.
+    blocks: Vec<(u64, u64, u64)>,
     /// Reservations on the mount (cluster-wide) after the last lease.
     pub last_sum: Option<u64>,
     /// (server, mount) as named in Redis, once leased.
@@ -192,9 +237,9 @@ impl Lease {
         match self
             .blocks
             .iter_mut()
-            .find(|(end, n)| *end >= now_s && *n > 0)
+            .find(|(end, _, n)| *end >= now_s && *n > 0)
         {
-            Some((_, n)) => {
+            Some((_, _, n)) => {
                 *n -= 1;
                 true
             }
@@ -205,36 +250,40 @@ impl Lease {
     pub fn available(&self, now_s: u64) -> u64 {
         self.blocks
             .iter()
-            .filter(|(end, _)| *end >= now_s)
-            .map(|(_, n)| n)
+            .filter(|(end, _, _)| *end >= now_s)
+            .map(|(_, _, n)| n)
             .sum()
     }
 
     /// Removes the first expired block that still has slots, to be given
-    /// back; drops empty expired blocks.
-    pub(crate) fn take_expired(&mut self, now_s: u64) -> Option<(u64, u64)> {
-        self.blocks.retain(|(end, n)| *end >= now_s || *n > 0);
-        let i = self.blocks.iter().position(|(end, _)| *end < now_s)?;
-        Some(self.blocks.remove(i))
+    /// back: `(its bucket in Redis, slots left)`; drops empty expired
+    /// blocks.
+    pub fn take_expired(&mut self, now_s: u64) -> Option<(u64, u64)> {
+        self.blocks.retain(|(end, _, n)| *end >= now_s || *n > 0);
+        let i = self.blocks.iter().position(|(end, _, _)| *end < now_s)?;
+        let (_, bucket, n) = self.blocks.remove(i);
+        Some((bucket, n))
     }
 
     /// Less than half a block left. Small blocks (a mount nearly full) are
     /// not fetched ahead: a slot fetched ahead there would sit unused in
     /// this instance while another is refused for want of it.
-    pub(crate) fn running_low(&self, now_s: u64) -> bool {
+    pub fn running_low(&self, now_s: u64) -> bool {
         self.last_block >= PREFETCH_FROM_BLOCK && self.available(now_s) * 2 < self.last_block
     }
 
     /// Whether to start fetching ahead now (at most one fetch at a time).
-    pub(crate) fn start_prefetch(&mut self, now_s: u64) -> bool {
+    pub fn start_prefetch(&mut self, now_s: u64) -> bool {
         let start = !self.prefetching && self.running_low(now_s);
         self.prefetching |= start;
         start
     }
 
-    pub fn add(&mut self, end_s: u64, n: u64) {
+    /// A grant counted in Redis's `bucket`, handed out here until the
+    /// local second `end_s`.
+    pub fn add(&mut self, end_s: u64, bucket: u64, n: u64) {
         if n > 0 {
-            self.blocks.push((end_s, n));
+            self.blocks.push((end_s, bucket, n));
         }
     }
 
@@ -249,14 +298,14 @@ impl Lease {
 
 /// One mount's lease and the lock that keeps its refills one at a time.
 #[derive(Debug, Default)]
-pub(crate) struct MountLease {
+pub struct MountLease {
     pub lease: Mutex<Lease>,
     pub refill: tokio::sync::Mutex<()>,
 }
 
 /// Every mount's lease, by local mount id.
 #[derive(Debug, Default)]
-pub(crate) struct Leases {
+pub struct Leases {
     map: Mutex<HashMap<i64, Arc<MountLease>>>,
 }
 
@@ -361,15 +410,15 @@ mod tests {
     #[test]
     fn a_lease_hands_out_until_it_ends() {
         let mut l = Lease::default();
-        l.add(10, 2);
-        l.add(12, 1);
+        l.add(10, 1010, 2);
+        l.add(12, 1012, 1);
         assert_eq!(l.available(10), 3);
         assert!(l.take(10));
         assert!(l.take(11), "the block ending at 10 is over; the next one");
         assert!(!l.take(11));
-        assert_eq!(l.take_expired(11), Some((10, 1)));
+        assert_eq!(l.take_expired(11), Some((1010, 1)));
         assert_eq!(l.take_expired(11), None);
-        l.add(20, 0);
+        l.add(20, 1020, 0);
         assert_eq!(l.available(0), 0, "an empty grant adds nothing");
     }
 }

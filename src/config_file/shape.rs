@@ -13,6 +13,7 @@ enum Kind {
     Whole,
     YesNo,
     TextList,
+    WholeList,
     Mounts,
 }
 
@@ -24,6 +25,7 @@ impl Kind {
             Kind::Whole => "a whole number",
             Kind::YesNo => "true or false",
             Kind::TextList => "a list of texts in quotes",
+            Kind::WholeList => "a list of whole numbers",
             Kind::Mounts => "a list of { server = …, mount = … } tables",
         }
     }
@@ -36,6 +38,9 @@ impl Kind {
             Kind::Whole => v.is_integer(),
             Kind::YesNo => v.is_bool(),
             Kind::TextList => v.as_array().is_some_and(|l| l.iter().all(Value::is_str)),
+            Kind::WholeList => v
+                .as_array()
+                .is_some_and(|l| l.iter().all(Value::is_integer)),
             Kind::Mounts => v.as_array().is_some_and(|l| l.iter().all(Value::is_table)),
         }
     }
@@ -57,6 +62,14 @@ const SERVER: &[Key] = &[
     ("max_listeners", Kind::Whole, false),
     ("weight", Kind::Whole, false),
     ("enabled", Kind::YesNo, false),
+    ("tier", Kind::Whole, false),
+    ("poll", Kind::YesNo, false),
+    ("ip_versions", Kind::TextList, false),
+    ("asns", Kind::WholeList, false),
+    ("only_asns", Kind::WholeList, false),
+    ("only_prefixes", Kind::TextList, false),
+    ("max_mbps", Kind::Number, false),
+    ("callback_token", Kind::Text, false),
 ];
 const STREAM: &[Key] = &[
     ("name", Kind::Text, true),
@@ -65,6 +78,7 @@ const STREAM: &[Key] = &[
     ("allowed_countries", Kind::TextList, false),
     ("allow_unknown", Kind::YesNo, false),
     ("require_https", Kind::YesNo, false),
+    ("bitrate_kbps", Kind::Whole, false),
     ("mounts", Kind::Mounts, false),
 ];
 const MOUNT: &[Key] = &[
@@ -197,6 +211,14 @@ mod tests {
                 max_listeners: Some(5),
                 weight: Some(100),
                 enabled: Some(true),
+                tier: Some(1),
+                poll: Some(true),
+                ip_versions: Some(vec!["4".into()]),
+                asns: Some(vec![3320]),
+                only_asns: Some(vec![3320]),
+                only_prefixes: Some(vec!["10.0.0.0/8".into()]),
+                max_mbps: Some(100.0),
+                callback_token: Some(crate::domain::Secret::new("a-long-callback-token")),
             },
             SERVER,
         );
@@ -208,6 +230,7 @@ mod tests {
                 allowed_countries: Some(vec!["DE".into()]),
                 allow_unknown: Some(true),
                 require_https: Some(false),
+                bitrate_kbps: Some(128),
                 mounts: Some(vec![mount.clone()]),
             },
             STREAM,

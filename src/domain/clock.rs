@@ -26,6 +26,14 @@ impl Clock {
         (self.now_ms() / 1000).max(0) as u64
     }
 
+    /// The system clock off by `ms` (either way), as a machine whose clock
+    /// is wrong; for tests.
+    pub fn off_by_ms(ms: i64) -> Clock {
+        Clock {
+            offset_ms: Arc::new(AtomicI64::new(ms)),
+        }
+    }
+
     /// Moves this clock (and its clones) forward; for tests.
     pub fn advance(&self, by: Duration) {
         let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);

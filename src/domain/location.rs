@@ -1,6 +1,8 @@
 //! Where things are: coordinates, a client's known location, and the
 //! distance between two points on the globe.
 
+use std::net::IpAddr;
+
 use super::CountryCode;
 
 /// Where a server's coordinates came from, for the admin.
@@ -34,16 +36,19 @@ pub struct ResolvedLocation {
     pub coords: Option<Coords>,
 }
 
+/// What routing knows of a client: where it is and on which network.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ClientGeo {
     pub country: Option<CountryCode>,
     pub coords: Option<Coords>,
+    /// Its address (`None`: the admin's view of no client in particular).
+    pub ip: Option<IpAddr>,
+    /// Its autonomous system, from the ASN database.
+    pub asn: Option<u32>,
 }
 
-/// Great-circle distance in km: the tests' measure for the chords that
-/// selection compares.
-#[cfg(test)]
-pub(crate) fn distance_km(a: Coords, b: Coords) -> f64 {
+/// Great-circle distance in km.
+pub fn distance_km(a: Coords, b: Coords) -> f64 {
     Point::new(a).distance_km(Point::new(b))
 }
 
@@ -67,8 +72,7 @@ impl Point {
 
     /// Through the chord: the same great-circle distance as the haversine
     /// formula, whose `h` is the squared half chord.
-    #[cfg(test)]
-    pub(crate) fn distance_km(self, o: Point) -> f64 {
+    pub fn distance_km(self, o: Point) -> f64 {
         const R: f64 = 6371.0088;
         let [x, y, z] = self.0;
         let [a, b, c] = o.0;

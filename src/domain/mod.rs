@@ -11,6 +11,8 @@ pub mod clock;
 pub(crate) mod health;
 pub(crate) mod location;
 pub(crate) mod network;
+pub mod policy;
+pub(crate) mod secret;
 pub(crate) mod sync;
 pub(crate) mod text;
 mod usage;
@@ -18,12 +20,9 @@ mod values;
 
 pub use clock::Clock;
 pub use health::{Health, State as HealthState};
-#[cfg(test)]
-pub(crate) use location::distance_km;
-pub use location::{ClientGeo, Coords, LocationSource};
-pub(crate) use location::{Point, ResolvedLocation};
-pub(crate) use usage::MountUsage;
-pub use usage::PollSource;
+pub use location::{ClientGeo, Coords, LocationSource, Point, ResolvedLocation, distance_km};
+pub use policy::{IpVersions, Policy};
+pub use usage::{MountUsage, PollSource};
 
 pub use values::{CountryCode, HttpUrl, Latitude, Longitude, MountPath, Slug, Weight};
 
@@ -88,6 +87,95 @@ pub struct ServerInput {
     pub weight: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// 1 (default) = own relays; 2 and up = overflow, used only when every
+    /// lower tier is full or down for the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<i64>,
+    /// `false`: never polled (a CDN): counted by reservations alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<bool>,
+    /// Client address families it can serve: `["4"]`, `["6"]` or both
+    /// (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_versions: Option<Vec<String>>,
+    /// A client in one of these autonomous systems prefers this relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asns: Option<Vec<i64>>,
+    /// Only clients in these ASes (or `only_prefixes`) are sent here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_asns: Option<Vec<i64>>,
+    /// Only clients in these CIDR prefixes (or `only_asns`) are sent here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_prefixes: Option<Vec<String>>,
+    /// Outgoing bandwidth budget in Mbit/s; each listener is charged its
+    /// stream's `bitrate_kbps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_mbps: Option<f64>,
+    /// Write-only: absent keeps the server's token, `""` removes it (an
+    /// export without `--secrets` leaves it out, and importing that file
+    /// back must not disable the relay's callbacks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, write_only)]
+    pub callback_token: Option<Secret>,
+}
+
+/// A secret from outside (a relay's callback token): its `Debug` hides it,
+/// so no log line or error message can carry it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+/// What an input says about a server's callback token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenChange {
+    Keep,
+    Remove,
+    Set(Secret),
+}
+
+/// The shortest callback token accepted: guessing one must be hopeless.
+pub const MIN_CALLBACK_TOKEN: usize = 16;
+
+impl TokenChange {
+    /// `None` keeps, `""` removes, anything else must be a usable token:
+    /// 16 to 200 visible ASCII characters (it goes into Icecast's XML and
+    /// an HTTP basic-auth password as it is).
+    pub fn parse(raw: Option<&Secret>) -> Result<TokenChange, String> {
+        let Some(raw) = raw else {
+            return Ok(TokenChange::Keep);
+        };
+        let t = raw.expose().trim();
+        if t.is_empty() {
+            return Ok(TokenChange::Remove);
+        }
+        if !(MIN_CALLBACK_TOKEN..=200).contains(&t.len()) {
+            return Err(format!(
+                "must be {MIN_CALLBACK_TOKEN} to 200 characters (e.g. `openssl rand -hex 24`)"
+            ));
+        }
+        if !t
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"\"&<>'".contains(&b))
+        {
+            return Err("may hold only visible ASCII characters other than \" & < > '".into());
+        }
+        Ok(TokenChange::Set(Secret::new(t)))
+    }
 }
 
 /// A parsed server definition.
@@ -103,6 +191,7 @@ pub struct ServerSpec {
     pub max_listeners: Option<u32>,
     pub weight: Weight,
     pub enabled: bool,
+    pub policy: Policy,
 }
 
 fn blank_to_none(s: &Option<String>) -> Option<&str> {
@@ -163,6 +252,7 @@ impl ServerInput {
             None => Some(Weight::default()),
             Some(w) => e.take("weight", Weight::new(w)),
         };
+        let policy = self.parse_policy(&mut e);
         if !e.is_empty() {
             return Err(e);
         }
@@ -177,12 +267,46 @@ impl ServerInput {
             max_listeners,
             weight: weight.expect("checked"),
             enabled: self.enabled.unwrap_or(true),
+            policy,
         })
+    }
+
+    fn parse_policy(&self, e: &mut FieldErrors) -> Policy {
+        let d = Policy::default();
+        let tier = self
+            .tier
+            .map_or(Some(d.tier), |t| e.take("tier", policy::parse_tier(t)));
+        let ip_versions = match &self.ip_versions {
+            None => Some(d.ip_versions),
+            Some(l) => e.take("ip_versions", IpVersions::parse(l)),
+        };
+        let mut asns = |field: &'static str, l: &Option<Vec<i64>>| {
+            l.as_deref()
+                .map_or(Some(Vec::new()), |l| e.take(field, policy::parse_asns(l)))
+        };
+        let (asns, only_asns) = (asns("asns", &self.asns), asns("only_asns", &self.only_asns));
+        let only_prefixes = self.only_prefixes.as_deref().map_or(Some(Vec::new()), |l| {
+            e.take("only_prefixes", policy::parse_prefixes(l))
+        });
+        let max_mbps = self
+            .max_mbps
+            .and_then(|v| e.take("max_mbps", policy::parse_mbps(v)));
+        Policy {
+            max_mbps,
+            tier: tier.unwrap_or(d.tier),
+            poll: self.poll.unwrap_or(true),
+            ip_versions: ip_versions.unwrap_or_default(),
+            asns: asns.unwrap_or_default(),
+            only_asns: only_asns.unwrap_or_default(),
+            only_prefixes: only_prefixes.unwrap_or_default(),
+        }
     }
 }
 
 impl From<&ServerSpec> for ServerInput {
     fn from(s: &ServerSpec) -> Self {
+        let p = &s.policy;
+        let list = |l: &[u32]| (!l.is_empty()).then(|| l.iter().map(|&a| i64::from(a)).collect());
         ServerInput {
             name: s.name.to_string(),
             url: s.url.to_string(),
@@ -194,20 +318,31 @@ impl From<&ServerSpec> for ServerInput {
             max_listeners: s.max_listeners.map(i64::from),
             weight: Some(i64::from(s.weight.get())),
             enabled: Some(s.enabled),
+            callback_token: None,
+            // Defaults are left out, so a file without these keys exports
+            // as it was.
+            tier: (p.tier != 1).then_some(i64::from(p.tier)),
+            poll: (!p.poll).then_some(false),
+            ip_versions: (!p.ip_versions.is_both()).then(|| p.ip_versions.labels()),
+            asns: list(&p.asns),
+            only_asns: list(&p.only_asns),
+            only_prefixes: (!p.only_prefixes.is_empty())
+                .then(|| p.only_prefixes.iter().map(ToString::to_string).collect()),
+            max_mbps: p.max_mbps,
         }
     }
 }
 
 impl ServerSpec {
     /// The server as the audit log shows it: its config-file TOML.
-    pub(crate) fn audit_text(&self) -> Option<String> {
+    pub fn audit_text(&self) -> Option<String> {
         toml::to_string(&ServerInput::from(self)).ok()
     }
 }
 
 impl StreamSpec {
     /// The stream (without its mounts) as the audit log shows it.
-    pub(crate) fn audit_text(&self) -> Option<String> {
+    pub fn audit_text(&self) -> Option<String> {
         toml::to_string(&StreamInput::from(self)).ok()
     }
 }
@@ -229,6 +364,10 @@ pub struct StreamInput {
     /// (browsers block http:// audio on an https:// page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_https: Option<bool>,
+    /// Each listener's bitrate in kbit/s, charged against the relays'
+    /// `max_mbps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bitrate_kbps: Option<i64>,
     /// `None` (key absent) leaves a stream's mounts as they are; a list
     /// (even empty) is the complete set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,6 +387,7 @@ impl From<&StreamSpec> for StreamInput {
                 .map(|l| l.iter().map(ToString::to_string).collect()),
             allow_unknown: Some(s.allow_unknown),
             require_https: s.require_https.then_some(true),
+            bitrate_kbps: s.bitrate_kbps.map(i64::from),
             mounts: None,
         }
     }
@@ -262,9 +402,10 @@ pub struct StreamSpec {
     pub allowed_countries: Option<Vec<CountryCode>>,
     pub allow_unknown: bool,
     pub require_https: bool,
+    pub bitrate_kbps: Option<u32>,
 }
 
-pub(crate) const MAX_DESCRIPTION: usize = 1000;
+pub const MAX_DESCRIPTION: usize = 1000;
 
 impl StreamInput {
     pub fn parse(&self) -> Result<StreamSpec, FieldErrors> {
@@ -300,10 +441,14 @@ impl StreamInput {
                 (!out.is_empty()).then_some(out)
             }
         };
+        let bitrate_kbps = self
+            .bitrate_kbps
+            .and_then(|v| e.take("bitrate_kbps", policy::parse_bitrate(v)));
         if !e.is_empty() {
             return Err(e);
         }
         Ok(StreamSpec {
+            bitrate_kbps,
             name: name.expect("checked"),
             description,
             fallback_url,
@@ -333,7 +478,7 @@ pub struct MountSpec {
 }
 
 /// The largest mount limit accepted (Icecast's own ceiling is far below).
-pub(crate) const MAX_MOUNT_LISTENERS: i64 = 1_000_000;
+pub const MAX_MOUNT_LISTENERS: i64 = 1_000_000;
 
 impl MountInput {
     pub fn parse(&self) -> Result<MountSpec, FieldErrors> {

@@ -25,6 +25,11 @@ impl Slug {
         {
             return Err("only letters, digits, '-' and '_' (a slug like \"fra-1\")".into());
         }
+        // A leading '-' reads as an option on a command line and as a
+        // formula in a spreadsheet opening an exported CSV.
+        if s.starts_with('-') {
+            return Err("must start with a letter, a digit or '_'".into());
+        }
         Ok(Slug(s.to_string()))
     }
     pub fn as_str(&self) -> &str {
@@ -237,6 +242,16 @@ impl Default for Weight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slug_does_not_start_like_a_formula_or_an_option() {
+        for bad in ["-rm", "=1+1", "+1", "@sum", "-"] {
+            assert!(Slug::parse(bad).is_err(), "{bad} was taken");
+        }
+        for good in ["fra-1", "_x", "9live", "a-"] {
+            assert!(Slug::parse(good).is_ok(), "{good} was refused");
+        }
+    }
 
     #[test]
     fn slugs() {

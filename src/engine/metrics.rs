@@ -9,7 +9,46 @@ use std::time::{Duration, SystemTime};
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub unknown_stream: AtomicU64,
+    /// Alerts a webhook's full queue could not take (one per webhook missed).
+    pub alerts_dropped: AtomicU64,
     pub redirect_latency: LatencyHistogram,
+    pub callbacks: CallbackMetrics,
+}
+
+/// Relay URL-auth callbacks by outcome.
+#[derive(Debug, Default)]
+pub struct CallbackMetrics {
+    /// `listener_add` that confirmed a redirect's reservation.
+    pub confirmed: AtomicU64,
+    /// `listener_add` without a usable token (a direct listener, or a
+    /// forged, expired or replayed token).
+    pub direct: AtomicU64,
+    /// `listener_add` of another relay pulling the stream: not a listener.
+    pub relay_pulls: AtomicU64,
+    /// `listener_add` for a path no stream routes to (another mount, a
+    /// status page): admitted, not counted.
+    pub unrouted: AtomicU64,
+    pub removed: AtomicU64,
+    /// Wrong or missing credentials.
+    pub refused: AtomicU64,
+    /// Not understood (no action or client id).
+    pub malformed: AtomicU64,
+}
+
+impl CallbackMetrics {
+    /// Every outcome with its count, for `/metrics`.
+    pub fn read(&self) -> [(&'static str, u64); 7] {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("confirmed", n(&self.confirmed)),
+            ("direct", n(&self.direct)),
+            ("relay_pull", n(&self.relay_pulls)),
+            ("unrouted", n(&self.unrouted)),
+            ("removed", n(&self.removed)),
+            ("refused", n(&self.refused)),
+            ("malformed", n(&self.malformed)),
+        ]
+    }
 }
 
 /// Upper bounds of the redirect-latency buckets, in nanoseconds: a redirect

@@ -23,10 +23,11 @@ use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::domain::sync::lock;
-use crate::geo::{Geo, Reload};
+use crate::geo::{Geo, Kind, Reload};
 use crate::poll::RoundSummary;
 use crate::poll::fetch::Fetcher;
 use crate::routing::clients::ClientBook;
+use crate::routing::tokens::Signer;
 use crate::routing::{Routing, Snapshot, snapshot};
 use crate::store::changes::{Actor, ChangeTx, Writer};
 use crate::store::{self, Pool};
@@ -42,6 +43,8 @@ struct Inner {
     writer: Writer,
     clock: Clock,
     routing: Arc<RoutingState>,
+    /// The ASN database (`--asn-db`); empty without one.
+    asn: Arc<Geo>,
     poller: Arc<Poller>,
     metrics: Metrics,
     /// Who was recently sent where (one client, one slot).
@@ -50,6 +53,8 @@ struct Inner {
     full_recheck_at: std::sync::Mutex<Option<Instant>>,
     /// With `--cluster`: the other instances, through Redis.
     cluster: Option<Arc<Cluster>>,
+    /// Signs the redirects' tokens that relays' callbacks echo back.
+    signer: Signer,
 }
 
 #[derive(Clone)]
@@ -62,7 +67,13 @@ impl Engine {
         metrics::process_start_time();
         // GeoIP first: a start that fails on a bad --geoip must not
         // leave a new, empty database behind.
-        let geo = open_geo(settings.geoip.clone(), settings.geoip_max_bytes).await?;
+        let geo = open_geo(
+            Kind::Location,
+            settings.geoip.clone(),
+            settings.geoip_max_bytes,
+        )
+        .await?;
+        let asn = open_geo(Kind::Asn, settings.asn_db.clone(), settings.geoip_max_bytes).await?;
         let db = store::connect(&settings.database).await?;
         let reconcile = snapshot::Reconcile {
             grace_ms: settings.reservation_grace.as_millis() as i64,
@@ -87,10 +98,12 @@ impl Engine {
             db,
             clock,
             routing,
+            asn: Arc::new(asn),
             poller,
             metrics: Metrics::default(),
             clients: ClientBook::default(),
             full_recheck_at: std::sync::Mutex::new(None),
+            signer: Signer::random(),
         }));
         engine.routing_state().rebuild(Reason::Start).done().await?;
         Ok(engine)
@@ -98,6 +111,11 @@ impl Engine {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    /// Signs and checks the redirect tokens (see `routing::tokens`).
+    pub fn signer(&self) -> &Signer {
+        &self.0.signer
     }
 
     /// For reads; configuration writes go through [`Engine::begin`].
@@ -129,6 +147,21 @@ impl Engine {
         self.0.routing.geo()
     }
 
+    /// What routing knows of a client at `ip`: its GeoIP location, its
+    /// address (for `ip_versions`, `only_prefixes`) and its AS.
+    pub fn client_geo(&self, ip: std::net::IpAddr) -> crate::domain::ClientGeo {
+        crate::domain::ClientGeo {
+            ip: Some(ip),
+            asn: self.asn().asn(ip),
+            ..self.geo().lookup(ip)
+        }
+    }
+
+    /// The ASN database (`--asn-db`); answers nothing without one.
+    pub fn asn(&self) -> &Geo {
+        &self.0.asn
+    }
+
     pub fn clients(&self) -> &ClientBook {
         &self.0.clients
     }
@@ -157,7 +190,15 @@ impl Engine {
     }
 
     /// A configuration change by `actor`; finish it with [`Engine::commit`].
+    /// In a cluster, refused while this instance is not in touch with
+    /// Redis: a change made then would have to be merged later with what
+    /// the others did meanwhile, so it is not made at all.
     pub async fn begin(&self, actor: &str) -> store::Result<ChangeTx> {
+        if let Some(c) = &self.0.cluster
+            && c.mode() != crate::cluster::Mode::Shared
+        {
+            return Err(store::Error::Refused(crate::cluster::CUT_OFF.into()));
+        }
         self.0.writer.begin(Actor::new(actor)).await
     }
 
@@ -239,21 +280,30 @@ impl Engine {
     /// read on a blocking thread, never on the async workers.
     pub async fn reload_geoip(&self) -> Reload {
         let routing = self.0.routing.clone();
-        let r = tokio::task::spawn_blocking(move || routing.geo().reload())
-            .await
-            .unwrap_or(Reload::Failed);
+        let asn = self.0.asn.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            asn.reload();
+            routing.geo().reload()
+        })
+        .await
+        .unwrap_or(Reload::Failed);
         if r == Reload::Reloaded {
             self.relocate().await;
         }
         r
     }
 
-    /// Reloads the GeoIP file if it changed on disk (off the async workers).
+    /// Reloads the GeoIP file if it changed on disk (off the async
+    /// workers); the ASN file too, whose reload needs no relocation.
     pub async fn reload_geoip_if_changed(&self) -> Reload {
         let routing = self.0.routing.clone();
-        tokio::task::spawn_blocking(move || routing.geo().reload_if_changed())
-            .await
-            .unwrap_or(Reload::Failed)
+        let asn = self.0.asn.clone();
+        tokio::task::spawn_blocking(move || {
+            asn.reload_if_changed();
+            routing.geo().reload_if_changed()
+        })
+        .await
+        .unwrap_or(Reload::Failed)
     }
 
     /// Places relays anew (GeoIP) and rebuilds routing.
@@ -275,8 +325,12 @@ fn install_crypto() {
 
 /// Opens the GeoIP file on a blocking thread: a slow disk or a FIFO must
 /// not stall an async worker.
-async fn open_geo(path: Option<std::path::PathBuf>, max_bytes: u64) -> anyhow::Result<Geo> {
-    tokio::task::spawn_blocking(move || Geo::open_limited(path.as_deref(), max_bytes))
+async fn open_geo(
+    kind: Kind,
+    path: Option<std::path::PathBuf>,
+    max_bytes: u64,
+) -> anyhow::Result<Geo> {
+    tokio::task::spawn_blocking(move || Geo::open_kind(kind, path.as_deref(), max_bytes))
         .await
         .map_err(|e| anyhow::anyhow!("GeoIP open task failed: {e}"))?
 }

@@ -58,6 +58,9 @@ pub enum Reason {
     OutsideWrite,
     /// Asked for by an operator or a test.
     Asked,
+    /// A relay's callback showed a mount its poll does not list (hidden)
+    /// start or stop serving.
+    HiddenMount,
 }
 
 /// How long the refresher waits after a request that does not wait before

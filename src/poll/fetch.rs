@@ -60,6 +60,14 @@ pub enum FetchError {
     Invalid(String),
     #[error("neither load.xsl nor status-json.xsl found (HTTP 404): install xsl/load.xsl")]
     NotInstalled,
+    /// load.xsl answered 404 where it answered before: Icecast-KH does so
+    /// while more than 40 stylesheet requests are queued. Judged by the
+    /// round (it knows what the relay served before), not by the fetch.
+    #[error(
+        "load.xsl: HTTP 404 from a relay that served it before: taken as busy (Icecast-KH \
+         answers 404 while its stylesheet queue is full), not as down"
+    )]
+    Busy,
     /// The whole poll of this relay overran its bound.
     #[error("timed out")]
     Overran,

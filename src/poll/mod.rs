@@ -55,7 +55,7 @@ pub struct PollSettings {
 
 /// The defaults, once: `PollSettings::default` and the command line's
 /// flags (`cli`) both read them.
-pub(crate) mod defaults {
+pub mod defaults {
     pub(crate) const TIMEOUT_S: f64 = 5.0;
     pub(crate) const RISE: u32 = 2;
     pub(crate) const FALL: u32 = 1;
@@ -343,6 +343,8 @@ struct Known {
     servers: Vec<store::servers::ServerRow>,
     health: HashMap<i64, Health>,
     configured: HashMap<i64, HashSet<String>>,
+    /// Servers whose last poll read load.xsl.
+    served_load_xsl: HashSet<i64>,
 }
 
 impl Known {
@@ -351,15 +353,23 @@ impl Known {
         // Disabled (draining) servers are polled too: they get no listeners,
         // but the admin shows their remaining listeners leaving.
         let mut servers = store::servers::list(&mut conn).await?;
-        let health: HashMap<i64, Health> = store::status::health_all(&mut conn)
-            .await?
-            .into_iter()
-            .map(|h| (h.server_id, h.health()))
+        let rows = store::status::health_all(&mut conn).await?;
+        let health: HashMap<i64, Health> = rows.iter().map(|h| (h.server_id, h.health())).collect();
+        let served_load_xsl = rows
+            .iter()
+            .filter(|h| {
+                h.source.as_deref() == Some(PollSource::LoadXsl.file())
+                    && h.last_success_at.is_some()
+                    && h.last_success_at == h.last_poll_at
+            })
+            .map(|h| h.server_id)
             .collect();
         let mut configured: HashMap<i64, HashSet<String>> = HashMap::new();
         for m in store::mounts::list(&mut conn).await? {
             configured.entry(m.server_id).or_default().insert(m.mount);
         }
+        // Servers configured with `poll = false` (a CDN) are never asked.
+        servers.retain(|s| s.poll);
         servers.retain(|s| {
             which == Which::All
                 || crate::domain::health::needs_quick_recheck(s.enabled, health.get(&s.id).copied())
@@ -368,6 +378,7 @@ impl Known {
             servers,
             health,
             configured,
+            served_load_xsl,
         })
     }
 }
@@ -430,7 +441,17 @@ fn judge(
         (source, cap_mounts(&server.name, mounts, configured, cap))
     });
     let prev = known.health.get(&f.id).copied().unwrap_or_default();
-    let next = prev.observe(f.result.is_ok(), settings.rise, settings.fall);
+    // A 404 right after a good read of load.xsl is a busy relay (see
+    // `FetchError::Busy`); a second in a row fails as before.
+    let busy =
+        matches!(f.result, Err(FetchError::NotInstalled)) && known.served_load_xsl.contains(&f.id);
+    let next = if busy {
+        // Not down: health stays as it was, the last counts stand.
+        f.result = Err(FetchError::Busy);
+        prev
+    } else {
+        prev.observe(f.result.is_ok(), settings.rise, settings.fall)
+    };
     let summary = summarize(server, next, &f);
     log_outcome(ask.failures, server, prev, &summary, ask.clock.now_ms());
     let record = PollRecord {

@@ -9,11 +9,14 @@
 //! The web layer asks [`redirect`] or [`playlist`] and never touches a
 //! ledger.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 
+use super::callbacks::MountRef;
 use super::rules::Want;
 use super::select;
-use super::snapshot::{Snapshot, StreamEntry};
+use super::snapshot::{MountEntry, Snapshot, StreamEntry};
+use super::tokens::{self, Signer};
 use crate::domain::{ClientGeo, Clock};
 
 /// A slot held on a mount and its server; released on drop unless
@@ -46,13 +49,18 @@ impl<'a> Reservation<'a> {
         let within = |max: Option<u32>, used: u64| max.is_none_or(|max| used <= u64::from(max));
         let mount_ok = within(
             m.max,
-            u64::from(m.listeners) + m.counters.ledger.count_seen(now_s, ttl_s, seen),
+            m.listeners_now() + m.counters.ledger.count_seen(now_s, ttl_s, seen),
         );
         let server_ok = within(
             s.max_listeners,
-            s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen),
+            s.listeners_now() + s.counters.ledger.count_seen(now_s, ttl_s, seen),
         );
-        (mount_ok && server_ok).then_some(held)
+        // This reservation is charged already: the budget must hold it.
+        let budget_ok = s
+            .bandwidth
+            .as_ref()
+            .is_none_or(|bw| bw.used_kbps(now_s, ttl_s, seen) <= bw.budget_kbps);
+        (mount_ok && server_ok && budget_ok).then_some(held)
     }
 
     /// Index of the mount in `Snapshot::mounts`.
@@ -63,13 +71,27 @@ impl<'a> Reservation<'a> {
     /// Keeps the slot: the listener is sent there. Counts the redirect on
     /// the mount and its server.
     pub fn commit(self) -> Slot {
+        self.keep(None)
+    }
+
+    /// `commit`, and when the mount's relay reports its listeners through
+    /// callbacks, a token naming this reservation for the redirect to
+    /// carry: the relay's `listener_add` echoes it and ends the
+    /// reservation at once (`confirm_token`).
+    fn keep(self, signer: Option<&Signer>) -> Slot {
         // Kept: not released on drop.
         let this = std::mem::ManuallyDrop::new(self);
         let m = &this.snap.mounts[this.mount];
         m.counters.redirects.fetch_add(1, Ordering::Relaxed);
         let s = &this.snap.servers[m.server];
         s.counters.redirects.fetch_add(1, Ordering::Relaxed);
-        Slot { mount: this.mount }
+        let token = signer
+            .filter(|_| m.callbacks)
+            .map(|signer| signer.sign(m.id, this.now_s));
+        Slot {
+            mount: this.mount,
+            token,
+        }
     }
 
     /// What the shared gate needs to know of this mount.
@@ -84,10 +106,10 @@ impl<'a> Reservation<'a> {
             mount: &m.path,
             mount_free: m
                 .max
-                .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners))),
+                .map(|max| u64::from(max).saturating_sub(m.listeners_now())),
             server_free: s
                 .max_listeners
-                .map(|max| u64::from(max).saturating_sub(s.listeners)),
+                .map(|max| u64::from(max).saturating_sub(s.listeners_now())),
             counts_from_s: mount_ring.window_start(now_s, ttl_s),
             // Without this reservation.
             own_mount: mount_ring.count(now_s, ttl_s).saturating_sub(1),
@@ -115,10 +137,26 @@ impl Drop for Reservation<'_> {
 }
 
 /// A committed slot: the listener goes to this mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Slot {
     /// Index into `Snapshot::mounts`.
     pub mount: usize,
+    /// The signed token the redirect carries (`ibt=`), when the relay
+    /// confirms its listeners through callbacks.
+    pub token: Option<String>,
+}
+
+impl Slot {
+    /// The query string for the mount's URL: the listener's own, with
+    /// the token added when there is one.
+    pub fn query<'q>(&self, listener: Option<&'q str>) -> Option<Cow<'q, str>> {
+        let listener = listener.filter(|q| !q.is_empty());
+        match (&self.token, listener) {
+            (None, q) => q.map(Cow::Borrowed),
+            (Some(t), None) => Some(Cow::Owned(format!("{}={t}", tokens::PARAM))),
+            (Some(t), Some(q)) => Some(Cow::Owned(format!("{q}&{}={t}", tokens::PARAM))),
+        }
+    }
 }
 
 /// What a shared gate knows about one mount when a listener asks for it.
@@ -196,6 +234,8 @@ pub struct Ask<'a, G> {
     pub ttl_s: u64,
     /// The cluster's shared counts, with `--cluster`.
     pub gate: Option<&'a G>,
+    /// Signs the tokens of redirects to relays with callbacks.
+    pub signer: Option<&'a Signer>,
 }
 
 /// Whether the stream lets the client in; otherwise why it is refused.
@@ -239,7 +279,7 @@ pub async fn redirect<G: SharedGate>(
         );
         let Some(r) = chosen else { break };
         if confirm(&r, ask).await {
-            return Ok(r.commit());
+            return Ok(r.keep(ask.signer));
         }
         r.refused();
     }
@@ -313,6 +353,143 @@ fn ranked<'s, G>(
     (list, first)
 }
 
+/// What a relay's `listener_add` turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A listener we sent: its token ended the reservation it named.
+    Confirmed,
+    /// A listener without a usable token (a direct listener, or a
+    /// forged, expired or replayed token): counted, nothing confirmed.
+    Direct,
+    /// Another relay pulling the stream: not a listener.
+    RelayPull,
+    /// A path no stream routes to (another mount, a status page).
+    Unrouted,
+}
+
+/// What a relay's callback changed: how a `listener_add` counted, and
+/// whether a mount the poll does not list now shows as serving (the
+/// snapshot must be rebuilt for it to be used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub arrival: Arrival,
+    pub revealed: bool,
+}
+
+/// A relay's `listener_add`: `client` connected to `uri` (the request
+/// URI, query included) on server `server` (index in `Snapshot::servers`).
+/// Counts the listener on its mount; a valid token in the URI for that
+/// mount confirms the redirect's reservation (pending → listener).
+pub fn listener_add(
+    snap: &Snapshot,
+    signer: &Signer,
+    server: usize,
+    caller: &Caller<'_>,
+    now_ms: i64,
+    ttl_s: u64,
+) -> Outcome {
+    let plain = |arrival| Outcome {
+        arrival,
+        revealed: false,
+    };
+    if is_relay(caller.agent) {
+        return plain(Arrival::RelayPull);
+    }
+    let relay = &snap.servers[server];
+    let path = caller.uri.split_once('?').map_or(caller.uri, |(p, _)| p);
+    // Icecast 2.4 with `<mount type="default">` asks about every request,
+    // its status pages included: only mounts of a stream are counted (the
+    // poll accounts for the relay's other mounts).
+    let Some(m) = snap.mount_at(server, path) else {
+        return plain(Arrival::Unrouted);
+    };
+    let mount = &snap.mounts[m];
+    let revealed = announce_mount(mount, true);
+    let mref = MountRef {
+        id: mount.id,
+        counters: &mount.counters,
+    };
+    let c = &relay.counters;
+    c.book.add(&c.callbacks, caller.client, mref, now_ms);
+    let now_s = u64::try_from(now_ms / 1000).unwrap_or(0);
+    let arrival = match tokens::from_uri(caller.uri) {
+        Some(t) if confirm_token(snap, signer, m, t, now_s, ttl_s) => Arrival::Confirmed,
+        _ => Arrival::Direct,
+    };
+    Outcome { arrival, revealed }
+}
+
+/// A relay's `mount_add` (`serving`) or `mount_remove` for `path`: the
+/// only news of a hidden mount's source the balancer gets. Returns
+/// whether a mount the poll does not list changed between serving and
+/// not (the snapshot must be rebuilt).
+pub fn announce(snap: &Snapshot, server: usize, path: &str, serving: bool) -> bool {
+    snap.mount_at(server, path)
+        .is_some_and(|m| announce_mount(&snap.mounts[m], serving))
+}
+
+/// `announce`, for a mount already found.
+fn announce_mount(mount: &MountEntry, serving: bool) -> bool {
+    // A listed mount is live by the poll, and is not hidden when its
+    // source goes: only news of unlisted ones counts.
+    if mount.live && !mount.hidden {
+        // Read first: most callbacks are for listed mounts, and a write
+        // would bounce the counter's cache line between the workers.
+        if mount.counters.announced.load(Ordering::Relaxed) {
+            mount.counters.announced.store(false, Ordering::Relaxed);
+        }
+        return false;
+    }
+    mount.counters.announced.swap(serving, Ordering::Relaxed) != serving
+}
+
+/// Who a relay says arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The relay's id for the connection.
+    pub client: u64,
+    /// The listener's request URI, query included.
+    pub uri: &'a str,
+    pub agent: &'a str,
+}
+
+/// A relay's `listener_remove`: its slot is free at once. `false` when
+/// the relay's book did not know the client.
+pub fn listener_remove(snap: &Snapshot, server: usize, client: u64, now_ms: i64) -> bool {
+    let c = &snap.servers[server].counters;
+    c.book.remove(&c.callbacks, client, now_ms)
+}
+
+/// Ends the reservation `token` names, if the token is valid, unused and
+/// for mount `m`: the listener now counts through the callbacks instead.
+fn confirm_token(
+    snap: &Snapshot,
+    signer: &Signer,
+    m: usize,
+    token: &str,
+    now_s: u64,
+    ttl_s: u64,
+) -> bool {
+    let Some(claim) = signer.verify(token, now_s, ttl_s) else {
+        return false;
+    };
+    let mount = &snap.mounts[m];
+    if claim.mount != mount.id || !signer.redeem(claim, now_s, ttl_s) {
+        return false;
+    }
+    mount.counters.ledger.remove(claim.issued_s);
+    let server = &snap.servers[mount.server];
+    server.counters.ledger.remove(claim.issued_s);
+    true
+}
+
+/// Icecast relaying a stream from another identifies itself by its own
+/// User-Agent ("Icecast 2.4.4", "icecast-kh 2.4.0-kh22").
+fn is_relay(agent: &str) -> bool {
+    let a = agent.trim_start().as_bytes();
+    a.len() >= 7 && a[..7].eq_ignore_ascii_case(b"icecast")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +509,28 @@ mod tests {
         let slot = Reservation::try_new(&s, 0, NOW, TTL).unwrap().commit();
         assert_eq!((slot.mount, count()), (0, 1));
         assert_eq!(s.mounts[0].counters.redirects.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn relays_are_told_by_their_user_agent() {
+        assert!(is_relay("Icecast 2.4.4"));
+        assert!(is_relay("icecast-kh 2.4.0-kh22"));
+        assert!(!is_relay("VLC/3.0.18 LibVLC/3.0.18"));
+        assert!(!is_relay(""));
+    }
+
+    #[test]
+    fn the_token_joins_the_listeners_query() {
+        let slot = |token: Option<&str>| Slot {
+            mount: 0,
+            token: token.map(String::from),
+        };
+        assert_eq!(slot(None).query(Some("a=1")).as_deref(), Some("a=1"));
+        assert_eq!(slot(None).query(Some("")), None);
+        assert_eq!(slot(Some("T")).query(None).as_deref(), Some("ibt=T"));
+        assert_eq!(
+            slot(Some("T")).query(Some("a=1")).as_deref(),
+            Some("a=1&ibt=T")
+        );
     }
 }

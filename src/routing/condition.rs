@@ -114,7 +114,14 @@ pub fn mount(excluded: Option<Excluded>, server_health: Health) -> Condition {
         Some(Excluded::NotListed) => Condition::Offline,
         // Not seen by the admin's view (`select::survey`), which asks for
         // a plain listener the stream lets in.
-        Some(Excluded::Full | Excluded::GeoBlocked | Excluded::HttpsRequired) => Condition::Full,
+        Some(
+            Excluded::Full
+            | Excluded::OverBudget
+            | Excluded::GeoBlocked
+            | Excluded::HttpsRequired
+            | Excluded::IpVersion
+            | Excluded::OtherNetwork,
+        ) => Condition::Full,
     }
 }
 

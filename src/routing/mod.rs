@@ -6,6 +6,7 @@
 //! `reservations` ← `routes` ← `snapshot` ← `select` ← `reasons`,
 //! `capacity`.
 
+pub(crate) mod callbacks;
 pub mod capacity;
 pub mod clients;
 pub(crate) mod condition;
@@ -19,6 +20,7 @@ pub mod select;
 pub mod snapshot;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tokens;
 
 pub(crate) use snapshot::Counters;
 pub use snapshot::Snapshot;

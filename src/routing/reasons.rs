@@ -26,6 +26,17 @@ pub enum Reason {
     TieWonByCountry { fill: Fill },
     /// First among equals, by chance.
     TieWonByChance { fill: Fill },
+    /// An overflow relay (`tier` above `first`'s): used only when every
+    /// relay of a lower tier is full or cannot take the client.
+    Overflow {
+        tier: u8,
+        first: usize,
+        first_tier: u8,
+    },
+    /// First among several: the client is in one of its ASes (`asns`).
+    SameAs { fill: Fill },
+    /// `first` is in the client's AS (`asns`), this one is not.
+    OtherAs { first: usize },
     /// The listener came over HTTPS: relays with an `https_url` come first
     /// and `first` has one; this one does not.
     HttpsPreferred { first: usize },
@@ -71,7 +82,10 @@ pub fn reasons(ranked: &[Assessed], located: bool) -> Vec<Reason> {
 /// Why the first candidate is first, against the others.
 fn winner(a: &Assessed, others: &[Assessed]) -> Reason {
     let fill = a.standing.fill;
-    let tied = |b: &&Assessed| b.tier == a.tier && b.ring == a.ring;
+    if a.same_as && others.iter().any(|b| b.level == a.level && !b.same_as) {
+        return Reason::SameAs { fill };
+    }
+    let tied = |b: &&Assessed| b.level == a.level && b.tier == a.tier && b.ring == a.ring;
     let tied: Vec<&Assessed> = others
         .iter()
         .filter(tied)
@@ -93,8 +107,18 @@ fn winner(a: &Assessed, others: &[Assessed]) -> Reason {
 /// Why candidate `a` comes after `first`: the first rule that tells them
 /// apart.
 fn lower(a: &Assessed, first: &Assessed, located: bool) -> Reason {
+    if a.level > first.level {
+        return Reason::Overflow {
+            tier: a.level,
+            first: first.mount,
+            first_tier: first.level,
+        };
+    }
     if a.tier > first.tier {
         return Reason::HttpsPreferred { first: first.mount };
+    }
+    if first.same_as && !a.same_as {
+        return Reason::OtherAs { first: first.mount };
     }
     if a.ring > first.ring {
         return match (located, a.distance_km) {

@@ -12,7 +12,11 @@
 //! `grace` before the poll (older ones never came). Arrivals are read from
 //! Icecast's cumulative `listener_connections` when `load.xsl` reports it,
 //! else bounded from below by the growth of the mount's `listeners` (which
-//! never overstates arrivals, so the count stays conservative). A slot is
+//! never overstates arrivals, so the count stays conservative). Relays
+//! count a connection before its listener (Icecast-KH by up to a few
+//! hundred milliseconds), so connections beyond the growth of `listeners`
+//! never free the reservations of the last second: those wait for
+//! `listeners` to show them. A slot is
 //! thus counted once: as a reservation until the relay counts it, then as
 //! a listener.
 //!
@@ -138,6 +142,11 @@ impl ReservationRing {
     }
 }
 
+/// How much later than its connection a relay may count a listener:
+/// Icecast-KH up to 365 ms was measured (`listener_connections` rises
+/// first), Icecast 2.4 less.
+const LISTENER_LAG_MS: i64 = 1_000;
+
 const PENDING_BITS: u32 = 24;
 const PENDING_MASK: u64 = (1 << PENDING_BITS) - 1;
 
@@ -251,7 +260,19 @@ impl Ledger {
                     (Some(a), Some(b)) if b >= a => b - a,
                     _ => 0,
                 };
-                grown.max(connected)
+                // A connection the relay has not yet counted as a listener
+                // may be one of the redirects of the last moments, about to
+                // take its slot: those stay reserved until `listeners`
+                // shows them (older connections not in `listeners` left).
+                let lag_start_s = ((obs.poll_ms - LISTENER_LAG_MS).max(0) / 1000) as u64;
+                let just_sent = after
+                    + if poll_s > lag_start_s {
+                        self.ring.count_range(lag_start_s, poll_s - 1)
+                    } else {
+                        0
+                    };
+                let uncounted = connected.saturating_sub(grown).min(just_sent);
+                grown.max(connected - uncounted)
             }
             None => 0,
         };
@@ -334,6 +355,34 @@ mod tests {
         }
         l.reconcile(obs(1_004_600, 2, Some(2)), 5000, 60);
         assert_eq!(l.count(1005, 60), 1);
+    }
+
+    #[test]
+    fn a_connection_the_relay_has_not_counted_as_a_listener_keeps_its_slot() {
+        // Icecast-KH counts a connection 1-14 ms after the listener
+        // arrives, the listener 93-365 ms later: a poll in between (the
+        // re-poll of a stream that looks full) must not free the slot.
+        for (made, poll_ms) in [(1010, 1_010_500), (1009, 1_010_200)] {
+            let l = Ledger::default();
+            l.reconcile(obs(1_000_000, 1, Some(10)), 1000, 60);
+            l.add(made);
+            l.reconcile(obs(poll_ms, 1, Some(11)), 1000, 60);
+            assert_eq!(
+                l.count(1011, 60),
+                1,
+                "redirect at {made}, poll at {poll_ms}"
+            );
+            // The next poll sees the listener: the slot counts as one.
+            l.reconcile(obs(1_012_000, 2, Some(11)), 1000, 60);
+            assert_eq!(l.count(1012, 60), 0);
+        }
+        // An older connection the relay has not counted as a listener
+        // either (it left again) is an arrival as before.
+        let l = Ledger::default();
+        l.reconcile(obs(1_000_000, 1, Some(10)), 1000, 60);
+        l.add(1005);
+        l.reconcile(obs(1_010_500, 1, Some(11)), 5000, 60);
+        assert_eq!(l.count(1011, 60), 0);
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! mount's and server's entry: a distance pass over three plain arrays, then
 //! the reservation counters of the few mounts in the nearest ring.
 
+use std::collections::HashMap;
+
 use crate::domain::{CountryCode, Point};
 
-use super::rules::{self, TIERS, Want};
+use super::rules::{self, Want};
 
 /// Serving mounts of one HTTPS tier, in the stream's mount order.
 #[derive(Debug, Clone, Default)]
@@ -68,7 +70,7 @@ impl Group {
 
 /// What the index needs of one serving mount.
 #[derive(Debug, Clone, Copy)]
-pub struct Serving {
+pub struct Serving<'a> {
     /// Index into `Snapshot::mounts`.
     pub mount: usize,
     pub country: Option<CountryCode>,
@@ -76,20 +78,40 @@ pub struct Serving {
     pub has_https_url: bool,
     /// The limit of the mount, or of its server when only that is known.
     pub limit: Option<u32>,
+    /// The server's tier (1 = own relays, higher = overflow).
+    pub level: u8,
+    /// The ASes whose clients prefer it (`asns`).
+    pub asns: &'a [u32],
+}
+
+/// The serving mounts of one server tier and HTTPS tier, with those a
+/// client of a given AS prefers, which it is offered first.
+#[derive(Debug, Clone, Default)]
+pub struct Tier {
+    /// The server tier and the HTTPS tier, the order of `Routes::tiers`.
+    pub key: (u8, u8),
+    pub all: Group,
+    pub by_asn: HashMap<u32, Group>,
 }
 
 /// A stream's serving mounts, per kind of listener ([`Want::ALL`]) and
-/// tier ([`rules::tier`]), with the fair share of a mount of unknown limit.
+/// tier (the server's, then [`rules::tier`]), with the fair share of a
+/// mount of unknown limit.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
-    tiers: [[Group; TIERS]; 2],
+    tiers: [Vec<Tier>; 2],
+    /// Every serving mount, in the stream's mount order.
+    serving: Vec<u32>,
     pub share: u64,
 }
 
 impl Routes {
     /// `serving`: the stream's mounts that can take listeners until the
     /// next rebuild ([`rules::serving`]), in the stream's mount order.
-    pub fn build(serving: impl IntoIterator<Item = Serving>, require_https: bool) -> Routes {
+    pub fn build<'a>(
+        serving: impl IntoIterator<Item = Serving<'a>>,
+        require_https: bool,
+    ) -> Routes {
         let mut r = Routes::default();
         let (mut sum, mut known) = (0u64, 0u64);
         for m in serving {
@@ -97,23 +119,54 @@ impl Routes {
                 sum += u64::from(max);
                 known += 1;
             }
+            r.serving.push(m.mount as u32);
             for want in Want::ALL {
                 if let Some(t) = rules::tier(m.has_https_url, require_https, want) {
-                    r.tiers[want.index()][usize::from(t)].push(m.mount, m.country, m.point);
+                    r.tier_mut(want, (m.level, t)).push(&m);
                 }
             }
+        }
+        for list in &mut r.tiers {
+            list.sort_by_key(|t| t.key);
         }
         r.share = sum.checked_div(known).unwrap_or(1).max(1);
         r
     }
 
-    /// The groups offered to this listener, best tier first.
-    pub fn tiers(&self, want: Want) -> &[Group; TIERS] {
+    fn tier_mut(&mut self, want: Want, key: (u8, u8)) -> &mut Tier {
+        let list = &mut self.tiers[want.index()];
+        let i = match list.iter().position(|t| t.key == key) {
+            Some(i) => i,
+            None => {
+                list.push(Tier {
+                    key,
+                    ..Tier::default()
+                });
+                list.len() - 1
+            }
+        };
+        &mut list[i]
+    }
+
+    /// The tiers offered to this listener, best first.
+    pub fn tiers(&self, want: Want) -> &[Tier] {
         &self.tiers[want.index()]
     }
 
-    /// Every serving mount (a plain listener's one tier).
-    pub fn serving(&self) -> &Group {
-        &self.tiers[Want::default().index()][0]
+    /// Every serving mount, whatever the listener.
+    pub fn serving(&self) -> &[u32] {
+        &self.serving
+    }
+}
+
+impl Tier {
+    fn push(&mut self, m: &Serving<'_>) {
+        self.all.push(m.mount, m.country, m.point);
+        for &a in m.asns {
+            self.by_asn
+                .entry(a)
+                .or_default()
+                .push(m.mount, m.country, m.point);
+        }
     }
 }

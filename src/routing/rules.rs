@@ -6,6 +6,9 @@
 //! with them; a new rule is written here once.
 
 use std::cmp::Ordering;
+use std::net::IpAddr;
+
+use crate::domain::Policy;
 
 /// Relays within this factor of the nearest distance count as equally near…
 pub const BAND_FACTOR: f64 = 1.25;
@@ -46,6 +49,13 @@ pub enum Excluded {
     HttpsRequired,
     /// No free slot after reservations.
     Full,
+    /// The relay's bandwidth budget (`max_mbps`) is used up.
+    OverBudget,
+    /// The relay cannot serve the client's address family (`ip_versions`).
+    IpVersion,
+    /// The relay serves only some networks (`only_asns`, `only_prefixes`),
+    /// not the client's.
+    OtherNetwork,
 }
 
 impl Excluded {
@@ -55,9 +65,15 @@ impl Excluded {
             Excluded::GeoBlocked => "the stream may not be heard in the client's country",
             Excluded::Drained => "relay draining: no new listeners",
             Excluded::Down => "relay down or not polled yet",
-            Excluded::NotListed => "source offline? (the relay does not list this mount)",
+            Excluded::NotListed => {
+                "source offline, or a hidden mount? (the relay does not list it; a hidden \
+                 mount is balanced only on a relay with callbacks and a configured limit)"
+            }
             Excluded::HttpsRequired => "no https_url, and the stream requires HTTPS",
             Excluded::Full => "full",
+            Excluded::OverBudget => "full: its bandwidth budget (max_mbps) is used up",
+            Excluded::IpVersion => "the relay cannot reach the client's IP version",
+            Excluded::OtherNetwork => "the relay serves only other networks",
         }
     }
 
@@ -70,6 +86,9 @@ impl Excluded {
             Excluded::NotListed => "mount not listed by the last poll",
             Excluded::HttpsRequired => "no https_url, and the stream requires HTTPS",
             Excluded::Full => "no free slot",
+            Excluded::OverBudget => "bandwidth budget used up",
+            Excluded::IpVersion => "ip_versions excludes the client's address family",
+            Excluded::OtherNetwork => "only_asns/only_prefixes exclude the client",
         }
     }
 }
@@ -92,7 +111,27 @@ pub fn static_exclusion(live: bool, enabled: bool, up: bool) -> Option<Excluded>
     }
 }
 
-/// The tier of a relay for this listener (lower is offered first), or
+/// Why a relay cannot take this client whatever its load: the client's
+/// address family (`ip_versions`) or network (`only_asns`,
+/// `only_prefixes`). A client of unknown address (the admin's view) is
+/// not judged.
+pub fn client_exclusion(p: &Policy, ip: Option<IpAddr>, asn: Option<u32>) -> Option<Excluded> {
+    let ip = ip?;
+    if !p.ip_versions.admits(ip) {
+        Some(Excluded::IpVersion)
+    } else if !p.network_admits(ip, asn) {
+        Some(Excluded::OtherNetwork)
+    } else {
+        None
+    }
+}
+
+/// Whether the client's AS is one the relay prefers (`asns`).
+pub fn same_as(p: &Policy, asn: Option<u32>) -> bool {
+    asn.is_some_and(|a| p.asns.binary_search(&a).is_ok())
+}
+
+/// The HTTPS tier of a relay for this listener (lower is offered first), or
 /// `None` when it may not be offered at all. An HTTPS listener is offered
 /// relays with an `https_url` first, and only those when the stream
 /// requires HTTPS; a plain listener sees one tier.
@@ -103,9 +142,6 @@ pub fn tier(has_https_url: bool, require_https: bool, want: Want) -> Option<u8> 
         (true, false, true) => None,
     }
 }
-
-/// How many tiers [`tier`] hands out.
-pub const TIERS: usize = 2;
 
 /// Where the ring opened by a relay `d` km away ends.
 pub fn band_limit(d: f64) -> f64 {

@@ -48,14 +48,18 @@ pub use super::rules::{BAND_FACTOR, BAND_KM, Excluded, Want, band_limit};
 
 /// What selection saw of one mount.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Assessed {
+pub struct Assessed {
     pub mount: usize,
     /// Free slots after reservations; `None` means unlimited.
     pub free: Option<u64>,
     pub reserved: u64,
     pub excluded: Option<Excluded>,
+    /// The server's tier (`tier`: 1 = own relays, higher = overflow).
+    pub level: u8,
     /// The HTTPS tier ([`rules::tier`]); 0 for excluded mounts it rules out.
     pub tier: u8,
+    /// The client is in one of the relay's ASes (`asns`).
+    pub same_as: bool,
     /// From the client, along the great circle; `None` when either
     /// location is unknown (0 for a relay placed only by the client's
     /// country).
@@ -68,51 +72,64 @@ pub(crate) struct Assessed {
 }
 
 impl Assessed {
-    pub(crate) fn same_country(&self) -> bool {
+    pub fn same_country(&self) -> bool {
         self.standing.local
     }
 
-    /// The order of candidates (rules 1 to 3): tier, ring, standing.
-    /// `Equal` means chance decides between them.
-    pub(crate) fn cmp_rules(&self, o: &Assessed) -> Order {
-        self.tier
-            .cmp(&o.tier)
+    /// The group whose rings are drawn apart from the others', best first.
+    fn group(&self) -> (u8, u8, bool) {
+        (self.level, self.tier, !self.same_as)
+    }
+
+    /// Whether `self` is in the same group as `o` (`Equal`), or before it.
+    pub fn cmp_group(&self, o: &Assessed) -> Order {
+        self.group().cmp(&o.group())
+    }
+
+    /// The order of candidates (rules 1 to 3): the server's tier, the
+    /// HTTPS tier, the client's AS, ring, standing. `Equal` means chance
+    /// decides between them.
+    pub fn cmp_rules(&self, o: &Assessed) -> Order {
+        self.group()
+            .cmp(&o.group())
             .then(self.ring.cmp(&o.ring))
             .then(self.standing.cmp_standing(&o.standing))
     }
 }
 
 /// Free slots of `m` on `s` after reservations (`None` = unlimited).
-pub(crate) fn free_slots(
-    m: &MountEntry,
-    s: &ServerEntry,
-    now_s: u64,
-    ttl_s: u64,
-) -> (Option<u64>, u64) {
+pub fn free_slots(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> (Option<u64>, u64) {
     let seen = s.last_success_at.unwrap_or(i64::MIN);
     let reserved = m.counters.ledger.count_seen(now_s, ttl_s, seen);
     let mount_free = if m.counters.shared_full_until_s.load(Ordering::Relaxed) > now_s {
         Some(0)
     } else {
         m.max
-            .map(|max| u64::from(max).saturating_sub(u64::from(m.listeners) + reserved))
+            .map(|max| u64::from(max).saturating_sub(m.listeners_now() + reserved))
     };
     let server_free = s.max_listeners.map(|max| {
         u64::from(max)
-            .saturating_sub(s.listeners + s.counters.ledger.count_seen(now_s, ttl_s, seen))
+            .saturating_sub(s.listeners_now() + s.counters.ledger.count_seen(now_s, ttl_s, seen))
     });
-    let free = match (mount_free, server_free) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
+    let free = [mount_free, server_free, bandwidth_room(m, s, now_s, ttl_s)]
+        .into_iter()
+        .flatten()
+        .min();
     (free, reserved)
+}
+
+/// Listeners of `m`'s bitrate that still fit in its server's bandwidth
+/// budget (`None`: no budget, or no bitrate to charge).
+pub fn bandwidth_room(m: &MountEntry, s: &ServerEntry, now_s: u64, ttl_s: u64) -> Option<u64> {
+    let (bw, kbps) = (s.bandwidth.as_ref()?, m.kbps?);
+    Some(bw.room(kbps, now_s, ttl_s, s.last_success_at.unwrap_or(i64::MIN)))
 }
 
 /// A stream's load, summed over its serving mounts (live, on an enabled
 /// server that is up); capacity and free are `None` (unlimited) as soon as
 /// one serving mount is. Reservations are counted on every mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StreamTotals {
+pub struct StreamTotals {
     pub relays: usize,
     pub listeners: u64,
     pub capacity: Option<u64>,
@@ -122,12 +139,12 @@ pub(crate) struct StreamTotals {
 
 impl StreamTotals {
     /// Some relay is up, enabled and has a free slot (or no limit).
-    pub(crate) fn can_take_listener(&self) -> bool {
+    pub fn can_take_listener(&self) -> bool {
         self.relays > 0 && self.free != Some(0)
     }
 }
 
-pub(crate) fn stream_totals(
+pub fn stream_totals(
     snap: &Snapshot,
     stream: &StreamEntry,
     now_s: u64,
@@ -147,7 +164,7 @@ pub(crate) fn stream_totals(
         t.reserved += reserved;
         if rules::serving(m.live, s.enabled, s.health.is_up()) {
             t.relays += 1;
-            t.listeners += u64::from(m.listeners);
+            t.listeners += m.listeners_now();
             t.capacity = t.capacity.zip(m.max).map(|(a, b)| a + u64::from(b));
             t.free = t.free.zip(free).map(|(a, b)| a + b);
         }
@@ -156,7 +173,7 @@ pub(crate) fn stream_totals(
 }
 
 /// Whether the stream's geo-restriction lets this client in.
-pub(crate) fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
+pub fn allowed(stream: &StreamEntry, client: &ClientGeo) -> bool {
     match (&stream.allowed_countries, client.country) {
         (None, _) => true,
         (Some(list), Some(c)) => list.contains(&c),
@@ -175,12 +192,21 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Free slots and reservations of a mount, `None` when it is full.
+    /// Free slots and reservations of a mount, `None` when it is full or
+    /// cannot reach this client.
     fn room(&self, mount: usize) -> Option<(Option<u64>, u64)> {
         let m = &self.snap.mounts[mount];
         let s = &self.snap.servers[m.server];
+        if self.unreachable(s).is_some() {
+            return None;
+        }
         let (free, reserved) = free_slots(m, s, self.now_s, self.ttl_s);
         (free != Some(0)).then_some((free, reserved))
+    }
+
+    /// Why the relay cannot take this client whatever its load.
+    fn unreachable(&self, s: &ServerEntry) -> Option<Excluded> {
+        rules::client_exclusion(&s.policy, self.client.ip, self.client.asn)
     }
 
     fn local(&self, c: Option<CountryCode>) -> bool {
@@ -194,7 +220,7 @@ impl Ctx<'_> {
         let s = &self.snap.servers[m.server];
         let (used, capacity, from) = match (m.max, s.max_listeners) {
             (Some(max), _) => (
-                u64::from(m.listeners) + reserved,
+                m.listeners_now() + reserved,
                 u64::from(max),
                 CapacityFrom::Mount,
             ),
@@ -202,13 +228,13 @@ impl Ctx<'_> {
                 let seen = s.last_success_at.unwrap_or(i64::MIN);
                 let server_reserved = s.counters.ledger.count_seen(self.now_s, self.ttl_s, seen);
                 (
-                    s.listeners + server_reserved,
+                    s.listeners_now() + server_reserved,
                     u64::from(max),
                     CapacityFrom::Server,
                 )
             }
             (None, None) => (
-                u64::from(m.listeners) + reserved,
+                m.listeners_now() + reserved,
                 self.share,
                 CapacityFrom::FairShare,
             ),
@@ -288,13 +314,17 @@ thread_local! {
 
 impl Ctx<'_> {
     /// The mount `choose` would reserve, without reserving it: the first
-    /// tier with a candidate decides (rule 1).
+    /// tier with a candidate decides (rule 1), and within a tier the
+    /// relays of the client's AS come first.
     fn pick(&self, stream: &StreamEntry, want: Want, rng: &mut impl Rng) -> Option<usize> {
-        stream
-            .routes
-            .tiers(want)
-            .iter()
-            .find_map(|g| self.pick_in(g, rng))
+        stream.routes.tiers(want).iter().find_map(|t| {
+            let own = match self.client.asn {
+                Some(a) if !t.by_asn.is_empty() => t.by_asn.get(&a),
+                _ => None,
+            };
+            own.and_then(|g| self.pick_in(g, rng))
+                .or_else(|| self.pick_in(&t.all, rng))
+        })
     }
 
     /// The best mount of `g` for this client (rules 2 and 3).
@@ -415,7 +445,7 @@ fn nearest(d: &[f64]) -> Option<usize> {
 /// Every mount of the stream, candidates first in the order [`choose`]
 /// would take them (ties in random order), then the excluded ones in the
 /// stream's order.
-pub(crate) fn rank(
+pub fn rank(
     snap: &Snapshot,
     stream: &StreamEntry,
     client: &ClientGeo,
@@ -436,12 +466,7 @@ pub(crate) fn rank(
 
 /// What selection sees of each mount for a plain listener of unknown
 /// location, whatever the stream's geo-restriction: the admin's view.
-pub(crate) fn survey(
-    snap: &Snapshot,
-    stream: &StreamEntry,
-    now_s: u64,
-    ttl_s: u64,
-) -> Vec<Assessed> {
+pub fn survey(snap: &Snapshot, stream: &StreamEntry, now_s: u64, ttl_s: u64) -> Vec<Assessed> {
     let c = Ctx {
         snap,
         client: &ClientGeo::default(),
@@ -471,10 +496,17 @@ impl Ctx<'_> {
                 (a, d, rng.random())
             })
             .collect();
-        for tier in 0..rules::TIERS as u8 {
+        let mut groups: Vec<_> = all
+            .iter()
+            .filter(|(a, _, _)| a.excluded.is_none())
+            .map(|(a, _, _)| a.group())
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group in groups {
             let mut members: Vec<&mut (Assessed, f64, u32)> = all
                 .iter_mut()
-                .filter(|(a, _, _)| a.excluded.is_none() && a.tier == tier)
+                .filter(|(a, _, _)| a.excluded.is_none() && a.group() == group)
                 .collect();
             c.draw_rings(&mut members);
         }
@@ -501,6 +533,10 @@ impl Ctx<'_> {
             Some(e)
         } else if tier.is_none() {
             Some(Excluded::HttpsRequired)
+        } else if let Some(e) = self.unreachable(s) {
+            Some(e)
+        } else if bandwidth_room(m, s, self.now_s, self.ttl_s) == Some(0) {
+            Some(Excluded::OverBudget)
         } else if free == Some(0) {
             Some(Excluded::Full)
         } else {
@@ -511,7 +547,9 @@ impl Ctx<'_> {
             free,
             reserved,
             excluded,
+            level: s.policy.tier,
             tier: tier.unwrap_or(0),
+            same_as: rules::same_as(&s.policy, self.client.asn),
             distance_km: None,
             ring: 0,
             ring_end_km: None,
@@ -560,7 +598,8 @@ mod tests {
     use rand::rngs::StdRng;
 
     use super::*;
-    use crate::domain::{Coords, CountryCode, distance_km};
+    use crate::domain::{Coords, CountryCode, IpVersions, distance_km};
+    use crate::routing::reasons::{Reason, reasons};
 
     /// `choose`, the slot kept (as a redirect does).
     fn choose(
@@ -607,6 +646,7 @@ mod tests {
         ClientGeo {
             country: None,
             coords: Some(Coords { lat, lon }),
+            ..ClientGeo::default()
         }
     }
 
@@ -905,7 +945,45 @@ mod tests {
         r.live = rng.random_bool(0.95);
         r.https = rng.random_bool(0.5);
         r.weight = [50, 100, 150][rng.random_range(0..3)];
+        let p = &mut r.policy;
+        p.tier = [1, 1, 1, 2, 3][rng.random_range(0..5)];
+        p.ip_versions = [IpVersions::default(), v4_only(), v6_only()][rng.random_range(0..3)];
+        if rng.random_bool(0.3) {
+            p.asns = vec![rng.random_range(1..4)];
+        }
+        if rng.random_bool(0.1) {
+            p.only_asns = vec![rng.random_range(1..4)];
+        }
+        if rng.random_bool(0.2) {
+            p.max_mbps = Some(rng.random_range(1.0..20.0));
+        }
         r
+    }
+
+    fn v4_only() -> IpVersions {
+        IpVersions {
+            v4: true,
+            v6: false,
+        }
+    }
+
+    fn v6_only() -> IpVersions {
+        IpVersions {
+            v4: false,
+            v6: true,
+        }
+    }
+
+    const V4: &str = "192.0.2.10";
+    const V6: &str = "2001:db8::10";
+
+    /// A client of unknown location at `ip`, in AS `asn`.
+    fn from(ip: &str, asn: Option<u32>) -> ClientGeo {
+        ClientGeo {
+            ip: Some(ip.parse().unwrap()),
+            asn,
+            ..ClientGeo::default()
+        }
     }
 
     fn random_client(rng: &mut StdRng) -> ClientGeo {
@@ -919,6 +997,8 @@ mod tests {
         if rng.random_bool(0.2) {
             c.coords = None;
         }
+        c.ip = [None, Some(V4), Some(V6)][rng.random_range(0..3)].map(|a| a.parse().unwrap());
+        c.asn = rng.random_bool(0.7).then(|| rng.random_range(1..4));
         c
     }
 
@@ -935,6 +1015,7 @@ mod tests {
             }
         }
         let st = &mut s.streams[0];
+        st.bitrate_kbps = rng.random_bool(0.5).then_some(128);
         st.require_https = rng.random_bool(0.3);
         if rng.random_bool(0.3) {
             st.allowed_countries = Some(vec![CountryCode::parse("DE").unwrap()]);
@@ -994,6 +1075,7 @@ mod tests {
         let de = ClientGeo {
             country: Some(CountryCode::parse("DE").unwrap()),
             coords: None,
+            ..ClientGeo::default()
         };
         let ranked = rank(
             &s,
@@ -1105,6 +1187,7 @@ mod tests {
                 lat: 48.18,
                 lon: 16.7,
             }),
+            ..ClientGeo::default()
         };
         for seed in 0..10 {
             let ranked = rank(
@@ -1130,6 +1213,7 @@ mod tests {
         let client = ClientGeo {
             country: Some(CountryCode::parse("DE").unwrap()),
             coords: None,
+            ..ClientGeo::default()
         };
         assert_eq!(pick(&s, &client, 1), Some("de"));
     }
@@ -1226,10 +1310,168 @@ mod tests {
         assert_eq!((t.capacity, t.free), (None, None), "one unlimited mount");
     }
 
+    fn names(s: &Snapshot, ranked: &[Assessed]) -> Vec<String> {
+        let name = |a: &Assessed| s.servers[s.mounts[a.mount].server].name.clone();
+        ranked.iter().map(name).collect()
+    }
+
+    fn rank_for(s: &Snapshot, client: &ClientGeo) -> Vec<Assessed> {
+        let mut rng = StdRng::seed_from_u64(1);
+        rank(
+            s,
+            &s.streams[0],
+            client,
+            Want::default(),
+            NOW,
+            TTL,
+            &mut rng,
+        )
+    }
+
+    #[test]
+    fn an_overflow_tier_is_untouched_until_every_lower_tier_is_full() {
+        // The CDN (tier 2) is empty and heavy; the own relays take every
+        // listener they have room for (3 + 2) first, then the CDN.
+        let mut cdn = relay("cdn", 0, Some(1000));
+        cdn.policy.tier = 2;
+        cdn.weight = 10_000;
+        let s = snapshot(vec![relay("a", 7, Some(10)), relay("b", 8, Some(10)), cdn]);
+        let ranked = rank_for(&s, &ClientGeo::default());
+        assert_eq!(names(&s, &ranked)[2], "cdn");
+        let why = reasons(&ranked, false);
+        assert!(
+            matches!(
+                why[2],
+                Reason::Overflow {
+                    tier: 2,
+                    first_tier: 1,
+                    ..
+                }
+            ),
+            "{why:?}"
+        );
+        let mut rng = StdRng::seed_from_u64(2);
+        for _ in 0..5 {
+            let m = choose_any(&s, &mut rng).unwrap();
+            assert_ne!(s.servers[s.mounts[m].server].name, "cdn");
+        }
+        assert_eq!(reserved(&s), vec![3, 2, 0]);
+        let m = choose_any(&s, &mut rng).unwrap();
+        assert_eq!(s.servers[s.mounts[m].server].name, "cdn", "tier 1 is full");
+    }
+
+    #[test]
+    fn an_overflow_tier_serves_when_the_lower_one_is_down_or_out_of_reach() {
+        let mut cdn = relay("cdn", 0, Some(10));
+        cdn.policy.tier = 2;
+        let mut own = relay("own", 0, Some(10));
+        own.up = false;
+        let s = snapshot(vec![own, cdn]);
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("cdn"));
+        let mut own = relay("own", 0, Some(10));
+        own.policy.ip_versions = v4_only();
+        let mut cdn = relay("cdn", 0, Some(10));
+        cdn.policy.tier = 2;
+        let s = snapshot(vec![own, cdn]);
+        assert_eq!(pick(&s, &from(V6, None), 1), Some("cdn"));
+        assert_eq!(pick(&s, &from(V4, None), 1), Some("own"));
+    }
+
+    #[test]
+    fn a_client_never_goes_to_a_relay_of_the_other_ip_version() {
+        // The IPv4-only relay is emptier; IPv6 clients still go to the
+        // other, and with only IPv4 relays they get nothing.
+        let mut v4 = relay("v4", 0, Some(100));
+        v4.policy.ip_versions = v4_only();
+        let s = snapshot(vec![v4, relay("dual", 90, Some(100))]);
+        assert_eq!(pick(&s, &from(V4, None), 1), Some("v4"));
+        assert_eq!(pick(&s, &from("::ffff:192.0.2.10", None), 1), Some("v4"));
+        for seed in 0..5 {
+            assert_eq!(pick(&s, &from(V6, None), seed), Some("dual"));
+        }
+        let ranked = rank_for(&s, &from(V6, None));
+        assert_eq!(ranked[1].excluded, Some(Excluded::IpVersion));
+        let mut v4 = relay("v4", 0, Some(100));
+        v4.policy.ip_versions = v4_only();
+        let s = snapshot(vec![v4]);
+        assert_eq!(pick(&s, &from(V6, None), 1), None);
+    }
+
+    #[test]
+    fn a_relay_for_some_networks_takes_only_their_clients() {
+        let mut isp = relay("isp", 0, Some(100));
+        isp.policy.only_asns = vec![3320];
+        isp.policy.only_prefixes = vec!["198.51.100.0/24".parse().unwrap()];
+        let s = snapshot(vec![isp, relay("public", 50, Some(100))]);
+        assert_eq!(pick(&s, &from(V4, Some(3320)), 1), Some("isp"));
+        assert_eq!(pick(&s, &from("198.51.100.7", None), 1), Some("isp"));
+        assert_eq!(pick(&s, &from(V4, Some(1)), 1), Some("public"));
+        assert_eq!(pick(&s, &from(V4, None), 1), Some("public"));
+        let ranked = rank_for(&s, &from(V4, Some(1)));
+        assert_eq!(ranked[1].excluded, Some(Excluded::OtherNetwork));
+    }
+
+    #[test]
+    fn a_client_prefers_a_relay_of_its_own_as_however_far_or_full() {
+        // Berlin client in AS 3320: the Sydney relay listing 3320 wins over
+        // an empty Frankfurt relay; other clients go to Frankfurt.
+        let mut syd = located("syd", "AU", -33.87, 151.21);
+        syd.listeners = 90;
+        syd.policy.asns = vec![3320, 8881];
+        let s = snapshot(vec![located("fra", "DE", 50.11, 8.68), syd]);
+        let mut client = at(52.52, 13.40);
+        client.asn = Some(3320);
+        assert_eq!(pick(&s, &client, 1), Some("syd"));
+        let ranked = rank_for(&s, &client);
+        assert_eq!(names(&s, &ranked), ["syd", "fra"]);
+        let why = reasons(&ranked, true);
+        assert!(matches!(why[0], Reason::SameAs { .. }), "{why:?}");
+        assert!(matches!(why[1], Reason::OtherAs { .. }), "{why:?}");
+        client.asn = Some(1);
+        assert_eq!(pick(&s, &client, 1), Some("fra"));
+        // Full, it gives way.
+        let mut syd = located("syd", "AU", -33.87, 151.21);
+        syd.listeners = 100;
+        syd.policy.asns = vec![3320];
+        let s = snapshot(vec![located("fra", "DE", 50.11, 8.68), syd]);
+        client.asn = Some(3320);
+        assert_eq!(pick(&s, &client, 1), Some("fra"));
+    }
+
+    #[test]
+    fn a_bandwidth_budget_admits_exactly_budget_over_bitrate_listeners() {
+        // 1 Mbit/s at 128 kbit/s: 7 listeners (896 kbit/s), 2 of them
+        // already there; the slots of the mount (100) never matter.
+        let mut a = relay("a", 2, Some(100));
+        a.policy.max_mbps = Some(1.0);
+        let mut s = snapshot(vec![a]);
+        s.streams[0].bitrate_kbps = Some(128);
+        s.reindex();
+        let mut rng = StdRng::seed_from_u64(3);
+        for _ in 0..5 {
+            choose_any(&s, &mut rng).unwrap();
+        }
+        assert_eq!(choose_any(&s, &mut rng), None);
+        let ranked = rank_for(&s, &ClientGeo::default());
+        assert_eq!(ranked[0].excluded, Some(Excluded::OverBudget));
+        assert_eq!(ranked[0].free, Some(0));
+        // A relay of the same budget with room takes the next one.
+        let mut a = relay("a", 7, Some(100));
+        a.policy.max_mbps = Some(1.0);
+        let mut b = relay("b", 6, Some(100));
+        b.policy.max_mbps = Some(1.0);
+        let mut s = snapshot(vec![a, b]);
+        s.streams[0].bitrate_kbps = Some(128);
+        s.reindex();
+        assert_eq!(pick(&s, &ClientGeo::default(), 1), Some("b"));
+        assert_eq!(pick(&s, &ClientGeo::default(), 2), None);
+    }
+
     #[test]
     fn geo_restriction() {
         let s = snapshot(vec![relay("a", 0, None)]);
         let mut st = StreamEntry {
+            bitrate_kbps: None,
             allowed_countries: Some(vec![CountryCode::parse("DE").unwrap()]),
             allow_unknown: true,
             require_https: false,
@@ -1244,10 +1486,12 @@ mod tests {
         let de = ClientGeo {
             country: Some(CountryCode::parse("DE").unwrap()),
             coords: None,
+            ..ClientGeo::default()
         };
         let fr = ClientGeo {
             country: Some(CountryCode::parse("FR").unwrap()),
             coords: None,
+            ..ClientGeo::default()
         };
         assert!(allowed(&st, &de));
         assert!(!allowed(&st, &fr));

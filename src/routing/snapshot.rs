@@ -8,14 +8,18 @@
 //! holds `Arc`s to them.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::sync::lock;
-use crate::domain::{Coords, CountryCode, Health, LocationSource, Point, ResolvedLocation};
+use crate::domain::{
+    Coords, CountryCode, Health, HealthState, LocationSource, Point, Policy, ResolvedLocation,
+    Secret,
+};
 use crate::store;
 use crate::store::Result;
 
+use super::callbacks::{CallbackBook, Tally};
 use super::countries::{self, CountryTally};
 use super::reservations::{Ledger, Observation};
 use super::routes::{Routes, Serving};
@@ -28,6 +32,12 @@ pub struct MountCounters {
     /// With a cluster: until this second the shared count has no slot
     /// here, whatever this instance's own count says.
     pub shared_full_until_s: AtomicU64,
+    /// Listeners the relay's callbacks report here.
+    pub callbacks: Tally,
+    /// The relay's callbacks showed this mount serving (a listener, or a
+    /// `mount_add`) and no `mount_remove` since: a mount the poll does not
+    /// list (`<hidden>1</hidden>`) is live by this (see `MountEntry::hidden`).
+    pub announced: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -35,6 +45,10 @@ pub struct ServerCounters {
     pub ledger: Ledger,
     pub redirects: AtomicU64,
     pub poll_errors: AtomicU64,
+    /// Which client is on which mount, from the relay's callbacks.
+    pub book: CallbackBook,
+    /// Listeners the relay's callbacks report over all its mounts.
+    pub callbacks: Tally,
 }
 
 /// Redirect outcomes of one stream, for /metrics.
@@ -95,6 +109,37 @@ impl Counters {
     }
 }
 
+/// A server's bandwidth budget and what is charged against it: each of
+/// its mounts whose stream has a `bitrate_kbps`, for its listeners and
+/// its reservations.
+#[derive(Debug)]
+pub struct Bandwidth {
+    pub budget_kbps: u64,
+    /// (listeners at the last poll, bitrate in kbit/s, the mount's counters).
+    pub mounts: Vec<(u32, u32, Arc<MountCounters>)>,
+}
+
+impl Bandwidth {
+    /// kbit/s in use: listeners and the reservations still counting, each
+    /// at its stream's bitrate.
+    pub fn used_kbps(&self, now_s: u64, ttl_s: u64, seen: i64) -> u64 {
+        self.mounts
+            .iter()
+            .map(|(listeners, kbps, c)| {
+                (u64::from(*listeners) + c.ledger.count_seen(now_s, ttl_s, seen)) * u64::from(*kbps)
+            })
+            .sum()
+    }
+
+    /// Listeners of `kbps` that still fit in the budget.
+    pub fn room(&self, kbps: u32, now_s: u64, ttl_s: u64, seen: i64) -> u64 {
+        let left = self
+            .budget_kbps
+            .saturating_sub(self.used_kbps(now_s, ttl_s, seen));
+        left / u64::from(kbps.max(1))
+    }
+}
+
 #[derive(Debug)]
 pub struct ServerEntry {
     pub id: i64,
@@ -108,6 +153,11 @@ pub struct ServerEntry {
     pub max_listeners: Option<u32>,
     pub weight: u32,
     pub enabled: bool,
+    /// Tier, polling, the clients it reaches and prefers, its budget.
+    pub policy: Policy,
+    /// With `max_mbps`: the budget and its charges; filled in by
+    /// [`Snapshot::reindex`].
+    pub bandwidth: Option<Bandwidth>,
     pub health: Health,
     /// Listeners over all mounts the relay listed, configured or not.
     pub listeners: u64,
@@ -118,7 +168,22 @@ pub struct ServerEntry {
     pub latency_ms: Option<i64>,
     /// How the last good poll read the relay (`load.xsl`, `status-json.xsl`).
     pub source: Option<String>,
+    /// The relay's URL-auth callbacks authenticate with this; with one,
+    /// its listener counts come from the callbacks (see `callbacks`).
+    pub callback_token: Option<Secret>,
     pub counters: Arc<ServerCounters>,
+}
+
+impl ServerEntry {
+    /// Listeners over all the relay's mounts now: the callbacks' count
+    /// when the relay has a token, else the last poll's.
+    pub fn listeners_now(&self) -> u64 {
+        if self.callback_token.is_some() {
+            self.counters.callbacks.listeners()
+        } else {
+            self.listeners
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -134,7 +199,27 @@ pub struct MountEntry {
     /// (`configured_max`), or the lower of both; `None` = nobody knows.
     pub max: Option<u32>,
     pub configured_max: Option<u32>,
+    /// Its relay has a callback token: `listeners_now` is the callbacks'.
+    pub callbacks: bool,
+    /// Live although the poll does not list it (`<hidden>1</hidden>`
+    /// mounts never are): its relay has callbacks, which showed it serving
+    /// (`MountCounters::announced`), and the configuration gives its limit.
+    pub hidden: bool,
+    /// Each listener's bitrate (the stream's `bitrate_kbps`).
+    pub kbps: Option<u32>,
     pub counters: Arc<MountCounters>,
+}
+
+impl MountEntry {
+    /// Listeners on the mount now: the callbacks' count when its relay
+    /// has a token, else the last poll's.
+    pub fn listeners_now(&self) -> u64 {
+        if self.callbacks {
+            self.counters.callbacks.listeners()
+        } else {
+            u64::from(self.listeners)
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -147,6 +232,8 @@ pub struct StreamEntry {
     pub allow_unknown: bool,
     /// Listeners who came over HTTPS go only to relays with an https_url.
     pub require_https: bool,
+    /// Each listener's bitrate, charged against the relays' `max_mbps`.
+    pub bitrate_kbps: Option<u32>,
     pub mounts: Vec<usize>,
     pub counters: Arc<StreamCounters>,
     /// The serving mounts as selection reads them; filled in by
@@ -161,6 +248,9 @@ pub struct Snapshot {
     pub streams: Vec<StreamEntry>,
     pub mounts: Vec<MountEntry>,
     by_name: HashMap<String, usize>,
+    servers_by_name: HashMap<String, usize>,
+    /// Mounts by (server index, path).
+    mounts_by_path: HashMap<(usize, String), usize>,
     /// Each server's coordinates as a unit vector, with the coordinates
     /// they were made from (the fields are public and may change).
     points: Vec<Option<(Coords, Point)>>,
@@ -181,6 +271,17 @@ impl StreamEntry {
 impl Snapshot {
     pub fn stream(&self, name: &str) -> Option<&StreamEntry> {
         self.by_name.get(name).map(|&i| &self.streams[i])
+    }
+    pub fn server_index(&self, name: &str) -> Option<usize> {
+        self.servers_by_name.get(name).copied()
+    }
+    /// The mount at `path` on server `server`, if a stream routes to it.
+    pub fn mount_at(&self, server: usize, path: &str) -> Option<usize> {
+        // A (usize, String) key cannot be looked up by &str without a
+        // copy; mounts per server are few, so the copy is the cheap part.
+        self.mounts_by_path
+            .get(&(server, path.to_string()))
+            .copied()
     }
 
     /// Server `i`'s location for distance computations.
@@ -204,6 +305,16 @@ impl Snapshot {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let servers_by_name = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let mounts_by_path = mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ((m.server, m.path.clone()), i))
+            .collect();
         let mut snap = Snapshot {
             built_at_ms: store::now_ms(),
             points: Vec::new(),
@@ -211,6 +322,8 @@ impl Snapshot {
             streams,
             mounts,
             by_name,
+            servers_by_name,
+            mounts_by_path,
         };
         snap.reindex();
         snap
@@ -224,6 +337,7 @@ impl Snapshot {
             .iter()
             .map(|s| s.coords.map(|c| (c, Point::new(c))))
             .collect();
+        self.charge_bandwidth();
         let mut streams = std::mem::take(&mut self.streams);
         for st in &mut streams {
             let serving = st.mounts.iter().filter_map(|&i| {
@@ -235,11 +349,32 @@ impl Snapshot {
                     point: self.server_point(m.server),
                     has_https_url: s.https_url.is_some(),
                     limit: m.max.or(s.max_listeners),
+                    level: s.policy.tier,
+                    asns: &s.policy.asns,
                 })
             });
             st.routes = Routes::build(serving, st.require_https);
         }
         self.streams = streams;
+    }
+}
+
+impl Snapshot {
+    /// Gives each mount its stream's bitrate and lays out each budgeted
+    /// server's charges: its mounts of streams with a bitrate.
+    fn charge_bandwidth(&mut self) {
+        for s in &mut self.servers {
+            s.bandwidth = s.policy.max_mbps.map(|mbps| Bandwidth {
+                budget_kbps: (mbps * 1000.0) as u64,
+                mounts: Vec::new(),
+            });
+        }
+        for m in &mut self.mounts {
+            m.kbps = self.streams.get(m.stream).and_then(|st| st.bitrate_kbps);
+            if let (Some(bw), Some(kbps)) = (&mut self.servers[m.server].bandwidth, m.kbps) {
+                bw.mounts.push((m.listeners, kbps, m.counters.clone()));
+            }
+        }
     }
 }
 
@@ -270,8 +405,10 @@ pub fn build(
     for row in &rows.servers {
         let health = rows.health.get(&row.id);
         let geo = resolved.get(&row.id).copied().unwrap_or_default();
-        let entry = server_entry(row, health, &usage, counters.server(row.id), geo);
-        reconcile_server(&entry, health, rec);
+        let mut entry = server_entry(row, health, &usage, counters.server(row.id), geo);
+        entry.callback_token = rows.tokens.get(&row.id).cloned();
+        let hidden = hidden_listeners(&rows, &usage, counters, row.id);
+        reconcile_server(&entry, health, hidden, rec);
         server_index.insert(row.id, servers.len());
         servers.push(entry);
     }
@@ -295,7 +432,13 @@ pub fn build(
             .by_mount
             .get(&(row.server_id, row.mount.as_str()))
             .copied();
-        let entry = mount_entry(row, server, stream, u, counters.mount(row.id));
+        let polled = servers[server].policy.poll;
+        let mut entry = mount_entry(row, server, stream, u, polled, counters.mount(row.id));
+        entry.callbacks = servers[server].callback_token.is_some();
+        if u.is_none() && entry.callbacks && entry.configured_max.is_some() {
+            entry.hidden = entry.counters.announced.load(Ordering::Relaxed);
+            entry.live = entry.hidden;
+        }
         let connections = connections(rows.health.get(&row.server_id));
         reconcile_mount(&entry, &servers[server], &usage, connections, rec);
         streams[stream].mounts.push(mounts.len());
@@ -312,6 +455,7 @@ pub struct Rows {
     mounts: Vec<store::mounts::MountRow>,
     health: HashMap<i64, store::status::HealthRow>,
     usage: Vec<store::status::MountStatusRow>,
+    tokens: HashMap<i64, Secret>,
 }
 
 impl Rows {
@@ -326,6 +470,7 @@ impl Rows {
             .map(|h| (h.server_id, h))
             .collect();
         let usage = store::status::mount_status_all(&mut tx).await?;
+        let tokens = store::servers::callback_tokens(&mut tx).await?;
         tx.commit().await?;
         Ok(Rows {
             servers,
@@ -333,6 +478,7 @@ impl Rows {
             mounts,
             health,
             usage,
+            tokens,
         })
     }
 }
@@ -397,6 +543,20 @@ fn server_entry(
         (_, _, Some(c)) => (Some(c), LocationSource::GeoIp),
         _ => (None, LocationSource::Unknown),
     };
+    let policy = row.policy().unwrap_or_else(|(what, e)| {
+        tracing::warn!(server = %row.name, what, error = %e, "bad routing policy in the database; using the default");
+        Policy::default()
+    });
+    // An unpolled relay (a CDN) is taken as up: nothing could say otherwise.
+    let health = match h {
+        _ if !policy.poll => Health {
+            state: HealthState::Up,
+            failures: 0,
+            successes: 0,
+        },
+        Some(h) => h.health(),
+        None => Health::default(),
+    };
     ServerEntry {
         id: row.id,
         name: row.name.clone(),
@@ -409,7 +569,9 @@ fn server_entry(
         max_listeners: row.max_listeners.and_then(|v| u32::try_from(v).ok()),
         weight: u32::try_from(row.weight).unwrap_or(100).max(1),
         enabled: row.enabled,
-        health: h.map(|h| h.health()).unwrap_or_default(),
+        policy,
+        bandwidth: None,
+        health,
         listeners: usage.listeners(row.id),
         last_poll_at: h.and_then(|h| h.last_poll_at),
         last_success_at: h.and_then(|h| h.last_success_at),
@@ -417,18 +579,47 @@ fn server_entry(
         last_error_at: h.and_then(|h| h.last_error_at),
         latency_ms: h.and_then(|h| h.latency_ms),
         source: h.and_then(|h| h.source.clone()),
+        callback_token: None,
         counters,
     }
 }
 
-/// Reconciles the server's reservations with its last successful poll.
-fn reconcile_server(entry: &ServerEntry, h: Option<&store::status::HealthRow>, rec: Reconcile) {
+/// Listeners the callbacks count on the server's configured mounts that
+/// its last poll did not list (hidden ones): the poll's total lacks them.
+fn hidden_listeners(rows: &Rows, usage: &UsageIndex<'_>, counters: &Counters, server: i64) -> u64 {
+    if !rows.tokens.contains_key(&server) {
+        return 0;
+    }
+    rows.mounts
+        .iter()
+        .filter(|m| m.server_id == server)
+        .filter(|m| !usage.by_mount.contains_key(&(server, m.mount.as_str())))
+        .map(|m| counters.mount(m.id).callbacks.listeners())
+        .sum()
+}
+
+/// Reconciles the server's reservations with its last successful poll;
+/// `hidden`: listeners of mounts the poll cannot see, per the callbacks.
+fn reconcile_server(
+    entry: &ServerEntry,
+    h: Option<&store::status::HealthRow>,
+    hidden: u64,
+    rec: Reconcile,
+) {
     if let Some(at) = entry.last_success_at {
-        let obs = Observation {
-            poll_ms: at,
-            listeners: entry.listeners,
-            connections: connections(h),
-        };
+        let c = &entry.counters;
+        if entry.callback_token.is_some() {
+            let polled = entry.listeners + hidden;
+            c.book.reconcile(&c.callbacks, 0, polled, at, rec.grace_ms);
+        }
+        let obs = callback_free(
+            entry,
+            Observation {
+                poll_ms: at,
+                listeners: entry.listeners,
+                connections: connections(h),
+            },
+        );
         entry
             .counters
             .ledger
@@ -445,6 +636,10 @@ fn stream_entry(row: &store::streams::StreamRow, counters: Arc<StreamCounters>) 
         allowed_countries: row.allowed_countries(),
         allow_unknown: row.allow_unknown,
         require_https: row.require_https,
+        bitrate_kbps: row
+            .bitrate_kbps
+            .and_then(|v| u32::try_from(v).ok())
+            .filter(|&v| v > 0),
         mounts: Vec::new(),
         counters,
         routes: Routes::default(),
@@ -456,6 +651,7 @@ fn mount_entry(
     server: usize,
     stream: usize,
     u: Option<&store::status::MountStatusRow>,
+    polled: bool,
     counters: Arc<MountCounters>,
 ) -> MountEntry {
     let reported = u.and_then(|u| u.max_listeners).map(clamp_u32);
@@ -465,13 +661,17 @@ fn mount_entry(
         server,
         stream,
         path: row.mount.clone(),
-        live: u.is_some(),
+        // An unpolled relay carries every mount it is configured with.
+        live: u.is_some() || !polled,
         listeners: u.map(|u| clamp_u32(u.listeners)).unwrap_or(0),
         max: match (reported, configured_max) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         },
         configured_max,
+        callbacks: false,
+        hidden: false,
+        kbps: None,
         counters,
     }
 }
@@ -490,13 +690,43 @@ fn reconcile_mount(
         return;
     };
     let only_mount = usage.server_mounts.get(&server.id) == Some(&1) && entry.live;
-    let obs = Observation {
-        poll_ms: at,
-        listeners: u64::from(entry.listeners),
-        connections: connections.filter(|_| only_mount),
-    };
+    // A hidden mount's count is the callbacks' alone: no poll lists it.
+    if entry.callbacks && entry.live && !entry.hidden {
+        let book = &server.counters.book;
+        let polled = u64::from(entry.listeners);
+        book.reconcile(
+            &entry.counters.callbacks,
+            entry.id,
+            polled,
+            at,
+            rec.grace_ms,
+        );
+    }
+    let obs = callback_free(
+        server,
+        Observation {
+            poll_ms: at,
+            listeners: u64::from(entry.listeners),
+            connections: connections.filter(|_| only_mount),
+        },
+    );
     entry
         .counters
         .ledger
         .reconcile(obs, rec.grace_ms, rec.ttl_s);
+}
+
+/// With callbacks a redirect's reservation ends when its listener's
+/// `listener_add` confirms it (or with the grace), not when the poll sees
+/// listeners grow: growth is the callbacks' to count, and taking it for
+/// arrivals too would free reservations twice.
+fn callback_free(server: &ServerEntry, obs: Observation) -> Observation {
+    if server.callback_token.is_none() {
+        return obs;
+    }
+    Observation {
+        listeners: 0,
+        connections: None,
+        ..obs
+    }
 }

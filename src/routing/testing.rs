@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Coords, CountryCode, Health, HealthState as State, LocationSource};
+use crate::domain::{Coords, CountryCode, Health, HealthState as State, LocationSource, Policy};
 use crate::routing::snapshot::{
     MountCounters, MountEntry, ServerCounters, ServerEntry, Snapshot, StreamCounters, StreamEntry,
 };
@@ -24,6 +24,7 @@ pub struct Relay {
     pub coords: Option<(f64, f64)>,
     /// Gets `https_url = https://<name>`.
     pub https: bool,
+    pub policy: Policy,
 }
 
 pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
@@ -39,6 +40,7 @@ pub fn relay(name: &'static str, listeners: u32, max: Option<u32>) -> Relay {
         country: None,
         coords: None,
         https: false,
+        policy: Policy::default(),
     }
 }
 
@@ -58,6 +60,8 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             max_listeners: r.server_max,
             weight: r.weight,
             enabled: r.enabled,
+            policy: r.policy.clone(),
+            bandwidth: None,
             health: Health {
                 state: if r.up { State::Up } else { State::Down },
                 failures: 0,
@@ -70,6 +74,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             last_error_at: None,
             latency_ms: None,
             source: None,
+            callback_token: None,
             counters: Arc::new(ServerCounters::default()),
         });
         mounts.push(MountEntry {
@@ -81,6 +86,9 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
             listeners: r.listeners,
             max: r.max,
             configured_max: None,
+            callbacks: false,
+            hidden: false,
+            kbps: None,
             counters: Arc::new(MountCounters::default()),
         });
     }
@@ -92,6 +100,7 @@ pub fn snapshot(relays: Vec<Relay>) -> Snapshot {
         allowed_countries: None,
         allow_unknown: true,
         require_https: false,
+        bitrate_kbps: None,
         mounts: (0..mounts.len()).collect(),
         counters: Arc::new(StreamCounters::default()),
         routes: Default::default(),

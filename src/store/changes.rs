@@ -177,6 +177,47 @@ pub(crate) async fn update_server(
     Ok((before, after))
 }
 
+/// Sets or removes a server's callback token. The audit entry says only
+/// whether one is set: the token itself is never written anywhere else.
+/// Returns whether anything changed.
+pub async fn set_callback_token(
+    ctx: &mut ChangeTx,
+    id: i64,
+    change: &crate::domain::TokenChange,
+) -> Result<bool> {
+    use crate::domain::TokenChange;
+    let before = servers::callback_token(ctx.conn(), id).await?;
+    let after = match change {
+        TokenChange::Keep => return Ok(false),
+        TokenChange::Remove => None,
+        TokenChange::Set(t) => Some(t),
+    };
+    if before.as_ref() == after {
+        return Ok(false);
+    }
+    servers::set_callback_token(ctx.conn(), id, after).await?;
+    let name = servers::get(ctx.conn(), id).await?.name;
+    let text = |set: bool| {
+        Some(format!(
+            "callback_token = {}",
+            if set { "(set)" } else { "(none)" }
+        ))
+    };
+    let after_text = match (before.is_some(), after.is_some()) {
+        (true, true) => Some("callback_token = (changed)".to_string()),
+        (_, set) => text(set),
+    };
+    ctx.record(
+        Action::Update,
+        Kind::Server,
+        &name,
+        text(before.is_some()),
+        after_text,
+    )
+    .await?;
+    Ok(true)
+}
+
 /// Deletes a server with its mounts; each is audited.
 pub async fn delete_server(ctx: &mut ChangeTx, id: i64) -> Result<(ServerRow, Vec<MountRow>)> {
     let row = servers::get(ctx.conn(), id).await?;

@@ -16,6 +16,7 @@ pub struct StreamRow {
     pub allow_unknown: bool,
     /// Listeners who came over HTTPS go only to relays with an https_url.
     pub require_https: bool,
+    pub bitrate_kbps: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -48,12 +49,17 @@ impl StreamRow {
             allowed_countries: self.allowed_countries(),
             allow_unknown: self.allow_unknown,
             require_https: self.require_https,
+            bitrate_kbps: self
+                .bitrate_kbps
+                .map(crate::domain::policy::parse_bitrate)
+                .transpose()
+                .map_err(|e| bad("bitrate_kbps", e))?,
         })
     }
 }
 
 const COLUMNS: &str = "id, name, description, fallback_url, allowed_countries, allow_unknown, require_https, \
-     created_at, updated_at";
+     bitrate_kbps, created_at, updated_at";
 
 fn countries_column(s: &StreamSpec) -> Option<String> {
     s.allowed_countries.as_ref().map(|list| {
@@ -95,7 +101,8 @@ pub async fn insert(conn: &mut SqliteConnection, s: &StreamSpec) -> Result<i64> 
     let now = now_ms();
     sqlx::query_scalar::<_, i64>(
         "INSERT INTO streams (name, description, fallback_url, allowed_countries, allow_unknown, \
-         require_https, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         require_https, bitrate_kbps, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(s.name.as_str())
     .bind(&s.description)
@@ -103,6 +110,7 @@ pub async fn insert(conn: &mut SqliteConnection, s: &StreamSpec) -> Result<i64> 
     .bind(countries_column(s))
     .bind(s.allow_unknown)
     .bind(s.require_https)
+    .bind(s.bitrate_kbps.map(i64::from))
     .bind(now)
     .bind(now)
     .fetch_one(conn)
@@ -113,7 +121,7 @@ pub async fn insert(conn: &mut SqliteConnection, s: &StreamSpec) -> Result<i64> 
 pub async fn update(conn: &mut SqliteConnection, id: i64, s: &StreamSpec) -> Result<()> {
     let done = sqlx::query(
         "UPDATE streams SET name = ?, description = ?, fallback_url = ?, allowed_countries = ?, \
-         allow_unknown = ?, require_https = ?, updated_at = ? WHERE id = ?",
+         allow_unknown = ?, require_https = ?, bitrate_kbps = ?, updated_at = ? WHERE id = ?",
     )
     .bind(s.name.as_str())
     .bind(&s.description)
@@ -121,6 +129,7 @@ pub async fn update(conn: &mut SqliteConnection, id: i64, s: &StreamSpec) -> Res
     .bind(countries_column(s))
     .bind(s.allow_unknown)
     .bind(s.require_https)
+    .bind(s.bitrate_kbps.map(i64::from))
     .bind(now_ms())
     .bind(id)
     .execute(conn)

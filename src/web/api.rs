@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use serde::Serialize;
-
-use subtle::ConstantTimeEq;
 
 use super::session::session_user;
 use crate::error::Result;
@@ -92,6 +91,18 @@ struct ApiServer<'a> {
     /// Only with details: an error names internal addresses.
     last_error: Option<&'a str>,
     last_error_at: Option<i64>,
+    /// Only for relays with a callback token (`listeners` is then theirs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callbacks: Option<ApiCallbacks>,
+}
+
+/// A relay's URL-auth callbacks: when the last came, and what the last
+/// poll found beyond what they accounted for (`drift`, listeners; 0 =
+/// they agreed; the count was corrected by it).
+#[derive(Serialize)]
+struct ApiCallbacks {
+    last_callback_at: Option<i64>,
+    drift: i64,
 }
 
 /// `"configured"` (admin/config file), `"geoip"` (looked up from the
@@ -107,7 +118,7 @@ struct ApiMount<'a> {
     server: &'a str,
     mount: &'a str,
     live: bool,
-    listeners: u32,
+    listeners: u64,
     /// The limit enforced (`null`: nobody knows one): the relay's, the
     /// configured one, or the lower of both.
     max: Option<u32>,
@@ -117,6 +128,9 @@ struct ApiMount<'a> {
     reserved: u64,
     /// Why selection would skip this mount now; `null` if it is a candidate.
     excluded: Option<&'static str>,
+    /// With callbacks: the last poll's correction of their count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback_drift: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -195,7 +209,7 @@ async fn shows_details(state: &AppState, headers: &HeaderMap) -> Result<bool> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if crate::domain::secret::same(given, token) {
             return Ok(true);
         }
     }
@@ -218,13 +232,45 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         Ok(d) => d,
         Err(e) => return e.into_response(),
     };
-    let mut poll_urls = match details {
-        true => match poll_urls(&state).await {
-            Ok(p) => p,
+    let body = if details {
+        match poll_urls(&state).await {
+            Ok(urls) => status_json(&state, true, urls)
+                .map(Bytes::from)
+                .map_err(|e| format!("{e}")),
             Err(e) => return e.into_response(),
-        },
-        false => HashMap::new(),
+        }
+    } else {
+        // The public answer is the same for everyone: shared (`web::shared`).
+        let from = state.clone();
+        state
+            .renderings()
+            .status
+            .get(move || status_json(&from, false, HashMap::new()).map(Bytes::from))
+            .await
+            .map_err(|e| format!("{e:?}"))
     };
+    match body {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot render /api/status");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// `/api/status` as JSON; `details` with the poll addresses in `poll_urls`.
+fn status_json(
+    state: &AppState,
+    details: bool,
+    mut poll_urls: HashMap<String, String>,
+) -> serde_json::Result<Vec<u8>> {
     let routing = state.routing();
     let servers = routing
         .snap
@@ -238,22 +284,18 @@ async fn api_status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         .iter()
         .map(|st| api_stream(st, &routing))
         .collect();
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(ApiStatus {
-            generated_at: crate::store::now_ms(),
-            details,
-            servers,
-            streams,
-            cluster: state.cluster().map(|c| {
-                let mut st = c.status();
-                // A Redis error names the Redis host.
-                st.last_error = st.last_error.filter(|_| details);
-                st
-            }),
+    serde_json::to_vec(&ApiStatus {
+        generated_at: crate::store::now_ms(),
+        details,
+        servers,
+        streams,
+        cluster: state.cluster().map(|c| {
+            let mut st = c.status();
+            // A Redis error names the Redis host.
+            st.last_error = st.last_error.filter(|_| details);
+            st
         }),
-    )
-        .into_response()
+    })
 }
 
 fn api_server<'a>(
@@ -268,7 +310,7 @@ fn api_server<'a>(
         https_url: s.https_url.as_deref(),
         enabled: s.enabled,
         state: s.health.state.as_str(),
-        listeners: s.listeners,
+        listeners: s.listeners_now(),
         max_listeners: s.max_listeners,
         reserved: s.counters.ledger.count(routing.now_s, routing.ttl_s),
         weight: s.weight,
@@ -285,6 +327,13 @@ fn api_server<'a>(
         poll_url,
         last_error: s.last_error.as_deref().filter(|_| details),
         last_error_at: s.last_error_at,
+        callbacks: s.callback_token.as_ref().map(|_| {
+            let last = s.counters.book.last_callback_ms();
+            ApiCallbacks {
+                last_callback_at: (last > 0).then_some(last),
+                drift: s.counters.callbacks.drift(),
+            }
+        }),
     }
 }
 
@@ -310,12 +359,13 @@ fn api_stream<'a>(st: &'a StreamEntry, routing: &'a Routing) -> ApiStream<'a> {
                 server: &s.name,
                 mount: &m.path,
                 live: m.live,
-                listeners: m.listeners,
+                listeners: m.listeners_now(),
                 max: m.max,
                 max_configured: m.configured_max,
                 free,
                 reserved,
                 excluded: excluded_of.get(&i).copied().flatten(),
+                callback_drift: m.callbacks.then(|| m.counters.callbacks.drift()),
             }
         })
         .collect();
@@ -323,11 +373,7 @@ fn api_stream<'a>(st: &'a StreamEntry, routing: &'a Routing) -> ApiStream<'a> {
         name: &st.name,
         description: &st.description,
         fallback_url: st.fallback_url.as_deref(),
-        listeners: mounts
-            .iter()
-            .filter(|m| m.live)
-            .map(|m| u64::from(m.listeners))
-            .sum(),
+        listeners: mounts.iter().filter(|m| m.live).map(|m| m.listeners).sum(),
         mounts,
     }
 }

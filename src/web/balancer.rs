@@ -16,7 +16,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use subtle::ConstantTimeEq;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::stream_list::{StreamRow, stream_rows};
@@ -118,7 +117,7 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
     let (name, format) = split_format(name);
     let snap = state.snapshot();
     let Some(stream) = snap.stream(name) else {
-        return unknown_stream(state, name);
+        return unknown_stream(state);
     };
     let client = client_info(
         peer.ip(),
@@ -126,7 +125,7 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         &state.settings().trusted_proxies,
         state.settings().forwarded_header,
     );
-    let geo = state.geo().lookup(client.ip);
+    let geo = state.client_geo(client.ip);
     // HEAD answers what GET would, but a HEAD is not a listener: no slot.
     let reserve = method != Method::HEAD;
     let want = Want {
@@ -152,11 +151,12 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
         clock: state.clock(),
         ttl_s: state.settings().reservation_ttl_s(),
         gate: state.cluster(),
+        signer: Some(state.signer()),
     };
     let limit = if format == Format::Redirect { 1 } else { 5 };
     let chosen = match capacity::playlist(&snap, stream, &ask, limit, reserve).await {
         Ok(chosen) => chosen,
-        Err(refusal) => return refused(state, stream, &geo, &client, refusal),
+        Err(refusal) => return refused(state, &snap, stream, &geo, &client, refusal),
     };
     let url_of = |m: usize| mount_url(&snap, m, &client, uri.query());
     match format {
@@ -178,20 +178,23 @@ async fn answer(state: &AppState, name: &str, peer: SocketAddr, req: &Parts) -> 
     }
 }
 
-fn unknown_stream(state: &AppState, name: &str) -> Response {
+/// The answer for a stream name we do not know. It does not repeat the
+/// name: a link could make this page say anything.
+const NO_SUCH_STREAM: &str =
+    "No stream of that name here. Streams are listed at /icecast_balancer/.\n";
+
+fn unknown_stream(state: &AppState) -> Response {
     state
         .metrics()
         .unknown_stream
         .fetch_add(1, Ordering::Relaxed);
-    plain(
-        StatusCode::NOT_FOUND,
-        format!("No stream named {name:?} here.\n"),
-    )
+    plain(StatusCode::NOT_FOUND, NO_SUCH_STREAM.into())
 }
 
 /// The answer when routing has no slot for the client.
 fn refused(
     state: &AppState,
+    snap: &Snapshot,
     stream: &StreamEntry,
     geo: &ClientGeo,
     client: &ClientInfo,
@@ -199,8 +202,8 @@ fn refused(
 ) -> Response {
     match why {
         Refusal::GeoBlocked => forbidden(stream, geo, client),
-        Refusal::Full => full(state, stream, true),
-        Refusal::Unavailable => full(state, stream, false),
+        Refusal::Full => full(state, snap, stream, true),
+        Refusal::Unavailable => full(state, snap, stream, false),
     }
 }
 
@@ -237,10 +240,7 @@ async fn listen(
     let grace_ms = settings.reservation_grace.as_millis() as i64;
     let now_ms = state.clock().now_ms();
     let Some(stream) = snap.stream(name) else {
-        return plain(
-            StatusCode::NOT_FOUND,
-            format!("No stream named {name:?} here.\n"),
-        );
+        return plain(StatusCode::NOT_FOUND, NO_SUCH_STREAM.into());
     };
     if !select::allowed(stream, &l.geo) {
         return forbidden(stream, &l.geo, l.client);
@@ -270,14 +270,12 @@ async fn listen(
         clock: state.clock(),
         ttl_s: settings.reservation_ttl_s(),
         gate: state.cluster(),
+        signer: Some(state.signer()),
     };
     let deadline = tokio::time::Instant::now() + settings.full_recheck;
     loop {
         let Some(stream) = snap.stream(name) else {
-            return plain(
-                StatusCode::NOT_FOUND,
-                format!("No stream named {name:?} here.\n"),
-            );
+            return plain(StatusCode::NOT_FOUND, NO_SUCH_STREAM.into());
         };
         let why = match capacity::redirect(&snap, stream, &ask).await {
             Ok(slot) => {
@@ -289,14 +287,15 @@ async fn listen(
                         .clients()
                         .record(l.client.ip, stream.id, l.agent, id, now_ms);
                 }
-                let location = mount_url(&snap, slot.mount, l.client, l.query);
+                let query = slot.query(l.query);
+                let location = mount_url(&snap, slot.mount, l.client, query.as_deref());
                 tracing::debug!(stream = %stream.name, client = %l.client.ip, %location, "redirect");
                 return redirect(location);
             }
             Err(why) => why,
         };
         if why == Refusal::GeoBlocked || !state.await_fresh_counts(deadline).await {
-            return refused(state, stream, &l.geo, l.client, why);
+            return refused(state, &snap, stream, &l.geo, l.client, why);
         }
         snap = arc_swap::Guard::into_inner(state.snapshot());
     }
@@ -304,7 +303,7 @@ async fn listen(
 
 /// Mount `id` of the stream, if it could take a listener now.
 fn serving_mount(snap: &Snapshot, stream: &StreamEntry, id: i64) -> Option<usize> {
-    (stream.routes.serving().mounts.iter())
+    (stream.routes.serving().iter())
         .map(|&m| m as usize)
         .find(|&m| snap.mounts[m].id == id)
 }
@@ -377,7 +376,7 @@ fn plain(status: StatusCode, body: String) -> Response {
 
 /// `any_up`: some relay is up but full (counted as `full`), else none is
 /// up (`unavailable`); the listener's answer is the same.
-fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
+fn full(state: &AppState, snap: &Snapshot, stream: &StreamEntry, any_up: bool) -> Response {
     let now_s = state.clock().now_s();
     if let Some(url) = &stream.fallback_url {
         stream.counters.fallback.fetch_add(1, Ordering::Relaxed);
@@ -396,8 +395,9 @@ fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         format!(
             "No relay available at the moment: every relay of stream {:?} is full or down. \
-             Please try again in {retry} seconds.\n",
-            stream.name
+             Please try again in {retry} seconds.\n{}",
+            stream.name,
+            unlisted_note(snap, stream)
         ),
     );
     resp.headers_mut().insert(
@@ -405,6 +405,23 @@ fn full(state: &AppState, stream: &StreamEntry, any_up: bool) -> Response {
         retry.to_string().parse().expect("digits"),
     );
     resp
+}
+
+/// Mounts of the stream that up relays do not list may be hidden ones
+/// (`<hidden>1</hidden>`), which polls never see: say so, since "full or
+/// down" would mislead whoever debugs it.
+fn unlisted_note(snap: &Snapshot, stream: &StreamEntry) -> String {
+    let unlisted = (stream.mounts.iter().map(|&m| &snap.mounts[m]))
+        .filter(|m| !m.live && snap.servers[m.server].health.is_up())
+        .count();
+    if unlisted == 0 {
+        return String::new();
+    }
+    format!(
+        "{unlisted} of its mounts are not listed by their relays: a source is offline, or the \
+         mount is hidden (<hidden>1</hidden>), which the balancer can use only on relays that \
+         send it URL-auth callbacks and with the mount's max_listeners configured.\n"
+    )
 }
 
 fn playlist(format: Format, stream: &StreamEntry, urls: &[String]) -> Response {
@@ -468,7 +485,7 @@ async fn poll_now(State(state): State<AppState>, headers: HeaderMap) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    if !crate::domain::secret::same(given, token) {
         let mut resp = plain(
             StatusCode::UNAUTHORIZED,
             "A valid 'Authorization: Bearer <poll token>' header is required.\n".into(),

@@ -11,6 +11,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, prometheus_text};
 use prometheus_client::metrics::MetricType;
@@ -29,6 +30,27 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let from = state.clone();
+    let rendered = state
+        .renderings()
+        .metrics
+        .get(move || render(&from).map(Bytes::from))
+        .await;
+    match rendered {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+            body,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = ?e, "cannot encode metrics");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response()
+        }
+    }
+}
+
+/// The whole scrape (shared by the requests of a second: `web::shared`).
+fn render(state: &AppState) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     let routing = state.routing();
     let metrics = state.metrics();
@@ -37,19 +59,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         now_s: routing.now_s,
         ttl: routing.ttl_s,
         unknown_stream: metrics.unknown_stream.load(Ordering::Relaxed),
+        alerts_dropped: metrics.alerts_dropped.load(Ordering::Relaxed),
         poll_rounds: state.poller().rounds(),
         latency: metrics.redirect_latency.read(),
+        callbacks: metrics.callbacks.read(),
     }));
     registry.register_collector(Box::new(Process));
     if let Some(c) = state.cluster() {
         registry.register_collector(Box::new(ClusterGauges(c.figures())));
     }
     let mut out = String::new();
-    if let Err(e) = prometheus_text::encode(&mut out, &registry) {
-        tracing::error!(error = %e, "cannot encode metrics");
-        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response();
-    }
-    ([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], out).into_response()
+    prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
 /// Everything of the balancer itself, read once per scrape.
@@ -58,8 +79,11 @@ struct Scrape {
     now_s: u64,
     ttl: u64,
     unknown_stream: u64,
+    alerts_dropped: u64,
     poll_rounds: u64,
     latency: (f64, u64, Vec<(f64, u64)>),
+    /// Relay callbacks by outcome.
+    callbacks: [(&'static str, u64); 7],
 }
 
 impl std::fmt::Debug for Scrape {
@@ -123,6 +147,12 @@ impl Collector for Scrape {
             [(version.to_vec(), 1u64)],
         )?;
         self.encode_redirects(&mut enc)?;
+        counters(
+            &mut enc,
+            "icecast_balancer_alerts_dropped",
+            "Alerts dropped because a webhook's queue was full (one per webhook)",
+            [(Labels::new(), self.alerts_dropped)],
+        )?;
         self.encode_servers(&mut enc)?;
         self.encode_mounts(&mut enc)
     }
@@ -229,6 +259,36 @@ impl Scrape {
             "icecast_balancer_poll_rounds",
             "Poll rounds run by this process",
             [(Vec::new(), self.poll_rounds)],
+        )?;
+        self.encode_callbacks(enc)
+    }
+
+    fn encode_callbacks(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let with_token = self
+            .snap
+            .servers
+            .iter()
+            .filter(|s| s.callback_token.is_some());
+        gauges(
+            enc,
+            "icecast_balancer_server_callback_drift",
+            "Listeners the last poll found beyond what the relay's callbacks accounted for \
+             (negative: fewer); the count was corrected by it",
+            with_token.map(|s| {
+                (
+                    vec![("server", s.name.as_str())],
+                    s.counters.callbacks.drift(),
+                )
+            }),
+        )?;
+        counters(
+            enc,
+            "icecast_balancer_relay_callbacks",
+            "Relay URL-auth callbacks by outcome (confirmed: a redirect's listener arrived; \
+             direct: a listener without a valid token; refused: bad credentials)",
+            self.callbacks
+                .iter()
+                .map(|(o, v)| (vec![("outcome", *o)], *v)),
         )
     }
 

@@ -9,8 +9,10 @@ pub(crate) mod client_ip;
 pub(crate) mod csrf;
 pub(crate) mod metrics;
 pub(crate) mod pages;
+pub(crate) mod relay_auth;
 pub(crate) mod serve;
 pub(crate) mod session;
+pub(crate) mod shared;
 pub(crate) mod state;
 pub(crate) mod stream_list;
 pub(crate) mod workers;
@@ -73,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .merge(api::probes())
         .merge(balancer::router())
+        .merge(relay_auth::router())
         .fallback(pages::fallback)
         .layer(RequestBodyLimitLayer::new(1024 * 1024))
         .with_state(state)

@@ -58,7 +58,7 @@ const RESERVED_FDS: u64 = 256;
 /// What a refused connection is told, written without reading its request
 /// (it may never send one).
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\n\
-content-length: 0\r\nretry-after: 5\r\n\r\n";
+content-length: 0\r\nretry-after: 5\r\nx-content-type-options: nosniff\r\n\r\n";
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets the
 /// requests in flight finish for at most `settings.shutdown_timeout`.
@@ -458,6 +458,9 @@ async fn connection(tcp: TcpStream, conn: Conn) {
     };
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        // A client that sends its request and then shuts its side
+        // (`shutdown(SHUT_WR)`, as `nc -N` does) still gets its answer.
+        .half_close(true)
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(conn);
@@ -545,7 +548,13 @@ impl Future for Answer {
     type Output = Result<axum::response::Response, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let r = std::task::ready!(self.inner.as_mut().poll(cx));
+        let mut r = std::task::ready!(self.inner.as_mut().poll(cx));
+        // Every answer, the listener's fast path included: no browser
+        // guesses a type we did not declare.
+        r.headers_mut().insert(
+            axum::http::header::X_CONTENT_TYPE_OPTIONS,
+            axum::http::HeaderValue::from_static("nosniff"),
+        );
         // Idle from now on, even if hyper keeps the finished future.
         self.busy = None;
         Poll::Ready(Ok(r))

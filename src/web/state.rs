@@ -10,15 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::config::Settings;
 use crate::domain::Clock;
 use crate::engine::Engine;
+use crate::web::shared::Renderings;
 
 /// Cheap to clone; handlers get it through axum's `State`.
 #[derive(Clone)]
-pub struct AppState(Engine, Arc<AtomicBool>);
+pub struct AppState(Engine, Arc<AtomicBool>, Arc<Renderings>);
 
 impl AppState {
     pub async fn new(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
+        let renderings = Renderings::new(settings.shared_render_age);
         let engine = Engine::open(settings, clock).await?;
-        Ok(AppState(engine, Arc::new(AtomicBool::new(false))))
+        Ok(AppState(
+            engine,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(renderings),
+        ))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -33,6 +39,11 @@ impl AppState {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.1.load(Ordering::Relaxed)
+    }
+
+    /// The answers shared by every request of a second (`web::shared`).
+    pub fn renderings(&self) -> &Renderings {
+        &self.2
     }
 }
 

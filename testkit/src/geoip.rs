@@ -222,6 +222,50 @@ pub fn asn_only() -> Vec<u8> {
     w.to_bytes().unwrap()
 }
 
+/// Autonomous systems of the test world: Berlin's networks are in AS
+/// 3320, New York's in AS 7018, the rest unknown.
+pub const BERLIN_AS: u32 = 3320;
+pub const NEW_YORK_AS: u32 = 7018;
+pub const AS_NETWORKS: &[(&str, u32, &str)] = &[
+    ("81.10.0.0/16", BERLIN_AS, "Deutsche Telekom AG"),
+    ("2a01:4f8::/32", BERLIN_AS, "Deutsche Telekom AG"),
+    ("12.34.0.0/16", NEW_YORK_AS, "AT&T Services, Inc."),
+    ("2600:1000::/32", NEW_YORK_AS, "AT&T Services, Inc."),
+];
+
+/// The layouts of ASN databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsnSchema {
+    /// GeoLite2-ASN: the number as a uint32.
+    GeoLite2,
+    /// ip-location-db (DB-IP ASN lite and others): the same keys; the
+    /// number written as decimal text by some builds.
+    IpLocationDb,
+}
+
+/// An ASN database of [`AS_NETWORKS`] in `schema`.
+pub fn asn_world(schema: AsnSchema) -> Vec<u8> {
+    let mut w = Writer::new(match schema {
+        AsnSchema::GeoLite2 => "GeoLite2-ASN",
+        AsnSchema::IpLocationDb => "ip-location-db-asn",
+    });
+    for (net, asn, org) in AS_NETWORKS {
+        let number = match schema {
+            AsnSchema::GeoLite2 => Value::from(*asn),
+            AsnSchema::IpLocationDb => Value::from(asn.to_string()),
+        };
+        w.insert_value(
+            net.parse::<mmdb_writer::ipnet::IpNet>().unwrap(),
+            Value::map([
+                ("autonomous_system_number", number),
+                ("autonomous_system_organization", Value::from(*org)),
+            ]),
+        )
+        .unwrap();
+    }
+    w.to_bytes().unwrap()
+}
+
 /// Replaces `path` atomically (write aside, rename over), the way
 /// geoipupdate does and the balancer expects.
 pub fn replace(path: &Path, bytes: &[u8]) {

@@ -21,6 +21,9 @@ pub enum Mode {
     LoadXsl,
     /// load.xsl is 404; status-json.xsl carries the mounts.
     StatusJsonOnly,
+    /// Both are 404, as from Icecast-KH (which ships no status-json.xsl)
+    /// when load.xsl is missing or its stylesheet queue is full.
+    NotFound,
     /// Answer this status with an empty body.
     Status(u16),
     /// Never answer.
@@ -189,7 +192,7 @@ async fn load_xsl_route(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
         return r;
     }
     match mode {
-        Mode::StatusJsonOnly => StatusCode::NOT_FOUND.into_response(),
+        Mode::StatusJsonOnly | Mode::NotFound => StatusCode::NOT_FOUND.into_response(),
         _ => (
             [("content-type", "text/xml")],
             load_xsl(borrowed(&mounts), None),
@@ -199,6 +202,12 @@ async fn load_xsl_route(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
 }
 
 async fn status_json_route(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
-    let mounts = inner.lock().unwrap().mounts.clone();
+    let (mode, mounts) = {
+        let i = inner.lock().unwrap();
+        (i.mode.clone(), i.mounts.clone())
+    };
+    if matches!(mode, Mode::NotFound) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     axum::Json(status_json("http://localhost:8000", borrowed(&mounts))).into_response()
 }

@@ -1,10 +1,11 @@
 //! Issue 9, against fake relays: a slot counted once across a poll, one
 //! client one slot, HTTPS listeners kept off http:// relays, a down relay's
 //! return noticed within seconds, and the mount limit in the config file.
+//! Issue 21: a connection not yet counted as a listener, a busy relay's 404.
 
 use std::time::Duration;
 
-use crate::support::app::{self, ResponseExt, TestApp};
+use crate::support::app::{self, ResponseExt, SummaryExt, TestApp};
 use crate::support::eventually;
 use crate::support::fake_relay::{FakeRelay, Mode};
 
@@ -74,6 +75,69 @@ async fn redirects_not_yet_arrived_keep_their_slots() {
     assert_eq!(reserved(&app).await, 1);
     app.sent_to("live").await;
     assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+}
+
+/// Issue 21: Icecast-KH counts a connection (`listener_connections`)
+/// before the listener (`listeners`, up to a few hundred milliseconds
+/// later). A poll in that gap, like the re-poll of a stream that looks
+/// full, must not free the slot the listener is taking.
+#[tokio::test]
+async fn a_connection_not_yet_counted_as_a_listener_keeps_its_slot() {
+    let relay = FakeRelay::start(&[]).await;
+    relay.set_mode(Mode::Body(load(1, 2, Some(10))));
+    let app = TestApp::spawn_with(|s| s.full_recheck = Duration::ZERO).await;
+    app.import(&one_relay_config(&relay, "")).await;
+    app.poll().await;
+    app.sent_to("live").await;
+    // Connected, not yet a listener.
+    relay.set_mode(Mode::Body(load(1, 2, Some(11))));
+    app.advance(Duration::from_millis(300));
+    app.poll().await;
+    assert_eq!(reserved(&app).await, 1, "the slot is still being taken");
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+    // The relay counts the listener: one slot, counted once.
+    relay.set_mode(Mode::Body(load(2, 2, Some(11))));
+    app.advance(Duration::from_millis(300));
+    app.poll().await;
+    assert_eq!(reserved(&app).await, 0);
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+}
+
+/// Issue 21: Icecast-KH answers 404 for a stylesheet while more than 40
+/// stylesheet requests are queued. A relay that served load.xsl before is
+/// busy on one such answer, not down; on a second in a row it fails as
+/// before, and one that never served it fails at once.
+#[tokio::test]
+async fn a_404_for_load_xsl_it_served_before_is_busy_not_down() {
+    use icecast_balancer::domain::HealthState;
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(10))]).await;
+    let app = TestApp::spawn().await;
+    app.import(&one_relay_config(&relay, "")).await;
+    assert!(app.poll().await.server("relay-a").ok);
+    relay.set_mode(Mode::NotFound);
+    let busy = app.poll().await;
+    let s = busy.server("relay-a");
+    assert_eq!(s.state, HealthState::Up, "{s:?}");
+    assert!(
+        s.error.as_deref().is_some_and(|e| e.contains("busy")),
+        "{s:?}"
+    );
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 302);
+    let gone = app.poll().await;
+    assert_eq!(gone.server("relay-a").state, HealthState::Down);
+    assert_eq!(app.get("/icecast_balancer/live/").await.status(), 503);
+
+    let never = FakeRelay::start(&[("/live.mp3", 0, Some(10))]).await;
+    never.set_mode(Mode::NotFound);
+    let app = TestApp::spawn().await;
+    app.import(&one_relay_config(&never, "")).await;
+    let s = app.poll().await;
+    assert!(
+        s.server("relay-a")
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("install"))
+    );
 }
 
 #[tokio::test]

@@ -21,22 +21,18 @@ use icecast_balancer::cluster::{Cluster, ClusterSettings, Held};
 use icecast_balancer::domain::Clock;
 use icecast_balancer::domain::clock::system_ms as now_ms;
 
-fn instance(redis: &Redis, name: &str) -> Arc<Cluster> {
-    let settings = ClusterSettings {
-        url: redis.url.clone(),
-        prefix: "test".into(),
-        instance: name.into(),
-    };
+pub(crate) fn instance(redis: &Redis, name: &str) -> Arc<Cluster> {
+    let settings = ClusterSettings::new(&redis.url, "test", name);
     Cluster::new(settings, Clock::system()).unwrap()
 }
 
-fn nothing_held() -> Vec<Held> {
+pub(crate) fn nothing_held() -> Vec<Held> {
     Vec::new()
 }
 
 /// A mount with `free` slots by the last poll, as one instance sees it
 /// after `own` redirects of its own.
-fn view(free: u64, own: u64, counts_from_s: u64) -> MountView<'static> {
+pub(crate) fn view(free: u64, own: u64, counts_from_s: u64) -> MountView<'static> {
     MountView {
         id: 1,
         server: "relay-1",
@@ -49,33 +45,38 @@ fn view(free: u64, own: u64, counts_from_s: u64) -> MountView<'static> {
     }
 }
 
-fn now_s() -> u64 {
+pub(crate) fn now_s() -> u64 {
     (now_ms() / 1000) as u64
 }
 
 async fn joined(names: &[&str], redis: &Redis) -> Vec<Arc<Cluster>> {
     let all: Vec<_> = names.iter().map(|n| instance(redis, n)).collect();
+    join_all(&all, names.len()).await;
+    all
+}
+
+/// Heartbeats until each of `all` is shared and sees everyone present.
+pub(crate) async fn join_all(all: &[Arc<Cluster>], members: usize) {
     // Twice: the second round sees every member registered.
     for _ in 0..2 {
-        for c in &all {
+        for c in all {
             c.beat(&nothing_held).await;
         }
     }
-    for c in &all {
+    for c in all {
         assert_eq!(c.status().mode, "shared", "{:?}", c.status());
-        assert_eq!(c.status().members.len(), names.len());
+        assert_eq!(c.status().members.len(), members);
         assert!(
             c.status().members.iter().all(|m| m.present),
             "{:?}",
             c.status()
         );
     }
-    all
 }
 
 /// Round-robin over the instances until one says no; returns the
 /// redirects each gave before that and whether any gave more afterwards.
-async fn burst(all: &[Arc<Cluster>], free: u64, from_s: u64, own: &mut [u64]) -> u64 {
+pub(crate) async fn burst(all: &[Arc<Cluster>], free: u64, from_s: u64, own: &mut [u64]) -> u64 {
     let mut given = 0;
     for i in 0.. {
         let k = i % all.len();
@@ -235,12 +236,8 @@ async fn a_tcp_url_works_too() {
 
 // ---- whole instances, each with its own database, on one Redis ----
 
-async fn member(redis: &Redis, name: &str) -> TestApp {
-    let cluster = ClusterSettings {
-        url: redis.url.clone(),
-        prefix: "it".into(),
-        instance: name.into(),
-    };
+pub(crate) async fn member(redis: &Redis, name: &str) -> TestApp {
+    let cluster = ClusterSettings::new(&redis.url, "it", name);
     TestApp::spawn_with(move |s| {
         s.cluster = Some(cluster);
         s.api_token = Some("cluster-token".into());
@@ -250,12 +247,12 @@ async fn member(redis: &Redis, name: &str) -> TestApp {
     .await
 }
 
-async fn export(app: &TestApp) -> ConfigFile {
+pub(crate) async fn export(app: &TestApp) -> ConfigFile {
     config_file::export(app.state.db()).await.unwrap()
 }
 
 /// Waits (10 s at most) for the app's configuration to satisfy `check`.
-async fn reaches(app: &TestApp, what: &str, check: impl Fn(&ConfigFile) -> bool) {
+pub(crate) async fn reaches(app: &TestApp, what: &str, check: impl Fn(&ConfigFile) -> bool) {
     let ok = eventually(Duration::from_secs(10), async || check(&export(app).await)).await;
     assert!(
         ok,
@@ -265,14 +262,14 @@ async fn reaches(app: &TestApp, what: &str, check: impl Fn(&ConfigFile) -> bool)
     );
 }
 
-fn server_url(f: &ConfigFile, name: &str) -> Option<String> {
+pub(crate) fn server_url(f: &ConfigFile, name: &str) -> Option<String> {
     f.servers
         .iter()
         .find(|s| s.name == name)
         .map(|s| s.url.clone())
 }
 
-async fn user_hash(app: &TestApp, name: &str) -> Option<String> {
+pub(crate) async fn user_hash(app: &TestApp, name: &str) -> Option<String> {
     let mut c = app.state.db().acquire().await.unwrap();
     icecast_balancer::store::users::find(&mut c, name)
         .await
@@ -301,7 +298,7 @@ async fn audit_actors(app: &TestApp, name: &str) -> Vec<String> {
         .unwrap()
 }
 
-fn relay_config(name: &str, url: &str) -> String {
+pub(crate) fn relay_config(name: &str, url: &str) -> String {
     format!("[[servers]]\nname = \"{name}\"\nurl = \"{url}\"\n")
 }
 
@@ -438,7 +435,7 @@ async fn an_instance_joining_late_on_an_empty_database_receives_everything() {
 
 /// A relay with one limited mount, configured on the first app and polled
 /// by every app once the configuration has reached it.
-async fn shared_relay(apps: &[&TestApp], max: u32) -> FakeRelay {
+pub(crate) async fn shared_relay(apps: &[&TestApp], max: u32) -> FakeRelay {
     shared_relays(apps, &[max], false).await.remove(0)
 }
 
@@ -491,7 +488,7 @@ async fn shared_relays(apps: &[&TestApp], maxes: &[u32], https_first: bool) -> V
 
 /// Round-robin listeners over the apps: (redirects before the first
 /// refusal, redirects in all) after `rounds` passes.
-async fn burst_over(apps: &[&TestApp], rounds: usize) -> (usize, usize) {
+pub(crate) async fn burst_over(apps: &[&TestApp], rounds: usize) -> (usize, usize) {
     let (mut first_refusal, mut total) = (None, 0);
     for _ in 0..rounds {
         for app in apps {

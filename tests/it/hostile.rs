@@ -769,3 +769,315 @@ async fn one_network_grabbing_reservations_cannot_starve_real_listeners() {
     }
     assert_eq!(served, 13, "real listeners were refused");
 }
+
+// ---- alert webhooks ------------------------------------------------------
+
+/// A webhook receiver: `hang` accepts connections and never answers (as a
+/// stuck chat server); otherwise each JSON body is kept and answered 200.
+struct Hook {
+    url: String,
+    bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Hook {
+    async fn start(hang: bool) -> Hook {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bodies.clone();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                if hang {
+                    held.push(sock);
+                } else {
+                    tokio::spawn(Hook::answer(sock, kept.clone()));
+                }
+            }
+        });
+        Hook { url, bodies }
+    }
+
+    async fn answer(
+        mut sock: TcpStream,
+        kept: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    ) {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = sock.read(&mut chunk).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                kept.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(body).unwrap());
+                let ok = "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = sock.write_all(ok.as_bytes()).await;
+                return;
+            }
+        }
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        self.bodies.lock().unwrap().clone()
+    }
+}
+
+fn metric(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_neither_delays_another_nor_grows_its_queue() {
+    let stuck = Hook::start(true).await;
+    let good = Hook::start(false).await;
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let hooks = vec![stuck.url.clone(), good.url.clone()];
+    let app = TestApp::spawn_with(move |s| {
+        s.alerts.webhooks = hooks;
+        s.alerts.check_every = Duration::from_millis(20);
+        s.alerts.first_retry = Duration::from_millis(20);
+        s.alerts.queue = 2;
+        s.poll.rise = 1;
+    })
+    .await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    // Down then up, five times: 20 alerts (server and stream each way).
+    for _ in 0..5 {
+        for mode in [
+            crate::support::fake_relay::Mode::Status(500),
+            crate::support::fake_relay::Mode::LoadXsl,
+        ] {
+            relay.set_mode(mode);
+            app.poll().await;
+            let seen = good.events().len();
+            // Each change is judged before the next (the watcher sees every snapshot).
+            eventually(Duration::from_secs(5), async || {
+                good.events().len() >= seen + 2
+            })
+            .await;
+        }
+    }
+    let arrived = eventually(Duration::from_secs(5), async || good.events().len() == 20).await;
+    assert!(
+        arrived,
+        "the healthy webhook got {} of 20 alerts while the other hung",
+        good.events().len()
+    );
+    let m = app.get("/metrics").await.text().await.unwrap();
+    let dropped = metric(&m, "icecast_balancer_alerts_dropped_total");
+    // The stuck one holds one alert in flight and two queued: the rest are
+    // dropped and counted.
+    assert!(
+        dropped.is_some_and(|d| (15..=17).contains(&d)),
+        "dropped: {dropped:?}"
+    );
+}
+
+#[tokio::test]
+async fn relay_text_in_an_alert_cannot_ping_a_chat() {
+    let good = Hook::start(false).await;
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let hooks = vec![good.url.clone()];
+    let app = TestApp::spawn_with(move |s| {
+        s.alerts.webhooks = hooks;
+        s.alerts.check_every = Duration::from_millis(20);
+    })
+    .await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    // The relay's error text quotes what it sent: chat mentions.
+    relay.set_mode(crate::support::fake_relay::Mode::Body(
+        "<load><mount name=\"/live.mp3\" listeners=\"&lt;!channel&gt; &lt;@U1&gt; @here\">1</mount></load>"
+            .into(),
+    ));
+    app.poll().await;
+    assert!(eventually(Duration::from_secs(5), async || !good.events().is_empty()).await);
+    let down = good
+        .events()
+        .into_iter()
+        .find(|v| v["event"] == "server_down")
+        .unwrap();
+    let text = down["text"].as_str().unwrap();
+    assert!(text.contains("channel"), "the error is still told: {text}");
+    for markup in ["<!channel>", "<@U1>", "@here"] {
+        assert!(!text.contains(markup), "{markup} reached the chat: {text}");
+    }
+}
+
+// ---- the low items ---------------------------------------------------------
+
+#[tokio::test]
+async fn repeated_failed_logins_make_one_audit_entry_with_a_count() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    for _ in 0..icecast_balancer::web::admin::auth::MAX_PER_IP {
+        assert_eq!(b.login("mallory", "guess").await.status, 401);
+    }
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT actor, after FROM audit WHERE action = 'login failed'")
+            .fetch_all(app.state.db())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let count = icecast_balancer::web::admin::auth::MAX_PER_IP.to_string();
+    assert!(
+        rows[0].1.as_deref().is_some_and(|a| a.contains(&count)),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_get_then_half_close_still_gets_its_answer() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    for (path, status) in [
+        ("/icecast_balancer/live/", "302"),
+        ("/healthz", "200"),
+        ("/nothing-here", "404"),
+    ] {
+        let mut s = connect_from("127.0.0.1", app.addr).await;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let got = closed_within(&mut s, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with(&format!("HTTP/1.1 {status}")),
+            "{path}: {got:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_answer_says_nosniff() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    let app = TestApp::spawn().await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    for path in [
+        "/icecast_balancer/live/",
+        "/icecast_balancer/live.m3u",
+        "/icecast_balancer/",
+        "/icecast_balancer/nope/",
+        "/admin/login",
+        "/api/status",
+        "/metrics",
+        "/healthz",
+        "/nothing-here",
+        "/static/live.js",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(
+            r.headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap().to_string()),
+            Some("nosniff".to_string()),
+            "{path} ({})",
+            r.status()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_planted_flash_cookie_shows_nothing() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::logged_in(&app).await;
+    let planted: String = "dCall +1 555 0100 to keep your account"
+        .bytes()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    b.cookies.insert("icb_flash".into(), planted);
+    let page = b.get("/admin/").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("555 0100"), "the planted text is shown");
+}
+
+#[tokio::test]
+async fn not_found_answers_do_not_echo_the_path() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/icecast_balancer/%3Cb%3Eplanted%20text%3C%2Fb%3E/",
+        "/icecast_balancer/planted%20text.m3u",
+        "/planted%20text/x",
+        "/admin/planted%20text",
+    ] {
+        let r = app.get(path).await;
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("planted"), "{path} ({status}): {body}");
+    }
+}
+
+// ---- shared renderings ---------------------------------------------------
+
+#[tokio::test]
+async fn status_and_metrics_are_rendered_once_a_second_and_shared() {
+    let relay = FakeRelay::start(&[("/live.mp3", 0, Some(100))]).await;
+    // Long enough that a loaded machine cannot make the test flaky.
+    let age = Duration::from_secs(3);
+    let app = TestApp::spawn_with(|s| s.shared_render_age = age).await;
+    app.import_one_relay(&relay.url).await;
+    app.poll().await;
+    let redirects = |m: &str| {
+        metric(
+            m,
+            "icecast_balancer_redirects_total{stream=\"live\",outcome=\"redirect\"}",
+        )
+    };
+    // One client for all (building one costs a while in a debug build).
+    let client = crate::support::app::client();
+    let first = app.get("/metrics").await.text().await.unwrap();
+    let status = app.api_status().await;
+    assert_eq!(redirects(&first), Some(0));
+    // Many at once get the same rendering.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (url, client) = (app.url("/api/status"), client.clone());
+        tasks.spawn(async move {
+            let r = client.get(url).send().await.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            v["generated_at"].clone()
+        });
+    }
+    app.sent_to("live").await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let again = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(redirects(&again), Some(0), "rendered again while fresh");
+    while let Some(at) = tasks.join_next().await {
+        assert_eq!(at.unwrap(), status["generated_at"]);
+    }
+    let later = app.api_status().await;
+    assert_eq!(later["generated_at"], status["generated_at"]);
+    // Once the rendering is old the news is in.
+    tokio::time::sleep(age).await;
+    let fresh = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(redirects(&fresh), Some(1));
+    assert_ne!(
+        app.api_status().await["generated_at"],
+        status["generated_at"]
+    );
+}

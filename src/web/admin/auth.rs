@@ -153,14 +153,18 @@ async fn login(State(state): State<AppState>, req: Request) -> Result<Response> 
         store::users::mark_succeeded(&mut conn, claimed).await?;
     }
     let Some(user) = user.filter(|_| ok) else {
-        let entry = Entry::new(
+        let n = store::audit::record_failed_login(
+            &mut conn,
             &attempt.username,
-            Action::LoginFailed,
-            Kind::Session,
             &attempt.ip,
-        );
-        store::audit::record(&mut conn, &entry).await?;
-        tracing::warn!(user = %Escaped(&attempt.username), ip = %attempt.ip, "failed admin login");
+            store::audit::FAILED_LOGINS_KEPT,
+        )
+        .await?;
+        // Logged at the 1st, 2nd, 4th, 8th… failure of a name from an
+        // address in the hour: a flood cannot grow the log with it.
+        if n.count_ones() == 1 {
+            tracing::warn!(user = %Escaped(&attempt.username), ip = %attempt.ip, attempts = n, "failed admin login");
+        }
         return Ok(attempt.retry("Wrong user name or password.", StatusCode::UNAUTHORIZED));
     };
     attempt.start_session(&mut conn, &headers, &user).await

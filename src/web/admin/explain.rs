@@ -124,6 +124,12 @@ impl Explanation {
             |c| format!("{:.4}, {:.4}", c.lat, c.lon),
         )
     }
+    pub fn asn_text(&self) -> String {
+        self.located.geo.asn.map_or_else(
+            || "unknown (no --asn-db, or not in it)".into(),
+            |a| format!("AS{a}"),
+        )
+    }
     pub fn chosen(&self) -> Option<&Row> {
         self.rows.iter().find(|r| r.verdict == Verdict::Chosen)
     }
@@ -195,7 +201,7 @@ fn method_text(has_database: bool, client: &ClientGeo, ranked: &[Assessed]) -> S
             Some((a, (end, _))) => {
                 let nearest = ranked
                     .iter()
-                    .filter(|b| b.excluded.is_none() && b.tier == a.tier && b.ring == 0)
+                    .filter(|b| b.excluded.is_none() && b.cmp_group(a).is_eq() && b.ring == 0)
                     .filter_map(|b| b.distance_km)
                     .fold(f64::INFINITY, f64::min);
                 format!(
@@ -289,6 +295,23 @@ fn reason_text(snap: &Snapshot, why: Reason) -> String {
         Reason::TieWonByChance { fill } => format!(
             "tied on fill ({}) with another relay, picked at random among equals",
             fill_text(&fill)
+        ),
+        Reason::Overflow {
+            tier,
+            first,
+            first_tier,
+        } => format!(
+            "overflow relay (tier {tier}): used only when every relay of tier {first_tier}, \
+             such as {}, is full or cannot take this client",
+            name(first)
+        ),
+        Reason::SameAs { fill } => format!(
+            "the client's network (AS in the relay's asns) comes first; {}",
+            fill_text(&fill)
+        ),
+        Reason::OtherAs { first } => format!(
+            "not in the client's network: {} lists the client's AS in asns",
+            name(first)
         ),
         Reason::HttpsPreferred { first } => format!(
             "no https_url: the listener came over HTTPS, and {} has one",
@@ -397,9 +420,15 @@ pub async fn page(
             .ok_or_else(|| Error::NotFound(format!("No stream named {stream:?}.")))
             .and_then(|entry| Ok((entry, parse_ip(&ip)?)))
             .map(|(entry, addr)| {
+                let mut located = state.geo().locate(addr);
+                located.geo = crate::domain::ClientGeo {
+                    country: located.geo.country,
+                    coords: located.geo.coords,
+                    ..state.client_geo(addr)
+                };
                 let who = Asker {
                     ip: addr,
-                    located: state.geo().locate(addr),
+                    located,
                     database: state.geo().info().map(|i| i.to_string()),
                     https,
                 };
@@ -438,6 +467,7 @@ mod tests {
             geo: ClientGeo {
                 country: Some(CountryCode::parse(country).unwrap()),
                 coords: Some(Coords { lat, lon }),
+                ..ClientGeo::default()
             },
             continent: Some("EU".into()),
             network: Some("81.10.0.0/16".into()),

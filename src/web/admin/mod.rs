@@ -132,6 +132,51 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
+/// The key flash cookies are signed with, drawn once per process: a notice
+/// is shown only if this process wrote it, so a cookie planted by someone
+/// else (a sibling subdomain, a script) shows nothing.
+fn flash_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(rand::random)
+}
+
+/// HMAC-SHA-256 of `msg` under the flash key.
+fn flash_tag(msg: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let (mut inner, mut outer) = ([0x36u8; 64], [0x5cu8; 64]);
+    for (i, k) in flash_key().iter().enumerate() {
+        inner[i] ^= k;
+        outer[i] ^= k;
+    }
+    let inner = Sha256::new()
+        .chain_update(inner)
+        .chain_update(msg)
+        .finalize();
+    Sha256::new()
+        .chain_update(outer)
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// A flash cookie's value: the text in hex, a dot, its tag in hex.
+fn sealed(text: &str) -> String {
+    format!(
+        "{}.{}",
+        hex(text.as_bytes()),
+        hex(&flash_tag(text.as_bytes()))
+    )
+}
+
+/// The text of a flash cookie this process wrote; `None` for anything else.
+fn unsealed(value: &str) -> Option<String> {
+    use subtle::ConstantTimeEq;
+    let (text, tag) = value.split_once('.')?;
+    let text = unhex(text)?;
+    let expected = hex(&flash_tag(text.as_bytes()));
+    bool::from(tag.as_bytes().ct_eq(expected.as_bytes())).then_some(text)
+}
+
 /// `Set-Cookie` for an admin cookie: HttpOnly, SameSite=Strict, Path=/,
 /// Secure when the request came over HTTPS. `None` deletes it.
 pub(crate) fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
@@ -157,7 +202,7 @@ pub(crate) fn redirect_with_problem(to: &str, message: &str) -> Response {
 }
 
 fn redirect_with(to: &str, notice: Notice) -> Response {
-    let value = hex(notice.encode().as_bytes());
+    let value = sealed(&notice.encode());
     let mut r = Redirect::to(to).into_response();
     r.headers_mut().append(
         header::SET_COOKIE,
@@ -244,7 +289,7 @@ async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> R
         }
     }
     let flash = cookie(req.headers(), FLASH_COOKIE)
-        .and_then(|v| unhex(&v))
+        .and_then(|v| unsealed(&v))
         .and_then(|v| Notice::decode(&v));
     let had_flash = flash.is_some();
     req.extensions_mut().insert(Flash(flash));

@@ -14,7 +14,7 @@ use super::widgets::{
     ConfirmPage, CsrfForm, ServerLine, UNKNOWN, location_text, or_unlimited, server_lines,
 };
 use super::{AdminUser, Ctx, conflict_to_field, count, redirect_with_flash, redirect_with_problem};
-use crate::domain::{FieldErrors, MountPath, ServerInput};
+use crate::domain::{FieldErrors, MountPath, Secret, ServerInput, TokenChange, policy};
 use crate::error::{Error, Result};
 use crate::store::{self, changes};
 use crate::web::AppState;
@@ -50,6 +50,19 @@ pub struct ServerForm {
     pub max_listeners: String,
     pub weight: String,
     pub enabled: Option<String>,
+    /// Write-only: blank keeps the token the server has; never shown back.
+    pub callback_token: Secret,
+    pub remove_callback_token: Option<String>,
+    pub tier: String,
+    /// Ticked: never polled (`poll = false`); absent means polled, so a
+    /// form without the box keeps polling.
+    pub no_poll: Option<String>,
+    /// `4`, `6` or `4, 6`; blank = both.
+    pub ip_versions: String,
+    pub asns: String,
+    pub only_asns: String,
+    pub only_prefixes: String,
+    pub max_mbps: String,
     pub csrf_token: String,
 }
 
@@ -72,13 +85,39 @@ fn number<T: std::str::FromStr>(
     }
 }
 
+/// AS numbers as typed (`3320, AS8881`); blank = none.
+fn asn_list(e: &mut FieldErrors, field: &'static str, raw: &str) -> Option<Vec<i64>> {
+    match policy::split_asns(raw) {
+        Ok(l) => (!l.is_empty()).then_some(l),
+        Err(m) => {
+            e.push(field, m);
+            None
+        }
+    }
+}
+
 fn opt(s: &str) -> Option<String> {
     Some(s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 impl ServerForm {
-    fn parse(&self) -> std::result::Result<crate::domain::ServerSpec, FieldErrors> {
+    pub(crate) fn parse(
+        &self,
+    ) -> std::result::Result<(crate::domain::ServerSpec, TokenChange), FieldErrors> {
         let mut e = FieldErrors::default();
+        let token = if self.remove_callback_token.is_some() {
+            TokenChange::Remove
+        } else if self.callback_token.expose().trim().is_empty() {
+            TokenChange::Keep
+        } else {
+            match TokenChange::parse(Some(&self.callback_token)) {
+                Ok(t) => t,
+                Err(m) => {
+                    e.push("callback_token", m);
+                    TokenChange::Keep
+                }
+            }
+        };
         let input = ServerInput {
             name: self.name.clone(),
             url: self.url.clone(),
@@ -100,9 +139,17 @@ impl ServerForm {
             ),
             weight: number(&mut e, "weight", &self.weight, "a whole number"),
             enabled: Some(self.enabled.is_some()),
+            callback_token: None,
+            tier: number(&mut e, "tier", &self.tier, "a whole number"),
+            poll: Some(self.no_poll.is_none()),
+            ip_versions: opt(&self.ip_versions).map(|v| policy::split_list(&v)),
+            asns: asn_list(&mut e, "asns", &self.asns),
+            only_asns: asn_list(&mut e, "only_asns", &self.only_asns),
+            only_prefixes: opt(&self.only_prefixes).map(|v| policy::split_list(&v)),
+            max_mbps: number(&mut e, "max_mbps", &self.max_mbps, "a number such as 100"),
         };
         match input.parse() {
-            Ok(spec) if e.is_empty() => Ok(spec),
+            Ok(spec) if e.is_empty() => Ok((spec, token)),
             Ok(_) => Err(e),
             Err(more) => {
                 // Number errors come first; don't report a field twice.
@@ -129,7 +176,14 @@ impl ServerForm {
             max_listeners: r.max_listeners.map(|v| v.to_string()).unwrap_or_default(),
             weight: r.weight.to_string(),
             enabled: r.enabled.then(|| "on".into()),
-            csrf_token: String::new(),
+            tier: r.tier.to_string(),
+            no_poll: (!r.poll).then(|| "on".into()),
+            ip_versions: s(&r.ip_versions).replace(',', ", "),
+            asns: s(&r.asns).replace(',', ", "),
+            only_asns: s(&r.only_asns).replace(',', ", "),
+            only_prefixes: s(&r.only_prefixes).replace(',', ", "),
+            max_mbps: r.max_mbps.map(|v| v.to_string()).unwrap_or_default(),
+            ..Default::default()
         }
     }
 }
@@ -169,6 +223,9 @@ struct FormPage {
     draining: bool,
     status_line: String,
     read_via: String,
+    /// Whether the server has a callback token (its value is never shown).
+    has_token: bool,
+    callback_url: String,
     /// The relay's state and numbers now, as the servers table shows them.
     line: Option<ServerLine>,
 }
@@ -186,6 +243,7 @@ async fn new_form(ctx: Ctx) -> Response {
             form: ServerForm {
                 weight: "100".into(),
                 enabled: Some("on".into()),
+                tier: "1".into(),
                 ..Default::default()
             },
             errors: FieldErrors::default(),
@@ -193,6 +251,8 @@ async fn new_form(ctx: Ctx) -> Response {
             draining: false,
             status_line: String::new(),
             read_via: String::new(),
+            has_token: false,
+            callback_url: String::new(),
             line: None,
         },
     )
@@ -217,11 +277,13 @@ async fn create(
                 draining: false,
                 status_line: String::new(),
                 read_via: String::new(),
+                has_token: false,
+                callback_url: String::new(),
                 line: None,
             },
         )
     };
-    let spec = match form.parse() {
+    let (spec, token) = match form.parse() {
         Ok(s) => s,
         Err(errors) => return Ok(invalid(errors, form)),
     };
@@ -230,6 +292,7 @@ async fn create(
         Ok(id) => id,
         Err(e) => return Ok(invalid(conflict_to_field(e)?, form)),
     };
+    changes::set_callback_token(&mut tx, id, &token).await?;
     state.commit(tx).await?;
     Ok(redirect_with_flash(
         &format!("/admin/servers/{id}/edit"),
@@ -274,7 +337,7 @@ async fn page_for(
             id: Some(c.id),
             mount: c.mount.clone(),
             stream: c.stream_name.clone(),
-            listeners: "source offline?".into(),
+            listeners: "not listed: source offline, or hidden?".into(),
             max: String::new(),
         });
     }
@@ -293,7 +356,12 @@ async fn page_for(
     };
     let status_line = format!("location: {location}{via}");
     let line = server_lines(state).into_iter().find(|l| l.id == id);
+    let has_token = store::servers::callback_token(&mut conn, id)
+        .await?
+        .is_some();
     Ok(FormPage {
+        has_token,
+        callback_url: format!("/icecast_balancer/relays/{}/auth", row.name),
         ctx,
         id: Some(id),
         draining: !row.enabled,
@@ -325,7 +393,7 @@ async fn update(
     Form(form): Form<ServerForm>,
 ) -> Result<Response> {
     user.check_csrf(&form.csrf_token)?;
-    let spec = match form.parse() {
+    let (spec, token) = match form.parse() {
         Ok(s) => s,
         Err(errors) => {
             let page = page_for(&state, ctx, id, Some(form), errors).await?;
@@ -342,6 +410,7 @@ async fn update(
             return Ok(render(StatusCode::UNPROCESSABLE_ENTITY, page));
         }
     };
+    changes::set_callback_token(&mut tx, id, &token).await?;
     state.commit(tx).await?;
     let msg = if before.enabled && !after.enabled {
         format!(

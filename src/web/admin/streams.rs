@@ -47,11 +47,12 @@ pub struct StreamForm {
     pub allowed_countries: String,
     pub allow_unknown: Option<String>,
     pub require_https: Option<String>,
+    pub bitrate_kbps: String,
     pub csrf_token: String,
 }
 
 impl StreamForm {
-    fn input(&self) -> StreamInput {
+    pub(crate) fn input(&self) -> StreamInput {
         let countries: Vec<String> = self
             .allowed_countries
             .split([',', ' ', ';'])
@@ -66,6 +67,10 @@ impl StreamForm {
             allowed_countries: (!countries.is_empty()).then_some(countries),
             allow_unknown: Some(self.allow_unknown.is_some()),
             require_https: Some(self.require_https.is_some()),
+            // Not a number: 0, which the stream's parse refuses by name.
+            bitrate_kbps: Some(self.bitrate_kbps.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap_or(0)),
             mounts: None,
         }
     }
@@ -82,6 +87,7 @@ impl StreamForm {
                 .replace(',', ", "),
             allow_unknown: r.allow_unknown.then(|| "on".into()),
             require_https: r.require_https.then(|| "on".into()),
+            bitrate_kbps: r.bitrate_kbps.map(|v| v.to_string()).unwrap_or_default(),
             csrf_token: String::new(),
         }
     }

@@ -30,6 +30,9 @@ pub struct ServerLine {
     pub location: String,
     /// `load.xsl`, `status-json.xsl`, or empty before the first good poll.
     pub read_via: String,
+    /// With `max_mbps`: `0.9 / 1 Mbit/s` (listeners and reservations at
+    /// their streams' bitrates); empty without a budget.
+    pub bandwidth: String,
 }
 
 impl ServerLine {
@@ -96,6 +99,11 @@ pub fn server_lines(state: &AppState) -> Vec<ServerLine> {
                 .unwrap_or_default(),
             location: location_text(s),
             read_via: s.source.clone().unwrap_or_default(),
+            bandwidth: s.bandwidth.as_ref().map_or_else(String::new, |bw| {
+                let seen = s.last_success_at.unwrap_or(i64::MIN);
+                let used = bw.used_kbps(r.now_s, r.ttl_s, seen) as f64 / 1000.0;
+                format!("{used:.1} / {} Mbit/s", bw.budget_kbps as f64 / 1000.0)
+            }),
         })
         .collect()
 }

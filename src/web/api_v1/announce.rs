@@ -97,6 +97,8 @@ impl Announcement {
             max_listeners: self.max_listeners,
             weight: self.weight,
             enabled: Some(true),
+            callback_token: None,
+            ..ServerInput::default()
         }
     }
 }

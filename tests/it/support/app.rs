@@ -68,6 +68,9 @@ impl TestApp {
         settings.max_reservations_per_client = 0;
         // Tests poll explicitly; a full stream must not start polls of its own.
         settings.full_recheck = Duration::ZERO;
+        // Tests read /api/status and /metrics right after a change; the
+        // sharing has its own test.
+        settings.shared_render_age = Duration::ZERO;
         configure(&mut settings);
         let clock = Clock::system();
         let app = Application::build_with_clock(settings, clock.clone())

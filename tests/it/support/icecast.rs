@@ -56,24 +56,184 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Which Icecast: Debian's 2.4.4, or Icecast-KH built from source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Xiph,
+    Kh,
+}
+
+/// Icecast URL authentication pointing at the balancer's callback endpoint.
+#[derive(Debug, Clone)]
+pub struct UrlAuth {
+    /// `http://…/icecast_balancer/relays/{server}/auth`
+    pub url: String,
+    pub user: String,
+    pub token: String,
+    /// Also on `<mount type="default">` (Icecast 2.4; it then asks about
+    /// every request, its status pages included).
+    pub default_mount: bool,
+}
+
+impl UrlAuth {
+    /// The `<authentication>` block the README gives operators.
+    fn xml(&self) -> String {
+        format!(
+            "<authentication type=\"url\">\
+             <option name=\"listener_add\" value=\"{url}\"/>\
+             <option name=\"listener_remove\" value=\"{url}\"/>\
+             <option name=\"username\" value=\"{user}\"/>\
+             <option name=\"password\" value=\"{token}\"/>\
+             <option name=\"auth_header\" value=\"icecast-auth-user: 1\"/>\
+             <option name=\"timeout\" value=\"5\"/>\
+             </authentication>",
+            url = self.url,
+            user = self.user,
+            token = self.token
+        )
+    }
+}
+
+/// How to start a relay.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub flavour: Flavour,
+    /// The project's load.xsl in the webroot (else only status-json.xsl).
+    pub load_xsl: bool,
+    pub auth: Option<UrlAuth>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            flavour: Flavour::Xiph,
+            load_xsl: true,
+            auth: None,
+        }
+    }
+}
+
+/// Where the binary and its web and admin roots are.
+struct Install {
+    binary: PathBuf,
+    web: PathBuf,
+    admin: PathBuf,
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// Debian's icecast2, or `None` after a printed skip.
+fn xiph() -> Option<Install> {
+    if !Path::new(ICECAST).exists() {
+        skip("icecast2 is not installed (apt-get install icecast2)");
+        return None;
+    }
+    Some(Install {
+        binary: ICECAST.into(),
+        web: WEBROOT.into(),
+        admin: ADMINROOT.into(),
+    })
+}
+
+/// The project's build directory (`CARGO_TARGET_DIR` or `target/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The KH build script: `ICECAST_KH_BUILD` or `shared/relays/` beside the
+/// clone (or beside the worktrees' directory).
+fn kh_script() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ICECAST_KH_BUILD") {
+        return Some(p.into());
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [root.join("../shared"), root.join("../../shared")]
+        .into_iter()
+        .map(|d| d.join("relays/build-icecast-kh.sh"))
+        .find(|p| p.is_file())
+}
+
+static KH: tokio::sync::OnceCell<Result<PathBuf, String>> = tokio::sync::OnceCell::const_new();
+
+/// Icecast-KH, built once into `target/icecast-kh` (about 20 s; the build
+/// writes only there and in a temporary directory), or `None` after a
+/// printed skip.
+async fn kh() -> Option<Install> {
+    let prefix = KH
+        .get_or_init(async || {
+            let prefix = target_dir().join("icecast-kh");
+            if prefix.join("bin/icecast").is_file() {
+                return Ok(prefix);
+            }
+            let script = kh_script().ok_or("the Icecast-KH build script (shared/relays/build-icecast-kh.sh) is not beside the clone; set ICECAST_KH_BUILD")?;
+            let out = tokio::process::Command::new("bash")
+                .arg(&script)
+                .arg(&prefix)
+                .output()
+                .await
+                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "Icecast-KH did not build (needs build-essential pkg-config libxml2-dev \
+                     libxslt1-dev libogg-dev libvorbis-dev libcurl4-openssl-dev libssl-dev):\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+            Ok(prefix)
+        })
+        .await;
+    match prefix {
+        Ok(p) => Some(Install {
+            binary: p.join("bin/icecast"),
+            web: p.join("share/icecast/web"),
+            admin: p.join("share/icecast/admin"),
+        }),
+        Err(e) => {
+            skip(e);
+            None
+        }
+    }
+}
+
 impl Icecast {
     /// Starts a relay with the given mounts and their max-listeners (`None`:
     /// no limit). `None` when icecast2 is not installed (after printing why).
     pub async fn start(mounts: &[(&str, Option<u32>)]) -> Option<Icecast> {
-        Self::start_with(mounts, true).await
+        Self::start_opts(mounts, Options::default()).await
     }
 
     /// `start`, optionally without the project's load.xsl (a relay the
     /// balancer can read only through Icecast's own status-json.xsl).
     pub async fn start_with(mounts: &[(&str, Option<u32>)], load_xsl: bool) -> Option<Icecast> {
-        if !Path::new(ICECAST).exists() {
-            skip("icecast2 is not installed (apt-get install icecast2)");
-            return None;
-        }
+        let opts = Options {
+            load_xsl,
+            ..Options::default()
+        };
+        Self::start_opts(mounts, opts).await
+    }
+
+    pub async fn start_opts(mounts: &[(&str, Option<u32>)], opts: Options) -> Option<Icecast> {
+        let install = match opts.flavour {
+            Flavour::Xiph => xiph()?,
+            Flavour::Kh => kh().await?,
+        };
         let dir = tempfile::tempdir().unwrap();
         let web = dir.path().join("web");
-        copy_dir(Path::new(WEBROOT), &web);
-        if load_xsl {
+        copy_dir(&install.web, &web);
+        // KH ships no status-json.xsl; the tests read listener counts
+        // through it (the balancer reads load.xsl first either way).
+        for file in ["status-json.xsl", "xml2json.xslt"] {
+            let from = Path::new(WEBROOT).join(file);
+            if opts.flavour == Flavour::Kh && from.is_file() {
+                std::fs::copy(&from, web.join(file)).unwrap();
+            }
+        }
+        if opts.load_xsl {
             std::fs::copy(
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("xsl/load.xsl"),
                 web.join("load.xsl"),
@@ -84,14 +244,27 @@ impl Icecast {
         std::fs::create_dir_all(&logs).unwrap();
 
         // Icecast binds port 0 (a free port the kernel picks) and the port
-        // is read back from the running process.
+        // is read back from the running process; KH refuses port 0, so it
+        // gets one that was free a moment ago.
+        let port = match opts.flavour {
+            Flavour::Xiph => 0,
+            Flavour::Kh => free_port(),
+        };
         let source_password = format!("src-{}", std::process::id());
+        // A <mount> of its own does not inherit <mount type="default"> in
+        // Icecast 2.4 (nor a wildcard mount in KH): the block goes in each.
+        let auth = opts.auth.as_ref().map(UrlAuth::xml).unwrap_or_default();
         let mut mount_xml = String::new();
+        let on_default = opts.auth.as_ref().is_some_and(|a| a.default_mount);
+        if on_default && opts.flavour == Flavour::Xiph {
+            mount_xml.push_str(&format!("<mount type=\"default\">{auth}</mount>\n"));
+        }
         for (name, max) in mounts {
             mount_xml.push_str(&format!("<mount><mount-name>{name}</mount-name>"));
             if let Some(max) = max {
                 mount_xml.push_str(&format!("<max-listeners>{max}</max-listeners>"));
             }
+            mount_xml.push_str(&auth);
             mount_xml.push_str("</mount>\n");
         }
         // Icecast refuses to run as root; <changeowner> makes it drop to the
@@ -116,10 +289,10 @@ impl Icecast {
   <authentication><source-password>{source_password}</source-password>
     <admin-user>admin</admin-user><admin-password>{source_password}-admin</admin-password></authentication>
   <hostname>127.0.0.1</hostname><location>test</location><admin>test@localhost</admin>
-  <listen-socket><port>0</port><bind-address>127.0.0.1</bind-address></listen-socket>
+  <listen-socket><port>{port}</port><bind-address>127.0.0.1</bind-address></listen-socket>
   {mount_xml}
   <paths><basedir>{base}</basedir><logdir>{logs}</logdir><webroot>{web}</webroot>
-    <adminroot>{ADMINROOT}</adminroot></paths>
+    <adminroot>{admin}</adminroot></paths>
   <logging><accesslog>access.log</accesslog><errorlog>error.log</errorlog><loglevel>3</loglevel></logging>
   {security}
 </icecast>
@@ -127,10 +300,11 @@ impl Icecast {
             base = dir.path().display(),
             logs = logs.display(),
             web = web.display(),
+            admin = install.admin.display(),
         );
         let config_path = dir.path().join("icecast.xml");
         std::fs::write(&config_path, config).unwrap();
-        let child = tokio::process::Command::new(ICECAST)
+        let child = tokio::process::Command::new(&install.binary)
             .arg("-c")
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -138,10 +312,11 @@ impl Icecast {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let pid = child.id().expect("icecast2 is running");
+        let pid = child.id().expect("icecast is running");
         let Some(port) = listening_port(pid, Duration::from_secs(10)).await else {
             panic!(
-                "icecast2 did not listen within 10 s; error.log:\n{}",
+                "{} did not listen within 10 s; error.log:\n{}",
+                install.binary.display(),
                 std::fs::read_to_string(logs.join("error.log")).unwrap_or_default()
             );
         };

@@ -9,6 +9,7 @@ pub mod app;
 pub mod fake_relay;
 pub mod geoip;
 pub mod icecast;
+pub mod proxy;
 pub mod redis;
 pub mod webdriver;
 
