@@ -56,7 +56,9 @@ start_balancer() {
 start_balancer "$BIN" "$DB" balancer
 BURL=$URL
 if [ -n "${BASELINE:-}" ]; then
-  cp "$DB" "$WORK/baseline.db"
+  # Its own database, made by itself: an older build refuses one that a
+  # newer build migrated further.
+  BIN=$BASELINE setup_db "$WORK/baseline.db" "$WORK/relays.toml"
   start_balancer "$BASELINE" "$WORK/baseline.db" baseline
   OURL=$URL
 fi

@@ -51,9 +51,8 @@ if [ "${1:-}" = "--install" ]; then
         systemd-analyze security --offline=true /usr/lib/systemd/system/icecast-balancer.service |
             tail -n 1
     fi
-    # packaging/check-deb.sh "$deb" checks the maintainer scripts through
-    # install, upgrade, remove and purge; it is not run here yet: after a
-    # purge, a new install on the same machine is not enabled (the
-    # deb-systemd-helper state the purge leaves reads as "disabled").
+    # The maintainer scripts through install, upgrade, remove, purge and a
+    # new install after the purge; it ends with the package installed.
+    packaging/check-deb.sh "$deb"
     echo "installed and checked $deb"
 fi

@@ -13,6 +13,12 @@
 # unless /run/systemd/system exists; the check then creates that directory
 # for its duration and puts recording stand-ins for systemctl and
 # deb-systemd-invoke first in PATH, and checks what the scripts asked for.
+# The systemctl stand-in passes calls with --root= on to the real one:
+# those work on files without a running systemd, and deb-systemd-helper
+# enables a unit on its first install through one (`systemctl --root=/
+# preset`). Swallowing it would leave the unit recorded as enabled by the
+# package but without its link, which deb-systemd-helper then keeps as "the
+# administrator disabled it" on every later install.
 set -eu
 
 deb=${1:?usage: packaging/check-deb.sh PACKAGE.deb}
@@ -41,10 +47,12 @@ else
     calls=$work/calls
     : > "$calls"
     mkdir "$work/bin"
+    real_systemctl=$(command -v systemctl) || fail "systemctl is missing"
     for tool in systemctl deb-systemd-invoke; do
         printf '#!/bin/sh\necho "%s $*" >> "%s"\n' "$tool" "$calls" > "$work/bin/$tool"
         chmod 755 "$work/bin/$tool"
     done
+    printf 'case "$*" in *--root=*) exec %s "$@" ;; esac\n' "$real_systemctl" >> "$work/bin/systemctl"
     PATH=$work/bin:$PATH
     export PATH
     if [ ! -d /run/systemd/system ]; then
@@ -67,8 +75,22 @@ asked() {
     : > "$calls"
 }
 
+# deb-systemd-helper's records of the unit, which a purge must remove.
+helper_state() {
+    ls -d /var/lib/systemd/deb-systemd-helper-enabled/$unit.dsh-also \
+        /var/lib/systemd/deb-systemd-helper-enabled/*/$unit \
+        /var/lib/systemd/deb-systemd-helper-masked/$unit 2>/dev/null || true
+}
+
 dpkg -P icecast-balancer >/dev/null 2>&1 || true
 rm -rf "$state" /var/lib/icecast-balancer
+stale=$(helper_state)
+if [ -n "$stale" ]; then
+    # Left by an earlier run whose systemctl stand-in swallowed the
+    # enabling: it would read as "disabled by the administrator".
+    echo "check-deb: removing stale deb-systemd-helper state: $stale"
+    rm -f $stale
+fi
 
 echo "check-deb: install"
 dpkg -i "$deb" >/dev/null
@@ -92,6 +114,7 @@ grep -q LOG_FORMAT=json "$settings" || fail "upgrade replaced $settings"
 echo "check-deb: remove"
 dpkg -r icecast-balancer >/dev/null
 asked stop remove
+[ "$(readlink "/etc/systemd/system/$unit")" = /dev/null ] || fail "remove did not mask $unit"
 [ ! -e /usr/bin/icecast-balancer ] || fail "remove left the binary"
 [ -s /var/lib/icecast-balancer/icecast-balancer.db ] || fail "remove deleted the database"
 grep -q LOG_FORMAT=json "$settings" || fail "remove deleted $settings"
@@ -101,6 +124,11 @@ dpkg -P icecast-balancer >/dev/null
 [ ! -e "$state" ] && [ ! -e /var/lib/icecast-balancer ] || fail "purge left the database"
 [ ! -e "$settings" ] || fail "purge left $settings"
 [ ! -L "$wants" ] || fail "purge left $wants"
+[ ! -e "/etc/systemd/system/$unit" ] || fail "purge left $unit masked"
+[ -z "$(helper_state)" ] || fail "purge left deb-systemd-helper state: $(helper_state)"
 
+echo "check-deb: install after purge"
 dpkg -i "$deb" >/dev/null
-echo "check-deb: install, upgrade, remove and purge do what they should"
+[ -L "$wants" ] || fail "a new install after a purge did not enable $unit"
+asked start "install after purge"
+echo "check-deb: install, upgrade, remove, purge and a new install do what they should"

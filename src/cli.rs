@@ -455,7 +455,7 @@ impl Options {
 /// Moves flags written before the command to just after it:
 /// `icecast-balancer --rise 3 poll` becomes `icecast-balancer poll --rise 3`.
 /// Without a command (serve) or with none recognised, nothing moves.
-pub fn normalize(args: Vec<OsString>) -> Vec<OsString> {
+pub(crate) fn normalize(args: Vec<OsString>) -> Vec<OsString> {
     let cmd = Cli::command();
     let takes_value = |long: &str| {
         cmd.get_arguments()

@@ -7,6 +7,8 @@
 //! returns to its default); servers and streams absent from the file are
 //! left alone. A stream's `mounts` list, when present, is its complete set.
 
+mod shape;
+
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
@@ -78,8 +80,9 @@ impl std::fmt::Display for ImportReport {
 /// What importing or exporting a configuration file can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Not TOML, or not the file's shape.
-    #[error("config file: {0}")]
+    /// Not TOML, or not the file's shape: every problem, each on a line
+    /// starting with the file's name.
+    #[error("{0}")]
     Parse(String),
     /// The file asks for something invalid; nothing was changed.
     #[error("config file rejected, nothing was changed:\n  {0}")]
@@ -99,7 +102,25 @@ impl From<sqlx::Error> for Error {
 }
 
 pub fn parse(text: &str) -> Result<ConfigFile> {
-    toml::from_str(text).map_err(|e| Error::Parse(e.to_string()))
+    parse_named(text, "config file")
+}
+
+/// Parses a file called `source` in messages ("servers.toml", "standard
+/// input"): a wrong key or type is reported with the entry and key, all of
+/// them at once.
+pub fn parse_named(text: &str, source: &str) -> Result<ConfigFile> {
+    let failed = |lines: Vec<String>| {
+        let lines: Vec<String> = lines.iter().map(|l| format!("{source}: {l}")).collect();
+        Error::Parse(lines.join("\n"))
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| failed(vec![e.to_string()]))?;
+    let problems = shape::problems(&table);
+    if !problems.is_empty() {
+        return Err(failed(problems));
+    }
+    // The shape check leaves serde nothing to refuse; its message stays
+    // the fallback should the two ever part.
+    toml::from_str(text).map_err(|e| failed(vec![e.to_string()]))
 }
 
 struct ParsedStream {
@@ -204,7 +225,7 @@ pub async fn apply(writer: &Writer, file: &ConfigFile) -> Result<ImportReport> {
 
 /// Applies the file inside a change transaction the caller commits: the
 /// cluster applies shared changes this way, under the actor that made them.
-pub async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportReport> {
+pub(crate) async fn apply_in(ctx: &mut ChangeTx, file: &ConfigFile) -> Result<ImportReport> {
     let (servers, streams) = validate(file)?;
     let mut report = ImportReport::default();
     apply_servers(ctx, &servers, &mut report).await?;

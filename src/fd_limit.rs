@@ -32,7 +32,7 @@ pub fn current() -> std::io::Result<(u64, u64)> {
 /// in force (soft, hard).
 #[cfg(unix)]
 #[allow(clippy::unnecessary_cast)]
-pub fn raise() -> std::io::Result<(u64, u64)> {
+pub(crate) fn raise() -> std::io::Result<(u64, u64)> {
     let (soft, hard) = current()?;
     let mut lim = libc::rlimit {
         rlim_cur: soft as libc::rlim_t,
@@ -53,7 +53,7 @@ pub fn raise() -> std::io::Result<(u64, u64)> {
 }
 
 #[cfg(not(unix))]
-pub fn raise() -> std::io::Result<(u64, u64)> {
+pub(crate) fn raise() -> std::io::Result<(u64, u64)> {
     Err(std::io::ErrorKind::Unsupported.into())
 }
 

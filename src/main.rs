@@ -80,7 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import { file, from_env } => {
             let (text, from) = import_text(file.as_deref(), from_env)?;
-            let parsed = config_file::parse(&text).with_context(|| format!("in {from}"))?;
+            let parsed = config_file::parse_named(&text, &from)?;
             let db = icecast_balancer::store::connect(database).await?;
             let report = config_file::apply(&Writer::new(db.clone()), &parsed).await;
             icecast_balancer::store::close(db).await;

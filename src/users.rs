@@ -12,7 +12,7 @@ use rand::RngCore;
 use crate::store;
 use crate::store::changes::{self, Actor, Writer};
 
-pub const MIN_PASSWORD: usize = 8;
+pub(crate) const MIN_PASSWORD: usize = 8;
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
@@ -36,7 +36,7 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 
 /// Spends the time of one verification, so a login for a user that does
 /// not exist takes as long as one with a wrong password.
-pub fn verify_nothing(password: &str) {
+pub(crate) fn verify_nothing(password: &str) {
     static DUMMY: OnceLock<String> = OnceLock::new();
     let hash = DUMMY.get_or_init(|| hash_password("timing equaliser").unwrap_or_default());
     let _ = verify_password(hash, password);
@@ -48,7 +48,7 @@ const QUEUE: usize = 8;
 
 /// All hashing threads are busy and the queue is full.
 #[derive(Debug)]
-pub struct Busy;
+pub(crate) struct Busy;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -97,7 +97,7 @@ fn hashing_thread(jobs: &Mutex<std::sync::mpsc::Receiver<Job>>, pending: &Atomic
 
 /// Checks `password` against `hash` on the hashing threads; without a
 /// hash, a check of the same cost (see [`verify_nothing`]).
-pub async fn verify_pooled(hash: Option<String>, password: String) -> Result<bool, Busy> {
+pub(crate) async fn verify_pooled(hash: Option<String>, password: String) -> Result<bool, Busy> {
     let pool = pool().ok_or(Busy)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
@@ -119,7 +119,7 @@ pub async fn verify_pooled(hash: Option<String>, password: String) -> Result<boo
 }
 
 /// `bytes` random bytes as lowercase hex: tokens and generated passwords.
-pub fn random_secret(bytes: usize) -> String {
+pub(crate) fn random_secret(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut b);
     hex(&b)
@@ -131,11 +131,11 @@ pub fn api_token_secret() -> String {
     format!("icb_{}", random_secret(24))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-pub fn check_password(p: &str) -> anyhow::Result<()> {
+pub(crate) fn check_password(p: &str) -> anyhow::Result<()> {
     if p.chars().count() < MIN_PASSWORD {
         anyhow::bail!("the password must have at least {MIN_PASSWORD} characters");
     }
@@ -144,7 +144,7 @@ pub fn check_password(p: &str) -> anyhow::Result<()> {
 
 /// On a database without users, creates `admin` with the configured
 /// password or a random one, which is printed this once.
-pub async fn ensure_admin(writer: &Writer, configured: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn ensure_admin(writer: &Writer, configured: Option<&str>) -> anyhow::Result<()> {
     // Counted inside the write transaction: two processes starting on one
     // fresh database create one admin, not two.
     let mut ctx = writer.begin(Actor::new("system")).await?;

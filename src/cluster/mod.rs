@@ -40,9 +40,9 @@ pub use crate::routing::capacity::Held;
 pub const CUT_OFF: &str = "this instance cannot reach Redis, which holds the cluster's configuration: configuration changes are refused until it can (redirects keep working); try again when /api/status shows the cluster shared";
 
 /// Heartbeats, and the rejoin attempts while split, this often.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// A Redis call taking longer counts as Redis being away.
-pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -100,7 +100,7 @@ impl std::fmt::Debug for ClusterSettings {
 }
 
 /// The URL with any password replaced, for logs and the status page.
-pub fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}://***{}", &url[..scheme], &url[at..])
@@ -117,7 +117,7 @@ pub fn parse_url(url: &str) -> Result<String, String> {
 }
 
 /// Checks a `--cluster-prefix` / `--cluster-instance` value.
-pub fn parse_name(s: &str) -> Result<String, String> {
+pub(crate) fn parse_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 100
         && s.chars()
@@ -132,7 +132,7 @@ pub fn parse_name(s: &str) -> Result<String, String> {
 }
 
 /// The default instance name: the host name and the listen address.
-pub fn default_instance(listen: &str) -> String {
+pub(crate) fn default_instance(listen: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -279,14 +279,14 @@ impl Cluster {
     }
 
     /// Follows the mode: the server polls again once a split has settled.
-    pub fn modes(&self) -> tokio::sync::watch::Receiver<Mode> {
+    pub(crate) fn modes(&self) -> tokio::sync::watch::Receiver<Mode> {
         self.modes.subscribe()
     }
 
     /// How long after a split begins every slot leased before it has been
     /// handed out: a poll that starts this much plus the connect grace
     /// later lets the split shares begin.
-    pub fn split_settles_after() -> Duration {
+    pub(crate) fn split_settles_after() -> Duration {
         Duration::from_secs(slots::LEASE_SECONDS + 1)
     }
 
@@ -355,7 +355,7 @@ impl Cluster {
     }
 
     /// The Redis data generation joined, while slots are shared.
-    pub fn shared_generation(&self) -> Option<String> {
+    pub(crate) fn shared_generation(&self) -> Option<String> {
         let st = self.state();
         match st.mode {
             Mode::Shared => st.generation.clone(),
@@ -730,7 +730,7 @@ impl Cluster {
     /// Gives back the unused slots of expired leases (with the heartbeat,
     /// so an instance that stopped getting listeners does not sit on slots
     /// until the next poll releases them).
-    pub async fn give_back_expired(&self) -> RedisResult<()> {
+    pub(crate) async fn give_back_expired(&self) -> RedisResult<()> {
         let Some(generation) = self.state().generation.clone() else {
             return Ok(());
         };

@@ -40,7 +40,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn from_row(state: &str, failures: i64, successes: i64) -> Health {
+    pub(crate) fn from_row(state: &str, failures: i64, successes: i64) -> Health {
         let state = match state {
             "up" => State::Up,
             "down" => State::Down,
@@ -57,7 +57,7 @@ impl Health {
     /// on its first success (there is no failure to distrust); a server that
     /// was down needs `rise` successes in a row; `fall` failures in a row
     /// take any server down.
-    pub fn observe(self, ok: bool, rise: u32, fall: u32) -> Health {
+    pub(crate) fn observe(self, ok: bool, rise: u32, fall: u32) -> Health {
         if ok {
             let successes = self.successes.saturating_add(1);
             let state = match self.state {
@@ -84,7 +84,7 @@ impl Health {
         }
     }
 
-    pub fn is_up(self) -> bool {
+    pub(crate) fn is_up(self) -> bool {
         self.state == State::Up
     }
 }
@@ -92,7 +92,7 @@ impl Health {
 /// Whether the quick re-check asks this server: enabled and judged down
 /// (a relay that failed at least once and has not risen again). Healthy
 /// and never-polled servers wait for the regular round.
-pub fn needs_quick_recheck(enabled: bool, health: Option<Health>) -> bool {
+pub(crate) fn needs_quick_recheck(enabled: bool, health: Option<Health>) -> bool {
     enabled && health.is_some_and(|h| h.state == State::Down)
 }
 

@@ -66,7 +66,7 @@ impl Point {
     }
 
     /// The unit vector's components.
-    pub fn xyz(self) -> [f64; 3] {
+    pub(crate) fn xyz(self) -> [f64; 3] {
         self.0
     }
 

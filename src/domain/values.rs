@@ -9,7 +9,7 @@ use std::fmt;
 pub struct Slug(String);
 
 impl Slug {
-    pub const MAX_LEN: usize = 64;
+    pub(crate) const MAX_LEN: usize = 64;
 
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
@@ -54,6 +54,13 @@ impl HttpUrl {
         if s.is_empty() {
             return Err("required: a URL such as http://relay1.example.com:8000".into());
         }
+        // The URL parser's words for a missing scheme are "relative URL
+        // without a base"; the form and import say what to write instead.
+        if !s.contains("://") {
+            return Err(format!(
+                "must start with http:// or https:// (as in http://{s})"
+            ));
+        }
         let url = reqwest::Url::parse(s).map_err(|e| format!("not a valid URL ({e})"))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err("must start with http:// or https://".into());
@@ -76,9 +83,6 @@ impl HttpUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    pub fn is_https(&self) -> bool {
-        self.0.starts_with("https://")
-    }
 }
 
 impl fmt::Display for HttpUrl {
@@ -92,7 +96,7 @@ impl fmt::Display for HttpUrl {
 pub struct MountPath(String);
 
 impl MountPath {
-    pub const MAX_LEN: usize = 255;
+    pub(crate) const MAX_LEN: usize = 255;
 
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
@@ -145,7 +149,7 @@ impl CountryCode {
     /// A code an operator typed (config file, admin form): one of the
     /// officially assigned ISO 3166-1 alpha-2 codes, with a hint for the
     /// usual mistakes. (GeoIP data goes through [`CountryCode::parse`].)
-    pub fn parse_assigned(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse_assigned(s: &str) -> Result<Self, String> {
         let code = CountryCode::parse(s)?;
         if ASSIGNED.split(' ').any(|c| c == code.as_str()) {
             return Ok(code);

@@ -79,7 +79,7 @@ pub struct LatencyHistogram {
 }
 
 impl LatencyHistogram {
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let i = BOUNDS_NS
             .iter()
@@ -111,7 +111,7 @@ impl LatencyHistogram {
 
 /// When this process started, as Unix seconds; taken at start-up (with
 /// `ProcSubset=pid` the boot time in `/proc/stat` is not readable).
-pub fn process_start_time() -> f64 {
+pub(crate) fn process_start_time() -> f64 {
     static STARTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *STARTED.get_or_init(|| {
         SystemTime::now()

@@ -33,9 +33,9 @@ use crate::store::changes::{Actor, ChangeTx, Writer};
 use crate::store::{self, Pool};
 
 pub use error::{Error, Result};
-pub use metrics::Metrics;
+pub(crate) use metrics::Metrics;
 pub use poller::Poller;
-pub use routing_state::{Reason, RoutingState};
+pub(crate) use routing_state::{Reason, RoutingState};
 
 struct Inner {
     settings: Settings,
@@ -139,7 +139,7 @@ impl Engine {
         &self.0.poller
     }
 
-    pub fn fetcher(&self) -> &Fetcher {
+    pub(crate) fn fetcher(&self) -> &Fetcher {
         self.0.poller.fetcher()
     }
 
@@ -222,7 +222,7 @@ impl Engine {
 
     /// Adds the per-country redirect counts made since the last flush to
     /// the store; returns how many redirects were written.
-    pub async fn flush_country_counts(&self) -> store::Result<u64> {
+    pub(crate) async fn flush_country_counts(&self) -> store::Result<u64> {
         let now = self.0.clock.now_ms();
         self.0
             .routing
@@ -246,7 +246,7 @@ impl Engine {
     /// per `--full-recheck`) and waits, until `deadline`, for the next
     /// snapshot rebuild. `false` when none came in time (or rechecks are
     /// off): the stream is full as far as anyone knows.
-    pub async fn await_fresh_counts(&self, deadline: tokio::time::Instant) -> bool {
+    pub(crate) async fn await_fresh_counts(&self, deadline: tokio::time::Instant) -> bool {
         let gap = self.0.settings.full_recheck;
         if gap.is_zero() || tokio::time::Instant::now() >= deadline {
             return false;
@@ -307,7 +307,7 @@ impl Engine {
     }
 
     /// Places relays anew (GeoIP) and rebuilds routing.
-    pub async fn relocate(&self) {
+    pub(crate) async fn relocate(&self) {
         let routing = &self.0.routing;
         routing.place_relays(self.0.settings.poll.timeout).await;
         if let Err(e) = routing.rebuild(Reason::Placement).done().await {
@@ -337,6 +337,8 @@ async fn open_geo(
 
 /// Runs CPU-heavy work (password hashing, snapshot building) on a blocking
 /// thread, so a login flood or a large rebuild cannot slow redirects.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     Ok(tokio::task::spawn_blocking(f).await?)
 }

@@ -58,7 +58,7 @@ impl Poller {
         }))
     }
 
-    pub fn fetcher(&self) -> &Fetcher {
+    pub(crate) fn fetcher(&self) -> &Fetcher {
         &self.fetcher
     }
 

@@ -66,7 +66,7 @@ pub enum Reason {
 /// How long the refresher waits after a request that does not wait before
 /// rebuilding, so the requests of a burst (poll batches, the watcher) make
 /// one rebuild.
-pub const COALESCE: Duration = Duration::from_millis(100);
+pub(crate) const COALESCE: Duration = Duration::from_millis(100);
 
 /// Drops a replaced snapshot this long after the swap (see [`retire`]).
 const RETIRE_AFTER: Duration = Duration::from_millis(50);
@@ -145,7 +145,7 @@ impl RoutingState {
         self.snapshot.load()
     }
 
-    pub fn snapshot_full(&self) -> Arc<Snapshot> {
+    pub(crate) fn snapshot_full(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
     }
 
@@ -203,7 +203,7 @@ impl RoutingState {
     /// read, above all by another process (import, cron poll, user
     /// commands). This process's own commits are followed by a rebuild
     /// anyway and do not count.
-    pub async fn check_outside_writes(&self) -> Result<()> {
+    pub(crate) async fn check_outside_writes(&self) -> Result<()> {
         if self.changed_since_snapshot().await? {
             drop(self.rebuild(Reason::OutsideWrite));
         }
@@ -256,7 +256,7 @@ impl RoutingState {
     }
 
     /// Counts a failed poll on each relay the round could not read.
-    pub fn count_poll_errors(&self, summary: &RoundSummary) {
+    pub(crate) fn count_poll_errors(&self, summary: &RoundSummary) {
         let snap = self.snapshot();
         let by_name: HashMap<&str, &snapshot::ServerEntry> =
             snap.servers.iter().map(|e| (e.name.as_str(), e)).collect();
@@ -269,7 +269,7 @@ impl RoutingState {
 
     /// Looks up in GeoIP every enabled relay that lacks a configured
     /// location (see [`placement::place`]); the next build uses it.
-    pub async fn place_relays(&self, dns_timeout: Duration) {
+    pub(crate) async fn place_relays(&self, dns_timeout: Duration) {
         if !self.geo.is_configured() {
             return;
         }

@@ -56,14 +56,14 @@ pub struct PollSettings {
 /// The defaults, once: `PollSettings::default` and the command line's
 /// flags (`cli`) both read them.
 pub mod defaults {
-    pub const TIMEOUT_S: f64 = 5.0;
-    pub const RISE: u32 = 2;
-    pub const FALL: u32 = 1;
-    pub const HISTORY_DAYS: u64 = 7;
-    pub const CONCURRENCY: u64 = 256;
-    pub const MAX_RELAY_MOUNTS: u64 = 200;
+    pub(crate) const TIMEOUT_S: f64 = 5.0;
+    pub(crate) const RISE: u32 = 2;
+    pub(crate) const FALL: u32 = 1;
+    pub(crate) const HISTORY_DAYS: u64 = 7;
+    pub(crate) const CONCURRENCY: u64 = 256;
+    pub(crate) const MAX_RELAY_MOUNTS: u64 = 200;
     /// No flag: a relay's status page larger than this is refused.
-    pub const MAX_BODY: usize = 1024 * 1024;
+    pub(crate) const MAX_BODY: usize = 1024 * 1024;
 }
 
 impl Default for PollSettings {
@@ -179,7 +179,7 @@ const FAILURE_LOG_EVERY_MS: i64 = 5 * 60 * 1000;
 /// runs the rounds (the server's poller), so a restart logs each failing
 /// relay once again.
 #[derive(Debug, Default)]
-pub struct FailureLog(std::sync::Mutex<HashMap<i64, i64>>);
+pub(crate) struct FailureLog(std::sync::Mutex<HashMap<i64, i64>>);
 
 impl FailureLog {
     /// Whether this failure is news: the first of a run, a health change,
@@ -274,7 +274,7 @@ async fn write_batch(db: &Pool, batch: &mut Vec<PollRecord>) -> Result<()> {
 
 /// Which servers a round asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
+pub(crate) enum Which {
     All,
     /// Only enabled servers judged down: the quick re-check that notices a
     /// relay's return within seconds without polling healthy ones more.
@@ -284,7 +284,7 @@ pub enum Which {
 /// One round over the servers `which` selects. `on_written` runs after
 /// each batch but the last is committed (the server rebuilds routing
 /// then; after the last, the caller does).
-pub async fn run_round_of(
+pub(crate) async fn run_round_of(
     db: &Pool,
     fetcher: &Fetcher,
     settings: &PollSettings,

@@ -164,7 +164,7 @@ fn load_connections(e: &BytesStart<'_>) -> Result<Option<u64>, String> {
 }
 
 /// `parse_load_xsl` plus the root's `listener_connections`.
-pub fn parse_load(body: &[u8]) -> Result<(Vec<MountUsage>, Option<u64>), String> {
+pub(crate) fn parse_load(body: &[u8]) -> Result<(Vec<MountUsage>, Option<u64>), String> {
     let mut connections = None;
     let text = std::str::from_utf8(body).map_err(|e| format!("load.xsl is not UTF-8: {e}"))?;
     if text.trim().is_empty() {

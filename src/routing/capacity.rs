@@ -33,7 +33,12 @@ impl<'a> Reservation<'a> {
     /// Reserves a slot on the mount and its server unless that would
     /// exceed a limit; checking after the increment makes concurrent
     /// reservations safe.
-    pub fn try_new(snap: &'a Snapshot, mount: usize, now_s: u64, ttl_s: u64) -> Option<Self> {
+    pub(crate) fn try_new(
+        snap: &'a Snapshot,
+        mount: usize,
+        now_s: u64,
+        ttl_s: u64,
+    ) -> Option<Self> {
         let m = &snap.mounts[mount];
         let s = &snap.servers[m.server];
         let seen = s.last_success_at.unwrap_or(i64::MIN);
@@ -176,7 +181,7 @@ pub struct MountView<'a> {
 }
 
 impl MountView<'_> {
-    pub fn is_unlimited(&self) -> bool {
+    pub(crate) fn is_unlimited(&self) -> bool {
         self.mount_free.is_none() && self.server_free.is_none()
     }
 }

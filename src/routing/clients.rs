@@ -24,10 +24,10 @@ use crate::domain::network::{address_key, network_key};
 use crate::domain::sync::lock;
 
 /// The most reservations per client and stream the book can hold.
-pub const MAX_PER_CLIENT: usize = 10;
+pub(crate) const MAX_PER_CLIENT: usize = 10;
 /// A network's reservations per stream within the window, as a multiple
 /// of the per-address limit.
-pub const PER_NETWORK: usize = 2;
+pub(crate) const PER_NETWORK: usize = 2;
 const NETWORK_CAP: usize = MAX_PER_CLIENT * PER_NETWORK;
 const SHARDS: usize = 16;
 
@@ -84,7 +84,7 @@ impl<const N: usize> Recent<N> {
 
 /// What the book says about a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A new listener: choose and reserve, then `record` the result.
     New,
     /// Send to this mount (database id) again, without a reservation.
@@ -133,7 +133,7 @@ impl ClientBook {
     }
 
     /// Judges a request from `ip` with User-Agent fingerprint `agent`.
-    pub fn judge(
+    pub(crate) fn judge(
         &self,
         ip: IpAddr,
         stream: i64,

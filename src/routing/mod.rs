@@ -22,7 +22,8 @@ pub mod snapshot;
 pub(crate) mod testing;
 pub mod tokens;
 
-pub use snapshot::{Counters, Snapshot};
+pub(crate) use snapshot::Counters;
+pub use snapshot::Snapshot;
 
 use std::sync::Arc;
 

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::domain::sync::lock;
 
 /// Ring length in seconds: the longest TTL the ring can represent.
-pub const SLOTS: u64 = 128;
+pub(crate) const SLOTS: u64 = 128;
 
 const COUNT_BITS: u32 = 24;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
@@ -100,7 +100,7 @@ impl ReservationRing {
     }
 
     /// The first second whose reservations still count at `now_s`.
-    pub fn window_start(&self, now_s: u64, ttl_s: u64) -> u64 {
+    pub(crate) fn window_start(&self, now_s: u64, ttl_s: u64) -> u64 {
         let ttl = ttl_s.clamp(1, SLOTS);
         (now_s + 1)
             .saturating_sub(ttl)
@@ -122,7 +122,7 @@ impl ReservationRing {
 
     /// Reservations in the buckets of seconds `from..=to`, whatever polls
     /// released (the ledger's reconciliation reads raw history).
-    pub fn count_range(&self, from: u64, to: u64) -> u64 {
+    pub(crate) fn count_range(&self, from: u64, to: u64) -> u64 {
         let from = from.max(to.saturating_sub(SLOTS - 1));
         let mut total = 0;
         for s in from..=to {
@@ -136,7 +136,7 @@ impl ReservationRing {
 
     /// A poll that started at `poll_started_ms` counted this server:
     /// reservations from buckets that ended `grace_ms` before it are done.
-    pub fn release_counted(&self, poll_started_ms: i64, grace_ms: i64) {
+    pub(crate) fn release_counted(&self, poll_started_ms: i64, grace_ms: i64) {
         let first_live = (poll_started_ms - grace_ms).max(0) as u64 / 1000;
         self.released_before.fetch_max(first_live, Ordering::AcqRel);
     }
@@ -202,7 +202,7 @@ impl Ledger {
 
     /// Reservations that still count at `now_s` for a reader whose
     /// listener counts come from the poll that started at `seen_poll_ms`.
-    pub fn count_seen(&self, now_s: u64, ttl_s: u64, seen_poll_ms: i64) -> u64 {
+    pub(crate) fn count_seen(&self, now_s: u64, ttl_s: u64, seen_poll_ms: i64) -> u64 {
         if now_s >= self.fast_until_s.load(Ordering::SeqCst) {
             return self.ring.count(now_s, ttl_s);
         }

@@ -93,7 +93,7 @@ impl Counters {
     }
     /// Writes the per-country redirect counts of every stream (also of
     /// streams deleted since) to the store; see [`countries::flush`].
-    pub async fn flush_countries(&self, db: &store::Pool, now_ms: i64) -> Result<u64> {
+    pub(crate) async fn flush_countries(&self, db: &store::Pool, now_ms: i64) -> Result<u64> {
         let streams = self.all_streams();
         let tallies: Vec<(i64, &CountryTally)> =
             streams.iter().map(|(id, c)| (*id, &c.countries)).collect();
@@ -101,7 +101,7 @@ impl Counters {
     }
 
     /// Every stream's counters (also of streams deleted since), by id.
-    pub fn all_streams(&self) -> Vec<(i64, Arc<StreamCounters>)> {
+    pub(crate) fn all_streams(&self) -> Vec<(i64, Arc<StreamCounters>)> {
         lock(&self.streams)
             .iter()
             .map(|(id, c)| (*id, c.clone()))
@@ -258,7 +258,7 @@ pub struct Snapshot {
 
 impl StreamEntry {
     /// The countries a geo-restricted stream may be heard in, for messages.
-    pub fn allowed_list(&self) -> String {
+    pub(crate) fn allowed_list(&self) -> String {
         self.allowed_countries
             .iter()
             .flatten()
@@ -285,7 +285,7 @@ impl Snapshot {
     }
 
     /// Server `i`'s location for distance computations.
-    pub fn server_point(&self, i: usize) -> Option<Point> {
+    pub(crate) fn server_point(&self, i: usize) -> Option<Point> {
         let coords = self.servers[i].coords?;
         match self.points.get(i) {
             Some(Some((c, p))) if *c == coords => Some(*p),
@@ -331,7 +331,7 @@ impl Snapshot {
 
     /// Recomputes what is derived from the entries (relay unit vectors and
     /// each stream's routes); for code that changed an entry in place.
-    pub fn reindex(&mut self) {
+    pub(crate) fn reindex(&mut self) {
         self.points = self
             .servers
             .iter()

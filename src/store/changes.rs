@@ -153,7 +153,7 @@ fn stream_text(r: &StreamRow) -> Option<String> {
     r.spec().ok().as_ref().and_then(StreamSpec::audit_text)
 }
 
-pub async fn create_server(ctx: &mut ChangeTx, spec: &ServerSpec) -> Result<i64> {
+pub(crate) async fn create_server(ctx: &mut ChangeTx, spec: &ServerSpec) -> Result<i64> {
     let id = servers::insert(ctx.conn(), spec).await?;
     let after = server_text(&servers::get(ctx.conn(), id).await?);
     let name = spec.name.to_string();
@@ -163,7 +163,7 @@ pub async fn create_server(ctx: &mut ChangeTx, spec: &ServerSpec) -> Result<i64>
 }
 
 /// Returns the server as it was and as it is now.
-pub async fn update_server(
+pub(crate) async fn update_server(
     ctx: &mut ChangeTx,
     id: i64,
     spec: &ServerSpec,
@@ -235,7 +235,7 @@ pub async fn delete_server(ctx: &mut ChangeTx, id: i64) -> Result<(ServerRow, Ve
     Ok((row, gone))
 }
 
-pub async fn create_stream(ctx: &mut ChangeTx, spec: &StreamSpec) -> Result<i64> {
+pub(crate) async fn create_stream(ctx: &mut ChangeTx, spec: &StreamSpec) -> Result<i64> {
     let id = streams::insert(ctx.conn(), spec).await?;
     let after = stream_text(&streams::get(ctx.conn(), id).await?);
     ctx.record(
@@ -250,7 +250,7 @@ pub async fn create_stream(ctx: &mut ChangeTx, spec: &StreamSpec) -> Result<i64>
 }
 
 /// Returns the stream as it was and as it is now.
-pub async fn update_stream(
+pub(crate) async fn update_stream(
     ctx: &mut ChangeTx,
     id: i64,
     spec: &StreamSpec,
@@ -265,7 +265,10 @@ pub async fn update_stream(
 }
 
 /// Deletes a stream with its mounts; each is audited.
-pub async fn delete_stream(ctx: &mut ChangeTx, id: i64) -> Result<(StreamRow, Vec<MountRow>)> {
+pub(crate) async fn delete_stream(
+    ctx: &mut ChangeTx,
+    id: i64,
+) -> Result<(StreamRow, Vec<MountRow>)> {
     let row = streams::get(ctx.conn(), id).await?;
     let gone = mounts::for_stream(ctx.conn(), id).await?;
     streams::delete(ctx.conn(), id).await?;
@@ -281,7 +284,7 @@ pub async fn delete_stream(ctx: &mut ChangeTx, id: i64) -> Result<(StreamRow, Ve
     Ok((row, gone))
 }
 
-pub async fn add_mount(
+pub(crate) async fn add_mount(
     ctx: &mut ChangeTx,
     stream_id: i64,
     server_id: i64,
@@ -304,7 +307,11 @@ pub async fn add_mount(
 }
 
 /// Sets a mount's own limit (`None`: the relay's); audited when it changes.
-pub async fn set_mount_limit(ctx: &mut ChangeTx, id: i64, max: Option<u32>) -> Result<MountRow> {
+pub(crate) async fn set_mount_limit(
+    ctx: &mut ChangeTx,
+    id: i64,
+    max: Option<u32>,
+) -> Result<MountRow> {
     let row = mounts::get(ctx.conn(), id).await?;
     let max = max.map(i64::from);
     if row.max_listeners == max {
@@ -324,7 +331,7 @@ pub async fn set_mount_limit(ctx: &mut ChangeTx, id: i64, max: Option<u32>) -> R
     mounts::get(ctx.conn(), id).await
 }
 
-pub async fn remove_mount(ctx: &mut ChangeTx, id: i64) -> Result<MountRow> {
+pub(crate) async fn remove_mount(ctx: &mut ChangeTx, id: i64) -> Result<MountRow> {
     let row = mounts::get(ctx.conn(), id).await?;
     mounts::delete(ctx.conn(), id).await?;
     record_mounts_deleted(ctx, std::slice::from_ref(&row)).await?;
@@ -332,11 +339,11 @@ pub async fn remove_mount(ctx: &mut ChangeTx, id: i64) -> Result<MountRow> {
 }
 
 /// A stream's mounts as a set of (server id, mount path).
-pub type MountSet = BTreeSet<(i64, MountPath)>;
+pub(crate) type MountSet = BTreeSet<(i64, MountPath)>;
 
 /// Removes the stream's mounts that are not in `keep`. Import runs this for
 /// every stream before adding, so a mount can move between two streams.
-pub async fn remove_mounts_except(
+pub(crate) async fn remove_mounts_except(
     ctx: &mut ChangeTx,
     stream_id: i64,
     keep: &MountSet,
@@ -354,7 +361,7 @@ pub async fn remove_mounts_except(
 
 /// Makes `wanted` the stream's complete set of mounts; returns what was
 /// added and what was removed.
-pub async fn replace_mounts(
+pub(crate) async fn replace_mounts(
     ctx: &mut ChangeTx,
     stream_id: i64,
     wanted: &MountSet,
@@ -390,14 +397,14 @@ pub async fn create_user(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<i
 }
 
 /// Also ends the user's sessions.
-pub async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<()> {
+pub(crate) async fn set_password(ctx: &mut ChangeTx, name: &str, hash: &str) -> Result<()> {
     users::set_password(ctx.conn(), name, hash).await?;
     ctx.record(Action::PasswordChanged, Kind::User, name, None, None)
         .await
 }
 
 /// Refuses to remove the last user: nobody could log in to add another.
-pub async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
+pub(crate) async fn delete_user(ctx: &mut ChangeTx, name: &str) -> Result<()> {
     if users::find(ctx.conn(), name).await?.is_some() && users::count(ctx.conn()).await? <= 1 {
         return Err(Error::Refused(format!(
             "{name} is the last user and cannot be removed: nobody could log in to the admin. \

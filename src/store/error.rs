@@ -25,7 +25,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Maps a UNIQUE violation to a `Conflict` naming the field.
-    pub fn from_unique(e: sqlx::Error, field: &'static str, value: &str) -> Error {
+    pub(crate) fn from_unique(e: sqlx::Error, field: &'static str, value: &str) -> Error {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict {
                 field,

@@ -20,18 +20,81 @@ pub(crate) mod versions;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sqlx::pool::PoolConnectionMetadata;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::sqlite::{SqliteQueryResult, SqliteRow, SqliteStatement, SqliteTypeInfo};
+use sqlx::{
+    Connection, Describe, Either, Execute, Executor, SqlStr, Sqlite, SqliteConnection, SqlitePool,
+};
 
 pub use error::{Error, Result};
 
-pub type Pool = SqlitePool;
+/// The database: sqlx's connection pool (reached through `Deref`) and what
+/// this pool has learnt about its file, which the pool's own callbacks and
+/// [`write_tx`] share.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pool: SqlitePool,
+    read_only: Arc<ReadOnlyWatch>,
+}
+
+impl std::ops::Deref for Pool {
+    type Target = SqlitePool;
+
+    fn deref(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+type BoxFuture<'e, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'e>>;
+type BoxStream<'e, T> = std::pin::Pin<Box<dyn futures_core::Stream<Item = T> + Send + 'e>>;
+
+/// `&Pool` runs queries as sqlx's `&SqlitePool` does (each on a connection
+/// of its own), so reads need not know about the wrapper.
+impl<'p> Executor<'p> for &'_ Pool {
+    type Database = Sqlite;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, sqlx::Result<Either<SqliteQueryResult, SqliteRow>>>
+    where
+        E: 'q + Execute<'q, Sqlite>,
+    {
+        (&self.pool).fetch_many(query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, sqlx::Result<Option<SqliteRow>>>
+    where
+        E: 'q + Execute<'q, Sqlite>,
+    {
+        (&self.pool).fetch_optional(query)
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [SqliteTypeInfo],
+    ) -> BoxFuture<'e, sqlx::Result<SqliteStatement>>
+    where
+        'p: 'e,
+    {
+        (&self.pool).prepare_with(sql, parameters)
+    }
+
+    // Part of the trait while sqlx's `macros` feature is on (it is).
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, sqlx::Result<Describe<Sqlite>>> {
+        (&self.pool).describe(sql)
+    }
+}
 
 /// Connections never create the file: once the database exists, a file
 /// deleted under a running server must make new connections fail loudly,
@@ -70,13 +133,16 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
             .close()
             .await?;
     }
+    let read_only = Arc::new(ReadOnlyWatch::new());
+    let (on_release, on_acquire) = (read_only.clone(), read_only.clone());
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
-        .after_release(|conn, meta| Box::pin(reusable(conn, meta)))
+        .after_release(move |conn, meta| Box::pin(reusable(conn, meta, on_release.clone())))
         // An idle connection that predates a read-only refusal is as
         // suspect as one being released: never handed out again.
-        .before_acquire(|_, meta| {
-            Box::pin(async move { Ok(!opened_before_read_only_seen(meta.age)) })
+        .before_acquire(move |_, meta| {
+            let suspect = on_acquire.opened_before_refusal(meta.age);
+            Box::pin(async move { Ok(!suspect) })
         })
         .connect_with(options(path)?)
         .await
@@ -85,6 +151,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<Pool> {
         .run(&pool)
         .await
         .with_context(|| format!("cannot migrate database {}", path.display()))?;
+    let pool = Pool { pool, read_only };
     incremental_vacuum_mode(&pool)
         .await
         .with_context(|| format!("cannot set up space reclaiming in {}", path.display()))?;
@@ -109,30 +176,21 @@ pub fn require_existing(path: &Path) -> anyhow::Result<()> {
 /// "in a transaction" as far as sqlx knows, and every later `BEGIN` on it
 /// would fail with "begin_with at non-zero transaction depth": closed
 /// instead, so writes recover by themselves once the fault is gone.
-async fn reusable(conn: &mut SqliteConnection, meta: PoolConnectionMetadata) -> sqlx::Result<bool> {
+async fn reusable(
+    conn: &mut SqliteConnection,
+    meta: PoolConnectionMetadata,
+    read_only: Arc<ReadOnlyWatch>,
+) -> sqlx::Result<bool> {
     // The ping runs after any rollback a dropped transaction queued.
     if conn.ping().await.is_err() || conn.is_in_transaction() {
         tracing::warn!("closing a database connection left in a failed transaction");
         return Ok(false);
     }
-    if opened_before_read_only_seen(meta.age) {
+    if read_only.opened_before_refusal(meta.age) {
         tracing::warn!("closing a database connection that may have opened its WAL read-only");
         return Ok(false);
     }
     Ok(true)
-}
-
-/// When a write last found the database read-only, in ms since
-/// [`process_start`]; 0 for never.
-static READ_ONLY_SEEN_MS: AtomicU64 = AtomicU64::new(0);
-
-fn process_start() -> Instant {
-    static START: OnceLock<Instant> = OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-fn since_start_ms(at: Instant) -> u64 {
-    at.saturating_duration_since(process_start()).as_millis() as u64 + 1
 }
 
 /// A connection opened while the WAL file could not be written keeps it
@@ -141,16 +199,49 @@ fn since_start_ms(at: Instant) -> u64 {
 /// every connection that existed then is retired on release; those opened
 /// afterwards are retired too if the fault is still there, and the first
 /// ones opened once it is gone stay.
-/// Returns whether `e` was such a refusal.
-fn note_write_error(e: &sqlx::Error) -> bool {
-    let read_only = e
-        .as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| is_read_only(&c));
-    if read_only {
-        READ_ONLY_SEEN_MS.fetch_max(since_start_ms(Instant::now()), Ordering::Relaxed);
+#[derive(Debug)]
+struct ReadOnlyWatch {
+    created: Instant,
+    /// When a write last found the database read-only, in ms since
+    /// `created` plus one; 0 for never.
+    seen_ms: AtomicU64,
+}
+
+impl ReadOnlyWatch {
+    fn new() -> ReadOnlyWatch {
+        ReadOnlyWatch {
+            created: Instant::now(),
+            seen_ms: AtomicU64::new(0),
+        }
     }
-    read_only
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.created).as_millis() as u64 + 1
+    }
+
+    /// Returns whether `e` was a read-only refusal, noting when if it was.
+    fn note_write_error(&self, e: &sqlx::Error) -> bool {
+        let read_only = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|c| is_read_only(&c));
+        if read_only {
+            self.refused_now();
+        }
+        read_only
+    }
+
+    fn refused_now(&self) {
+        self.seen_ms
+            .fetch_max(self.ms(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// Whether a connection `age` old existed when the last refusal came.
+    fn opened_before_refusal(&self, age: Duration) -> bool {
+        let seen = self.seen_ms.load(Ordering::Relaxed);
+        let opened = Instant::now().checked_sub(age).unwrap_or(self.created);
+        seen != 0 && self.ms(opened) <= seen
+    }
 }
 
 /// SQLite reports a read-only refusal as `SQLITE_READONLY` (8) or one of
@@ -161,14 +252,6 @@ fn is_read_only(code: &str) -> bool {
     const SQLITE_READONLY: i32 = 8;
     code.parse::<i32>()
         .is_ok_and(|c| c & 0xff == SQLITE_READONLY)
-}
-
-fn opened_before_read_only_seen(age: Duration) -> bool {
-    let seen = READ_ONLY_SEEN_MS.load(Ordering::Relaxed);
-    let opened = Instant::now()
-        .checked_sub(age)
-        .unwrap_or_else(process_start);
-    seen != 0 && since_start_ms(opened) <= seen
 }
 
 /// Writes the WAL back into the database file and closes the pool, so a
@@ -185,7 +268,7 @@ pub async fn close(pool: Pool) {
 
 /// Identity of the database file on disk (device and inode), to notice it
 /// being deleted or replaced under the running server.
-pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+pub(crate) fn file_identity(path: &Path) -> Option<(u64, u64)> {
     let m = std::fs::metadata(path).ok()?;
     #[cfg(unix)]
     {
@@ -223,7 +306,7 @@ pub async fn watcher_connection(path: &Path) -> anyhow::Result<SqliteConnection>
     Ok(SqliteConnection::connect_with(&options(path)?).await?)
 }
 
-pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
+pub(crate) async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
     sqlx::query_scalar("PRAGMA data_version")
         .fetch_one(conn)
         .await
@@ -238,12 +321,14 @@ pub async fn data_version(conn: &mut SqliteConnection) -> sqlx::Result<i64> {
 /// connection that existed then, so the second try runs on a fresh one,
 /// which succeeds if the fault is gone (a connection opened while it was
 /// there, but after the last refusal, would otherwise fail one more write).
-pub async fn write_tx(pool: &Pool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+pub(crate) async fn write_tx(
+    pool: &Pool,
+) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
     match pool.begin_with("BEGIN IMMEDIATE").await {
-        Err(e) if note_write_error(&e) => {
+        Err(e) if pool.read_only.note_write_error(&e) => {
             let tx = pool.begin_with("BEGIN IMMEDIATE").await;
             if let Err(e) = &tx {
-                note_write_error(e);
+                pool.read_only.note_write_error(e);
             }
             tx
         }
@@ -261,6 +346,22 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_retires_the_connections_of_its_own_pool_only() {
+        let (refused, other) = (ReadOnlyWatch::new(), ReadOnlyWatch::new());
+        std::thread::sleep(Duration::from_millis(5));
+        let old = refused.created.elapsed();
+        assert!(!refused.opened_before_refusal(old));
+        refused.refused_now();
+        assert!(refused.opened_before_refusal(old));
+        assert!(!other.opened_before_refusal(other.created.elapsed()));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(
+            !refused.opened_before_refusal(Duration::ZERO),
+            "opened after it"
+        );
+    }
 
     #[test]
     fn every_read_only_code_counts_and_only_those() {

@@ -114,7 +114,7 @@ impl ServerRow {
     }
 
     /// Where load.xsl is read: `poll_url` if set, else the listener URL.
-    pub fn poll_base(&self) -> &str {
+    pub(crate) fn poll_base(&self) -> &str {
         self.poll_url.as_deref().unwrap_or(&self.url)
     }
 }

@@ -9,7 +9,6 @@ use super::now_ms;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct SessionRow {
-    pub user_id: i64,
     pub user_name: String,
     pub csrf_token: String,
     pub last_seen_at: i64,
@@ -50,7 +49,7 @@ pub async fn find(
     let now = now_ms();
     let h = hash(token);
     let row = sqlx::query_as::<_, SessionRow>(
-        "SELECT s.user_id, u.name AS user_name, s.csrf_token, s.last_seen_at \
+        "SELECT u.name AS user_name, s.csrf_token, s.last_seen_at \
          FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?",
     )
     .bind(&h)

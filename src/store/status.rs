@@ -9,7 +9,7 @@ use crate::domain::text::{RELAY_TEXT_MAX, clean};
 use crate::domain::{Health, MountUsage, PollSource};
 
 #[derive(Debug, Clone, FromRow)]
-pub struct HealthRow {
+pub(crate) struct HealthRow {
     pub server_id: i64,
     pub state: String,
     pub consecutive_failures: i64,
@@ -35,15 +35,14 @@ impl HealthRow {
 }
 
 #[derive(Debug, Clone, FromRow)]
-pub struct MountStatusRow {
+pub(crate) struct MountStatusRow {
     pub server_id: i64,
     pub mount: String,
     pub listeners: i64,
     pub max_listeners: Option<i64>,
-    pub seen_at: i64,
 }
 
-pub async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
+pub(crate) async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
     Ok(sqlx::query_as::<_, HealthRow>(
         "SELECT server_id, state, consecutive_failures, consecutive_successes, last_error, \
          last_error_at, last_poll_at, last_success_at, latency_ms, source, listener_connections FROM server_health",
@@ -52,7 +51,10 @@ pub async fn health_all(conn: &mut SqliteConnection) -> Result<Vec<HealthRow>> {
     .await?)
 }
 
-pub async fn health_of(conn: &mut SqliteConnection, server_id: i64) -> Result<Option<HealthRow>> {
+pub(crate) async fn health_of(
+    conn: &mut SqliteConnection,
+    server_id: i64,
+) -> Result<Option<HealthRow>> {
     Ok(sqlx::query_as::<_, HealthRow>(
         "SELECT server_id, state, consecutive_failures, consecutive_successes, last_error, \
          last_error_at, last_poll_at, last_success_at, latency_ms, source, listener_connections FROM server_health WHERE server_id = ?",
@@ -62,21 +64,21 @@ pub async fn health_of(conn: &mut SqliteConnection, server_id: i64) -> Result<Op
     .await?)
 }
 
-pub async fn mount_status_all(conn: &mut SqliteConnection) -> Result<Vec<MountStatusRow>> {
+pub(crate) async fn mount_status_all(conn: &mut SqliteConnection) -> Result<Vec<MountStatusRow>> {
     Ok(sqlx::query_as::<_, MountStatusRow>(
-        "SELECT server_id, mount, listeners, max_listeners, seen_at FROM mount_status \
+        "SELECT server_id, mount, listeners, max_listeners FROM mount_status \
          ORDER BY server_id, mount",
     )
     .fetch_all(conn)
     .await?)
 }
 
-pub async fn mount_status_of(
+pub(crate) async fn mount_status_of(
     conn: &mut SqliteConnection,
     server_id: i64,
 ) -> Result<Vec<MountStatusRow>> {
     Ok(sqlx::query_as::<_, MountStatusRow>(
-        "SELECT server_id, mount, listeners, max_listeners, seen_at FROM mount_status \
+        "SELECT server_id, mount, listeners, max_listeners FROM mount_status \
          WHERE server_id = ? ORDER BY mount",
     )
     .bind(server_id)
@@ -86,7 +88,7 @@ pub async fn mount_status_of(
 
 /// The outcome of polling one server, ready to be written.
 #[derive(Debug, Clone)]
-pub struct PollRecord {
+pub(crate) struct PollRecord {
     pub server_id: i64,
     pub started_at: i64,
     pub latency_ms: i64,
@@ -101,7 +103,7 @@ pub struct PollRecord {
 /// replaced (a mount the relay no longer lists is no longer live) and a
 /// history sample is appended per mount; on failure the last known mounts
 /// are kept for the dashboard, while health decides whether they are used.
-pub async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<()> {
+pub(crate) async fn record_poll(conn: &mut SqliteConnection, r: &PollRecord) -> Result<()> {
     // The fetcher already cuts relay text; a record from elsewhere must
     // not bring more into the store.
     let (error, source, last_success) = match &r.result {

@@ -35,7 +35,7 @@ impl Scope {
     }
 
     /// Whether a token of this scope may do what `needed` allows.
-    pub fn allows(self, needed: Scope) -> bool {
+    pub(crate) fn allows(self, needed: Scope) -> bool {
         self == needed || (self == Scope::Write && needed == Scope::Read)
     }
 }
@@ -125,7 +125,10 @@ pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<TokenRow>> {
 }
 
 /// The token whose secret is `secret`, if any.
-pub async fn find_by_secret(conn: &mut SqliteConnection, secret: &str) -> Result<Option<TokenRow>> {
+pub(crate) async fn find_by_secret(
+    conn: &mut SqliteConnection,
+    secret: &str,
+) -> Result<Option<TokenRow>> {
     Ok(sqlx::query_as::<_, TokenRow>(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM api_tokens WHERE token_hash = ?"
     )))

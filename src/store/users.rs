@@ -48,7 +48,11 @@ pub async fn insert(conn: &mut SqliteConnection, name: &str, hash: &str) -> Resu
     .map_err(|e| Error::from_unique(e, "name", name))
 }
 
-pub async fn set_password(conn: &mut SqliteConnection, name: &str, hash: &str) -> Result<()> {
+pub(crate) async fn set_password(
+    conn: &mut SqliteConnection,
+    name: &str,
+    hash: &str,
+) -> Result<()> {
     let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
         .bind(hash)
         .bind(name)
@@ -83,7 +87,7 @@ const SUCCESS_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// What the rate limit decided about a login attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Go ahead and check the password; the attempt is already recorded
     /// as failed under this id (see [`mark_succeeded`]).
     Allowed(i64),
@@ -93,7 +97,7 @@ pub enum Claim {
 
 /// Limits for [`claim_attempt`], counted over `since_ms`.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub since_ms: i64,
     pub per_ip: i64,
     pub per_user: i64,
@@ -103,7 +107,12 @@ pub struct Limits {
 /// concurrent attempts cannot all pass the check before any is recorded.
 /// The per-name limit does not apply to an address this user logged in
 /// from before: strangers guessing a name cannot lock its owner out.
-pub async fn claim_attempt(pool: &Pool, ip: &str, username: &str, l: Limits) -> Result<Claim> {
+pub(crate) async fn claim_attempt(
+    pool: &Pool,
+    ip: &str,
+    username: &str,
+    l: Limits,
+) -> Result<Claim> {
     let mut tx = super::write_tx(pool).await?;
     let (by_ip, by_user, oldest) = recent_failures(&mut tx, ip, username, l.since_ms).await?;
     let known: bool = sqlx::query_scalar(
@@ -135,7 +144,7 @@ pub async fn claim_attempt(pool: &Pool, ip: &str, username: &str, l: Limits) -> 
 }
 
 /// The attempt claimed as `id` had the right password.
-pub async fn mark_succeeded(conn: &mut SqliteConnection, id: i64) -> Result<()> {
+pub(crate) async fn mark_succeeded(conn: &mut SqliteConnection, id: i64) -> Result<()> {
     sqlx::query("UPDATE login_attempts SET ok = 1 WHERE id = ?")
         .bind(id)
         .execute(conn)

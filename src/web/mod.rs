@@ -53,7 +53,7 @@ async fn live_js() -> impl IntoResponse {
 /// A limit or a free-slot count for display. `None` is no limit anybody
 /// knows of (a relay read through status-json.xsl reports none), which
 /// selection does not treat as unlimited: it shares listeners out evenly.
-pub fn or_unlimited<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(crate) fn or_unlimited<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "no known limit".into(), |v| v.to_string())
 }
 

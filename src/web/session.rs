@@ -13,21 +13,20 @@ use crate::web::AppState;
 
 /// The session cookie: a random token, of which the database keeps only
 /// the SHA-256.
-pub const SESSION_COOKIE: &str = "icb_session";
+pub(crate) const SESSION_COOKIE: &str = "icb_session";
 /// Sessions end after this long without a request.
 pub const IDLE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
 
 /// The logged-in user of this request.
 #[derive(Debug, Clone)]
-pub struct AdminUser {
-    pub id: i64,
+pub(crate) struct AdminUser {
     pub name: String,
     pub csrf_token: String,
 }
 
 impl AdminUser {
     /// Compares a form's `csrf_token` with the session's.
-    pub fn check_csrf(&self, given: &str) -> Result<()> {
+    pub(crate) fn check_csrf(&self, given: &str) -> Result<()> {
         if csrf::tokens_match(given, &self.csrf_token) {
             Ok(())
         } else {
@@ -59,14 +58,16 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The user whose session cookie this request carries, if it is valid.
-pub async fn session_user(state: &AppState, headers: &HeaderMap) -> Result<Option<AdminUser>> {
+pub(crate) async fn session_user(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<AdminUser>> {
     let Some(token) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
     let mut conn = state.db().acquire().await?;
     let found = store::sessions::find(&mut conn, &token, IDLE_TIMEOUT_MS).await?;
     Ok(found.map(|s| AdminUser {
-        id: s.user_id,
         name: s.user_name,
         csrf_token: s.csrf_token,
     }))

@@ -37,7 +37,7 @@ impl AppState {
         self.1.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.1.load(Ordering::Relaxed)
     }
 

@@ -241,7 +241,7 @@ async fn server_form_validation_keeps_values_and_names_fields() {
                 ("https_url", "nohost"),
             ],
             "https_url",
-            "not a valid URL",
+            "must start with http:// or https:// (as in http://nohost)",
         ),
         (
             &[

@@ -168,6 +168,55 @@ country = "Netherlands"
     assert!(text(&out.stderr).contains("cannot read /nonexistent/file.toml"));
 }
 
+/// A value of the wrong type is named in words, with the file, the entry
+/// and the key; every unknown key is reported at once, not only the first.
+#[test]
+fn an_import_of_the_wrong_shape_says_what_and_where_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("b.db");
+    let file = dir.path().join("servers.toml");
+    let refused = |content: &str| {
+        std::fs::write(&file, content).unwrap();
+        let out = run(&db, &["import", file.to_str().unwrap()], None);
+        assert!(!out.status.success());
+        text(&out.stderr)
+    };
+    let err = refused(
+        "[[servers]]\nname = \"r0\"\nurl = \"http://a\"\n\
+         [[servers]]\nname = \"r1\"\nurl = \"http://b\"\nweight = \"heavy\"\nlatitude = \"north\"\n",
+    );
+    assert!(err.contains("servers.toml: "), "{err}");
+    assert!(
+        err.contains(r#"servers[1] "r1": weight: must be a whole number, got "heavy""#),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"servers[1] "r1": latitude: must be a number, got "north""#),
+        "{err}"
+    );
+    assert!(!err.contains("expected"), "no serde wording: {err}");
+
+    let err = refused(
+        "colour = \"red\"\n[[servers]]\nname = \"x\"\nurl = \"http://x\"\nmaxlisteners = 5\nfoo = 1\n\
+         [[streams]]\nname = \"live\"\nrequire_https = \"yes\"\nmounts = [{ server = \"x\", mount = \"/m\", limit = 3 }]\n",
+    );
+    for part in [
+        "servers.toml: ",
+        "colour: unknown key",
+        r#"servers[0] "x": maxlisteners: unknown key (did you mean max_listeners?)"#,
+        r#"servers[0] "x": foo: unknown key"#,
+        r#"streams[0] "live": require_https: must be true or false, got "yes""#,
+        r#"streams[0] "live" mounts[0]: limit: unknown key"#,
+    ] {
+        assert!(err.contains(part), "{part:?} missing from {err}");
+    }
+    assert_eq!(
+        text(&run(&db, &["export"], None).stdout),
+        "",
+        "nothing was imported"
+    );
+}
+
 #[test]
 fn bad_flag_is_a_clear_error() {
     let out = Command::new(BIN)

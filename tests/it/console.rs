@@ -173,6 +173,15 @@ async fn errors_stay_inside_the_admin_layout() {
     assert_eq!(p.status, 422);
     assert!(p.body.contains("required"), "{}", p.body);
     assert!(!p.body.contains("relative URL without a base"));
+    let p = b
+        .post(
+            "/admin/servers/new",
+            &[("name", "r2"), ("url", "relay.example.com")],
+        )
+        .await;
+    assert_eq!(p.status, 422);
+    assert!(p.body.contains("must start with http://"), "{}", p.body);
+    assert!(!p.body.contains("relative URL without a base"));
 
     // Logging out says so, once.
     let p = b.post("/admin/logout", &[]).await;

@@ -27,13 +27,13 @@ use crate::web::csrf::tokens_match;
 
 const LOGIN_COOKIE: &str = "icb_login";
 /// Failed logins counted over this window…
-pub const WINDOW_MS: i64 = 15 * 60 * 1000;
+pub(crate) const WINDOW_MS: i64 = 15 * 60 * 1000;
 /// …may be at most this many from one address…
 pub const MAX_PER_IP: i64 = 5;
 /// …or for one user name (from anywhere).
 pub const MAX_PER_USER: i64 = 10;
 /// Longest user name looked at; longer input is cut to this.
-pub const MAX_NAME_CHARS: usize = 64;
+pub(crate) const MAX_NAME_CHARS: usize = 64;
 
 pub fn router() -> Router<AppState> {
     Router::new()

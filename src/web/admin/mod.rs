@@ -33,7 +33,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::client_ip::{ClientInfo, client_info};
 use super::csrf;
-pub use super::session::{AdminUser, IDLE_TIMEOUT_MS, SESSION_COOKIE, cookie, session_user};
+pub(crate) use super::session::{AdminUser, SESSION_COOKIE, session_user};
+pub use super::session::{IDLE_TIMEOUT_MS, cookie};
 use crate::error::{Error, Result};
 use crate::store;
 use crate::users::hex;
@@ -43,7 +44,7 @@ const FLASH_COOKIE: &str = "icb_flash";
 
 /// What every admin page shows around its content.
 #[derive(Debug, Clone)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub user: String,
     pub csrf: String,
     pub flash: Option<String>,
@@ -55,7 +56,7 @@ pub struct Ctx {
 impl Ctx {
     /// Whether the menu entry `href` is the page shown (or a page under
     /// it: a server's page is under Servers).
-    pub fn is_current(&self, href: &str) -> bool {
+    pub(crate) fn is_current(&self, href: &str) -> bool {
         match href {
             "/admin/" => self.path == "/admin/",
             _ => {
@@ -71,7 +72,7 @@ impl Ctx {
 
 /// A one-shot message carried to the next page in a cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     /// Something was done as asked.
     Done(String),
     /// Something was refused or failed; shown as an error.
@@ -97,7 +98,7 @@ impl Notice {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Flash(pub Option<Notice>);
+pub(crate) struct Flash(pub Option<Notice>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = Error;
@@ -178,7 +179,7 @@ fn unsealed(value: &str) -> Option<String> {
 
 /// `Set-Cookie` for an admin cookie: HttpOnly, SameSite=Strict, Path=/,
 /// Secure when the request came over HTTPS. `None` deletes it.
-pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
+pub(crate) fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue {
     let mut c = Cookie::build((name, value.unwrap_or_default()))
         .path("/")
         .http_only(true)
@@ -191,12 +192,12 @@ pub fn set_cookie(name: &str, value: Option<&str>, secure: bool) -> HeaderValue 
 }
 
 /// Redirects with a message for the next page.
-pub fn redirect_with_flash(to: &str, message: &str) -> Response {
+pub(crate) fn redirect_with_flash(to: &str, message: &str) -> Response {
     redirect_with(to, Notice::Done(message.to_string()))
 }
 
 /// Redirects with an error message for the next page.
-pub fn redirect_with_problem(to: &str, message: &str) -> Response {
+pub(crate) fn redirect_with_problem(to: &str, message: &str) -> Response {
     redirect_with(to, Notice::Problem(message.to_string()))
 }
 
@@ -224,7 +225,7 @@ pub fn client(state: &AppState, req: &Request) -> Option<ClientInfo> {
         })
 }
 
-pub fn is_https(state: &AppState, req: &Request) -> bool {
+pub(crate) fn is_https(state: &AppState, req: &Request) -> bool {
     client(state, req).is_some_and(|c| c.https)
 }
 
@@ -237,7 +238,7 @@ const NEXT_KEEPS: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 /// Only local absolute paths, so `next` cannot send anyone off-site.
-pub fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         // Visible ASCII only: a CR or LF would make the Location header
         // invalid after the login already succeeded.
@@ -332,7 +333,7 @@ pub fn router(state: AppState) -> Router<AppState> {
 
 /// A UNIQUE violation becomes a message on its form field; anything else
 /// stays an error.
-pub fn conflict_to_field(
+pub(crate) fn conflict_to_field(
     e: crate::store::Error,
 ) -> std::result::Result<crate::domain::FieldErrors, Error> {
     match e {

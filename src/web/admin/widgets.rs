@@ -11,7 +11,7 @@ use crate::routing::condition::{self, Condition};
 use crate::routing::snapshot::ServerEntry;
 use crate::web::AppState;
 
-pub use crate::web::or_unlimited;
+pub(crate) use crate::web::or_unlimited;
 
 /// Shown where a number is not known now (a relay down, never polled, or
 /// a mount its relay did not list): its last value says nothing about now.
