@@ -37,6 +37,9 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let state = AppState::new(settings, clock).await?;
+        if let Some(cluster) = state.cluster() {
+            cluster.note_start(state.db()).await?;
+        }
         let password = state.settings().admin_password.clone();
         crate::users::ensure_admin(state.writer(), password.as_deref()).await?;
         Ok(Application { listener, state })

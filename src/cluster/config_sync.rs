@@ -211,6 +211,16 @@ async fn note(
     Ok(())
 }
 
+/// The servers and streams a database holds (users left out): noted before
+/// an instance serves, so a first join compares only what it started with.
+pub async fn objects_at_start(db: &Pool) -> Result<BTreeMap<ObjectKey, String>> {
+    Ok(local_objects(db)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("user:"))
+        .collect())
+}
+
 /// Objects whose local state differs from what was last shared.
 pub fn local_changes(
     local: &BTreeMap<ObjectKey, String>,
@@ -266,16 +276,6 @@ impl ConfigSync {
             join_refused: Default::default(),
             at_start: BTreeMap::new(),
         }
-    }
-
-    /// Notes what the database holds before the first round.
-    pub async fn note_start(&mut self, db: &Pool) -> Result<()> {
-        self.at_start = local_objects(db)
-            .await?
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("user:"))
-            .collect();
-        Ok(())
     }
 
     /// A database that has never synced, joining a cluster that has a
@@ -616,10 +616,11 @@ impl super::Cluster {
             settings.secret.clone(),
             settings.join_replace_local,
         );
-        if let Err(e) = sync.note_start(&db).await {
+        if let Err(e) = self.note_start(&db).await {
             tracing::error!(error = %e, "cluster: cannot read the configuration; not syncing it");
             return;
         }
+        sync.at_start = self.at_start.get().cloned().unwrap_or_default();
         let mut committed = writer.subscribe();
         let mut tick = tokio::time::interval(SYNC_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

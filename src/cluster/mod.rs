@@ -223,6 +223,9 @@ pub struct Cluster {
     joining: tokio::sync::Mutex<()>,
     /// Member entries skipped, by name: each is logged once.
     skipped: Mutex<std::collections::HashSet<String>>,
+    /// The servers and streams the database held before this instance
+    /// served (see [`Cluster::note_start`]).
+    at_start: std::sync::OnceLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -247,6 +250,7 @@ impl Cluster {
             modes,
             joining: tokio::sync::Mutex::new(()),
             skipped: Mutex::default(),
+            at_start: std::sync::OnceLock::new(),
             settings,
             conn: Mutex::new(conn),
             client,
@@ -826,5 +830,20 @@ struct LeaseCall {
 impl crate::routing::capacity::SharedGate for Arc<Cluster> {
     fn admit(&self, v: &MountView<'_>) -> impl Future<Output = bool> + Send {
         self.take(v)
+    }
+}
+
+impl Cluster {
+    /// Notes the servers and streams the database holds before this
+    /// instance serves; a first join compares only these with the
+    /// cluster's, never a change made here after start (an import racing
+    /// the first sync would otherwise keep the instance out for good).
+    /// Later calls keep the first note.
+    pub async fn note_start(&self, db: &crate::store::Pool) -> error::Result<()> {
+        if self.at_start.get().is_none() {
+            let objects = config_sync::objects_at_start(db).await?;
+            let _ = self.at_start.set(objects);
+        }
+        Ok(())
     }
 }
