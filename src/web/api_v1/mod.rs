@@ -333,6 +333,27 @@ pub fn tagged<T: Serialize>(status: StatusCode, etag: &str, body: &T) -> Respons
     r
 }
 
+/// A versioned object's answer: its `ETag`, and the `Location` of a new one.
+pub fn versioned<T: Serialize>(
+    status: StatusCode,
+    version: i64,
+    location: &str,
+    body: &T,
+) -> Response {
+    let mut r = tagged(status, &etag(version), body);
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(location)
+    {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// A pooled connection for a read, its error mapped like any other.
+pub async fn read_conn(state: &AppState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+    Ok(state.db().acquire().await.map_err(Error::from)?)
+}
+
 /// A JSON answer without one (lists).
 pub fn json<T: Serialize>(body: &T) -> Response {
     (

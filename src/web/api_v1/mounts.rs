@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
@@ -12,10 +12,10 @@ use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
 use super::{
-    ApiError, ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, etag, json, tagged,
+    ApiError, ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, json, read_conn,
+    versioned,
 };
 use crate::domain::{FieldErrors, MountInput, MountSpec};
-use crate::error::Error;
 use crate::store::changes;
 use crate::store::mounts::{self, MountRow};
 use crate::store::versions::{self, Table};
@@ -95,13 +95,7 @@ async fn load(conn: &mut SqliteConnection, id: i64) -> ApiResult<(MountRow, i64)
 }
 
 fn answer(status: StatusCode, m: MountOut) -> Response {
-    let mut r = tagged(status, &etag(m.version), &m);
-    if status == StatusCode::CREATED
-        && let Ok(v) = format!("/api/v1/mounts/{}", m.id).parse()
-    {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    versioned(status, m.version, &format!("/api/v1/mounts/{}", m.id), &m)
 }
 
 fn field(name: &'static str, message: String) -> ApiError {
@@ -115,7 +109,7 @@ fn field(name: &'static str, message: String) -> ApiError {
     responses((status = 200, body = Vec<MountOut>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub async fn list(State(state): State<AppState>, _: CanRead) -> ApiResult<Response> {
-    let mut conn = state.db().acquire().await.map_err(Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let v = versions::all(&mut conn, Table::Mounts).await?;
     let list: Vec<MountOut> = mounts::list(&mut conn)
         .await?
@@ -138,7 +132,7 @@ pub async fn read(
     _: CanRead,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
-    let mut conn = state.db().acquire().await.map_err(Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let (row, version) = load(&mut conn, id).await?;
     Ok(answer(StatusCode::OK, out(row, version)))
 }

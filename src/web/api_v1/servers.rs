@@ -2,14 +2,15 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{
-    ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, etag, json, not_found, tagged,
+    ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, json, not_found, read_conn,
+    versioned,
 };
 use crate::domain::ServerInput;
 use crate::store::changes;
@@ -56,13 +57,7 @@ async fn load(conn: &mut sqlx::SqliteConnection, name: &str) -> ApiResult<(Serve
 
 fn answer(status: StatusCode, s: ServerOut) -> Response {
     let location = format!("/api/v1/servers/{}", s.server.name);
-    let mut r = tagged(status, &etag(s.version), &s);
-    if status == StatusCode::CREATED
-        && let Ok(v) = location.parse()
-    {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    versioned(status, s.version, &location, &s)
 }
 
 /// Every server, by name.
@@ -70,11 +65,7 @@ fn answer(status: StatusCode, s: ServerOut) -> Response {
     responses((status = 200, body = Vec<ServerOut>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub async fn list(State(state): State<AppState>, _: CanRead) -> ApiResult<Response> {
-    let mut conn = state
-        .db()
-        .acquire()
-        .await
-        .map_err(crate::error::Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let v = versions::all(&mut conn, Table::Servers).await?;
     let rows = servers::list(&mut conn).await?;
     let list = rows
@@ -94,11 +85,7 @@ pub async fn read(
     _: CanRead,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let mut conn = state
-        .db()
-        .acquire()
-        .await
-        .map_err(crate::error::Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let (row, version) = load(&mut conn, &name).await?;
     Ok(answer(StatusCode::OK, out(&row, version)?))
 }

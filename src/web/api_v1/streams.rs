@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
@@ -10,10 +10,10 @@ use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
 use super::{
-    ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, etag, json, not_found, tagged,
+    ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, json, not_found, read_conn,
+    versioned,
 };
 use crate::domain::{FieldErrors, MountInput, StreamInput};
-use crate::error::Error;
 use crate::store::changes::{self, ChangeTx, MountSet};
 use crate::store::streams::{self, StreamRow};
 use crate::store::versions::{self, Table};
@@ -76,13 +76,8 @@ async fn load_out(conn: &mut SqliteConnection, name: &str) -> ApiResult<StreamOu
 }
 
 fn answer(status: StatusCode, s: StreamOut) -> Response {
-    let mut r = tagged(status, &etag(s.version), &s);
-    if status == StatusCode::CREATED
-        && let Ok(v) = format!("/api/v1/streams/{}", s.stream.name).parse()
-    {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
+    let location = format!("/api/v1/streams/{}", s.stream.name);
+    versioned(status, s.version, &location, &s)
 }
 
 /// Makes `list` the stream's complete set of mounts, with their limits.
@@ -130,7 +125,7 @@ async fn set_mounts(tx: &mut ChangeTx, stream_id: i64, list: &[MountInput]) -> A
     responses((status = 200, body = Vec<StreamOut>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub async fn list(State(state): State<AppState>, _: CanRead) -> ApiResult<Response> {
-    let mut conn = state.db().acquire().await.map_err(Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let v = versions::all(&mut conn, Table::Streams).await?;
     let mut list = Vec::new();
     for row in streams::list(&mut conn).await? {
@@ -150,7 +145,7 @@ pub async fn read(
     _: CanRead,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let mut conn = state.db().acquire().await.map_err(Error::from)?;
+    let mut conn = read_conn(&state).await?;
     Ok(answer(StatusCode::OK, load_out(&mut conn, &name).await?))
 }
 

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,8 @@ use sqlx::SqliteConnection;
 use utoipa::ToSchema;
 
 use super::{
-    ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, etag, json, not_found, tagged,
+    ApiResult, Body, CanRead, CanWrite, IfMatch, Problem, commit, etag, json, not_found, read_conn,
+    tagged, versioned,
 };
 use crate::domain::{FieldErrors, Slug};
 use crate::engine::blocking;
@@ -86,7 +87,7 @@ async fn hashed(e: &mut FieldErrors, password: String) -> ApiResult<Option<Strin
     responses((status = 200, body = Vec<UserOut>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub async fn list(State(state): State<AppState>, _: CanRead) -> ApiResult<Response> {
-    let mut conn = state.db().acquire().await.map_err(Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let v = versions::all(&mut conn, Table::Users).await?;
     let list: Vec<UserOut> = users::list(&mut conn)
         .await?
@@ -106,7 +107,7 @@ pub async fn read(
     _: CanRead,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let mut conn = state.db().acquire().await.map_err(Error::from)?;
+    let mut conn = read_conn(&state).await?;
     let (row, version) = load(&mut conn, &name).await?;
     let u = out(&row, version);
     Ok(tagged(StatusCode::OK, &etag(u.version), &u))
@@ -133,11 +134,8 @@ pub async fn create(
     let (row, version) = load(tx.conn(), name.as_str()).await?;
     commit(&state, tx).await?;
     let u = out(&row, version);
-    let mut r = tagged(StatusCode::CREATED, &etag(u.version), &u);
-    if let Ok(v) = format!("/api/v1/users/{}", u.name).parse() {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    Ok(r)
+    let location = format!("/api/v1/users/{}", u.name);
+    Ok(versioned(StatusCode::CREATED, u.version, &location, &u))
 }
 
 /// Sets a user's password (and ends their sessions).
